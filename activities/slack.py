@@ -1,0 +1,120 @@
+"""Slack activities: posting into threads exactly once, and looking up people's names.
+
+The Web API client is built with no retry handlers of its own: a connection error after
+Slack accepted a post would make slack_sdk post again. Temporal retries instead, and a retried
+post first looks for the message it may already have made, by the idempotency key stored in
+the message's metadata.
+"""
+
+import logging
+from datetime import timedelta
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from threadchat.model import PostedMessage, SlackPost
+
+log = logging.getLogger(__name__)
+
+METADATA_EVENT_TYPE = "threadchat_message"
+RETRYABLE_ERRORS = {
+    "ratelimited",
+    "internal_error",
+    "fatal_error",
+    "service_unavailable",
+    "request_timeout",
+}
+
+
+def make_client(token: str, api_url: str) -> AsyncWebClient:
+    return AsyncWebClient(token=token, base_url=api_url, retry_handlers=[], timeout=10)
+
+
+def classify(err: SlackApiError) -> ApplicationError:
+    """Rate limits wait for Retry-After; server trouble retries; the rest cannot succeed."""
+    response = err.response
+    error = response.get("error") or f"http_{response.status_code}"
+    if response.status_code == 429 or error == "ratelimited":
+        headers = {k.lower(): v for k, v in (response.headers or {}).items()}
+        delay = max(1, int(float(headers.get("retry-after", "1") or 1)))
+        return ApplicationError(
+            f"Slack rate limit, retry after {delay}s",
+            type="SlackRateLimited",
+            next_retry_delay=timedelta(seconds=delay),
+        )
+    retryable = response.status_code >= 500 or error in RETRYABLE_ERRORS
+    return ApplicationError(
+        f"Slack error: {error}", type=f"Slack:{error}", non_retryable=not retryable
+    )
+
+
+class SlackActivities:
+    """Activities that call the Slack Web API."""
+
+    def __init__(self, client: AsyncWebClient):
+        self.client = client
+
+    async def _find_posted(self, post: SlackPost) -> str | None:
+        """The ts of a message an earlier attempt already posted with this key, if any."""
+        since = activity.info().scheduled_time.timestamp() - 60
+        cursor = None
+        while True:
+            response = await self.client.conversations_replies(
+                channel=post.thread.channel,
+                ts=post.thread.thread_ts,
+                oldest=f"{since:.6f}",
+                include_all_metadata=True,
+                limit=200,
+                cursor=cursor,
+            )
+            for message in response.get("messages", []):
+                payload = (message.get("metadata") or {}).get("event_payload") or {}
+                if payload.get("idempotency_key") == post.idempotency_key:
+                    return message["ts"]
+            cursor = (response.get("response_metadata") or {}).get("next_cursor")
+            if not response.get("has_more") or not cursor:
+                return None
+
+    @activity.defn
+    async def post_message(self, post: SlackPost) -> PostedMessage:
+        """Post `post.text` into the thread, at most once per idempotency key."""
+        try:
+            if activity.info().attempt > 1:
+                existing = await self._find_posted(post)
+                if existing:
+                    log.info("post already landed on an earlier attempt: ts=%s", existing)
+                    return PostedMessage(ts=existing)
+            response = await self.client.chat_postMessage(
+                channel=post.thread.channel,
+                thread_ts=post.thread.thread_ts,
+                text=post.text,
+                metadata={
+                    "event_type": METADATA_EVENT_TYPE,
+                    "event_payload": {"idempotency_key": post.idempotency_key},
+                },
+                unfurl_links=False,
+            )
+        except SlackApiError as err:
+            raise classify(err) from err
+        return PostedMessage(ts=response["ts"])
+
+    @activity.defn
+    async def describe_users(self, user_ids: list[str]) -> dict[str, str]:
+        """Display names for user ids; ids that cannot be looked up are left out."""
+        names: dict[str, str] = {}
+        for user_id in user_ids:
+            try:
+                response = await self.client.users_info(user=user_id)
+            except SlackApiError as err:
+                if err.response.status_code == 429:
+                    raise classify(err) from err
+                log.warning("users.info failed for %s: %s", user_id, err.response.get("error"))
+                continue
+            user = response.get("user") or {}
+            profile = user.get("profile") or {}
+            name = profile.get("display_name") or profile.get("real_name") or user.get("name")
+            if name:
+                names[user_id] = name
+        return names

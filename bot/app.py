@@ -1,0 +1,96 @@
+"""The Slack app: built here, listeners registered, served over HTTP or Socket Mode."""
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+from temporalio.client import Client
+
+from bot.conversations import Conversations
+from bot.listeners import register_listeners
+from threadchat.config import Settings, SlackSettings
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+
+
+def build_app(settings: SlackSettings, temporal: Client, task_queue: str) -> AsyncApp:
+    app = AsyncApp(
+        client=AsyncWebClient(token=settings.bot_token, base_url=settings.api_url),
+        signing_secret=settings.signing_secret or "",
+        # Socket Mode frames are authenticated by the app token; HTTP requests by signature.
+        request_verification_enabled=not settings.socket_mode,
+        process_before_response=True,
+    )
+    register_listeners(app, Conversations(temporal, task_queue))
+    return app
+
+
+def build_web_app(app: AsyncApp | None, temporal: Client) -> web.Application:
+    """`POST /slack/events` (when `app` is given) and `GET /healthz`."""
+
+    async def slack_events(request: web.Request) -> web.Response:
+        bolt_response = await app.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(bolt_response)
+
+    async def healthz(request: web.Request) -> web.Response:
+        try:
+            healthy = await temporal.service_client.check_health(timeout=timedelta(seconds=2))
+        except Exception:
+            healthy = False
+        return web.json_response(
+            {"ok": healthy, "temporal": "ok" if healthy else "unreachable"},
+            status=200 if healthy else 503,
+        )
+
+    web_app = web.Application(client_max_size=1024 * 1024)
+    web_app.router.add_get("/healthz", healthz)
+    if app is not None:
+        web_app.router.add_post(EVENTS_PATH, slack_events)
+    return web_app
+
+
+async def start_http(web_app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Serve until the runner is cleaned up; returns the runner (its port may be 0 → chosen)."""
+    runner = web.AppRunner(web_app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    return runner.addresses[0][1]
+
+
+async def serve(settings: Settings, temporal: Client, stop: asyncio.Event, host: str) -> None:
+    """Run the bot until `stop` is set: Socket Mode when an app token is set, else HTTP.
+
+    `/healthz` is served on PORT in both modes, for load balancers and orchestrators.
+    """
+    app = build_app(settings.slack, temporal, settings.temporal.task_queue)
+    socket_mode = settings.slack.socket_mode
+    runner = await start_http(
+        build_web_app(None if socket_mode else app, temporal), host, settings.slack.port
+    )
+    handler = None
+    if socket_mode:
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+        handler = AsyncSocketModeHandler(app, settings.slack.app_token)
+        await handler.connect_async()
+        log.info("bot connected in Socket Mode; health on port %s", bound_port(runner))
+    else:
+        log.info("bot serving %s on %s:%s", EVENTS_PATH, host, bound_port(runner))
+    try:
+        await stop.wait()
+    finally:
+        log.info("bot shutting down")
+        if handler is not None:
+            await handler.close_async()
+        await runner.cleanup()  # lets in-flight requests finish their hand-over

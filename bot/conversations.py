@@ -1,0 +1,80 @@
+"""The bot's door into Temporal: start, message, find and end conversations.
+
+Each call is one RPC of a few milliseconds that needs no live worker, so listeners can do it
+before acking and still answer Slack well within its 3 seconds.
+"""
+
+import re
+
+from temporalio.client import Client
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError, RPCStatusCode
+
+from threadchat.ids import conversation_id
+from threadchat.model import ConversationStart, EndRequest, ThreadRef, UserMessage
+from threadchat.temporal import SLACK_CHANNEL, SLACK_PARTICIPANTS
+from workflows.conversation import ConversationWorkflow
+
+_SLACK_ID = re.compile(r"^[A-Z0-9]+$")
+
+
+class Conversations:
+    def __init__(self, client: Client, task_queue: str):
+        self.client = client
+        self.task_queue = task_queue
+
+    async def start_or_continue(self, thread: ThreadRef, message: UserMessage) -> None:
+        """Signal-with-start: the message starts the thread's conversation if none is running."""
+        await self.client.start_workflow(
+            ConversationWorkflow.run,
+            ConversationStart(thread=thread),
+            id=conversation_id(thread.team, thread.channel, thread.thread_ts),
+            task_queue=self.task_queue,
+            start_signal="user_message",
+            start_signal_args=[message],
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(SLACK_CHANNEL, thread.channel),
+                    SearchAttributePair(SLACK_PARTICIPANTS, [message.user]),
+                ]
+            ),
+        )
+
+    async def continue_only(self, thread: ThreadRef, message: UserMessage) -> bool:
+        """Add a message to a running conversation; False if the thread has none."""
+        return await self._signal(thread, ConversationWorkflow.user_message, message)
+
+    async def end(self, thread: ThreadRef, request: EndRequest) -> bool:
+        """Ask the thread's conversation to end; False if it has none running."""
+        return await self._signal(thread, ConversationWorkflow.end, request)
+
+    async def latest_for(self, team: str, channel: str, user: str) -> ThreadRef | None:
+        """The most recently started running conversation `user` takes part in, in `channel`."""
+        if not (_SLACK_ID.match(channel) and _SLACK_ID.match(user)):
+            return None
+        query = (
+            f"WorkflowType = 'ConversationWorkflow' AND ExecutionStatus = 'Running' "
+            f"AND {SLACK_CHANNEL.name} = '{channel}' AND {SLACK_PARTICIPANTS.name} = '{user}'"
+        )
+        prefix = conversation_id(team, channel, "")
+        running = [
+            execution
+            async for execution in self.client.list_workflows(query)
+            if execution.id.startswith(prefix)
+        ]
+        if not running:
+            return None
+        latest = max(running, key=lambda execution: execution.start_time)
+        return ThreadRef(team=team, channel=channel, thread_ts=latest.id[len(prefix) :])
+
+    async def _signal(self, thread: ThreadRef, signal, arg) -> bool:
+        handle = self.client.get_workflow_handle(
+            conversation_id(thread.team, thread.channel, thread.thread_ts)
+        )
+        try:
+            await handle.signal(signal, arg)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return True

@@ -1,0 +1,40 @@
+"""Mentions and thread messages: start or continue the thread's conversation."""
+
+import logging
+import re
+
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+
+from bot.conversations import Conversations
+from bot.parsing import parse_message_event
+
+log = logging.getLogger(__name__)
+
+
+def register(app: AsyncApp, conversations: Conversations) -> None:
+    async def hand_over(event: dict, context: AsyncBoltContext, *, is_mention: bool) -> None:
+        incoming = parse_message_event(
+            event, context.team_id or "", context.bot_user_id, is_mention_event=is_mention
+        )
+        if incoming is None:
+            return
+        if incoming.may_start:
+            await conversations.start_or_continue(incoming.thread, incoming.message)
+        elif not await conversations.continue_only(incoming.thread, incoming.message):
+            log.debug("message in a thread without a conversation: %s", incoming.thread)
+
+    # Bolt acks events itself; with process_before_response the ack goes out only after the
+    # hand-over, so a Temporal outage turns into a 5xx and Slack delivers the event again.
+    @app.event("app_mention")
+    async def on_mention(event: dict, context: AsyncBoltContext) -> None:
+        await hand_over(event, context, is_mention=True)
+
+    @app.event("message")
+    async def on_message(event: dict, context: AsyncBoltContext) -> None:
+        await hand_over(event, context, is_mention=False)
+
+    # Any other event the app is subscribed to gets a 200: without a listener Bolt answers
+    # 404, and Slack would retry it.
+    @app.event(re.compile(".*"))
+    async def on_other_event() -> None:
+        return None

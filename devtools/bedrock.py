@@ -1,0 +1,670 @@
+"""A local Amazon Bedrock Runtime server that real boto3 talks to.
+
+Nothing offline implements Converse: moto only has ``invoke_model`` for bedrock-runtime, and
+``botocore.stub.Stubber`` never touches the wire, so it cannot exercise retries, timeouts, error
+headers or the binary event stream. ``LocalBedrock`` fills that gap. It speaks the Bedrock Runtime
+REST protocol (``Converse``, ``ConverseStream`` and ``CountTokens``) on 127.0.0.1 so that an
+unmodified boto3 client pointed at it with ``endpoint_url`` (or
+``AWS_ENDPOINT_URL_BEDROCK_RUNTIME``) behaves as it would against AWS. It is used by:
+
+* tests, which inject faults (throttling, access denied, broken streams, latency) and inspect
+  the recorded requests;
+* benchmarks, which want a model with a controllable, deterministic latency;
+* the offline dev mode, where :func:`offline_reply` stands in for the model.
+
+Run it standalone with ``python -m devtools.bedrock --port 8765``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import json
+import math
+import signal
+import socket
+import struct
+import time
+import uuid
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
+
+__all__ = [
+    "ERROR_STATUS",
+    "Fault",
+    "LocalBedrock",
+    "RecordedRequest",
+    "encode_event_message",
+    "estimate_tokens",
+    "offline_reply",
+]
+
+# HTTP status of each Bedrock Runtime error code, as declared in botocore's service model
+# (botocore/data/bedrock-runtime/2023-09-30/service-2.json).
+ERROR_STATUS: dict[str, int] = {
+    "ThrottlingException": 429,
+    "ModelNotReadyException": 429,
+    "ServiceUnavailableException": 503,
+    "InternalServerException": 500,
+    "ModelTimeoutException": 408,
+    "ModelErrorException": 424,
+    "ModelStreamErrorException": 424,
+    "ValidationException": 400,
+    "AccessDeniedException": 403,
+    "ResourceNotFoundException": 404,
+    "ServiceQuotaExceededException": 400,
+}
+
+OPERATIONS = ("converse", "converse-stream", "count-tokens")
+
+# Exceptions that ConverseStream can deliver inside the event stream: the exception members of
+# the ConverseStreamOutput union. Any other code is sent as a generic ``error`` message instead,
+# which botocore still turns into an EventStreamError.
+_STREAM_EXCEPTIONS = frozenset(
+    {
+        "internalServerException",
+        "modelStreamErrorException",
+        "validationException",
+        "throttlingException",
+        "serviceUnavailableException",
+    }
+)
+
+# aiohttp refuses bodies over 1 MiB by default. A conversation near a 200k-token context is
+# close to 1 MB of text, and it must reach the context-limit check, not an HTTP 413.
+_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+
+# The event stream's content type, which botocore requires before it parses the body as events.
+_EVENTSTREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
+
+_TOO_LONG_MESSAGE = "Input is too long for requested model."
+
+
+@dataclass
+class Fault:
+    """One injected failure, consumed in order by matching requests.
+
+    ``error_code`` answers the request with that Bedrock error (HTTP status from
+    :data:`ERROR_STATUS`, 500 for unknown codes). ``latency_s`` delays the answer first and can be
+    used alone (``error_code=None``) to simulate a slow model. ``cut_stream_after_events`` makes a
+    ConverseStream response break after that many events: with no ``error_code`` the connection
+    is closed mid-response; with an ``error_code`` the stream instead carries that error as an
+    in-stream exception event, the way Bedrock reports mid-stream failures.
+    """
+
+    error_code: str | None = None
+    message: str = "injected fault"
+    times: int = 1
+    operation: str | None = None
+    latency_s: float = 0.0
+    cut_stream_after_events: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.operation is not None and self.operation not in OPERATIONS:
+            raise ValueError(f"operation must be one of {OPERATIONS} or None: {self.operation!r}")
+        if self.times < 1:
+            raise ValueError(f"times must be at least 1: {self.times}")
+        if self.latency_s < 0:
+            raise ValueError(f"latency_s must not be negative: {self.latency_s}")
+        if self.cut_stream_after_events is not None and self.cut_stream_after_events < 0:
+            raise ValueError(
+                f"cut_stream_after_events must not be negative: {self.cut_stream_after_events}"
+            )
+
+    def matches(self, operation: str) -> bool:
+        """Whether this fault applies to a request for ``operation``."""
+        return self.operation is None or self.operation == operation
+
+
+@dataclass
+class RecordedRequest:
+    """One request the server received, recorded once its body was parsed.
+
+    ``status`` is the HTTP status answered; it is 0 while the request is still waiting (for
+    injected or model latency) and stays 0 if the client went away before an answer.
+    """
+
+    operation: str
+    model_id: str
+    body: dict[str, Any]
+    at: float
+    status: int
+
+
+@dataclass
+class _PendingFault:
+    """A queued fault with its remaining uses; the caller's Fault object is never mutated."""
+
+    fault: Fault
+    remaining: int
+
+
+class _BedrockError(Exception):
+    """An error answer: raised inside a handler, turned into Bedrock's error response."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def status(self) -> int:
+        return ERROR_STATUS.get(self.code, 500)
+
+
+def estimate_tokens(text: str) -> int:
+    """Roughly estimate the token count of ``text``: one token per 4 characters, rounded up.
+
+    Real tokenizers differ per model; this only has to be deterministic and in the right
+    order of magnitude for context-limit and usage bookkeeping.
+    """
+    return math.ceil(len(text) / 4)
+
+
+def _block_texts(blocks: Any) -> list[str]:
+    """The ``text`` values of a list of content blocks; other block kinds are ignored."""
+    if not isinstance(blocks, list):
+        return []
+    return [b["text"] for b in blocks if isinstance(b, dict) and isinstance(b.get("text"), str)]
+
+
+def _message_text(message: Any) -> str:
+    """All text of one message, its text blocks joined by newlines."""
+    if not isinstance(message, dict):
+        return ""
+    return "\n".join(_block_texts(message.get("content")))
+
+
+def _system_text(system: Any) -> str:
+    return "\n".join(_block_texts(system))
+
+
+def _input_tokens(messages: Any, system: Any) -> int:
+    """Estimated prompt size: the system prompt plus every message's text."""
+    parts = [_system_text(system)]
+    if isinstance(messages, list):
+        parts.extend(_message_text(m) for m in messages)
+    return estimate_tokens("\n".join(p for p in parts if p))
+
+
+def offline_reply(body: dict[str, Any]) -> str:
+    """The default responder: a deterministic stand-in for the model, labelled as offline.
+
+    It answers from the user messages only, so that a conversation's replies show which turns
+    the model was actually given (handy for checking history handling by eye and in tests). A
+    request asking for a summary, in the system prompt or the latest user message, gets a
+    summary-shaped answer. Pure: the same body always gives the same reply.
+    """
+    messages = body.get("messages")
+    user_texts = [
+        _message_text(m)
+        for m in (messages if isinstance(messages, list) else [])
+        if isinstance(m, dict) and m.get("role") == "user"
+    ]
+    n = len(user_texts)
+    last = user_texts[-1] if user_texts else ""
+    prev = user_texts[-2] if n >= 2 else ""
+    system = _system_text(body.get("system"))
+    if "summar" in system.lower() or "summar" in last.lower():
+        noun = "message" if n == 1 else "messages"
+        return f'Summary (offline model): {n} {noun}. Latest: "{last[:80]}"'
+    reply = f'(offline model) Turn {n}. You said: "{last[:200]}".'
+    if prev:
+        reply += f' Before that: "{prev[:200]}".'
+    return reply
+
+
+def _validate_conversation(messages: Any, system: Any) -> None:
+    """Reject a conversation the way Bedrock does, with its wording where it is known."""
+    if not isinstance(messages, list) or not messages:
+        raise _BedrockError(
+            "ValidationException",
+            "A conversation must contain at least one message. "
+            "Add a user message to the messages field, and try again.",
+        )
+    previous_role: str | None = None
+    for i, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ("user", "assistant"):
+            raise _BedrockError(
+                "ValidationException",
+                f"The role in the Message object at messages.{i} must be user or assistant.",
+            )
+        if i == 0 and role != "user":
+            raise _BedrockError(
+                "ValidationException",
+                "A conversation must start with a user message. "
+                "Try again with a conversation that starts with a user message.",
+            )
+        if role == previous_role:
+            raise _BedrockError(
+                "ValidationException",
+                "A conversation must alternate between user and assistant roles. Make sure the "
+                "conversation alternates between user and assistant roles and try again.",
+            )
+        previous_role = role
+        content = message.get("content")
+        if not isinstance(content, list) or not content:
+            raise _BedrockError(
+                "ValidationException",
+                f"The content field in the Message object at messages.{i} is empty. "
+                "Add a ContentBlock object to the content field and try again.",
+            )
+        for j, block in enumerate(content):
+            if isinstance(block, dict) and "text" in block and not str(block["text"]).strip():
+                raise _BedrockError(
+                    "ValidationException",
+                    f"The text field in the ContentBlock object at messages.{i}.content.{j} "
+                    "is blank. Add text to the text field, and try again.",
+                )
+    if system is not None and not isinstance(system, list):
+        raise _BedrockError("ValidationException", "The system field must be a list.")
+
+
+def _encode_headers(headers: dict[str, str]) -> bytes:
+    """Encode event-stream headers, all string-typed (type 7, 2-byte value length)."""
+    out = bytearray()
+    for name, value in headers.items():
+        raw_name = name.encode("utf-8")
+        raw_value = value.encode("utf-8")
+        out += struct.pack("!B", len(raw_name)) + raw_name
+        out += struct.pack("!BH", 7, len(raw_value)) + raw_value
+    return bytes(out)
+
+
+def encode_event_message(headers: dict[str, str], payload: bytes) -> bytes:
+    """Encode one message of the binary AWS event stream (``application/vnd.amazon.eventstream``).
+
+    Layout, big-endian: total length (4 bytes), headers length (4), CRC32 of those 8 bytes,
+    headers, payload, CRC32 of everything before it. botocore can decode this format but has no
+    encoder, hence this one. See ``botocore/eventstream.py`` for the reading side.
+    """
+    raw_headers = _encode_headers(headers)
+    total_length = 12 + len(raw_headers) + len(payload) + 4
+    prelude = struct.pack("!II", total_length, len(raw_headers))
+    prelude += struct.pack("!I", zlib.crc32(prelude) & 0xFFFFFFFF)
+    message = prelude + raw_headers + payload
+    return message + struct.pack("!I", zlib.crc32(message) & 0xFFFFFFFF)
+
+
+def _event(event_type: str, payload: dict[str, Any]) -> bytes:
+    """An ordinary ConverseStream event."""
+    return encode_event_message(
+        {
+            ":event-type": event_type,
+            ":message-type": "event",
+            ":content-type": "application/json",
+        },
+        json.dumps(payload).encode("utf-8"),
+    )
+
+
+def _stream_error(code: str, message: str) -> bytes:
+    """A mid-stream failure: botocore raises EventStreamError when it reaches this message."""
+    # In-stream exception names are the error codes with a lowercase first letter
+    # ("throttlingException"); botocore reports that name as the error code.
+    exception_type = code[:1].lower() + code[1:]
+    if exception_type in _STREAM_EXCEPTIONS:
+        headers = {
+            ":message-type": "exception",
+            ":exception-type": exception_type,
+            ":content-type": "application/json",
+        }
+        return encode_event_message(headers, json.dumps({"message": message}).encode("utf-8"))
+    headers = {":message-type": "error", ":error-code": code, ":error-message": message}
+    return encode_event_message(headers, b"")
+
+
+def _require_loopback(host: str) -> None:
+    """Refuse to listen beyond this machine: the server has no authentication at all."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"LocalBedrock only binds to a loopback address, not {host!r}")
+
+
+class LocalBedrock:
+    """A local server speaking the Bedrock Runtime wire protocol.
+
+    ``context_limit_tokens`` is the model's context size: longer input (estimated with
+    :func:`estimate_tokens`) gets Bedrock's "Input is too long" ValidationException.
+    ``model_latency_s`` is the time the "model" takes before answering (before the first byte
+    of a stream). Streams are sent in deltas of ``stream_chunk_chars`` characters,
+    ``stream_delay_s`` apart. ``responder`` computes the reply text from the parsed request body;
+    it defaults to :func:`offline_reply`.
+
+    Use ``await start()`` / ``await stop()`` or ``async with``. All methods must be called from
+    the event loop the server runs in.
+    """
+
+    def __init__(
+        self,
+        *,
+        context_limit_tokens: int = 200_000,
+        model_latency_s: float = 0.0,
+        stream_chunk_chars: int = 12,
+        stream_delay_s: float = 0.03,
+        responder: Callable[[dict[str, Any]], str] | None = None,
+    ) -> None:
+        if context_limit_tokens < 1:
+            raise ValueError(f"context_limit_tokens must be positive: {context_limit_tokens}")
+        if stream_chunk_chars < 1:
+            raise ValueError(f"stream_chunk_chars must be positive: {stream_chunk_chars}")
+        if stream_delay_s < 0:
+            raise ValueError(f"stream_delay_s must not be negative: {stream_delay_s}")
+        self.set_model_latency(model_latency_s)
+        self._context_limit_tokens = context_limit_tokens
+        self._stream_chunk_chars = stream_chunk_chars
+        self._stream_delay_s = stream_delay_s
+        self._responder = responder or offline_reply
+        self._faults: list[_PendingFault] = []
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+        self.requests: list[RecordedRequest] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Start listening (port 0 picks a free port) and return the endpoint URL."""
+        if self._runner is not None:
+            raise RuntimeError("LocalBedrock is already started")
+        _require_loopback(host)
+        app = web.Application(client_max_size=_MAX_REQUEST_BYTES)
+        for operation in OPERATIONS:
+            app.router.add_post(f"/model/{{modelId:.+}}/{operation}", self._handler(operation))
+        # Open the socket ourselves: it is the portable way to learn the port chosen for port 0.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family)
+        # A short shutdown timeout: stop() must not wait a minute for a stalled stream.
+        runner = web.AppRunner(app, shutdown_timeout=1.0)
+        try:
+            await runner.setup()
+            await web.SockSite(runner, sock).start()
+        except BaseException:
+            sock.close()
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        bound_host, bound_port = sock.getsockname()[:2]
+        shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+        self._url = f"http://{shown_host}:{bound_port}"
+        return self._url
+
+    async def stop(self) -> None:
+        """Stop the server, closing open connections. Safe to call more than once."""
+        runner, self._runner = self._runner, None
+        self._url = None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> LocalBedrock:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def url(self) -> str:
+        """The endpoint URL, e.g. ``http://127.0.0.1:8765``; only valid while started."""
+        if self._url is None:
+            raise RuntimeError("LocalBedrock is not started")
+        return self._url
+
+    # -- test controls -----------------------------------------------------------------------
+
+    def inject(self, fault: Fault) -> None:
+        """Queue a fault; queued faults apply in order to the requests they match."""
+        self._faults.append(_PendingFault(fault, fault.times))
+
+    def clear_faults(self) -> None:
+        """Drop every queued fault."""
+        self._faults.clear()
+
+    def set_model_latency(self, seconds: float) -> None:
+        """Change how long the model takes before answering, for later requests."""
+        if seconds < 0:
+            raise ValueError(f"model latency must not be negative: {seconds}")
+        self._model_latency_s = seconds
+
+    def _take_fault(self, operation: str) -> Fault | None:
+        """Consume one use of the first queued fault matching ``operation``."""
+        for pending in self._faults:
+            if pending.fault.matches(operation):
+                pending.remaining -= 1
+                if pending.remaining == 0:
+                    self._faults.remove(pending)
+                return pending.fault
+        return None
+
+    # -- request handling --------------------------------------------------------------------
+
+    def _handler(self, operation: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """The aiohttp handler for one operation's route."""
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self._handle(request, operation)
+
+        return handle
+
+    async def _handle(self, request: web.Request, operation: str) -> web.StreamResponse:
+        arrived = time.monotonic()
+        # Take the id from the raw path and decode it exactly once: boto3 percent-encodes ':'
+        # and '/' in model ids and ARNs, and aiohttp versions differ in what they pre-decode.
+        raw_id = request.rel_url.raw_path[len("/model/") : -len(f"/{operation}")]
+        model_id = unquote(raw_id)
+        try:
+            body = json.loads(await request.read() or b"{}")
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            body = None
+        record = RecordedRequest(
+            operation=operation,
+            model_id=model_id,
+            body=body if isinstance(body, dict) else {},
+            at=arrived,
+            status=0,
+        )
+        self.requests.append(record)
+        try:
+            if not isinstance(body, dict):
+                raise _BedrockError("ValidationException", "Malformed input request.")
+            fault = self._take_fault(operation)
+            if fault is not None and fault.latency_s > 0:
+                await asyncio.sleep(fault.latency_s)
+            # A stream fault with a cut point fails mid-stream instead of up front.
+            stream_fault = operation == "converse-stream" and (
+                fault is not None and fault.cut_stream_after_events is not None
+            )
+            if fault is not None and fault.error_code is not None and not stream_fault:
+                raise _BedrockError(fault.error_code, fault.message)
+            if operation == "count-tokens":
+                response: web.StreamResponse = self._count_tokens(body)
+            elif operation == "converse":
+                response = await self._converse(body, arrived)
+            else:
+                return await self._converse_stream(
+                    request, record, body, arrived, fault if stream_fault else None
+                )
+        except _BedrockError as error:
+            response = web.json_response(
+                {"message": error.message},
+                status=error.status,
+                headers={"x-amzn-ErrorType": error.code, **_request_id_header()},
+            )
+        record.status = response.status
+        return response
+
+    def _prepare_turn(self, body: dict[str, Any]) -> tuple[str, str, int]:
+        """Validate a Converse request and compute (reply, stopReason, inputTokens)."""
+        messages, system = body.get("messages"), body.get("system")
+        _validate_conversation(messages, system)
+        input_tokens = _input_tokens(messages, system)
+        if input_tokens > self._context_limit_tokens:
+            raise _BedrockError("ValidationException", _TOO_LONG_MESSAGE)
+        try:
+            reply = self._responder(body)
+        except Exception as error:  # a broken responder is a model failure, not a server crash
+            raise _BedrockError("ModelErrorException", f"Responder failed: {error!r}") from error
+        stop_reason = "end_turn"
+        inference = body.get("inferenceConfig")
+        max_tokens = inference.get("maxTokens") if isinstance(inference, dict) else None
+        if isinstance(max_tokens, int) and estimate_tokens(reply) > max_tokens:
+            reply = reply[: max_tokens * 4]
+            stop_reason = "max_tokens"
+        return reply, stop_reason, input_tokens
+
+    async def _converse(self, body: dict[str, Any], arrived: float) -> web.Response:
+        reply, stop_reason, input_tokens = self._prepare_turn(body)
+        await asyncio.sleep(self._model_latency_s)
+        output_tokens = estimate_tokens(reply)
+        return web.json_response(
+            {
+                "output": {"message": {"role": "assistant", "content": [{"text": reply}]}},
+                "stopReason": stop_reason,
+                "usage": _usage(input_tokens, output_tokens),
+                "metrics": {"latencyMs": _elapsed_ms(arrived)},
+            },
+            headers=_request_id_header(),
+        )
+
+    async def _converse_stream(
+        self,
+        request: web.Request,
+        record: RecordedRequest,
+        body: dict[str, Any],
+        arrived: float,
+        fault: Fault | None,
+    ) -> web.StreamResponse:
+        reply, stop_reason, input_tokens = self._prepare_turn(body)
+        await asyncio.sleep(self._model_latency_s)
+        size = self._stream_chunk_chars
+        deltas = [
+            ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": reply[i : i + size]}})
+            for i in range(0, len(reply), size)
+        ]
+        events: list[tuple[str, dict[str, Any]]] = [
+            ("messageStart", {"role": "assistant"}),
+            *deltas,
+            ("contentBlockStop", {"contentBlockIndex": 0}),
+            ("messageStop", {"stopReason": stop_reason}),
+            ("metadata", {"usage": _usage(input_tokens, estimate_tokens(reply))}),
+        ]
+        if fault is not None:
+            events = events[: fault.cut_stream_after_events]
+        response = web.StreamResponse(
+            headers={"Content-Type": _EVENTSTREAM_CONTENT_TYPE, **_request_id_header()}
+        )
+        # Chunked framing matters: it is what lets the client tell a cut connection from a
+        # finished response. Without it a close between two events would look like a clean end.
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        record.status = response.status
+        for index, (event_type, payload) in enumerate(events):
+            if event_type == "contentBlockDelta" and index > 1:
+                # Deltas arrive stream_delay_s apart, as from a model generating text.
+                await asyncio.sleep(self._stream_delay_s)
+            if event_type == "metadata":
+                # Computed last, so that latencyMs covers the whole stream.
+                payload = {**payload, "metrics": {"latencyMs": _elapsed_ms(arrived)}}
+            # write() drains the transport whenever its buffer is full, so a slow reader
+            # applies back-pressure here.
+            await response.write(_event(event_type, payload))
+        if fault is not None and fault.error_code is None:
+            # Drop the connection before the final chunk, so botocore sees a broken stream.
+            # aiohttp then ignores its own failed write_eof.
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        if fault is not None and fault.error_code is not None:
+            await response.write(_stream_error(fault.error_code, fault.message))
+        await response.write_eof()
+        return response
+
+    def _count_tokens(self, body: dict[str, Any]) -> web.Response:
+        request_input = body.get("input")
+        converse = request_input.get("converse") if isinstance(request_input, dict) else None
+        if not isinstance(converse, dict):
+            raise _BedrockError(
+                "ValidationException",
+                "The local server only counts tokens for input.converse requests.",
+            )
+        messages, system = converse.get("messages"), converse.get("system")
+        _validate_conversation(messages, system)
+        return web.json_response(
+            {"inputTokens": _input_tokens(messages, system)}, headers=_request_id_header()
+        )
+
+
+def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
+    return {
+        "inputTokens": input_tokens,
+        "outputTokens": output_tokens,
+        "totalTokens": input_tokens + output_tokens,
+    }
+
+
+def _elapsed_ms(since: float) -> int:
+    return int((time.monotonic() - since) * 1000)
+
+
+def _request_id_header() -> dict[str, str]:
+    # botocore copies this into ResponseMetadata.RequestId, as with the real service.
+    return {"x-amzn-RequestId": str(uuid.uuid4())}
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    server = LocalBedrock(
+        context_limit_tokens=args.context_limit_tokens,
+        model_latency_s=args.model_latency,
+        stream_chunk_chars=args.stream_chunk_chars,
+        stream_delay_s=args.stream_delay,
+    )
+    url = await server.start(port=args.port)
+    print(f"Local Bedrock Runtime (offline model) listening on {url}", flush=True)
+    print(f"AWS_ENDPOINT_URL_BEDROCK_RUNTIME={url}", flush=True)
+    print("Press Ctrl-C to stop.", flush=True)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # Not available on every platform; Ctrl-C then arrives as KeyboardInterrupt instead.
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        await server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve until Ctrl-C: ``python -m devtools.bedrock --port 8765``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.bedrock",
+        description="Serve a local Amazon Bedrock Runtime (offline model) on 127.0.0.1.",
+    )
+    parser.add_argument("--port", type=int, default=8765, help="port (0 picks a free one)")
+    parser.add_argument("--context-limit-tokens", type=int, default=200_000)
+    parser.add_argument("--model-latency", type=float, default=0.0, help="seconds per answer")
+    parser.add_argument("--stream-chunk-chars", type=int, default=12)
+    parser.add_argument("--stream-delay", type=float, default=0.03, help="seconds between deltas")
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args))
+
+
+if __name__ == "__main__":
+    main()

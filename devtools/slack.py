@@ -1,0 +1,973 @@
+"""A local stand-in for the Slack Web API.
+
+`LocalSlack` is an aiohttp server that speaks the subset of the Slack Web API threadchat calls,
+so the real ``slack_sdk`` ``AsyncWebClient`` (and Bolt on top of it) can run against it with
+nothing but ``base_url`` changed. Tests, benchmarks and the offline "Slack playground" use it
+to see what the bot posted, to inject failures, and to watch conversations change live.
+
+It keeps messages in memory, per channel, in ts order, and answers the way Slack does: HTTP
+200 with ``{"ok": false, "error": ...}`` for API errors, 429 plus ``Retry-After`` when rate
+limited. Shapes follow docs.slack.dev; the places where it simplifies are noted in comments.
+
+Run it standalone with ``python -m devtools.slack --port 8766``; it prints its base URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import contextlib
+import copy
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+Json = dict[str, Any]
+Subscriber = Callable[[Json], None]
+
+# Limits enforced on message content. Slack documents truncation past 40,000 characters of
+# `text`; `msg_too_long` is the documented error and what a local double should surface so
+# code that produces over-long text fails in tests rather than being silently cut.
+TEXT_LIMIT = 40_000
+# `markdown_text` is documented as "Limit this field to 12,000 characters". Slack documents no
+# dedicated error for exceeding it; `msg_too_long` ("Message text is too long") is the closest.
+MARKDOWN_LIMIT = 12_000
+MAX_BLOCKS = 50
+SECTION_TEXT_LIMIT = 3_000
+# Cumulative text of `markdown` blocks in one message (Slack answers `msg_blocks_too_long`).
+MARKDOWN_BLOCKS_LIMIT = 12_000
+
+REPLIES_DEFAULT_LIMIT = 100
+REPLIES_MAX_LIMIT = 1_000
+
+# Auto-assigned timestamps advance by this many microseconds, giving "…000100", "…000200", ….
+TS_STEP_MICROS = 100
+
+DEFAULT_USERS: dict[str, str] = {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": "carol"}
+
+
+@dataclass
+class RecordedCall:
+    """One Web API call as the server saw it.
+
+    `params` merges query string, form and JSON body, without the token. `status` is the HTTP
+    status that was sent, or None when the response was deliberately lost. `error` is the Slack
+    error code when the answer was ``{"ok": false}``.
+    """
+
+    method: str
+    params: Json
+    at: float
+    status: int | None = None
+    error: str | None = None
+
+
+class SlackError(Exception):
+    """Raised by a method implementation to answer ``{"ok": false, "error": error}``."""
+
+    def __init__(self, error: str, *, detail: str | None = None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.detail = detail
+
+    def body(self) -> Json:
+        body: Json = {"ok": False, "error": self.error}
+        if self.detail:
+            body["response_metadata"] = {"messages": [f"[ERROR] {self.detail}"]}
+        return body
+
+
+@dataclass
+class _Injection:
+    kind: Literal["fail", "lost"]
+    remaining: int
+    error: str = "ratelimited"
+    status: int = 200
+    retry_after: int | None = None
+
+
+@dataclass
+class _Stream:
+    """Server-side state of a message created by chat.startStream."""
+
+    recipient_user_id: str | None
+    recipient_team_id: str | None
+    state: Literal["in_progress", "completed"] = "in_progress"
+    chunks: list[Json] = field(default_factory=list)
+
+
+def ts_key(ts: str) -> tuple[int, int]:
+    """Sort key for a Slack ts ("seconds.micros"); malformed values sort first."""
+    seconds, _, fraction = ts.partition(".")
+    try:
+        return int(seconds), int(fraction.ljust(6, "0")[:6] or 0)
+    except ValueError:
+        return (-1, -1)
+
+
+def _ts_micros(ts: str) -> int:
+    seconds, micros = ts_key(ts)
+    return seconds * 1_000_000 + micros
+
+
+def _format_ts(micros: int) -> str:
+    return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+
+
+def _truthy(value: Any) -> bool:
+    """Slack booleans arrive as JSON booleans or as form strings ("true", "1")."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
+def _json_param(params: Json, name: str, error: str) -> Any:
+    """A structured argument, which form-encoded callers send as a JSON string."""
+    value = params.get(name)
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            raise SlackError(error, detail=f"{name} is not valid JSON") from exc
+    return value
+
+
+def _encode_cursor(ts: str) -> str:
+    # Slack cursors are opaque base64 strings; real ones decode to "next_ts:<ts>" as well.
+    return base64.b64encode(f"next_ts:{ts}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        decoded = base64.b64decode(cursor.encode(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise SlackError("invalid_cursor") from exc
+    prefix, _, ts = decoded.partition(":")
+    if prefix != "next_ts" or ts_key(ts) < (0, 0):
+        raise SlackError("invalid_cursor")
+    return ts
+
+
+class LocalSlack:
+    """A local server speaking the subset of the Slack Web API that threadchat calls.
+
+    Point ``AsyncWebClient(token=bot_token, base_url=server.base_url)`` at it. Inspect what
+    happened with `messages`, `bot_replies`, `ephemerals`, `status` and `calls`; make the next
+    calls fail with `inject` / `inject_lost_response`; mirror what users type with
+    `add_message`; and watch every change with `subscribe`.
+    """
+
+    def __init__(
+        self,
+        *,
+        bot_token: str = "xoxb-local",
+        team_id: str = "T0LOCAL",
+        team_domain: str = "local",
+        bot_user_id: str = "U0BOT",
+        bot_id: str = "B0BOT",
+        users: dict[str, str] | None = None,
+        app_id: str = "A0LOCAL",
+        bot_name: str = "threadchat",
+    ) -> None:
+        self.bot_token = bot_token
+        self.team_id = team_id
+        self.team_domain = team_domain
+        self.bot_user_id = bot_user_id
+        self.bot_id = bot_id
+        self.app_id = app_id
+        self.bot_name = bot_name
+        self.users: dict[str, str] = dict(DEFAULT_USERS if users is None else users)
+
+        self.calls: list[RecordedCall] = []
+        self.ephemerals: list[Json] = []
+
+        self._channels: dict[str, dict[str, Json]] = {}
+        self._statuses: dict[tuple[str, str], str] = {}
+        self._streams: dict[tuple[str, str], _Stream] = {}
+        self._injections: dict[str, list[_Injection]] = {}
+        self._subscribers: list[Subscriber] = []
+        # Seeded from the wall clock so ts values look like real ones; advanced by a counter so
+        # they are unique and strictly increasing however fast messages arrive.
+        self._last_micros = int(time.time()) * 1_000_000
+        self._runner: web.AppRunner | None = None
+        self._base_url: str | None = None
+
+        self._methods: dict[str, Callable[[Json], Json]] = {
+            "api.test": self._api_test,
+            "auth.test": self._auth_test,
+            "chat.postMessage": self._chat_post_message,
+            "chat.update": self._chat_update,
+            "chat.delete": self._chat_delete,
+            "chat.postEphemeral": self._chat_post_ephemeral,
+            "chat.getPermalink": self._chat_get_permalink,
+            "users.info": self._users_info,
+            "conversations.replies": self._conversations_replies,
+            "assistant.threads.setStatus": self._assistant_set_status,
+            "chat.startStream": self._chat_start_stream,
+            "chat.appendStream": self._chat_append_stream,
+            "chat.stopStream": self._chat_stop_stream,
+        }
+
+    # ----------------------------------------------------------------------------------------
+    # Server lifecycle
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Start listening (port 0 picks a free port) and return the base URL."""
+        if self._runner is not None:
+            raise RuntimeError("LocalSlack is already running")
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._handle)
+        # A short shutdown timeout: stop() must not hang on idle keep-alive connections.
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        bound_port = runner.addresses[0][1]
+        url_host = "127.0.0.1" if host in ("", "0.0.0.0") else host
+        if ":" in url_host:
+            url_host = f"[{url_host}]"
+        self._runner = runner
+        self._base_url = f"http://{url_host}:{bound_port}/api/"
+        return self._base_url
+
+    async def stop(self) -> None:
+        """Stop listening. Stored state stays readable."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT/api/``: what to pass as the client's ``base_url``."""
+        if self._base_url is None:
+            raise RuntimeError("LocalSlack has not been started")
+        return self._base_url
+
+    # ----------------------------------------------------------------------------------------
+    # Inspection and control, for tests and the playground
+
+    def messages(self, channel: str, thread_ts: str | None = None) -> list[Json]:
+        """Current messages, in ts order (copies; edits applied, deleted ones gone).
+
+        With `thread_ts`: the thread's parent (if stored) followed by its replies. Without:
+        the channel's top-level messages (thread parents included, replies not, except
+        replies broadcast to the channel).
+        """
+        if thread_ts is not None:
+            found = self._thread(channel, thread_ts)
+        else:
+            found = [
+                m
+                for m in self._sorted(channel)
+                if m.get("thread_ts") in (None, m["ts"]) or m.get("subtype") == "thread_broadcast"
+            ]
+        return copy.deepcopy(found)
+
+    def bot_replies(self, channel: str, thread_ts: str) -> list[Json]:
+        """Replies the bot posted in a thread (the parent excluded), in ts order."""
+        return [
+            m
+            for m in self.messages(channel, thread_ts)
+            if m["ts"] != thread_ts and m.get("bot_id") == self.bot_id
+        ]
+
+    def message(self, channel: str, ts: str) -> Json | None:
+        """One stored message by ts, or None."""
+        found = self._channels.get(channel, {}).get(ts)
+        return copy.deepcopy(found) if found is not None else None
+
+    def status(self, channel: str, thread_ts: str) -> str:
+        """The thread status last set with assistant.threads.setStatus ("" when cleared)."""
+        return self._statuses.get((channel, thread_ts), "")
+
+    def is_streaming(self, channel: str, ts: str) -> bool:
+        """Whether a message started by chat.startStream has not been stopped yet."""
+        stream = self._streams.get((channel, ts))
+        return stream is not None and stream.state == "in_progress"
+
+    def calls_to(self, method: str) -> list[RecordedCall]:
+        """The recorded calls of one method, oldest first."""
+        return [c for c in self.calls if c.method == method]
+
+    def add_user(self, user_id: str, name: str) -> None:
+        """Make a user known to users.info."""
+        self.users[user_id] = name
+
+    def add_message(
+        self,
+        channel: str,
+        *,
+        user: str,
+        text: str,
+        thread_ts: str | None = None,
+        ts: str | None = None,
+    ) -> Json:
+        """Store a message a human typed and return it (ts auto-assigned when None).
+
+        Tests call this to mirror the events they send, so that conversations.replies and
+        chat.getPermalink see the user's side of the thread too.
+        """
+        if ts is None:
+            ts = self._next_ts()
+        else:
+            if ts_key(ts) < (0, 0):
+                raise ValueError(f"malformed ts {ts!r}")
+            if ts in self._channels.get(channel, {}):
+                raise ValueError(f"{channel} already has a message with ts {ts}")
+            # Keep later auto-assigned ts values above any explicit one.
+            self._last_micros = max(self._last_micros, _ts_micros(ts))
+        message: Json = {
+            "type": "message",
+            "user": user,
+            "text": text,
+            "ts": ts,
+            "team": self.team_id,
+        }
+        if thread_ts is not None and thread_ts != ts:
+            message["thread_ts"] = self._resolve_thread(channel, thread_ts)
+        self._store(channel, message)
+        return copy.deepcopy(message)
+
+    def inject(
+        self,
+        method: str,
+        *,
+        error: str = "ratelimited",
+        status: int = 200,
+        retry_after: int | None = None,
+        times: int = 1,
+    ) -> None:
+        """Make the next `times` calls of `method` fail without being carried out.
+
+        They are answered with HTTP `status` and ``{"ok": false, "error": error}``; a 429
+        also carries ``Retry-After`` (`retry_after`, default 1 second), as Slack sends it.
+        """
+        self._injections.setdefault(method, []).append(
+            _Injection("fail", times, error=error, status=status, retry_after=retry_after)
+        )
+
+    def inject_lost_response(self, method: str, *, times: int = 1) -> None:
+        """Carry out the next `times` calls of `method`, then drop the connection unanswered.
+
+        This is "Slack accepted the post, the response never came back": the message is
+        stored, and the client sees a connection error (aiohttp ServerDisconnectedError).
+        """
+        self._injections.setdefault(method, []).append(_Injection("lost", times))
+
+    def subscribe(self, callback: Subscriber) -> None:
+        """Call `callback` with a change notification on every change.
+
+        Notifications are dicts with a "type": "message" (new message; "streaming": true when
+        made by chat.startStream), "message_changed", "message_deleted", "ephemeral",
+        "status", "stream_append" or "stream_stop", plus "channel" and the details.
+        Callbacks run synchronously in the server's event loop and must not block.
+        """
+        self._subscribers.append(callback)
+
+    def unsubscribe(self, callback: Subscriber) -> None:
+        """Stop calling a callback given to `subscribe`."""
+        if callback in self._subscribers:
+            self._subscribers.remove(callback)
+
+    # ----------------------------------------------------------------------------------------
+    # HTTP plumbing
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        method = request.match_info["method"]
+        call = RecordedCall(method=method, params={}, at=time.monotonic())
+        self.calls.append(call)
+        injection: _Injection | None = None
+        status = 200
+        headers: dict[str, str] = {}
+        try:
+            params, token = await self._read_params(request)
+            call.params = copy.deepcopy(params)
+            if method not in self._methods:
+                raise SlackError("unknown_method")
+            if not token:
+                raise SlackError("not_authed")
+            if token != self.bot_token:
+                raise SlackError("invalid_auth")
+            injection = self._take_injection(method)
+            if injection is not None and injection.kind == "fail":
+                status = injection.status
+                if status == 429 or injection.retry_after is not None:
+                    headers["Retry-After"] = str(injection.retry_after or 1)
+                raise SlackError(injection.error)
+            body = {"ok": True, **self._methods[method](params)}
+        except SlackError as exc:
+            body = exc.body()
+            call.error = exc.error
+
+        if injection is not None and injection.kind == "lost":
+            # The work is done; now lose the answer. Closing the transport before a response
+            # is written makes aiohttp drop the response we return, and the client sees the
+            # server disconnect mid-request.
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=500)
+        call.status = status
+        return web.json_response(body, status=status, headers=headers)
+
+    async def _read_params(self, request: web.Request) -> tuple[Json, str | None]:
+        """Merge query, form and JSON arguments; take the token from header or params."""
+        params: Json = dict(request.query)
+        if request.method == "POST" and request.body_exists:
+            if request.content_type == "application/json":
+                try:
+                    body = await request.json()
+                except ValueError as exc:
+                    raise SlackError("invalid_json") from exc
+                if not isinstance(body, dict):
+                    raise SlackError("invalid_json")
+                params.update(body)
+            else:
+                form = await request.post()
+                params.update({k: v for k, v in form.items() if isinstance(v, str)})
+        token = params.pop("token", None)
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            token = auth.removeprefix("Bearer ").strip()
+        return params, token
+
+    def _take_injection(self, method: str) -> _Injection | None:
+        queue = self._injections.get(method)
+        if not queue:
+            return None
+        injection = queue[0]
+        injection.remaining -= 1
+        if injection.remaining <= 0:
+            queue.pop(0)
+        return injection
+
+    def _emit(self, event: Json) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback(copy.deepcopy(event))
+            except Exception:
+                # A broken observer must not turn into an API failure for the bot.
+                log.exception("LocalSlack subscriber failed")
+
+    # ----------------------------------------------------------------------------------------
+    # Storage helpers
+
+    def _next_ts(self) -> str:
+        self._last_micros += TS_STEP_MICROS
+        return _format_ts(self._last_micros)
+
+    def _sorted(self, channel: str) -> list[Json]:
+        return sorted(self._channels.get(channel, {}).values(), key=lambda m: ts_key(m["ts"]))
+
+    def _thread(self, channel: str, thread_ts: str) -> list[Json]:
+        return [
+            m
+            for m in self._sorted(channel)
+            if m["ts"] == thread_ts or m.get("thread_ts") == thread_ts
+        ]
+
+    def _resolve_thread(self, channel: str, thread_ts: str) -> str:
+        """A reply to a reply lands in the reply's thread, as in Slack."""
+        target = self._channels.get(channel, {}).get(thread_ts)
+        if target is not None and target.get("thread_ts") not in (None, target["ts"]):
+            return str(target["thread_ts"])
+        return thread_ts
+
+    def _store(self, channel: str, message: Json, **notify: Any) -> None:
+        thread_ts = message.get("thread_ts")
+        if thread_ts is not None and thread_ts != message["ts"]:
+            parent = self._channels.get(channel, {}).get(thread_ts)
+            if parent is not None:
+                message["parent_user_id"] = parent.get("user")
+        self._channels.setdefault(channel, {})[message["ts"]] = message
+        if thread_ts is not None:
+            self._refresh_parent(channel, thread_ts)
+        self._emit({"type": "message", "channel": channel, "message": message, **notify})
+
+    def _refresh_parent(self, channel: str, thread_ts: str) -> None:
+        """Keep the parent's thread summary (reply_count, reply_users, …) like Slack does."""
+        parent = self._channels.get(channel, {}).get(thread_ts)
+        if parent is None:
+            return
+        replies = [m for m in self._thread(channel, thread_ts) if m["ts"] != thread_ts]
+        if not replies:
+            for key in ("reply_count", "reply_users", "reply_users_count", "latest_reply"):
+                parent.pop(key, None)
+            return
+        users = list(dict.fromkeys(str(m.get("user")) for m in replies))
+        parent["thread_ts"] = thread_ts
+        parent["reply_count"] = len(replies)
+        parent["reply_users"] = users
+        parent["reply_users_count"] = len(users)
+        parent["latest_reply"] = replies[-1]["ts"]
+
+    def _find(self, channel: str, ts: str) -> Json:
+        message = self._channels.get(channel, {}).get(ts)
+        if message is None:
+            raise SlackError("message_not_found")
+        return message
+
+    def _bot_message(self, channel: str, thread_ts: str | None) -> Json:
+        message: Json = {
+            "type": "message",
+            "user": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "app_id": self.app_id,
+            "team": self.team_id,
+            "text": "",
+            "ts": self._next_ts(),
+        }
+        if thread_ts:
+            message["thread_ts"] = self._resolve_thread(channel, thread_ts)
+        return message
+
+    # ----------------------------------------------------------------------------------------
+    # Argument validation
+
+    @staticmethod
+    def _channel(params: Json, name: str = "channel") -> str:
+        channel = params.get(name)
+        if not channel or not isinstance(channel, str):
+            raise SlackError("channel_not_found")
+        return channel
+
+    @staticmethod
+    def _required(params: Json, name: str) -> str:
+        value = params.get(name)
+        if value is None or value == "":
+            raise SlackError("invalid_arguments", detail=f"missing required field: {name}")
+        return str(value)
+
+    @staticmethod
+    def _blocks(params: Json) -> list[Json] | None:
+        blocks = _json_param(params, "blocks", "invalid_blocks_format")
+        if blocks is None:
+            return None
+        if not isinstance(blocks, list):
+            raise SlackError("invalid_blocks_format")
+        if len(blocks) > MAX_BLOCKS:
+            raise SlackError("invalid_blocks", detail=f"no more than {MAX_BLOCKS} items allowed")
+        markdown_total = 0
+        for block in blocks:
+            if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+                raise SlackError("invalid_blocks", detail="each block needs a type")
+            text = block.get("text")
+            section_text = text.get("text", "") if isinstance(text, dict) else ""
+            if block["type"] == "section" and len(str(section_text)) > SECTION_TEXT_LIMIT:
+                raise SlackError(
+                    "invalid_blocks", detail=f"must be less than {SECTION_TEXT_LIMIT + 1} chars"
+                )
+            if block["type"] == "markdown" and isinstance(text, str):
+                markdown_total += len(text)
+        if markdown_total > MARKDOWN_BLOCKS_LIMIT:
+            raise SlackError("msg_blocks_too_long")
+        return blocks
+
+    @staticmethod
+    def _metadata(params: Json) -> Json | None:
+        metadata = _json_param(params, "metadata", "invalid_metadata_format")
+        if metadata is None:
+            return None
+        if (
+            not isinstance(metadata, dict)
+            or not isinstance(metadata.get("event_type"), str)
+            or not isinstance(metadata.get("event_payload", {}), dict)
+        ):
+            raise SlackError("invalid_metadata_format")
+        return {
+            "event_type": metadata["event_type"],
+            "event_payload": metadata.get("event_payload", {}),
+        }
+
+    def _content(self, params: Json) -> Json:
+        """Validate text / blocks / markdown_text / attachments as chat.postMessage does.
+
+        Returns the content fields to store. A message whose body is `markdown_text` also gets
+        it as `text`, so readers find the body in one place.
+        """
+        text = params.get("text")
+        markdown = params.get("markdown_text")
+        blocks = self._blocks(params)
+        attachments = _json_param(params, "attachments", "invalid_attachments")
+        if markdown and (text or blocks):
+            raise SlackError("markdown_text_conflict")
+        if not (text or markdown or blocks or attachments):
+            raise SlackError("no_text")
+        if text is not None and len(str(text)) > TEXT_LIMIT:
+            raise SlackError("msg_too_long")
+        if markdown is not None and len(str(markdown)) > MARKDOWN_LIMIT:
+            raise SlackError("msg_too_long")
+        content: Json = {}
+        if markdown:
+            content["text"] = str(markdown)
+            content["markdown_text"] = str(markdown)
+        elif text is not None:
+            content["text"] = str(text)
+        if blocks is not None:
+            content["blocks"] = blocks
+        if attachments is not None:
+            content["attachments"] = attachments
+        return content
+
+    @staticmethod
+    def _chunks(params: Json) -> tuple[str, list[Json]]:
+        """Split stream input into appended markdown and the other (task/plan) chunks."""
+        text = ""
+        markdown = params.get("markdown_text")
+        if markdown:
+            text += str(markdown)
+        others: list[Json] = []
+        chunks = _json_param(params, "chunks", "invalid_chunks")
+        if chunks is not None:
+            if not isinstance(chunks, list):
+                raise SlackError("invalid_chunks")
+            for chunk in chunks:
+                if not isinstance(chunk, dict) or not isinstance(chunk.get("type"), str):
+                    raise SlackError("invalid_chunks")
+                if chunk["type"] == "markdown_text":
+                    if not isinstance(chunk.get("text"), str):
+                        raise SlackError("invalid_chunks")
+                    text += chunk["text"]
+                else:
+                    others.append(chunk)
+        if len(text) > MARKDOWN_LIMIT:
+            raise SlackError("msg_too_long")
+        return text, others
+
+    # ----------------------------------------------------------------------------------------
+    # Web API methods. Each takes the merged params and returns the response minus "ok".
+
+    def _api_test(self, params: Json) -> Json:
+        return {"args": params} if params else {}
+
+    def _auth_test(self, params: Json) -> Json:
+        return {
+            "url": f"https://{self.team_domain}.slack.com/",
+            "team": self.team_domain,
+            "user": self.bot_name,
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
+
+    def _chat_post_message(self, params: Json) -> Json:
+        channel = self._channel(params)
+        content = self._content(params)
+        metadata = self._metadata(params)
+        message = self._bot_message(channel, params.get("thread_ts") or None)
+        message.update(content)
+        if metadata is not None:
+            message["metadata"] = metadata
+        if message.get("thread_ts") and _truthy(params.get("reply_broadcast")):
+            message["subtype"] = "thread_broadcast"
+        self._store(channel, message)
+        return {"channel": channel, "ts": message["ts"], "message": copy.deepcopy(message)}
+
+    def _chat_update(self, params: Json) -> Json:
+        channel = self._channel(params)
+        ts = self._required(params, "ts")
+        message = self._find(channel, ts)
+        if message.get("user") != self.bot_user_id:
+            raise SlackError("cant_update_message")
+        content = self._content(params)
+        metadata = self._metadata(params)
+        previous = copy.deepcopy(message)
+        # Fields not sent are kept (Slack keeps blocks unless given, [] removes them); a
+        # markdown body replaces text and blocks, a text body replaces a markdown one.
+        if "markdown_text" in content:
+            message.pop("blocks", None)
+        elif "text" in content:
+            message.pop("markdown_text", None)
+        message.update(content)
+        if message.get("blocks") == []:
+            del message["blocks"]
+        if metadata is not None:
+            message["metadata"] = metadata
+        message["edited"] = {"user": self.bot_user_id, "ts": self._next_ts()}
+        self._emit(
+            {
+                "type": "message_changed",
+                "channel": channel,
+                "message": message,
+                "previous_message": previous,
+            }
+        )
+        return {
+            "channel": channel,
+            "ts": ts,
+            "text": message.get("text", ""),
+            "message": copy.deepcopy(message),
+        }
+
+    def _chat_delete(self, params: Json) -> Json:
+        channel = self._channel(params)
+        ts = self._required(params, "ts")
+        message = self._find(channel, ts)
+        if message.get("user") != self.bot_user_id:
+            raise SlackError("cant_delete_message")
+        del self._channels[channel][ts]
+        self._streams.pop((channel, ts), None)
+        thread_ts = message.get("thread_ts")
+        if thread_ts and thread_ts != ts:
+            self._refresh_parent(channel, thread_ts)
+        self._emit({"type": "message_deleted", "channel": channel, "previous_message": message})
+        return {"channel": channel, "ts": ts}
+
+    def _chat_post_ephemeral(self, params: Json) -> Json:
+        channel = self._channel(params)
+        user = params.get("user")
+        if not user:
+            raise SlackError("user_not_in_channel")
+        content = self._content(params)
+        # Ephemeral messages are not stored as messages; their ts cannot be used with
+        # chat.update, as in Slack.
+        ephemeral: Json = {
+            "channel": channel,
+            "user": user,
+            "thread_ts": params.get("thread_ts") or None,
+            "message_ts": self._next_ts(),
+            **content,
+        }
+        self.ephemerals.append(ephemeral)
+        self._emit({"type": "ephemeral", **ephemeral})
+        return {"message_ts": ephemeral["message_ts"]}
+
+    def _chat_get_permalink(self, params: Json) -> Json:
+        channel = self._channel(params)
+        ts = self._required(params, "message_ts")
+        message = self._find(channel, ts)
+        permalink = (
+            f"https://{self.team_domain}.slack.com/archives/{channel}/p{ts.replace('.', '')}"
+        )
+        thread_ts = message.get("thread_ts")
+        if thread_ts and thread_ts != ts:
+            permalink += f"?thread_ts={thread_ts}&cid={channel}"
+        return {"channel": channel, "permalink": permalink}
+
+    def _users_info(self, params: Json) -> Json:
+        user_id = params.get("user")
+        if user_id == self.bot_user_id:
+            name, is_bot = self.bot_name, True
+        elif isinstance(user_id, str) and user_id in self.users:
+            name, is_bot = self.users[user_id], False
+        else:
+            raise SlackError("user_not_found")
+        profile: Json = {
+            "display_name": name,
+            "display_name_normalized": name,
+            "real_name": name,
+            "real_name_normalized": name,
+            "team": self.team_id,
+        }
+        if is_bot:
+            profile["bot_id"] = self.bot_id
+        return {
+            "user": {
+                "id": user_id,
+                "team_id": self.team_id,
+                "name": name,
+                "deleted": False,
+                "real_name": name,
+                "tz": "Etc/UTC",
+                "is_bot": is_bot,
+                "is_app_user": False,
+                "profile": profile,
+            }
+        }
+
+    def _conversations_replies(self, params: Json) -> Json:
+        channel = self._channel(params)
+        ts = self._required(params, "ts")
+        # `ts` may name the parent or any reply; either way the whole thread comes back.
+        thread_ts = ts
+        target = self._channels.get(channel, {}).get(ts)
+        if target is not None and target.get("thread_ts"):
+            thread_ts = target["thread_ts"]
+        thread = self._thread(channel, thread_ts)
+        if not thread:
+            raise SlackError("thread_not_found")
+
+        # Range filters apply to every message, the parent included. Slack's docs do not say
+        # whether the parent survives `oldest`; filtering uniformly is the simple reading.
+        inclusive = _truthy(params.get("inclusive"))
+        oldest, latest = params.get("oldest"), params.get("latest")
+        if oldest:
+            low = ts_key(str(oldest))
+            thread = [
+                m for m in thread if ts_key(m["ts"]) > low or (inclusive and ts_key(m["ts"]) == low)
+            ]
+        if latest:
+            high = ts_key(str(latest))
+            thread = [
+                m
+                for m in thread
+                if ts_key(m["ts"]) < high or (inclusive and ts_key(m["ts"]) == high)
+            ]
+
+        try:
+            limit = int(params.get("limit") or REPLIES_DEFAULT_LIMIT)
+        except (TypeError, ValueError) as exc:
+            raise SlackError("invalid_limit") from exc
+        limit = max(1, min(limit, REPLIES_MAX_LIMIT))
+        cursor = params.get("cursor")
+        if cursor:
+            start = ts_key(_decode_cursor(str(cursor)))
+            thread = [m for m in thread if ts_key(m["ts"]) >= start]
+        page, rest = thread[:limit], thread[limit:]
+
+        with_metadata = _truthy(params.get("include_all_metadata"))
+        messages = []
+        for m in page:
+            out = copy.deepcopy(m)
+            if not with_metadata:
+                out.pop("metadata", None)
+            messages.append(out)
+        return {
+            "messages": messages,
+            "has_more": bool(rest),
+            "response_metadata": {"next_cursor": _encode_cursor(rest[0]["ts"]) if rest else ""},
+        }
+
+    def _assistant_set_status(self, params: Json) -> Json:
+        channel = self._channel(params, "channel_id")
+        thread_ts = self._required(params, "thread_ts")
+        if "status" not in params:
+            raise SlackError("invalid_arguments", detail="missing required field: status")
+        status = str(params["status"])
+        self._statuses[(channel, thread_ts)] = status
+        loading = _json_param(params, "loading_messages", "invalid_arguments")
+        self._emit(
+            {
+                "type": "status",
+                "channel": channel,
+                "thread_ts": thread_ts,
+                "status": status,
+                "loading_messages": loading,
+            }
+        )
+        return {}
+
+    def _chat_start_stream(self, params: Json) -> Json:
+        channel = self._channel(params)
+        thread_ts = self._required(params, "thread_ts")
+        recipient_user = params.get("recipient_user_id") or None
+        recipient_team = params.get("recipient_team_id") or None
+        # Slack needs the recipient when streaming into a channel (C…/G…), not into a DM.
+        if channel[:1] in ("C", "G"):
+            if not recipient_user:
+                raise SlackError("missing_recipient_user_id")
+            if not recipient_team:
+                raise SlackError("missing_recipient_team_id")
+        text, others = self._chunks(params)
+        message = self._bot_message(channel, thread_ts)
+        message["text"] = text
+        message["markdown_text"] = text
+        stream = _Stream(recipient_user, recipient_team, chunks=others)
+        self._streams[(channel, message["ts"])] = stream
+        self._store(channel, message, streaming=True)
+        return {"channel": channel, "ts": message["ts"]}
+
+    def _streaming_message(self, params: Json) -> tuple[str, str, Json, _Stream]:
+        channel = self._channel(params)
+        ts = self._required(params, "ts")
+        message = self._find(channel, ts)
+        stream = self._streams.get((channel, ts))
+        if stream is None or stream.state != "in_progress":
+            raise SlackError("message_not_in_streaming_state")
+        return channel, ts, message, stream
+
+    def _append(self, message: Json, stream: _Stream, params: Json) -> str:
+        text, others = self._chunks(params)
+        if text:
+            message["text"] = message.get("text", "") + text
+            message["markdown_text"] = message["text"]
+        stream.chunks.extend(others)
+        return text
+
+    def _chat_append_stream(self, params: Json) -> Json:
+        channel, ts, message, stream = self._streaming_message(params)
+        if not params.get("markdown_text") and not params.get("chunks"):
+            raise SlackError("no_text")
+        delta = self._append(message, stream, params)
+        self._emit(
+            {
+                "type": "stream_append",
+                "channel": channel,
+                "ts": ts,
+                "markdown_text": delta,
+                "message": message,
+            }
+        )
+        return {"channel": channel, "ts": ts}
+
+    def _chat_stop_stream(self, params: Json) -> Json:
+        channel, ts, message, stream = self._streaming_message(params)
+        blocks = self._blocks(params)
+        metadata = self._metadata(params)
+        delta = self._append(message, stream, params)
+        if blocks is not None:
+            message["blocks"] = blocks
+        if metadata is not None:
+            message["metadata"] = metadata
+        stream.state = "completed"
+        self._emit(
+            {
+                "type": "stream_stop",
+                "channel": channel,
+                "ts": ts,
+                "markdown_text": delta,
+                "message": message,
+            }
+        )
+        return {"channel": channel, "ts": ts, "message": copy.deepcopy(message)}
+
+
+async def _serve(host: str, port: int, token: str) -> None:
+    server = LocalSlack(bot_token=token)
+
+    def show(event: Json) -> None:
+        message = event.get("message") or {}
+        text = message.get("text", event.get("text", event.get("status", "")))
+        print(f"[{event['type']}] {event.get('channel', '')} {str(text)[:120]}", flush=True)
+
+    server.subscribe(show)
+    stopped = asyncio.Event()
+    # SIGTERM (from a supervisor or a test) shuts down as cleanly as Ctrl-C.
+    with contextlib.suppress(NotImplementedError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
+    print(await server.start(host, port), flush=True)
+    try:
+        await stopped.wait()
+    finally:
+        await server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m devtools.slack``: serve until interrupted."""
+    parser = argparse.ArgumentParser(description="Run a local Slack Web API server.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--token", default="xoxb-local", help="bot token clients must send")
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args.host, args.port, args.token))
+
+
+if __name__ == "__main__":
+    main()

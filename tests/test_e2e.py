@@ -1,0 +1,204 @@
+"""End to end: signed Slack requests over real HTTP into the bot, a worker and the real
+Temporal dev server, replies read back from the local Slack Web API server."""
+
+import json
+
+import aiohttp
+
+from devtools.slack_events import message_event, message_shortcut, sign, slash_command
+from tests.conftest import ALICE, BOB, eventually
+from threadchat.ids import thread_permalink
+
+JSON = {"Content-Type": "application/json"}
+
+
+async def test_mention_gets_a_reply_in_its_thread(make_stack):
+    stack = await make_stack()
+    ts = await stack.mention(stack.channel, "what is Temporal?")
+    [reply] = await stack.replies(stack.channel, ts, 1)
+    assert reply["thread_ts"] == ts
+    assert "what is Temporal?" in reply["text"]
+    assert stack.slack.messages(stack.channel) and all(
+        m["ts"] == ts for m in stack.slack.messages(stack.channel)
+    )  # nothing at the channel's top level but the mention itself
+
+
+async def test_follow_up_without_mention_is_answered_with_history(make_stack):
+    stack = await make_stack()
+    ts = await stack.mention(stack.channel, "my name is Ada")
+    await stack.replies(stack.channel, ts, 1)
+    await stack.say(stack.channel, ts, "what did I just tell you?", user=BOB)
+    replies = await stack.replies(stack.channel, ts, 2)
+    assert "what did I just tell you?" in replies[1]["text"]
+    assert "my name is Ada" in replies[1]["text"]  # the offline model quotes the earlier turn
+    last_prompt = stack.converse_requests()[-1]["messages"]
+    assert [m["role"] for m in last_prompt] == ["user", "assistant", "user"]
+    assert last_prompt[-1]["content"][0]["text"].startswith("[bob]")  # who said what
+
+
+async def test_slack_retries_and_double_delivery_get_one_reply(make_stack):
+    stack = await make_stack()
+    ts = await stack.mention(stack.channel, "hello once")
+    text = f"<@{stack.slack.bot_user_id}> hello once"
+    # The same mention as a `message` event, then Slack's retries of both.
+    as_message = message_event(channel=stack.channel, user=ALICE, text=text, ts=ts)
+    for retry in (None, 1, 2):
+        status, _ = await stack.sender.send_event(as_message, retry_num=retry)
+        assert status == 200
+    await stack.replies(stack.channel, ts, 1)
+    # A second message proves the workflow moved on; only then can we count the first.
+    await stack.say(stack.channel, ts, "second")
+    replies = await stack.replies(stack.channel, ts, 2)
+    assert len(replies) == 2
+    assert len(stack.converse_requests()) == 2
+
+
+async def test_bot_messages_and_strangers_threads_are_acked_and_ignored(make_stack):
+    stack = await make_stack()
+    own = message_event(
+        channel=stack.channel,
+        user=stack.slack.bot_user_id,
+        text="I am the bot",
+        ts="1700000000.000001",
+        bot_id=stack.slack.bot_id,
+        thread_ts="1700000000.000000",
+    )
+    other_bot = message_event(
+        channel=stack.channel,
+        user="U0OTHER",
+        text=f"<@{stack.slack.bot_user_id}> loop?",
+        ts="1700000000.000002",
+        subtype="bot_message",
+        bot_id="B0OTHER",
+    )
+    no_conversation = message_event(
+        channel=stack.channel,
+        user=ALICE,
+        text="hi",
+        ts="1700000000.000003",
+        thread_ts="1700000000.000000",
+    )
+    edit = message_event(
+        channel=stack.channel,
+        user=ALICE,
+        text="edited",
+        ts="1700000000.000004",
+        subtype="message_changed",
+    )
+    reaction = {"type": "reaction_added", "user": ALICE, "reaction": "tada"}
+    for event in (own, other_bot, no_conversation, edit, reaction):
+        status, _ = await stack.sender.send_event(event)
+        assert status == 200, event
+    # Nothing started: no workflow on this task queue, and Bedrock never called.
+    running = [
+        w
+        async for w in stack.client.list_workflows(
+            f"TaskQueue = '{stack.settings.temporal.task_queue}'"
+        )
+    ]
+    assert running == []
+    assert stack.bedrock.requests == []
+
+
+async def test_bad_or_missing_signature_gets_401(make_stack):
+    stack = await make_stack()
+    body = json.dumps({"type": "event_callback", "event": {"type": "app_mention"}})
+    headers = sign("wrong-secret", body)
+    status, _ = await stack.sender.send_raw(body, {**headers, **JSON})
+    assert status == 401
+    async with aiohttp.ClientSession() as session:
+        unsigned = await session.post(stack.bot_url, data=body, headers=JSON)
+        assert unsigned.status == 401
+    stale = sign("test-signing-secret", body, timestamp=1_000_000_000)
+    status, _ = await stack.sender.send_raw(body, {**stale, **JSON})
+    assert status == 401
+
+
+async def test_endchat_posts_the_summary_in_the_right_thread(make_stack):
+    stack = await make_stack()
+    other = await stack.mention(stack.channel, "an older thread", user=BOB)
+    ts = await stack.mention(stack.channel, "plan the launch")
+    await stack.replies(stack.channel, ts, 1)
+    status, body = await stack.sender.send_command(
+        slash_command(command="/endchat", text="", channel_id=stack.channel, user_id=ALICE)
+    )
+    assert status == 200
+    answer = json.loads(body)
+    assert answer.get("response_type", "ephemeral") == "ephemeral"
+    assert thread_permalink("local", stack.channel, ts) in answer["text"]
+    replies = await stack.replies(stack.channel, ts, 2)
+    assert "Summary" in replies[-1]["text"]
+    result = await stack.handle(stack.channel, ts).result()
+    assert result["ended_by"] == "command" if isinstance(result, dict) else True
+    # Bob's conversation is untouched: Alice's /endchat ended only her own.
+    assert await stack.handle(stack.channel, other).describe()
+    assert (await stack.handle(stack.channel, other).describe()).status.name == "RUNNING"
+
+
+async def test_endchat_with_a_link_and_twice_gives_one_summary(make_stack):
+    stack = await make_stack()
+    ts = await stack.mention(stack.channel, "hello")
+    await stack.replies(stack.channel, ts, 1)
+    link = f"<{thread_permalink('local', stack.channel, ts)}>"
+    for _ in range(2):
+        status, _ = await stack.sender.send_command(
+            slash_command(command="/endchat", text=link, channel_id="C0ELSEWHERE", user_id=BOB)
+        )
+        assert status == 200
+    await stack.handle(stack.channel, ts).result()
+    replies = stack.slack.bot_replies(stack.channel, ts)
+    assert sum("Summary" in r["text"] for r in replies) == 1
+    # After the end, plain messages get no answer.
+    await stack.say(stack.channel, ts, "anyone there?")
+    status, body = await stack.sender.send_command(
+        slash_command(command="/endchat", text="", channel_id=stack.channel, user_id=ALICE)
+    )
+    assert "nothing to end" in json.loads(body)["text"]
+    assert len(stack.slack.bot_replies(stack.channel, ts)) == len(replies)
+
+
+async def test_end_chat_shortcut_ends_the_thread_it_is_used_in(make_stack):
+    stack = await make_stack()
+    ts = await stack.mention(stack.channel, "shortcut me")
+    [reply] = await stack.replies(stack.channel, ts, 1)
+    status, _ = await stack.sender.send_shortcut(
+        message_shortcut(
+            callback_id="end_chat",
+            channel_id=stack.channel,
+            user_id=ALICE,
+            message_ts=reply["ts"],
+            thread_ts=ts,
+        )
+    )
+    assert status == 200
+    replies = await stack.replies(stack.channel, ts, 2)
+    assert "Summary" in replies[-1]["text"]
+
+
+async def test_quiet_thread_ends_with_a_summary(make_stack):
+    stack = await make_stack(inactivity_timeout_seconds=2)
+    ts = await stack.mention(stack.channel, "short chat")
+    replies = await stack.replies(stack.channel, ts, 2, timeout=30)
+    assert "quiet" in replies[-1]["text"] and "Summary" in replies[-1]["text"]
+
+
+async def test_new_mention_in_ended_thread_remembers_the_summary(make_stack):
+    stack = await make_stack()
+    ts = await stack.mention(stack.channel, "first conversation about apples")
+    await stack.replies(stack.channel, ts, 1)
+    await stack.handle(stack.channel, ts).signal("end", {"requested_by": ALICE, "via": "command"})
+    first = await stack.handle(stack.channel, ts).result()
+    await stack.mention(stack.channel, "do you remember?", thread_ts=ts)
+    await stack.replies(stack.channel, ts, 3)
+    system = stack.converse_requests()[-1]["system"][0]["text"]
+    assert first["summary"] and first["summary"] in system
+
+
+async def test_healthz(make_stack):
+    stack = await make_stack()
+    status, body = await stack.sender.send_raw(b"", {})  # POST with nothing: refused, not crashed
+    assert 400 <= status < 500
+    health_url = stack.bot_url.replace("/slack/events", "/healthz")
+    async with aiohttp.ClientSession() as session, session.get(health_url) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["ok"] is True

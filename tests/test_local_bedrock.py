@@ -1,0 +1,418 @@
+"""Tests of devtools.bedrock.LocalBedrock, driven through a real boto3 bedrock-runtime client.
+
+boto3 is synchronous and the server runs in the test's event loop, so every boto3 call goes
+through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import boto3
+import botocore.config
+import pytest
+import urllib3.exceptions
+from botocore.exceptions import ClientError, EventStreamError
+
+from devtools.bedrock import (
+    ERROR_STATUS,
+    Fault,
+    LocalBedrock,
+    RecordedRequest,
+    estimate_tokens,
+    offline_reply,
+)
+
+MODEL_ID = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
+PROFILE_ARN = (
+    "arn:aws:bedrock:us-east-1:123456789012:inference-profile/"
+    "us.anthropic.claude-haiku-4-5-20251001-v1:0"
+)
+
+# One session for the module: its clients share the loaded service model, which keeps client
+# creation cheap.
+_SESSION = boto3.session.Session()
+
+
+def user(text: str) -> dict[str, Any]:
+    return {"role": "user", "content": [{"text": text}]}
+
+
+def assistant(text: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": [{"text": text}]}
+
+
+@pytest.fixture
+async def bedrock(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LocalBedrock]:
+    # With a bearer token set, botocore refuses a plain-http endpoint.
+    monkeypatch.delenv("AWS_BEARER_TOKEN_BEDROCK", raising=False)
+    server = LocalBedrock(stream_chunk_chars=7, stream_delay_s=0.0)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def make_client(url: str) -> Any:
+    """A real bedrock-runtime client for the local server, without retries."""
+    return _SESSION.client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        endpoint_url=url,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 1}),
+    )
+
+
+@pytest.fixture
+def client(bedrock: LocalBedrock) -> Any:
+    return make_client(bedrock.url)
+
+
+async def call(fn: Callable[..., Any], /, **kwargs: Any) -> Any:
+    return await asyncio.to_thread(fn, **kwargs)
+
+
+async def client_error(fn: Callable[..., Any], /, **kwargs: Any) -> ClientError:
+    with pytest.raises(ClientError) as caught:
+        await call(fn, **kwargs)
+    return caught.value
+
+
+def read_stream(response: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(response["stream"])
+
+
+def reply_text(response: dict[str, Any]) -> str:
+    return "".join(block["text"] for block in response["output"]["message"]["content"])
+
+
+# -- pure functions -------------------------------------------------------------------------
+
+
+def test_estimate_tokens_rounds_up() -> None:
+    assert [estimate_tokens(t) for t in ["", "a", "abcd", "abcde", "x" * 400]] == [0, 1, 1, 2, 100]
+
+
+def test_offline_reply_is_deterministic_and_labelled() -> None:
+    body = {"messages": [user("one"), assistant("r"), user("two")]}
+    assert offline_reply(body) == '(offline model) Turn 2. You said: "two". Before that: "one".'
+    assert offline_reply(body) == offline_reply(dict(body))
+    assert offline_reply({"messages": [user("solo")]}) == (
+        '(offline model) Turn 1. You said: "solo".'
+    )
+
+
+def test_offline_reply_quotes_at_most_200_chars() -> None:
+    long = "y" * 300
+    reply = offline_reply({"messages": [user(long)]})
+    assert f'"{"y" * 200}"' in reply
+    assert "y" * 201 not in reply
+
+
+# -- converse -------------------------------------------------------------------------------
+
+
+async def test_converse_answers_with_text_usage_and_previous_message(client: Any) -> None:
+    messages = [user("first question"), assistant("first answer"), user("second question")]
+    system = [{"text": "You are helpful."}]
+    response = await call(client.converse, modelId=MODEL_ID, messages=messages, system=system)
+
+    text = reply_text(response)
+    assert text == (
+        '(offline model) Turn 2. You said: "second question". Before that: "first question".'
+    )
+    assert response["output"]["message"]["role"] == "assistant"
+    assert response["stopReason"] == "end_turn"
+    prompt = "\n".join(["You are helpful.", "first question", "first answer", "second question"])
+    assert response["usage"] == {
+        "inputTokens": estimate_tokens(prompt),
+        "outputTokens": estimate_tokens(text),
+        "totalTokens": estimate_tokens(prompt) + estimate_tokens(text),
+    }
+    assert isinstance(response["metrics"]["latencyMs"], int)
+
+
+async def test_summary_asked_in_the_last_message(client: Any) -> None:
+    latest = "Please summarize this thread for me. " + "z" * 100
+    messages = [user("a"), assistant("b"), user("c"), assistant("d"), user(latest)]
+    response = await call(client.converse, modelId=MODEL_ID, messages=messages)
+    assert reply_text(response) == f'Summary (offline model): 3 messages. Latest: "{latest[:80]}"'
+
+
+async def test_summary_asked_in_the_system_prompt(client: Any) -> None:
+    response = await call(
+        client.converse,
+        modelId=MODEL_ID,
+        system=[{"text": "Summarise the conversation briefly."}],
+        messages=[user("z" * 120)],
+    )
+    assert reply_text(response) == f'Summary (offline model): 1 message. Latest: "{"z" * 80}"'
+
+
+async def test_max_tokens_truncates_the_reply(client: Any) -> None:
+    response = await call(
+        client.converse,
+        modelId=MODEL_ID,
+        messages=[user("x" * 100)],
+        inferenceConfig={"maxTokens": 5},
+    )
+    full = offline_reply({"messages": [user("x" * 100)]})
+    assert reply_text(response) == full[:20]
+    assert response["stopReason"] == "max_tokens"
+    assert response["usage"]["outputTokens"] == 5
+
+
+async def test_custom_responder_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_BEARER_TOKEN_BEDROCK", raising=False)
+    seen: list[dict[str, Any]] = []
+
+    def responder(body: dict[str, Any]) -> str:
+        seen.append(body)
+        return "custom"
+
+    async with LocalBedrock(responder=responder) as server:
+        client = make_client(server.url)
+        response = await call(client.converse, modelId=MODEL_ID, messages=[user("hi")])
+    assert reply_text(response) == "custom"
+    assert seen[0]["messages"] == [user("hi")]
+
+
+# -- validation -----------------------------------------------------------------------------
+
+INVALID_CONVERSATIONS = {
+    "empty": [],
+    "assistant first": [assistant("hello"), user("hi")],
+    "two user messages in a row": [user("a"), user("b")],
+    "two assistant messages in a row": [user("a"), assistant("b"), assistant("c"), user("d")],
+    "empty text": [user("")],
+    "whitespace text": [user("a"), assistant(" \n\t "), user("b")],
+}
+
+
+@pytest.mark.parametrize("case", INVALID_CONVERSATIONS)
+async def test_invalid_conversations_are_rejected(
+    client: Any, bedrock: LocalBedrock, case: str
+) -> None:
+    error = await client_error(
+        client.converse, modelId=MODEL_ID, messages=INVALID_CONVERSATIONS[case]
+    )
+    assert error.response["Error"]["Code"] == "ValidationException"
+    assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert error.response["Error"]["Message"]
+    assert [r.status for r in bedrock.requests] == [400]
+
+
+async def test_input_over_the_context_limit_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_BEARER_TOKEN_BEDROCK", raising=False)
+    async with LocalBedrock(context_limit_tokens=50) as server:
+        client = make_client(server.url)
+        # 200 characters estimate to exactly 50 tokens: at the limit is fine, one more is not.
+        await call(client.converse, modelId=MODEL_ID, messages=[user("x" * 200)])
+        error = await client_error(client.converse, modelId=MODEL_ID, messages=[user("x" * 201)])
+        stream_error = await client_error(
+            client.converse_stream, modelId=MODEL_ID, messages=[user("x" * 201)]
+        )
+    for e in (error, stream_error):
+        assert e.response["Error"]["Code"] == "ValidationException"
+        assert e.response["Error"]["Message"] == "Input is too long for requested model."
+
+
+# -- faults ---------------------------------------------------------------------------------
+
+
+async def test_injected_throttling_is_consumed_after_times(
+    client: Any, bedrock: LocalBedrock
+) -> None:
+    bedrock.inject(Fault(error_code="ThrottlingException", message="slow down", times=2))
+    for _ in range(2):
+        error = await client_error(client.converse, modelId=MODEL_ID, messages=[user("hi")])
+        assert error.response["Error"]["Code"] == "ThrottlingException"
+        assert error.response["Error"]["Message"] == "slow down"
+        assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+    response = await call(client.converse, modelId=MODEL_ID, messages=[user("hi")])
+    assert reply_text(response)
+    assert [r.status for r in bedrock.requests] == [429, 429, 200]
+
+
+async def test_access_denied_is_403(client: Any, bedrock: LocalBedrock) -> None:
+    bedrock.inject(Fault(error_code="AccessDeniedException"))
+    error = await client_error(client.converse, modelId=MODEL_ID, messages=[user("hi")])
+    assert error.response["Error"]["Code"] == "AccessDeniedException"
+    assert (
+        error.response["ResponseMetadata"]["HTTPStatusCode"]
+        == 403
+        == ERROR_STATUS["AccessDeniedException"]
+    )
+
+
+async def test_faults_only_hit_their_operation_and_can_be_cleared(
+    client: Any, bedrock: LocalBedrock
+) -> None:
+    bedrock.inject(Fault(error_code="ServiceUnavailableException", operation="count-tokens"))
+    bedrock.inject(Fault(error_code="InternalServerException", operation="converse", times=5))
+    error = await client_error(client.converse, modelId=MODEL_ID, messages=[user("hi")])
+    assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    error = await client_error(
+        client.count_tokens, modelId=MODEL_ID, input={"converse": {"messages": [user("hi")]}}
+    )
+    assert error.response["Error"]["Code"] == "ServiceUnavailableException"
+    assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    bedrock.clear_faults()
+    await call(client.converse, modelId=MODEL_ID, messages=[user("hi")])
+    assert [(r.operation, r.status) for r in bedrock.requests] == [
+        ("converse", 500),
+        ("count-tokens", 503),
+        ("converse", 200),
+    ]
+
+
+async def test_latency_fault_and_model_latency_delay_the_answer(
+    client: Any, bedrock: LocalBedrock
+) -> None:
+    bedrock.inject(Fault(latency_s=0.2))
+    started = time.monotonic()
+    await call(client.converse, modelId=MODEL_ID, messages=[user("hi")])
+    assert time.monotonic() - started >= 0.2
+
+    bedrock.set_model_latency(0.15)
+    started = time.monotonic()
+    response = await call(client.converse, modelId=MODEL_ID, messages=[user("hi")])
+    assert time.monotonic() - started >= 0.15
+    assert response["metrics"]["latencyMs"] >= 150
+
+
+# -- converse-stream ------------------------------------------------------------------------
+
+
+async def test_converse_stream_matches_converse(client: Any) -> None:
+    messages = [user("tell me something"), assistant("ok"), user("more please")]
+    whole = await call(client.converse, modelId=MODEL_ID, messages=messages)
+    streamed = await call(client.converse_stream, modelId=MODEL_ID, messages=messages)
+    events = await asyncio.to_thread(read_stream, streamed)
+
+    kinds = [next(iter(e)) for e in events]
+    deltas = [e["contentBlockDelta"]["delta"]["text"] for e in events if "contentBlockDelta" in e]
+    text = reply_text(whole)
+    assert "".join(deltas) == text
+    assert len(deltas) == -(-len(text) // 7)  # stream_chunk_chars=7 in the fixture
+    assert kinds == [
+        "messageStart",
+        *["contentBlockDelta"] * len(deltas),
+        "contentBlockStop",
+        "messageStop",
+        "metadata",
+    ]
+    assert events[0]["messageStart"] == {"role": "assistant"}
+    assert events[-2]["messageStop"]["stopReason"] == "end_turn"
+    assert events[-1]["metadata"]["usage"] == whole["usage"]
+    assert "latencyMs" in events[-1]["metadata"]["metrics"]
+
+
+async def test_stream_error_before_streaming_is_a_client_error(
+    client: Any, bedrock: LocalBedrock
+) -> None:
+    bedrock.inject(Fault(error_code="ThrottlingException", operation="converse-stream"))
+    error = await client_error(client.converse_stream, modelId=MODEL_ID, messages=[user("hi")])
+    assert error.response["Error"]["Code"] == "ThrottlingException"
+    assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+
+
+async def test_cut_stream_breaks_while_iterating(client: Any, bedrock: LocalBedrock) -> None:
+    bedrock.inject(Fault(cut_stream_after_events=2, operation="converse-stream"))
+    response = await call(client.converse_stream, modelId=MODEL_ID, messages=[user("hi")])
+    received: list[dict[str, Any]] = []
+
+    def consume() -> None:
+        for event in response["stream"]:
+            received.append(event)
+
+    # botocore iterates urllib3's stream directly, so the broken chunked body surfaces as
+    # urllib3's ProtocolError ("Response ended prematurely").
+    with pytest.raises(urllib3.exceptions.ProtocolError):
+        await asyncio.to_thread(consume)
+    assert [next(iter(e)) for e in received] == ["messageStart", "contentBlockDelta"]
+    assert bedrock.requests[-1].status == 200
+
+
+async def test_stream_exception_event_mid_stream(client: Any, bedrock: LocalBedrock) -> None:
+    bedrock.inject(
+        Fault(error_code="ThrottlingException", message="busy", cut_stream_after_events=3)
+    )
+    response = await call(client.converse_stream, modelId=MODEL_ID, messages=[user("hi")])
+    received: list[dict[str, Any]] = []
+
+    def consume() -> None:
+        for event in response["stream"]:
+            received.append(event)
+
+    with pytest.raises(EventStreamError) as caught:
+        await asyncio.to_thread(consume)
+    assert caught.value.response["Error"] == {"Code": "throttlingException", "Message": "busy"}
+    assert len(received) == 3
+
+
+# -- count-tokens and recording ---------------------------------------------------------------
+
+
+async def test_count_tokens_matches_converse_usage(client: Any) -> None:
+    messages = [user("how many tokens is this?"), assistant("some"), user("and this?")]
+    system = [{"text": "Be brief."}]
+    counted = await call(
+        client.count_tokens,
+        modelId=MODEL_ID,
+        input={"converse": {"messages": messages, "system": system}},
+    )
+    whole = await call(client.converse, modelId=MODEL_ID, messages=messages, system=system)
+    assert counted["inputTokens"] == whole["usage"]["inputTokens"] > 0
+
+
+async def test_count_tokens_validates_the_conversation(client: Any) -> None:
+    error = await client_error(
+        client.count_tokens, modelId=MODEL_ID, input={"converse": {"messages": [assistant("x")]}}
+    )
+    assert error.response["Error"]["Code"] == "ValidationException"
+
+
+async def test_requests_are_recorded_with_decoded_model_ids(
+    client: Any, bedrock: LocalBedrock
+) -> None:
+    before = time.monotonic()
+    await call(client.converse, modelId=MODEL_ID, messages=[user("one")])
+    streamed = await call(client.converse_stream, modelId=PROFILE_ARN, messages=[user("two")])
+    await asyncio.to_thread(read_stream, streamed)
+    bedrock.inject(Fault(error_code="ModelTimeoutException"))
+    await client_error(
+        client.count_tokens, modelId=PROFILE_ARN, input={"converse": {"messages": [user("3")]}}
+    )
+
+    records = bedrock.requests
+    assert [(r.operation, r.model_id, r.status) for r in records] == [
+        ("converse", MODEL_ID, 200),
+        ("converse-stream", PROFILE_ARN, 200),
+        ("count-tokens", PROFILE_ARN, 408),
+    ]
+    assert all(isinstance(r, RecordedRequest) for r in records)
+    assert records[0].body["messages"] == [user("one")]
+    assert records[2].body["input"]["converse"]["messages"] == [user("3")]
+    assert before <= records[0].at <= records[1].at <= records[2].at
+
+
+async def test_stop_is_idempotent_and_url_needs_a_running_server() -> None:
+    server = LocalBedrock()
+    with pytest.raises(RuntimeError):
+        _ = server.url
+    url = await server.start()
+    assert url.startswith("http://127.0.0.1:") and server.url == url
+    await server.stop()
+    await server.stop()
+    with pytest.raises(RuntimeError):
+        _ = server.url
+
+
+async def test_only_loopback_binding_is_allowed() -> None:
+    with pytest.raises(ValueError, match="loopback"):
+        await LocalBedrock().start(host="0.0.0.0")

@@ -1,0 +1,168 @@
+"""Unit tests of the pure modules: durations, ids, dedupe, context budgeting, parsing."""
+
+import pytest
+
+from bot.parsing import parse_message_event
+from threadchat import context, dedupe
+from threadchat.durations import parse_duration
+from threadchat.ids import conversation_id, parse_thread_link, thread_permalink
+from threadchat.model import Turn, UserMessage
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("45s", 45), ("30m", 1800), ("2h", 7200), ("90", 90), (" 1.5m ", 90), ("1d", 86400)],
+)
+def test_durations_parse(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "10x", "-5s", "0", "m30"])
+def test_bad_durations_are_rejected(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_conversation_id_is_stable_and_distinct():
+    assert conversation_id("T1", "C1", "1.2") == conversation_id("T1", "C1", "1.2")
+    assert conversation_id("T1", "C1", "1.2") != conversation_id("T1", "C2", "1.2")
+    assert conversation_id("T1", "C1", "1.2").startswith("threadchat-")
+
+
+@pytest.mark.parametrize(
+    ("link", "channel", "thread_ts"),
+    [
+        (
+            "https://acme.slack.com/archives/C012AB3CD/p1700000000123456",
+            "C012AB3CD",
+            "1700000000.123456",
+        ),
+        (
+            "<https://acme.slack.com/archives/C1/p1700000001000200?thread_ts=1700000000.000100"
+            "&cid=C1>",
+            "C1",
+            "1700000000.000100",
+        ),
+        ("<https://acme.slack.com/archives/D9/p1700000000000001|link>", "D9", "1700000000.000001"),
+    ],
+)
+def test_thread_links_parse(link, channel, thread_ts):
+    location = parse_thread_link(link)
+    assert (location.channel, location.thread_ts) == (channel, thread_ts)
+
+
+@pytest.mark.parametrize("link", ["hello", "https://example.com/x", "archives/C1/p123"])
+def test_non_links_are_rejected(link):
+    assert parse_thread_link(link) is None
+
+
+def test_permalink_round_trips():
+    link = thread_permalink("acme", "C1", "1700000000.000100")
+    location = parse_thread_link(link)
+    assert (location.channel, location.thread_ts) == ("C1", "1700000000.000100")
+
+
+def test_dedupe_window_is_bounded_and_remembers_recent():
+    seen: list[str] = []
+    assert dedupe.remember(seen, "1", limit=3)
+    assert not dedupe.remember(seen, "1", limit=3)
+    for ts in "234":
+        assert dedupe.remember(seen, ts, limit=3)
+    assert seen == ["2", "3", "4"]
+    assert dedupe.remember(seen, "1", limit=3)  # forgotten once out of the window
+
+
+def _turn(i: int, size: int = 40) -> Turn:
+    return Turn(messages=[UserMessage(str(i), "U1", f"q{i} " + "x" * size)], reply="a" * size)
+
+
+def test_prompt_alternates_and_ends_with_the_new_messages():
+    turns = [_turn(i) for i in range(3)]
+    new = [UserMessage("9", "U1", "first"), UserMessage("10", "U2", "second")]
+    prompt = context.prompt_messages(turns, new, {"U1": "alice"}, budget_tokens=10_000)
+    assert [m.role for m in prompt] == ["user", "assistant"] * 3 + ["user"]
+    assert prompt[-1].text == "[alice] first\n[U2] second"
+
+
+def test_prompt_keeps_only_the_newest_turns_within_budget():
+    turns = [_turn(i, size=400) for i in range(50)]
+    prompt = context.prompt_messages(turns, [UserMessage("x", "U1", "hi")], {}, budget_tokens=1000)
+    assert sum(context.estimate_tokens(m.text) for m in prompt) <= 1000
+    assert "q49" in prompt[-3].text  # the newest answered turn is kept
+    assert all("q0 " not in m.text for m in prompt)
+
+
+def test_prompt_skips_failed_turns():
+    turns = [_turn(1), Turn(messages=[UserMessage("2", "U1", "lost")], reply=None), _turn(3)]
+    prompt = context.prompt_messages(turns, [UserMessage("4", "U1", "now")], {}, 10_000)
+    assert all("lost" not in m.text for m in prompt)
+    assert [m.role for m in prompt] == ["user", "assistant", "user", "assistant", "user"]
+
+
+def test_blank_messages_are_never_sent_blank():
+    text = context.user_turn_text([UserMessage("1", "U1", "   ")], {})
+    assert text.strip() and "(no text)" in text
+
+
+def test_folding_starts_over_budget_and_goes_down_to_half():
+    turns = [_turn(i, size=400) for i in range(10)]  # about 200 tokens each
+    assert context.turns_to_fold(turns[:2], {}, budget_tokens=1000) == 0
+    count = context.turns_to_fold(turns, {}, budget_tokens=1000)
+    remaining = turns[count:]
+    assert sum(context.turn_tokens(t, {}) for t in remaining) <= 500
+    assert count < len(turns)  # the newest turn always stays
+
+
+def test_context_notes_mention_both_summaries():
+    notes = context.context_notes("old talk", "recent talk")
+    assert "old talk" in notes and "recent talk" in notes
+    assert context.context_notes("", "") == ""
+
+
+BOT = "U0BOT"
+
+
+def _event(**fields):
+    event = {"type": "message", "channel": "C1", "user": "U1", "text": "hi", "ts": "1.000001"}
+    event.update(fields)
+    return event
+
+
+def test_mention_at_top_level_starts_a_thread_on_its_ts():
+    incoming = parse_message_event(
+        _event(type="app_mention", text=f"<@{BOT}> hello"), "T1", BOT, is_mention_event=True
+    )
+    assert incoming.may_start
+    assert incoming.thread.thread_ts == "1.000001"
+    assert incoming.message.text == "hello"
+
+
+def test_mention_inside_a_thread_uses_the_thread():
+    incoming = parse_message_event(_event(text=f"hey <@{BOT}>", thread_ts="0.5"), "T1", BOT)
+    assert incoming.may_start and incoming.thread.thread_ts == "0.5"
+
+
+def test_follow_up_in_thread_may_not_start():
+    incoming = parse_message_event(_event(thread_ts="0.5"), "T1", BOT)
+    assert not incoming.may_start and incoming.thread.thread_ts == "0.5"
+
+
+def test_top_level_dm_starts_and_channel_chatter_is_ignored():
+    assert parse_message_event(_event(channel_type="im", channel="D1"), "T1", BOT).may_start
+    assert parse_message_event(_event(), "T1", BOT) is None
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"subtype": "message_changed"},
+        {"subtype": "message_deleted"},
+        {"subtype": "channel_join"},
+        {"subtype": "bot_message", "thread_ts": "0.5"},
+        {"bot_id": "B123", "thread_ts": "0.5"},
+        {"user": BOT, "thread_ts": "0.5"},
+        {"user": None, "thread_ts": "0.5"},
+    ],
+)
+def test_edits_joins_and_bot_messages_are_ignored(fields):
+    assert parse_message_event(_event(**fields), "T1", BOT) is None

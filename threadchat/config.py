@@ -1,0 +1,185 @@
+"""Configuration: the only module that reads the environment.
+
+`load_settings` turns environment variables into typed settings once, at start-up. Every
+problem is a `ConfigError` naming the variable, which the CLI prints as one line (exit 2).
+"""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from threadchat.durations import parse_duration
+from threadchat.model import ConversationSettings
+
+DEFAULT_MODEL_ID = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
+DEFAULT_SYSTEM_PROMPT = (
+    "You are threadchat, a helpful assistant in a Slack thread. Several people may take part; "
+    "each message starts with [name] to show who wrote it. Answer the latest messages, "
+    "concisely, using Markdown where it helps. Do not start your reply with a [name] label."
+)
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+
+
+class ConfigError(Exception):
+    """A missing or invalid setting; `variable` names the environment variable to fix."""
+
+    def __init__(self, variable: str, problem: str):
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    bot_token: str | None = field(default=None, repr=False)
+    signing_secret: str | None = field(default=None, repr=False)
+    app_token: str | None = field(default=None, repr=False)
+    api_url: str = DEFAULT_SLACK_API_URL
+    port: int = 3000
+
+    @property
+    def socket_mode(self) -> bool:
+        return bool(self.app_token)
+
+
+@dataclass(frozen=True)
+class TemporalSettings:
+    target_host: str = "127.0.0.1:7233"
+    namespace: str = "default"
+    task_queue: str = "threadchat"
+    # Remaining Client.connect arguments from temporalio.envconfig (api_key, tls, rpc_metadata).
+    connect_options: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class BedrockSettings:
+    model_id: str = DEFAULT_MODEL_ID
+    summary_model_id: str = DEFAULT_MODEL_ID
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    max_tokens: int = 2048
+    temperature: float = 0.5
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    slack: SlackSettings = field(default_factory=SlackSettings)
+    temporal: TemporalSettings = field(default_factory=TemporalSettings)
+    bedrock: BedrockSettings = field(default_factory=BedrockSettings)
+    conversation: ConversationSettings = field(
+        default_factory=lambda: ConversationSettings(
+            inactivity_timeout_seconds=1800,
+            context_budget_tokens=6000,
+            history_event_cap=2000,
+            model_timeout_seconds=75,
+        )
+    )
+    log_level: str = "INFO"
+    data_dir: str = ".threadchat"
+
+    def require_slack_token(self) -> None:
+        if not self.slack.bot_token:
+            raise ConfigError("SLACK_BOT_TOKEN", "is required (the bot token, xoxb-...)")
+
+    def require_bot_credentials(self) -> None:
+        """The bot needs its token, and in HTTP mode a signing secret: never serve unverified."""
+        self.require_slack_token()
+        if not self.slack.socket_mode and not self.slack.signing_secret:
+            raise ConfigError(
+                "SLACK_SIGNING_SECRET",
+                "is required in HTTP mode (or set SLACK_APP_TOKEN for Socket Mode)",
+            )
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _number(env: Mapping[str, str], name: str, default: float, kind: type, low: float) -> Any:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(name, f"must be a {kind.__name__}, got {raw!r}") from None
+    if value < low:
+        raise ConfigError(name, f"must be at least {low}, got {raw!r}")
+    return value
+
+
+def _temporal(env: Mapping[str, str]) -> TemporalSettings:
+    from temporalio.envconfig import ClientConfigProfile
+
+    try:
+        profile = ClientConfigProfile.load(override_env_vars=dict(env))
+        options: dict[str, Any] = dict(profile.to_client_connect_config())
+    except Exception as err:  # envconfig reports bad files and TLS paths as plain errors
+        raise ConfigError("TEMPORAL_ADDRESS", f"invalid Temporal client config: {err}") from None
+    target = options.pop("target_host", None) or "127.0.0.1:7233"
+    namespace = options.pop("namespace", None) or "default"
+    return TemporalSettings(
+        target_host=target,
+        namespace=namespace,
+        task_queue=_get(env, "TEMPORAL_TASK_QUEUE") or "threadchat",
+        connect_options=options,
+    )
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting. Presence of Slack credentials is checked per command."""
+    env = os.environ if env is None else env
+
+    timeout_raw = _get(env, "CHAT_INACTIVITY_TIMEOUT") or "30m"
+    try:
+        inactivity = parse_duration(timeout_raw)
+    except ValueError as err:
+        raise ConfigError("CHAT_INACTIVITY_TIMEOUT", str(err)) from None
+
+    api_url = _get(env, "SLACK_API_URL") or DEFAULT_SLACK_API_URL
+    if not api_url.startswith(("http://", "https://")):
+        raise ConfigError("SLACK_API_URL", f"must be an http(s) URL, got {api_url!r}")
+    endpoint = _get(env, "AWS_ENDPOINT_URL_BEDROCK_RUNTIME") or _get(env, "AWS_ENDPOINT_URL")
+    if endpoint and not endpoint.startswith(("http://", "https://")):
+        raise ConfigError("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", f"must be a URL, got {endpoint!r}")
+
+    model_id = _get(env, "BEDROCK_MODEL_ID") or DEFAULT_MODEL_ID
+    read_timeout = _number(env, "BEDROCK_READ_TIMEOUT", 60.0, float, 1)
+    log_level = (_get(env, "LOG_LEVEL") or "INFO").upper()
+    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError("LOG_LEVEL", f"must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+
+    return Settings(
+        slack=SlackSettings(
+            bot_token=_get(env, "SLACK_BOT_TOKEN"),
+            signing_secret=_get(env, "SLACK_SIGNING_SECRET"),
+            app_token=_get(env, "SLACK_APP_TOKEN"),
+            api_url=api_url if api_url.endswith("/") else api_url + "/",
+            port=_number(env, "PORT", 3000, int, 0),
+        ),
+        temporal=_temporal(env),
+        bedrock=BedrockSettings(
+            model_id=model_id,
+            summary_model_id=_get(env, "BEDROCK_SUMMARY_MODEL_ID") or model_id,
+            system_prompt=_get(env, "SYSTEM_PROMPT") or DEFAULT_SYSTEM_PROMPT,
+            max_tokens=_number(env, "BEDROCK_MAX_TOKENS", 2048, int, 1),
+            temperature=_number(env, "BEDROCK_TEMPERATURE", 0.5, float, 0),
+            region=_get(env, "AWS_REGION") or _get(env, "AWS_DEFAULT_REGION") or "us-east-1",
+            endpoint_url=endpoint,
+            read_timeout=read_timeout,
+        ),
+        conversation=ConversationSettings(
+            inactivity_timeout_seconds=inactivity,
+            context_budget_tokens=_number(env, "THREADCHAT_CONTEXT_TOKENS", 6000, int, 200),
+            history_event_cap=_number(env, "THREADCHAT_HISTORY_EVENT_CAP", 2000, int, 100),
+            # Longer than one Bedrock call can take, so Temporal's timeout never cuts a
+            # call that botocore would still finish.
+            model_timeout_seconds=read_timeout + 15,
+        ),
+        log_level=log_level,
+        data_dir=_get(env, "THREADCHAT_DATA_DIR") or ".threadchat",
+    )

@@ -1,0 +1,82 @@
+"""`threadchat dev`: the whole product on one machine, in one command.
+
+It starts the Temporal dev server (SQLite in the data directory, Web UI on 8233), the worker
+and the bot. Without Slack credentials it serves the local Slack Web API instead, and without
+AWS credentials the local Bedrock server with its offline model, so it runs on nothing but
+Python.
+"""
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import secrets
+from pathlib import Path
+
+import boto3
+
+from devtools.bedrock import LocalBedrock
+from devtools.slack import LocalSlack
+from devtools.temporal_server import TemporalDevServer
+from threadchat.config import Settings
+from threadchat.temporal import ensure_search_attributes
+from threadchat.worker import build_worker, run_worker
+
+log = logging.getLogger(__name__)
+
+TEMPORAL_PORT = 7233
+TEMPORAL_UI_PORT = 8233
+
+
+def has_aws_credentials() -> bool:
+    return boto3.session.Session().get_credentials() is not None
+
+
+async def run_dev(settings: Settings, stop: asyncio.Event, bedrock: str = "auto") -> None:
+    """Run everything until `stop` is set; `bedrock` is "auto", "local" or "aws"."""
+    data_dir = Path(settings.data_dir)
+    server = TemporalDevServer(
+        db_file=str(data_dir / "temporal.db"), port=TEMPORAL_PORT, ui_port=TEMPORAL_UI_PORT
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        client = await server.start()
+        stack.callback(server.stop)
+        await ensure_search_attributes(client)
+        lines = [f"Temporal UI:    http://127.0.0.1:{TEMPORAL_UI_PORT}"]
+
+        if bedrock == "local" or (bedrock == "auto" and not has_aws_credentials()):
+            local_bedrock = LocalBedrock()
+            endpoint = await local_bedrock.start()
+            stack.push_async_callback(local_bedrock.stop)
+            settings = dataclasses.replace(
+                settings, bedrock=dataclasses.replace(settings.bedrock, endpoint_url=endpoint)
+            )
+            print("No AWS credentials found: using the local Bedrock server's offline model.")
+            lines.append(f"Local Bedrock:  {endpoint}")
+
+        if not settings.slack.bot_token:
+            local_slack = LocalSlack()
+            api_url = await local_slack.start()
+            stack.push_async_callback(local_slack.stop)
+            settings = dataclasses.replace(
+                settings,
+                slack=dataclasses.replace(
+                    settings.slack,
+                    bot_token=local_slack.bot_token,
+                    signing_secret=secrets.token_hex(16),
+                    app_token=None,
+                    api_url=api_url,
+                ),
+            )
+            lines.append(f"Local Slack API: {api_url}")
+
+        from bot.app import serve
+
+        worker = build_worker(client, settings)
+        if not settings.slack.socket_mode:
+            lines.append(f"Slack events:   http://127.0.0.1:{settings.slack.port}/slack/events")
+        print("threadchat dev is running. Ctrl-C stops it.\n  " + "\n  ".join(lines), flush=True)
+        await asyncio.gather(
+            run_worker(worker, stop),
+            serve(settings, client, stop, host="127.0.0.1"),
+        )

@@ -1,0 +1,193 @@
+"""Payloads that cross Temporal boundaries: signals, activity inputs and results, and the
+conversation state carried across continue-as-new.
+
+Everything here is a plain dataclass so Temporal's default JSON converter handles it, and so
+the workflow sandbox can import it without side effects.
+"""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ThreadRef:
+    """One Slack thread: the unit of conversation."""
+
+    team: str
+    channel: str
+    thread_ts: str
+
+
+@dataclass
+class UserMessage:
+    """A message someone wrote in the thread (the `user_message` signal)."""
+
+    ts: str
+    user: str
+    text: str
+
+
+@dataclass
+class EndRequest:
+    """Someone asked to end the conversation (the `end` signal)."""
+
+    requested_by: str
+    via: str  # "command" or "shortcut"
+
+
+@dataclass
+class Turn:
+    """Messages answered together, and the answer. `reply` is None when the turn failed."""
+
+    messages: list[UserMessage]
+    reply: str | None
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass
+class ConversationSettings:
+    """Per-conversation knobs, read from the worker's config when a conversation opens."""
+
+    inactivity_timeout_seconds: float
+    context_budget_tokens: int
+    history_event_cap: int
+    model_timeout_seconds: float
+
+
+@dataclass
+class ConversationState:
+    """Everything a conversation needs to go on; carried across continue-as-new.
+
+    It stays small on purpose: old turns are folded into `rolling_summary`, and the dedupe
+    window is bounded.
+    """
+
+    thread: ThreadRef
+    conversation_key: str = ""  # run id of the first run; unique per conversation in a thread
+    settings: ConversationSettings | None = None
+    started_at: float = 0.0  # epoch seconds, from workflow.now()
+    previous_summary: str = ""  # summary of an earlier, ended conversation in the same thread
+    rolling_summary: str = ""
+    folded_turns: int = 0
+    turns: list[Turn] = field(default_factory=list)
+    turn_count: int = 0
+    participants: list[str] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)
+    seen_ts: list[str] = field(default_factory=list)
+    pending: list[UserMessage] = field(default_factory=list)
+    end_request: EndRequest | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass
+class ConversationStart:
+    """Workflow input: a thread, and the carried state when continuing as new."""
+
+    thread: ThreadRef
+    state: ConversationState | None = None
+
+
+@dataclass
+class ConversationSetup:
+    """What the worker tells a new conversation: its settings and the thread's past."""
+
+    settings: ConversationSettings
+    previous_summary: str = ""
+
+
+@dataclass
+class ChatMessage:
+    """One message of the prompt, in Bedrock's alternating user/assistant order."""
+
+    role: str  # "user" or "assistant"
+    text: str
+
+
+@dataclass
+class ReplyRequest:
+    """Input of the reply step: the prompt, and where the answer goes."""
+
+    thread: ThreadRef
+    messages: list[ChatMessage]
+    context_notes: str  # rolling and earlier summaries, appended to the system prompt
+    idempotency_key: str
+
+
+@dataclass
+class GeneratedReply:
+    """The model's answer and what it cost."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    stop_reason: str = "end_turn"
+
+
+@dataclass
+class DeliveredReply:
+    """A reply that reached the thread: its text, cost and Slack ts."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    ts: str
+
+
+@dataclass
+class SummaryRequest:
+    """Input of a summary: what is known so far and the turns to fold in."""
+
+    earlier_summary: str
+    turns: list[Turn]
+    names: dict[str, str]
+    final: bool  # the closing summary (summary model) rather than a rolling fold
+
+
+@dataclass
+class Summary:
+    text: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass
+class SlackPost:
+    """A message for a thread. `idempotency_key` makes a retried post land only once."""
+
+    thread: ThreadRef
+    text: str
+    idempotency_key: str
+
+
+@dataclass
+class PostedMessage:
+    ts: str
+
+
+@dataclass
+class ConversationResult:
+    """What a finished conversation returns: the transcript it kept and the summary."""
+
+    thread: ThreadRef
+    summary: str
+    rolling_summary: str
+    transcript: list[Turn]
+    turn_count: int
+    participants: list[str]
+    ended_by: str  # "command", "shortcut" or "inactivity"
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass
+class ConversationStatus:
+    """Query result for operators and the CLI."""
+
+    thread: ThreadRef
+    turn_count: int
+    participants: list[str]
+    pending: int
+    ending: bool
+    input_tokens: int
+    output_tokens: int

@@ -1,0 +1,54 @@
+"""Everything threadchat says to people in Slack, in one place."""
+
+from threadchat.ids import thread_permalink
+from threadchat.model import ThreadRef
+
+_BEDROCK_FAILURES = {
+    "ThrottlingException": "the model is busy right now and kept refusing after several tries. "
+    "Please send your message again in a minute.",
+    "ServiceQuotaExceededException": "this workspace has used up its model quota. "
+    "Please ask an admin to raise the Bedrock quota.",
+    "AccessDeniedException": "I am not allowed to use the model. "
+    "An admin needs to check Bedrock model access and the worker's AWS permissions.",
+    "ResourceNotFoundException": "the configured model was not found. "
+    "An admin needs to check BEDROCK_MODEL_ID and the AWS region.",
+    "ContextOverflow": "that message is too long for the model, even on its own. "
+    "Please shorten it or split it up.",
+    "NoCredentials": "the worker has no AWS credentials. An admin needs to configure them.",
+    "ValidationException": "the model rejected the request. Please rephrase and try again.",
+}
+_DEFAULT_FAILURE = "I couldn't reach the model just now. Please try again in a moment."
+
+
+def bedrock_failure(error_type: str | None) -> str:
+    """The notice posted in the thread when a turn finally fails."""
+    return f":warning: Sorry, {_BEDROCK_FAILURES.get(error_type or '', _DEFAULT_FAILURE)}"
+
+
+def summary_message(summary: str, ended_by: str) -> str:
+    reason = {
+        "inactivity": "after a quiet spell",
+        "command": "with /endchat",
+        "shortcut": "with End chat",
+    }.get(ended_by, "")
+    return f"*Conversation ended {reason}. Summary:*\n{summary}".replace("  ", " ")
+
+
+SUMMARY_FAILED = (
+    ":warning: This conversation has ended, but I couldn't write its summary "
+    "because the model was unavailable."
+)
+
+
+def ended_link(team_domain: str, thread: ThreadRef) -> str:
+    link = thread_permalink(team_domain, thread.channel, thread.thread_ts)
+    return f"Ending <{link}|this conversation>. Its summary will be posted in the thread."
+
+
+NOTHING_TO_END = "You have no active conversation here, so there is nothing to end."
+NOTHING_TO_END_IN_THREAD = "This thread has no active conversation, so there is nothing to end."
+BAD_THREAD_LINK = (
+    ":warning: That doesn't look like a thread link. Use `/endchat` alone, or "
+    "`/endchat <link to a message in the thread>`."
+)
+ENDING_FROM_SHORTCUT = "Ending this thread's conversation. The summary will follow in the thread."

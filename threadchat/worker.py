@@ -1,0 +1,65 @@
+"""The Temporal worker: the conversation workflow and every activity, wired together."""
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+from slack_sdk.web.async_client import AsyncWebClient
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import slack as slack_activities
+from activities.bedrock import BedrockActivities
+from activities.conversations import ConversationActivities
+from activities.slack import SlackActivities
+from threadchat.config import Settings
+from workflows.conversation import ConversationWorkflow
+
+log = logging.getLogger(__name__)
+
+# Bedrock calls block a thread each; this bounds concurrent model calls per worker.
+MAX_CONCURRENT_ACTIVITIES = 64
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    slack_client: AsyncWebClient | None = None,
+    bedrock_client: Any = None,
+) -> Worker:
+    """A worker for `settings.temporal.task_queue`. Tests pass their own clients."""
+    bedrock = BedrockActivities(settings.bedrock, bedrock_client)
+    slack = SlackActivities(
+        slack_client
+        or slack_activities.make_client(settings.slack.bot_token or "", settings.slack.api_url)
+    )
+    conversations = ConversationActivities(client, settings.conversation)
+    return Worker(
+        client,
+        task_queue=settings.temporal.task_queue,
+        workflows=[ConversationWorkflow],
+        activities=[
+            bedrock.generate_reply,
+            bedrock.summarize_conversation,
+            slack.post_message,
+            slack.describe_users,
+            conversations.open_conversation,
+        ],
+        activity_executor=ThreadPoolExecutor(MAX_CONCURRENT_ACTIVITIES),
+        max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
+        # A dead worker's sticky queue would otherwise hold the next workflow task for 10 s.
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
+        # On SIGTERM, running activities get this long to finish before being cancelled.
+        graceful_shutdown_timeout=timedelta(seconds=25),
+    )
+
+
+async def run_worker(worker: Worker, stop: asyncio.Event) -> None:
+    """Run until `stop` is set, then drain gracefully."""
+    async with worker:
+        log.info("worker polling task queue %s", worker.task_queue)
+        await stop.wait()
+        log.info("worker draining")
