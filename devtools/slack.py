@@ -229,6 +229,7 @@ class LocalSlack:
             raise RuntimeError("LocalSlack is already running")
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle)
+        app.router.add_post("/response/{channel}/{user}", self._handle_response_url)
         # A short shutdown timeout: stop() must not hang on idle keep-alive connections.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -728,6 +729,36 @@ class LocalSlack:
             self._refresh_parent(channel, thread_ts)
         self._emit({"type": "message_deleted", "channel": channel, "previous_message": message})
         return {"channel": channel, "ts": ts}
+
+    def response_url(self, channel: str, user: str) -> str:
+        """A `response_url` for a slash command or shortcut that `user` ran in `channel`.
+
+        What an app posts there shows up in `ephemerals` (or in the channel, for
+        ``response_type: in_channel``), as Slack shows it.
+        """
+        return self.base_url.replace("/api/", f"/response/{channel}/{user}")
+
+    async def _handle_response_url(self, request: web.Request) -> web.Response:
+        channel, user = request.match_info["channel"], request.match_info["user"]
+        try:
+            params = await request.json()
+        except ValueError:
+            return web.Response(status=400, text="invalid_payload")
+        if params.get("response_type") == "in_channel":
+            message = self._bot_message(channel, params.get("thread_ts"))
+            message["text"] = params.get("text", "")
+            self._store(channel, message)
+        else:
+            ephemeral: Json = {
+                "channel": channel,
+                "user": user,
+                "thread_ts": params.get("thread_ts") or None,
+                "message_ts": self._next_ts(),
+                "text": params.get("text", ""),
+            }
+            self.ephemerals.append(ephemeral)
+            self._emit({"type": "ephemeral", **ephemeral})
+        return web.Response(text="ok")
 
     def _chat_post_ephemeral(self, params: Json) -> Json:
         channel = self._channel(params)

@@ -20,7 +20,7 @@ from devtools.slack_events import EventSender, app_mention_event, message_event
 from devtools.temporal_server import TemporalDevServer
 from threadchat.config import BedrockSettings, Settings, SlackSettings, TemporalSettings
 from threadchat.ids import conversation_id
-from threadchat.model import ConversationSettings, ThreadRef
+from threadchat.model import ConversationResult, ConversationSettings, ThreadRef
 from threadchat.worker import build_worker
 
 # Real boto3 with dummy credentials, pointed at the local Bedrock server by endpoint URL.
@@ -99,7 +99,9 @@ class Stack:
         return ThreadRef(TEAM, channel, thread_ts)
 
     def handle(self, channel: str, thread_ts: str):
-        return self.client.get_workflow_handle(conversation_id(TEAM, channel, thread_ts))
+        return self.client.get_workflow_handle(
+            conversation_id(TEAM, channel, thread_ts), result_type=ConversationResult
+        )
 
     async def start_worker(self) -> None:
         self.worker = build_worker(self.client, self.settings)

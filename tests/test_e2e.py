@@ -6,8 +6,10 @@ import json
 import aiohttp
 
 from devtools.slack_events import message_event, message_shortcut, sign, slash_command
-from tests.conftest import ALICE, BOB, eventually
+from tests.conftest import ALICE, BOB
 from threadchat.ids import thread_permalink
+from threadchat.model import EndRequest
+from workflows.conversation import ConversationWorkflow
 
 JSON = {"Content-Type": "application/json"}
 
@@ -129,7 +131,9 @@ async def test_endchat_posts_the_summary_in_the_right_thread(make_stack):
     replies = await stack.replies(stack.channel, ts, 2)
     assert "Summary" in replies[-1]["text"]
     result = await stack.handle(stack.channel, ts).result()
-    assert result["ended_by"] == "command" if isinstance(result, dict) else True
+    assert result.ended_by == "command"
+    assert [m.text for turn in result.transcript for m in turn.messages] == ["plan the launch"]
+    assert result.summary and result.summary in replies[-1]["text"]
     # Bob's conversation is untouched: Alice's /endchat ended only her own.
     assert await stack.handle(stack.channel, other).describe()
     assert (await stack.handle(stack.channel, other).describe()).status.name == "RUNNING"
@@ -168,11 +172,14 @@ async def test_end_chat_shortcut_ends_the_thread_it_is_used_in(make_stack):
             user_id=ALICE,
             message_ts=reply["ts"],
             thread_ts=ts,
+            response_url=stack.slack.response_url(stack.channel, ALICE),
         )
     )
     assert status == 200
     replies = await stack.replies(stack.channel, ts, 2)
     assert "Summary" in replies[-1]["text"]
+    [answer] = stack.slack.ephemerals
+    assert answer["user"] == ALICE and "Ending" in answer["text"]
 
 
 async def test_quiet_thread_ends_with_a_summary(make_stack):
@@ -186,12 +193,14 @@ async def test_new_mention_in_ended_thread_remembers_the_summary(make_stack):
     stack = await make_stack()
     ts = await stack.mention(stack.channel, "first conversation about apples")
     await stack.replies(stack.channel, ts, 1)
-    await stack.handle(stack.channel, ts).signal("end", {"requested_by": ALICE, "via": "command"})
+    await stack.handle(stack.channel, ts).signal(
+        ConversationWorkflow.end, EndRequest(requested_by=ALICE, via="command")
+    )
     first = await stack.handle(stack.channel, ts).result()
     await stack.mention(stack.channel, "do you remember?", thread_ts=ts)
     await stack.replies(stack.channel, ts, 3)
     system = stack.converse_requests()[-1]["system"][0]["text"]
-    assert first["summary"] and first["summary"] in system
+    assert first.summary and first.summary in system
 
 
 async def test_healthz(make_stack):

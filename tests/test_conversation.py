@@ -1,0 +1,154 @@
+"""The conversation workflow on the real dev server, with real activities talking to the local
+Slack and Bedrock servers: turns, failures, retries, continue-as-new and the context budget."""
+
+import asyncio
+
+from activities.bedrock import SUMMARY_PROMPT
+from devtools.bedrock import Fault
+from tests.conftest import BOB, eventually
+from threadchat.ids import conversation_id
+from workflows.conversation import ConversationWorkflow
+
+
+def reply_requests(stack) -> list[dict]:
+    """Converse requests that answered turns (not summaries)."""
+    return [
+        body for body in stack.converse_requests() if body["system"][0]["text"] != SUMMARY_PROMPT
+    ]
+
+
+def last_user_text(body: dict) -> str:
+    return body["messages"][-1]["content"][0]["text"]
+
+
+async def test_messages_during_a_reply_are_answered_together(make_stack):
+    stack = await make_stack()
+    stack.bedrock.set_model_latency(1.0)
+    ts = await stack.mention(stack.channel, "first")
+    await eventually(lambda: stack.converse_requests(), what="the first Bedrock call")
+    await stack.say(stack.channel, ts, "second")
+    await stack.say(stack.channel, ts, "third", user=BOB)
+    stack.bedrock.set_model_latency(0)
+    await stack.replies(stack.channel, ts, 2)
+    requests = reply_requests(stack)
+    assert len(requests) == 2
+    merged = last_user_text(requests[1])
+    assert "second" in merged and "[bob] third" in merged
+    assert [m["role"] for m in requests[1]["messages"]] == ["user", "assistant", "user"]
+
+
+async def test_lost_post_response_is_retried_without_a_second_message(make_stack):
+    """Slack accepts the post but the response is lost: the activity fails and Temporal
+    retries it. The retry must find the message instead of posting it again."""
+    stack = await make_stack()
+    stack.slack.inject_lost_response("chat.postMessage")
+    ts = await stack.mention(stack.channel, "exactly once please")
+    await stack.replies(stack.channel, ts, 1)
+    await eventually(
+        lambda: stack.slack.calls_to("conversations.replies"), what="the retry's lookup"
+    )
+    await stack.say(stack.channel, ts, "and again")
+    replies = await stack.replies(stack.channel, ts, 2)
+    assert len(replies) == 2
+    assert "exactly once please" in replies[0]["text"]
+    assert len(stack.slack.calls_to("chat.postMessage")) == 2  # the lost one, and turn 2
+
+
+async def test_slack_rate_limit_waits_for_retry_after(make_stack):
+    stack = await make_stack()
+    stack.slack.inject("chat.postMessage", error="ratelimited", status=429, retry_after=2)
+    ts = await stack.mention(stack.channel, "busy channel")
+    await stack.replies(stack.channel, ts, 1)
+    first, second = stack.slack.calls_to("chat.postMessage")[:2]
+    assert second.at - first.at >= 1.9
+    assert len(stack.slack.bot_replies(stack.channel, ts)) == 1
+
+
+async def test_throttling_is_retried_with_backoff(make_stack):
+    stack = await make_stack()
+    stack.bedrock.inject(Fault("ThrottlingException", times=2, operation="converse"))
+    ts = await stack.mention(stack.channel, "are you busy?")
+    [reply] = await stack.replies(stack.channel, ts, 1)
+    assert "are you busy?" in reply["text"]
+    attempts = [r for r in stack.bedrock.requests if r.operation == "converse"]
+    assert [r.status for r in attempts] == [429, 429, 200]
+    assert attempts[1].at - attempts[0].at >= 0.9  # initial interval 1 s
+    assert attempts[2].at - attempts[1].at >= 1.9  # then doubled
+
+
+async def test_permanent_bedrock_error_posts_a_notice_and_the_conversation_goes_on(make_stack):
+    stack = await make_stack()
+    stack.bedrock.inject(Fault("AccessDeniedException", operation="converse"))
+    ts = await stack.mention(stack.channel, "hello?")
+    [notice] = await stack.replies(stack.channel, ts, 1, timeout=10)
+    assert notice["text"].startswith(":warning:")
+    assert len(stack.converse_requests()) == 1  # not retried
+    await stack.say(stack.channel, ts, "how about now?")
+    replies = await stack.replies(stack.channel, ts, 2)
+    assert "how about now?" in replies[1]["text"]
+    # The failed turn is left out of the prompt, so roles still alternate.
+    assert [m["role"] for m in reply_requests(stack)[-1]["messages"]] == ["user"]
+
+
+async def test_context_overflow_shrinks_the_window_and_tries_once_more(make_stack):
+    stack = await make_stack(context_budget_tokens=2000)
+    ts = await stack.mention(stack.channel, "one")
+    await stack.replies(stack.channel, ts, 1)
+    await stack.say(stack.channel, ts, "two")
+    await stack.replies(stack.channel, ts, 2)
+    stack.bedrock.inject(
+        Fault("ValidationException", message="Input is too long for requested model.")
+    )
+    await stack.say(stack.channel, ts, "three " + "x" * 4000)
+    replies = await stack.replies(stack.channel, ts, 3)
+    assert "three" in replies[2]["text"]
+    overflowed, retried = reply_requests(stack)[-2:]
+    assert len(retried["messages"]) < len(overflowed["messages"])
+
+
+async def test_continue_as_new_under_concurrent_messages_loses_nothing(make_stack):
+    stack = await make_stack(history_event_cap=60)
+    ts = await stack.mention(stack.channel, "m0")
+    texts = [f"m{i}" for i in range(1, 41)]
+    # Bursts of concurrent messages, so some arrive while a continue-as-new is due.
+    for start in range(0, len(texts), 8):
+        await asyncio.gather(*(stack.say(stack.channel, ts, t) for t in texts[start : start + 8]))
+    expected = {"m0", *texts}
+
+    def answered() -> list[str]:
+        return [
+            line.split("] ", 1)[1]
+            for body in reply_requests(stack)
+            for line in last_user_text(body).splitlines()
+        ]
+
+    await eventually(lambda: set(answered()) >= expected, timeout=60, what="all messages answered")
+    assert sorted(answered()) == sorted(expected)  # each exactly once
+    workflow_id = conversation_id("T0LOCAL", stack.channel, ts)
+    runs = [w async for w in stack.client.list_workflows(f"WorkflowId = '{workflow_id}'")]
+    assert len(runs) > 1
+    status = await stack.handle(stack.channel, ts).query(ConversationWorkflow.status)
+    assert status.turn_count == len(reply_requests(stack))
+
+
+async def test_input_tokens_stay_bounded_as_the_conversation_grows(make_stack):
+    stack = await make_stack(context_budget_tokens=400)
+    ts = await stack.mention(stack.channel, "turn 0 " + "y" * 200)
+    await stack.replies(stack.channel, ts, 1)
+    for i in range(1, 30):
+        await stack.say(stack.channel, ts, f"turn {i} " + "y" * 200)
+        await stack.replies(stack.channel, ts, i + 1)
+    inputs = [
+        r.body for r in stack.bedrock.requests if r.operation == "converse" and r.status == 200
+    ]
+    usage = [
+        sum(len(m["content"][0]["text"]) for m in body["messages"])
+        for body in reply_requests(stack)
+    ]
+    assert len(usage) == 30 and len(inputs) > 30  # rolling summaries were written
+    early, late = max(usage[5:10]), max(usage[20:30])
+    assert late <= early * 1.5, (early, late)
+    assert (
+        "Summary of this conversation's earlier part"
+        in reply_requests(stack)[-1]["system"][0]["text"]
+    )
