@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -162,8 +163,19 @@ class Stack:
             await closer()
 
 
+async def record_histories(stack: Stack, directory: Path, name: str) -> None:
+    """Save every run's history on the stack's task queue, for the replay test."""
+    directory.mkdir(parents=True, exist_ok=True)
+    query = f"TaskQueue = '{stack.settings.temporal.task_queue}'"
+    runs = [run async for run in stack.client.list_workflows(query)]
+    for index, run in enumerate(sorted(runs, key=lambda r: r.start_time)):
+        handle = stack.client.get_workflow_handle(run.id, run_id=run.run_id)
+        history = await handle.fetch_history()
+        (directory / f"{name}-{index}.json").write_text(history.to_json())
+
+
 @pytest.fixture
-async def make_stack(client):
+async def make_stack(client, request):
     """Build a Stack: `await make_stack(bot=True, **conversation_overrides)`."""
     stacks: list[Stack] = []
 
@@ -191,5 +203,8 @@ async def make_stack(client):
         return stack
 
     yield make
+    record_to = os.environ.get("THREADCHAT_RECORD_HISTORIES")
     for stack in stacks:
         await stack.close()
+        if record_to:
+            await record_histories(stack, Path(record_to), request.node.name)

@@ -1,0 +1,63 @@
+"""The `threadchat` command: configuration errors are one clear line and exit code 2."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+THREADCHAT = str(Path(sys.executable).with_name("threadchat"))
+BASE_ENV = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
+
+
+def run(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [THREADCHAT, *args], env={**BASE_ENV, **env}, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "env", "variable"),
+    [
+        ("bot", {}, "SLACK_BOT_TOKEN"),
+        ("worker", {}, "SLACK_BOT_TOKEN"),
+        ("bot", {"SLACK_BOT_TOKEN": "xoxb-1"}, "SLACK_SIGNING_SECRET"),
+        ("bot", {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "PORT": "http"}, "PORT"),
+        (
+            "worker",
+            {"SLACK_BOT_TOKEN": "xoxb-1", "CHAT_INACTIVITY_TIMEOUT": "soon"},
+            "CHAT_INACTIVITY_TIMEOUT",
+        ),
+        (
+            "worker",
+            {"SLACK_BOT_TOKEN": "xoxb-1", "BEDROCK_TEMPERATURE": "warm"},
+            "BEDROCK_TEMPERATURE",
+        ),
+        ("dev", {"SLACK_API_URL": "slack.example"}, "SLACK_API_URL"),
+        (
+            "dev",
+            {"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": "localhost:1"},
+            "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+        ),
+    ],
+)
+def test_config_errors_name_the_variable_and_exit_2(command, env, variable):
+    result = run([command], **env)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and variable in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_secrets_are_not_echoed_in_config_errors():
+    result = run(["bot"], SLACK_BOT_TOKEN="xoxb-very-secret-token", PORT="-1")
+    assert result.returncode == 2
+    assert "xoxb-very-secret-token" not in result.stderr + result.stdout
+
+
+def test_help_lists_the_commands():
+    result = run(["--help"])
+    assert result.returncode == 0
+    for command in ("dev", "worker", "bot"):
+        assert command in result.stdout

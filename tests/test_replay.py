@@ -1,0 +1,28 @@
+"""Replays recorded conversation histories against today's workflow code.
+
+A change that would break conversations already running in production (a reordered
+activity, a new timer, a removed signal) fails here. To record fresh histories after an
+intended, versioned change, run the scenario tests with THREADCHAT_RECORD_HISTORIES set:
+
+    THREADCHAT_RECORD_HISTORIES=tests/histories pytest tests/test_e2e.py tests/test_conversation.py
+"""
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from workflows.conversation import ConversationWorkflow
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+def test_there_are_recorded_histories():
+    assert len(HISTORIES) >= 10, "record histories: see this module's docstring"
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_recorded_history_replays(path: Path):
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    await Replayer(workflows=[ConversationWorkflow]).replay_workflow(history)
