@@ -5,7 +5,7 @@ import asyncio
 
 from activities.bedrock import SUMMARY_PROMPT
 from devtools.bedrock import Fault
-from tests.conftest import BOB, eventually
+from devtools.stack import BOB, eventually
 from threadchat.ids import conversation_id
 from workflows.conversation import ConversationWorkflow
 

@@ -6,7 +6,7 @@ import json
 import aiohttp
 
 from devtools.slack_events import message_event, message_shortcut, sign, slash_command
-from tests.conftest import ALICE, BOB
+from devtools.stack import ALICE, BOB, SIGNING_SECRET
 from threadchat.ids import thread_permalink
 from threadchat.model import EndRequest
 from workflows.conversation import ConversationWorkflow
@@ -111,7 +111,7 @@ async def test_bad_or_missing_signature_gets_401(make_stack):
     async with aiohttp.ClientSession() as session:
         unsigned = await session.post(stack.bot_url, data=body, headers=JSON)
         assert unsigned.status == 401
-    stale = sign("test-signing-secret", body, timestamp=1_000_000_000)
+    stale = sign(SIGNING_SECRET, body, timestamp=1_000_000_000)
     status, _ = await stack.sender.send_raw(body, {**stale, **JSON})
     assert status == 401
 

@@ -12,6 +12,13 @@ from threadchat.config import ConfigError, Settings, load_settings
 log = logging.getLogger("threadchat")
 
 
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level != "DEBUG":
+        # Bolt logs a rejected request's body (message text included) at INFO.
+        logging.getLogger("slack_bolt").setLevel(logging.WARNING)
+
+
 def _stop_event() -> asyncio.Event:
     """An event set by SIGTERM or SIGINT, so every command drains gracefully."""
     stop = asyncio.Event()
@@ -67,10 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     code = 0
     try:
         settings = load_settings()
-        logging.basicConfig(
-            level=settings.log_level,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        configure_logging(settings.log_level)
         if args.command == "worker":
             settings.require_slack_token()
         elif args.command == "bot":

@@ -1,0 +1,178 @@
+"""A whole threadchat on one machine, for tests and benchmarks: a worker and the bot on a fresh
+task queue of a real Temporal server, wired to the local Slack and Bedrock servers over HTTP,
+with helpers that act as Slack users do."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from bot.app import EVENTS_PATH, bound_port, build_app, build_web_app, start_http
+from devtools.bedrock import LocalBedrock
+from devtools.slack import LocalSlack
+from devtools.slack_events import EventSender, app_mention_event, message_event
+from threadchat.config import BedrockSettings, Settings, SlackSettings, TemporalSettings
+from threadchat.ids import conversation_id
+from threadchat.model import ConversationResult, ConversationSettings, ThreadRef
+from threadchat.worker import build_worker
+
+SIGNING_SECRET = "local-signing-secret"
+TEAM = "T0LOCAL"
+ALICE, BOB = "U0ALICE", "U0BOB"
+
+
+async def eventually(
+    condition: Callable[[], Any], timeout: float = 20, what: str = "condition"
+) -> Any:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def conversation_settings(**overrides: Any) -> ConversationSettings:
+    values = dict(
+        inactivity_timeout_seconds=300,
+        context_budget_tokens=6000,
+        history_event_cap=2000,
+        model_timeout_seconds=20,
+    )
+    values.update(overrides)
+    return ConversationSettings(**values)
+
+
+@dataclass
+class Stack:
+    """A worker and the bot on a fresh task queue, with the local Slack and Bedrock servers."""
+
+    client: Client
+    slack: LocalSlack
+    bedrock: LocalBedrock
+    settings: Settings
+    worker: Worker | None = None
+    bot_url: str = ""
+    sender: EventSender | None = None
+    # Each test gets its own channel: ts values only need to be unique per channel, and
+    # workflow ids must not collide with another test's conversations.
+    channel: str = field(default_factory=lambda: "C" + uuid.uuid4().hex[:10].upper())
+    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def thread(self, channel: str, thread_ts: str) -> ThreadRef:
+        return ThreadRef(TEAM, channel, thread_ts)
+
+    def handle(self, channel: str, thread_ts: str):
+        return self.client.get_workflow_handle(
+            conversation_id(TEAM, channel, thread_ts), result_type=ConversationResult
+        )
+
+    async def start_worker(self) -> None:
+        self.worker = build_worker(self.client, self.settings)
+        task = asyncio.create_task(self.worker.run())
+
+        async def stop() -> None:
+            if not task.done():
+                await self.worker.shutdown()
+            await asyncio.gather(task, return_exceptions=True)
+
+        self._closers.append(stop)
+
+    async def start_bot(self) -> None:
+        app = build_app(self.settings.slack, self.client, self.settings.temporal.task_queue)
+        runner = await start_http(build_web_app(app, self.client), "127.0.0.1", 0)
+        self.bot_url = f"http://127.0.0.1:{bound_port(runner)}{EVENTS_PATH}"
+        self.sender = EventSender(self.bot_url, SIGNING_SECRET)
+        self._closers.append(runner.cleanup)
+        self._closers.append(self.sender.close)
+
+    async def mention(
+        self, channel: str, text: str, *, user: str = ALICE, thread_ts: str | None = None
+    ) -> str:
+        """A user mentions the bot; returns the message ts (the thread, when top level)."""
+        message = self.slack.add_message(
+            channel, user=user, text=f"<@{self.slack.bot_user_id}> {text}", thread_ts=thread_ts
+        )
+        event = app_mention_event(
+            channel=channel, user=user, text=message["text"], ts=message["ts"], thread_ts=thread_ts
+        )
+        status, _ = await self.sender.send_event(event)
+        assert status == 200
+        return message["ts"]
+
+    async def say(self, channel: str, thread_ts: str, text: str, *, user: str = ALICE) -> str:
+        """A plain message in a thread, without a mention."""
+        message = self.slack.add_message(channel, user=user, text=text, thread_ts=thread_ts)
+        event = message_event(
+            channel=channel, user=user, text=text, ts=message["ts"], thread_ts=thread_ts
+        )
+        status, _ = await self.sender.send_event(event)
+        assert status == 200
+        return message["ts"]
+
+    async def replies(self, channel: str, thread_ts: str, count: int, timeout: float = 20):
+        """Wait until the bot has posted `count` messages in the thread; return them."""
+        return await eventually(
+            lambda: (r := self.slack.bot_replies(channel, thread_ts)) and len(r) >= count and r,
+            timeout,
+            f"{count} bot replies in {channel}/{thread_ts}",
+        )
+
+    def converse_requests(self) -> list[dict]:
+        return [r.body for r in self.bedrock.requests if r.operation == "converse"]
+
+    async def close(self) -> None:
+        for closer in reversed(self._closers):
+            await closer()
+
+
+async def start_stack(
+    client: Client,
+    *,
+    bot: bool = True,
+    worker: bool = True,
+    bedrock_options: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> Stack:
+    """Start the local Slack and Bedrock servers, and (by default) a worker and the bot on a
+    fresh task queue. `overrides` are ConversationSettings fields."""
+    slack, bedrock = LocalSlack(), LocalBedrock(**{"stream_delay_s": 0, **(bedrock_options or {})})
+    api_url = await slack.start()
+    endpoint = await bedrock.start()
+    settings = Settings(
+        slack=SlackSettings(
+            bot_token=slack.bot_token, signing_secret=SIGNING_SECRET, api_url=api_url, port=0
+        ),
+        temporal=TemporalSettings(target_host="unused", task_queue=f"test-{uuid.uuid4().hex[:12]}"),
+        bedrock=BedrockSettings(endpoint_url=endpoint, read_timeout=10),
+        conversation=conversation_settings(**overrides),
+    )
+    stack = Stack(client=client, slack=slack, bedrock=bedrock, settings=settings)
+    stack._closers += [slack.stop, bedrock.stop]
+    if worker:
+        await stack.start_worker()
+    if bot:
+        await stack.start_bot()
+    return stack
+
+
+async def record_histories(stack: Stack, directory: Path, name: str) -> None:
+    """Save every run's history on the stack's task queue, for the replay test."""
+    directory.mkdir(parents=True, exist_ok=True)
+    query = f"TaskQueue = '{stack.settings.temporal.task_queue}'"
+    runs = [run async for run in stack.client.list_workflows(query)]
+    for index, run in enumerate(sorted(runs, key=lambda r: r.start_time)):
+        handle = stack.client.get_workflow_handle(run.id, run_id=run.run_id)
+        history = await handle.fetch_history()
+        (directory / f"{name}-{index}.json").write_text(history.to_json())
