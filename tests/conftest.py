@@ -11,7 +11,6 @@ from temporalio.client import Client
 from devtools.stack import Stack, record_histories, start_stack
 from devtools.temporal_server import TemporalDevServer
 
-
 # Real boto3 with dummy credentials, pointed at the local Bedrock server by endpoint URL.
 os.environ.update(
     {
