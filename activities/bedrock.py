@@ -21,6 +21,14 @@ from threadchat.model import GeneratedReply, ReplyRequest, Summary, SummaryReque
 log = logging.getLogger(__name__)
 
 CONTEXT_OVERFLOW = "ContextOverflow"
+RETRYABLE_CODES = {
+    "ThrottlingException",
+    "ModelNotReadyException",
+    "ServiceUnavailableException",
+    "InternalServerException",
+    "ModelTimeoutException",
+    "ModelErrorException",
+}
 NON_RETRYABLE_CODES = {
     "ValidationException",
     "AccessDeniedException",
@@ -71,8 +79,10 @@ def classify(err: Exception) -> ApplicationError:
         status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if code == "ValidationException" and "too long" in message.lower():
             return ApplicationError(message, type=CONTEXT_OVERFLOW, non_retryable=True)
-        non_retryable = code in NON_RETRYABLE_CODES or (400 <= status < 500 and status != 429)
-        return ApplicationError(f"{code}: {message}", type=code, non_retryable=non_retryable)
+        retryable = code in RETRYABLE_CODES or (
+            code not in NON_RETRYABLE_CODES and (status >= 500 or status == 429)
+        )
+        return ApplicationError(f"{code}: {message}", type=code, non_retryable=not retryable)
     if isinstance(err, botocore.exceptions.NoCredentialsError):
         return ApplicationError(str(err), type="NoCredentials", non_retryable=True)
     if isinstance(
