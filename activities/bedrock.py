@@ -11,6 +11,7 @@ from typing import Any
 import boto3
 import botocore.config
 import botocore.exceptions
+import urllib3.exceptions
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -48,6 +49,13 @@ SUMMARY_PROMPT = (
 
 
 _TIMEOUTS = (botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError)
+_BROKEN_STREAM = (urllib3.exceptions.ProtocolError, botocore.exceptions.ResponseStreamingError)
+
+
+def check_stop_reason(stop_reason: str) -> None:
+    """A reply cut off because the prompt filled the window is an overflow, not an answer."""
+    if stop_reason == "model_context_window_exceeded":
+        raise ApplicationError("context window exceeded", type=CONTEXT_OVERFLOW, non_retryable=True)
 
 
 def response_text(response: dict) -> str:
@@ -75,6 +83,8 @@ def classify(err: Exception) -> ApplicationError:
     """Turn a botocore failure into the ApplicationError Temporal should act on."""
     if isinstance(err, botocore.exceptions.ClientError):
         code = err.response.get("Error", {}).get("Code", "Unknown")
+        # Errors inside a ConverseStream come with a lowercase first letter.
+        code = code[:1].upper() + code[1:]
         message = err.response.get("Error", {}).get("Message", "")
         status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if code == "ValidationException" and "too long" in message.lower():
@@ -91,6 +101,8 @@ def classify(err: Exception) -> ApplicationError:
         return ApplicationError(str(err), type="BedrockTimeout")
     if isinstance(err, botocore.exceptions.EndpointConnectionError):
         return ApplicationError(str(err), type="BedrockUnreachable")
+    if isinstance(err, _BROKEN_STREAM):
+        return ApplicationError(f"stream broken: {err}", type="BedrockStreamBroken")
     return ApplicationError(f"{type(err).__name__}: {err}", type=type(err).__name__)
 
 
@@ -102,33 +114,40 @@ class BedrockActivities:
         self.settings = settings
         self.client = client or make_client(settings)
 
-    def _converse(self, model_id: str, system: str, messages: list[dict]) -> dict:
+    def reply_arguments(self, request: ReplyRequest) -> dict:
+        """Converse arguments for answering `request`; shared by the plain and streaming calls."""
+        system = self.settings.system_prompt
+        if request.context_notes:
+            system += "\n\n" + request.context_notes
+        return self._arguments(
+            self.settings.model_id,
+            system,
+            [{"role": m.role, "content": [{"text": m.text}]} for m in request.messages],
+        )
+
+    def _arguments(self, model_id: str, system: str, messages: list[dict]) -> dict:
+        return {
+            "modelId": model_id,
+            "system": [{"text": system}],
+            "messages": messages,
+            "inferenceConfig": {
+                "maxTokens": self.settings.max_tokens,
+                "temperature": self.settings.temperature,
+            },
+        }
+
+    def _converse(self, arguments: dict) -> dict:
         try:
-            return self.client.converse(
-                modelId=model_id,
-                system=[{"text": system}],
-                messages=messages,
-                inferenceConfig={
-                    "maxTokens": self.settings.max_tokens,
-                    "temperature": self.settings.temperature,
-                },
-            )
+            return self.client.converse(**arguments)
         except Exception as err:
             raise classify(err) from err
 
     @activity.defn
     def generate_reply(self, request: ReplyRequest) -> GeneratedReply:
         """Answer the latest user turn with the prompt the workflow built."""
-        system = self.settings.system_prompt
-        if request.context_notes:
-            system += "\n\n" + request.context_notes
-        messages = [{"role": m.role, "content": [{"text": m.text}]} for m in request.messages]
-        response = self._converse(self.settings.model_id, system, messages)
+        response = self._converse(self.reply_arguments(request))
         stop_reason = response.get("stopReason", "end_turn")
-        if stop_reason == "model_context_window_exceeded":
-            raise ApplicationError(
-                "context window exceeded", type=CONTEXT_OVERFLOW, non_retryable=True
-            )
+        check_stop_reason(stop_reason)
         usage = response.get("usage", {})
         text = response_text(response)
         log.info(
@@ -156,7 +175,9 @@ class BedrockActivities:
         prompt = "\n\n".join(parts) or "(the conversation was empty)"
         model = self.settings.summary_model_id if request.final else self.settings.model_id
         response = self._converse(
-            model, SUMMARY_PROMPT, [{"role": "user", "content": [{"text": prompt}]}]
+            self._arguments(
+                model, SUMMARY_PROMPT, [{"role": "user", "content": [{"text": prompt}]}]
+            )
         )
         usage = response.get("usage", {})
         text = response_text(response)

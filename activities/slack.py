@@ -14,7 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from threadchat.model import PostedMessage, SlackPost
+from threadchat.model import PostedMessage, SlackPost, ThreadRef
 
 log = logging.getLogger(__name__)
 
@@ -50,50 +50,62 @@ def classify(err: SlackApiError) -> ApplicationError:
     )
 
 
+def message_metadata(idempotency_key: str, **extra: object) -> dict:
+    """Metadata that marks a message as the one posted for `idempotency_key`."""
+    return {
+        "event_type": METADATA_EVENT_TYPE,
+        "event_payload": {"idempotency_key": idempotency_key, **extra},
+    }
+
+
+async def find_posted(
+    client: AsyncWebClient, thread: ThreadRef, idempotency_key: str
+) -> dict | None:
+    """The message an earlier attempt of this activity already posted with this key, if any.
+
+    Only messages since shortly before the activity was first scheduled are read, so the
+    lookup stays one page in all but the busiest threads.
+    """
+    since = activity.info().scheduled_time.timestamp() - 60
+    cursor = None
+    while True:
+        response = await client.conversations_replies(
+            channel=thread.channel,
+            ts=thread.thread_ts,
+            oldest=f"{since:.6f}",
+            include_all_metadata=True,
+            limit=200,
+            cursor=cursor,
+        )
+        for message in response.get("messages", []):
+            payload = (message.get("metadata") or {}).get("event_payload") or {}
+            if payload.get("idempotency_key") == idempotency_key:
+                return message
+        cursor = (response.get("response_metadata") or {}).get("next_cursor")
+        if not response.get("has_more") or not cursor:
+            return None
+
+
 class SlackActivities:
     """Activities that call the Slack Web API."""
 
     def __init__(self, client: AsyncWebClient):
         self.client = client
 
-    async def _find_posted(self, post: SlackPost) -> str | None:
-        """The ts of a message an earlier attempt already posted with this key, if any."""
-        since = activity.info().scheduled_time.timestamp() - 60
-        cursor = None
-        while True:
-            response = await self.client.conversations_replies(
-                channel=post.thread.channel,
-                ts=post.thread.thread_ts,
-                oldest=f"{since:.6f}",
-                include_all_metadata=True,
-                limit=200,
-                cursor=cursor,
-            )
-            for message in response.get("messages", []):
-                payload = (message.get("metadata") or {}).get("event_payload") or {}
-                if payload.get("idempotency_key") == post.idempotency_key:
-                    return message["ts"]
-            cursor = (response.get("response_metadata") or {}).get("next_cursor")
-            if not response.get("has_more") or not cursor:
-                return None
-
     @activity.defn
     async def post_message(self, post: SlackPost) -> PostedMessage:
         """Post `post.text` into the thread, at most once per idempotency key."""
         try:
             if activity.info().attempt > 1:
-                existing = await self._find_posted(post)
+                existing = await find_posted(self.client, post.thread, post.idempotency_key)
                 if existing:
-                    log.info("post already landed on an earlier attempt: ts=%s", existing)
-                    return PostedMessage(ts=existing)
+                    log.info("post already landed on an earlier attempt: ts=%s", existing["ts"])
+                    return PostedMessage(ts=existing["ts"])
             response = await self.client.chat_postMessage(
                 channel=post.thread.channel,
                 thread_ts=post.thread.thread_ts,
-                text=post.text,
-                metadata={
-                    "event_type": METADATA_EVENT_TYPE,
-                    "event_payload": {"idempotency_key": post.idempotency_key},
-                },
+                markdown_text=post.text,
+                metadata=message_metadata(post.idempotency_key),
                 unfurl_links=False,
             )
         except SlackApiError as err:

@@ -49,6 +49,7 @@ def conversation_settings(**overrides: Any) -> ConversationSettings:
         context_budget_tokens=6000,
         history_event_cap=2000,
         model_timeout_seconds=20,
+        streaming=True,
     )
     values.update(overrides)
     return ConversationSettings(**values)
@@ -130,7 +131,10 @@ class Stack:
         )
 
     def converse_requests(self) -> list[dict]:
-        return [r.body for r in self.bedrock.requests if r.operation == "converse"]
+        """Bodies of the model calls, streamed or not (summaries included)."""
+        return [
+            r.body for r in self.bedrock.requests if r.operation in ("converse", "converse-stream")
+        ]
 
     async def close(self) -> None:
         for closer in reversed(self._closers):

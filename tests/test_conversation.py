@@ -3,6 +3,8 @@ Slack and Bedrock servers: turns, failures, retries, continue-as-new and the con
 
 import asyncio
 
+import pytest
+
 from activities.bedrock import SUMMARY_PROMPT
 from devtools.bedrock import Fault
 from devtools.stack import BOB, eventually
@@ -37,11 +39,16 @@ async def test_messages_during_a_reply_are_answered_together(make_stack):
     assert [m["role"] for m in requests[1]["messages"]] == ["user", "assistant", "user"]
 
 
-async def test_lost_post_response_is_retried_without_a_second_message(make_stack):
+@pytest.mark.parametrize(
+    ("streaming", "method"), [(False, "chat.postMessage"), (True, "chat.stopStream")]
+)
+async def test_lost_post_response_is_retried_without_a_second_message(
+    make_stack, streaming, method
+):
     """Slack accepts the post but the response is lost: the activity fails and Temporal
     retries it. The retry must find the message instead of posting it again."""
-    stack = await make_stack()
-    stack.slack.inject_lost_response("chat.postMessage")
+    stack = await make_stack(streaming=streaming)
+    stack.slack.inject_lost_response(method)
     ts = await stack.mention(stack.channel, "exactly once please")
     await stack.replies(stack.channel, ts, 1)
     await eventually(
@@ -51,26 +58,71 @@ async def test_lost_post_response_is_retried_without_a_second_message(make_stack
     replies = await stack.replies(stack.channel, ts, 2)
     assert len(replies) == 2
     assert "exactly once please" in replies[0]["text"]
-    assert len(stack.slack.calls_to("chat.postMessage")) == 2  # the lost one, and turn 2
+    assert len(stack.slack.calls_to(method)) == 2  # the lost one, and turn 2
+    status = await stack.handle(stack.channel, ts).query(ConversationWorkflow.status)
+    assert status.output_tokens > 0  # the recovered turn kept its usage
 
 
-async def test_slack_rate_limit_waits_for_retry_after(make_stack):
+async def test_broken_model_stream_leaves_one_complete_reply(make_stack):
+    """The model stream breaks after the reply started to appear in Slack: the retry
+    replaces the unfinished message (its ts was heartbeated) instead of adding a second."""
     stack = await make_stack()
-    stack.slack.inject("chat.postMessage", error="ratelimited", status=429, retry_after=2)
+    stack.bedrock.inject(Fault(cut_stream_after_events=4, operation="converse-stream"))
+    ts = await stack.mention(stack.channel, "a long story " + "z" * 300)
+    [reply] = await stack.replies(stack.channel, ts, 1)
+    await eventually(
+        lambda: len([r for r in stack.bedrock.requests if r.status == 200]) >= 2,
+        what="the retried stream",
+    )
+    await stack.say(stack.channel, ts, "next")
+    replies = await stack.replies(stack.channel, ts, 2)
+    assert len(replies) == 2
+    assert replies[0]["ts"] == reply["ts"]  # the same message, now complete
+    assert "a long story" in replies[0]["text"] and not stack.slack.is_streaming(
+        stack.channel, reply["ts"]
+    )
+    assert stack.slack.calls_to("chat.update")  # replaced, not streamed twice
+
+
+@pytest.mark.parametrize(
+    ("streaming", "method"), [(False, "chat.postMessage"), (True, "chat.startStream")]
+)
+async def test_slack_rate_limit_waits_for_retry_after(make_stack, streaming, method):
+    stack = await make_stack(streaming=streaming)
+    stack.slack.inject(method, error="ratelimited", status=429, retry_after=2)
     ts = await stack.mention(stack.channel, "busy channel")
     await stack.replies(stack.channel, ts, 1)
-    first, second = stack.slack.calls_to("chat.postMessage")[:2]
+    first, second = stack.slack.calls_to(method)[:2]
     assert second.at - first.at >= 1.9
     assert len(stack.slack.bot_replies(stack.channel, ts)) == 1
 
 
+async def test_streaming_falls_back_to_editing_one_message(make_stack):
+    stack = await make_stack()
+    stack.slack.inject("chat.startStream", error="unknown_method", times=100)
+    ts = await stack.mention(stack.channel, "no streams here " + "w" * 400)
+    [reply] = await stack.replies(stack.channel, ts, 1)
+    await eventually(
+        lambda: (
+            "no streams here"
+            in (stack.slack.message(stack.channel, reply["ts"]) or {}).get("text", "")
+            and stack.handle(stack.channel, ts)
+        ),
+        what="the complete reply",
+    )
+    status = await stack.handle(stack.channel, ts).query(ConversationWorkflow.status)
+    assert status.turn_count == 1
+    assert len(stack.slack.bot_replies(stack.channel, ts)) == 1
+    assert stack.slack.calls_to("chat.update")
+
+
 async def test_throttling_is_retried_with_backoff(make_stack):
     stack = await make_stack()
-    stack.bedrock.inject(Fault("ThrottlingException", times=2, operation="converse"))
+    stack.bedrock.inject(Fault("ThrottlingException", times=2))
     ts = await stack.mention(stack.channel, "are you busy?")
     [reply] = await stack.replies(stack.channel, ts, 1)
     assert "are you busy?" in reply["text"]
-    attempts = [r for r in stack.bedrock.requests if r.operation == "converse"]
+    attempts = stack.bedrock.requests
     assert [r.status for r in attempts] == [429, 429, 200]
     assert attempts[1].at - attempts[0].at >= 0.9  # initial interval 1 s
     assert attempts[2].at - attempts[1].at >= 1.9  # then doubled
@@ -78,7 +130,7 @@ async def test_throttling_is_retried_with_backoff(make_stack):
 
 async def test_permanent_bedrock_error_posts_a_notice_and_the_conversation_goes_on(make_stack):
     stack = await make_stack()
-    stack.bedrock.inject(Fault("AccessDeniedException", operation="converse"))
+    stack.bedrock.inject(Fault("AccessDeniedException"))
     ts = await stack.mention(stack.channel, "hello?")
     [notice] = await stack.replies(stack.channel, ts, 1, timeout=10)
     assert notice["text"].startswith(":warning:")
@@ -138,14 +190,12 @@ async def test_input_tokens_stay_bounded_as_the_conversation_grows(make_stack):
     for i in range(1, 30):
         await stack.say(stack.channel, ts, f"turn {i} " + "y" * 200)
         await stack.replies(stack.channel, ts, i + 1)
-    inputs = [
-        r.body for r in stack.bedrock.requests if r.operation == "converse" and r.status == 200
-    ]
     usage = [
         sum(len(m["content"][0]["text"]) for m in body["messages"])
         for body in reply_requests(stack)
     ]
-    assert len(usage) == 30 and len(inputs) > 30  # rolling summaries were written
+    summaries = len(stack.converse_requests()) - len(usage)
+    assert len(usage) == 30 and summaries >= 2  # rolling summaries were written
     early, late = max(usage[5:10]), max(usage[20:30])
     assert late <= early * 1.5, (early, late)
     assert (

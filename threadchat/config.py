@@ -75,6 +75,7 @@ class Settings:
             context_budget_tokens=6000,
             history_event_cap=2000,
             model_timeout_seconds=75,
+            streaming=True,
         )
     )
     log_level: str = "INFO"
@@ -110,6 +111,15 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type, low: 
     if value < low:
         raise ConfigError(name, f"must be at least {low}, got {raw!r}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (_get(env, name) or "").lower()
+    if not raw:
+        return default
+    if raw not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+        raise ConfigError(name, f"must be true or false, got {raw!r}")
+    return raw in {"1", "true", "yes", "on"}
 
 
 def _temporal(env: Mapping[str, str]) -> TemporalSettings:
@@ -179,6 +189,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             # Longer than one Bedrock call can take, so Temporal's timeout never cuts a
             # call that botocore would still finish.
             model_timeout_seconds=read_timeout + 15,
+            streaming=_flag(env, "THREADCHAT_STREAMING", True),
         ),
         log_level=log_level,
         data_dir=_get(env, "THREADCHAT_DATA_DIR") or ".threadchat",

@@ -52,6 +52,9 @@ class ConversationSettings:
     context_budget_tokens: int
     history_event_cap: int
     model_timeout_seconds: float
+    # Stream replies into Slack as the model writes them. Carried in the state, so a
+    # conversation keeps the delivery it started with (False in histories from before it).
+    streaming: bool = False
 
 
 @dataclass
@@ -112,6 +115,7 @@ class ReplyRequest:
     messages: list[ChatMessage]
     context_notes: str  # rolling and earlier summaries, appended to the system prompt
     idempotency_key: str
+    recipient_user: str = ""  # whom a streamed reply answers (Slack requires it in channels)
 
 
 @dataclass

@@ -31,8 +31,10 @@ def summary_message(summary: str, ended_by: str) -> str:
         "command": "with /endchat",
         "shortcut": "with End chat",
     }.get(ended_by, "")
-    return f"*Conversation ended {reason}. Summary:*\n{summary}".replace("  ", " ")
+    return f"**Conversation ended {reason}. Summary:**\n{summary}".replace("  ", " ")
 
+
+THINKING = "is thinking…"
 
 SUMMARY_FAILED = (
     ":warning: This conversation has ended, but I couldn't write its summary "

@@ -13,6 +13,7 @@ from temporalio.worker import Worker
 from activities import slack as slack_activities
 from activities.bedrock import BedrockActivities
 from activities.conversations import ConversationActivities
+from activities.replies import ReplyActivities
 from activities.slack import SlackActivities
 from threadchat.config import Settings
 from workflows.conversation import ConversationWorkflow
@@ -32,10 +33,11 @@ def build_worker(
 ) -> Worker:
     """A worker for `settings.temporal.task_queue`. Tests pass their own clients."""
     bedrock = BedrockActivities(settings.bedrock, bedrock_client)
-    slack = SlackActivities(
-        slack_client
-        or slack_activities.make_client(settings.slack.bot_token or "", settings.slack.api_url)
+    slack_client = slack_client or slack_activities.make_client(
+        settings.slack.bot_token or "", settings.slack.api_url
     )
+    slack = SlackActivities(slack_client)
+    replies = ReplyActivities(bedrock, slack_client)
     conversations = ConversationActivities(client, settings.conversation)
     return Worker(
         client,
@@ -44,6 +46,7 @@ def build_worker(
         activities=[
             bedrock.generate_reply,
             bedrock.summarize_conversation,
+            replies.stream_reply,
             slack.post_message,
             slack.describe_users,
             conversations.open_conversation,

@@ -9,6 +9,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.bedrock import CONTEXT_OVERFLOW, BedrockActivities
     from activities.conversations import ConversationActivities
+    from activities.replies import ReplyActivities
     from activities.slack import SlackActivities
     from threadchat import context, dedupe, texts
     from threadchat.model import (
@@ -41,6 +42,8 @@ SLACK_RETRY = RetryPolicy(
     maximum_attempts=10,
 )
 SLACK_TIMEOUT = timedelta(seconds=30)
+# A streamed answer may take minutes in all; the heartbeat timeout catches a dead worker.
+STREAMING_TIMEOUT = timedelta(minutes=10)
 # If summaries keep failing, kept turns are capped here so the carried state stays small.
 MAX_KEPT_TURNS = 100
 
@@ -181,14 +184,24 @@ class ConversationWorkflow:
                 self.state.previous_summary, self.state.rolling_summary
             ),
             idempotency_key=self._key(f"turn-{self.state.turn_count}-reply"),
+            recipient_user=messages[-1].user,
         )
 
     async def _deliver_reply(self, request: ReplyRequest) -> DeliveredReply:
-        """Generate the reply with Bedrock and post it into the thread.
+        """Generate the reply with Bedrock and get it into the thread.
 
-        This is the one place that knows how a reply reaches Slack; a streaming reply
-        replaces these two activities with one, and nothing else changes.
+        This is the one place that knows how a reply reaches Slack: streamed by one activity
+        as the model writes, or generated and then posted by two.
         """
+        if self.state.settings.streaming:
+            return await workflow.execute_activity_method(
+                ReplyActivities.stream_reply,
+                request,
+                start_to_close_timeout=STREAMING_TIMEOUT,
+                heartbeat_timeout=timedelta(seconds=15),
+                retry_policy=BEDROCK_RETRY,
+                summary=f"stream reply {self.state.turn_count}",
+            )
         generated = await workflow.execute_activity_method(
             BedrockActivities.generate_reply,
             request,
