@@ -59,21 +59,29 @@ class SlackReplyWriter:
     async def append(self, text: str) -> None:
         self.pending += text
         interval = STREAM_FLUSH_SECONDS if self.mode == "stream" else UPDATE_FLUSH_SECONDS
-        if self.mode != "replace" and time.monotonic() - self.last_flush >= interval:
+        if self.mode in ("stream", "update") and time.monotonic() - self.last_flush >= interval:
             await self._flush()
 
     async def _flush(self) -> None:
-        if not self.pending.strip():
-            return
-        if len(self.sent) + len(self.pending) > SAFE_LIMIT:
-            await self._roll_over()
-        chunk, self.pending = self.pending, ""
+        """Send the pending text, starting a new message whenever one would outgrow Slack's
+        limit; cuts prefer paragraph ends."""
         self.last_flush = time.monotonic()
-        if self.mode == "stream":
-            await self._stream(chunk)
-        elif self.mode == "update":
-            await self._edit(self.sent + chunk)
-        self.sent += chunk
+        while self.pending.strip():
+            room = SAFE_LIMIT - len(self.sent)
+            chunk = self.pending[:room]
+            if len(self.pending) > room and "\n\n" in chunk:
+                chunk = chunk[: chunk.rindex("\n\n") + 2]
+            if not chunk.strip():
+                await self._roll_over()
+                continue
+            self.pending = self.pending[len(chunk) :]
+            if self.mode == "stream":
+                await self._stream(chunk)
+            elif self.mode == "update":
+                await self._edit(self.sent + chunk)
+            self.sent += chunk
+            if self.pending.strip():
+                await self._roll_over()
 
     async def _stream(self, chunk: str) -> None:
         try:

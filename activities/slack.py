@@ -14,6 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from threadchat.formatting import split_markdown
 from threadchat.model import PostedMessage, SlackPost, ThreadRef
 
 log = logging.getLogger(__name__)
@@ -94,23 +95,33 @@ class SlackActivities:
 
     @activity.defn
     async def post_message(self, post: SlackPost) -> PostedMessage:
-        """Post `post.text` into the thread, at most once per idempotency key."""
-        try:
-            if activity.info().attempt > 1:
-                existing = await find_posted(self.client, post.thread, post.idempotency_key)
+        """Post `post.text` into the thread, at most once per idempotency key.
+
+        Text over Slack's Markdown limit goes out as several messages, in order, each with a
+        key of its own so that a retry posts only the parts still missing.
+        """
+        parts = split_markdown(post.text)
+        retrying = activity.info().attempt > 1
+        ts = ""
+        for index, part in enumerate(parts):
+            key = post.idempotency_key if len(parts) == 1 else f"{post.idempotency_key}/{index}"
+            try:
+                existing = retrying and await find_posted(self.client, post.thread, key)
                 if existing:
                     log.info("post already landed on an earlier attempt: ts=%s", existing["ts"])
-                    return PostedMessage(ts=existing["ts"])
-            response = await self.client.chat_postMessage(
-                channel=post.thread.channel,
-                thread_ts=post.thread.thread_ts,
-                markdown_text=post.text,
-                metadata=message_metadata(post.idempotency_key),
-                unfurl_links=False,
-            )
-        except SlackApiError as err:
-            raise classify(err) from err
-        return PostedMessage(ts=response["ts"])
+                    ts = existing["ts"]
+                    continue
+                response = await self.client.chat_postMessage(
+                    channel=post.thread.channel,
+                    thread_ts=post.thread.thread_ts,
+                    markdown_text=part,
+                    metadata=message_metadata(key),
+                    unfurl_links=False,
+                )
+            except SlackApiError as err:
+                raise classify(err) from err
+            ts = response["ts"]
+        return PostedMessage(ts=ts)
 
     @activity.defn
     async def describe_users(self, user_ids: list[str]) -> dict[str, str]:

@@ -12,7 +12,7 @@ from temporalio.client import Client
 
 from bot.conversations import Conversations
 from bot.listeners import register_listeners
-from threadchat.config import Settings, SlackSettings
+from threadchat.config import ConfigError, Settings, SlackSettings
 
 log = logging.getLogger(__name__)
 
@@ -78,19 +78,55 @@ async def serve(settings: Settings, temporal: Client, stop: asyncio.Event, host:
     runner = await start_http(
         build_web_app(None if socket_mode else app, temporal), host, settings.slack.port
     )
-    handler = None
-    if socket_mode:
-        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-
-        handler = AsyncSocketModeHandler(app, settings.slack.app_token)
-        await handler.connect_async()
-        log.info("bot connected in Socket Mode; health on port %s", bound_port(runner))
-    else:
-        log.info("bot serving %s on %s:%s", EVENTS_PATH, host, bound_port(runner))
     try:
-        await stop.wait()
+        if socket_mode:
+            await _serve_socket_mode(app, settings.slack.app_token or "", stop)
+        else:
+            log.info("bot serving %s on %s:%s", EVENTS_PATH, host, bound_port(runner))
+            await stop.wait()
     finally:
         log.info("bot shutting down")
-        if handler is not None:
-            await handler.close_async()
-        await runner.cleanup()  # lets in-flight requests finish their hand-over
+        await runner.cleanup()  # lets in-flight HTTP requests finish their hand-over
+
+
+async def _serve_socket_mode(app: AsyncApp, app_token: str, stop: asyncio.Event) -> None:
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+    from slack_sdk.errors import SlackApiError
+
+    # slack_sdk retries a refused connection for ever; a bad token must stop the bot instead.
+    try:
+        await app.client.apps_connections_open(app_token=app_token)
+    except SlackApiError as err:
+        raise ConfigError(
+            "SLACK_APP_TOKEN", f"was refused by Slack: {err.response.get('error')}"
+        ) from None
+
+    handler = AsyncSocketModeHandler(app, app_token)
+    # Envelopes are handled in tasks slack_sdk does not keep; track them so that stopping
+    # lets each hand-over to Temporal finish and ack, as the HTTP server does.
+    in_flight: set[asyncio.Task] = set()
+    listeners = handler.client.socket_mode_request_listeners
+
+    async def tracked(client, request) -> None:
+        task = asyncio.current_task()
+        in_flight.add(task)
+        try:
+            await handler.handle(client, request)
+        finally:
+            in_flight.discard(task)
+
+    listeners[listeners.index(handler.handle)] = tracked
+    connecting = asyncio.create_task(handler.connect_async())
+    try:
+        await asyncio.wait(
+            [connecting, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+        if connecting.done():
+            connecting.result()
+            log.info("bot connected in Socket Mode")
+            await stop.wait()
+    finally:
+        connecting.cancel()
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=10)
+        await handler.close_async()

@@ -9,6 +9,10 @@ It keeps messages in memory, per channel, in ts order, and answers the way Slack
 200 with ``{"ok": false, "error": ...}`` for API errors, 429 plus ``Retry-After`` when rate
 limited. Shapes follow docs.slack.dev; the places where it simplifies are noted in comments.
 
+It also plays Slack's side of Socket Mode: ``apps.connections.open`` (called with the app-level
+token) hands out a ``ws://`` URL on the same server, the app connects there and is greeted with
+``hello``, and `LocalSlack.send_socket_event` pushes an envelope to it and waits for its ack.
+
 Run it standalone with ``python -m devtools.slack --port 8766``; it prints its base URL.
 """
 
@@ -24,11 +28,12 @@ import json
 import logging
 import signal
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from aiohttp import web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,9 @@ REPLIES_MAX_LIMIT = 1_000
 TS_STEP_MICROS = 100
 
 DEFAULT_USERS: dict[str, str] = {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": "carol"}
+
+# Methods called with the app-level token (xapp-…) rather than the bot token.
+APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
 
 
 @dataclass
@@ -166,7 +174,9 @@ class LocalSlack:
     Point ``AsyncWebClient(token=bot_token, base_url=server.base_url)`` at it. Inspect what
     happened with `messages`, `bot_replies`, `ephemerals`, `status` and `calls`; make the next
     calls fail with `inject` / `inject_lost_response`; mirror what users type with
-    `add_message`; and watch every change with `subscribe`.
+    `add_message`; and watch every change with `subscribe`. For an app in Socket Mode (app
+    token `app_token`), `wait_for_socket` waits for it to connect and `send_socket_event`
+    delivers an envelope and returns the app's ack.
     """
 
     def __init__(
@@ -180,8 +190,10 @@ class LocalSlack:
         users: dict[str, str] | None = None,
         app_id: str = "A0LOCAL",
         bot_name: str = "threadchat",
+        app_token: str = "xapp-local",
     ) -> None:
         self.bot_token = bot_token
+        self.app_token = app_token
         self.team_id = team_id
         self.team_domain = team_domain
         self.bot_user_id = bot_user_id
@@ -203,10 +215,17 @@ class LocalSlack:
         self._last_micros = int(time.time()) * 1_000_000
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
+        # Socket Mode: tickets handed out by apps.connections.open and not used yet, open
+        # connections (oldest first), envelopes waiting for their ack, wait_for_socket callers.
+        self._socket_tickets: set[str] = set()
+        self._sockets: list[web.WebSocketResponse] = []
+        self._pending_acks: dict[str, tuple[web.WebSocketResponse, asyncio.Future[Json]]] = {}
+        self._socket_waiters: list[asyncio.Future[None]] = []
 
         self._methods: dict[str, Callable[[Json], Json]] = {
             "api.test": self._api_test,
             "auth.test": self._auth_test,
+            "apps.connections.open": self._apps_connections_open,
             "chat.postMessage": self._chat_post_message,
             "chat.update": self._chat_update,
             "chat.delete": self._chat_delete,
@@ -230,6 +249,7 @@ class LocalSlack:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle)
         app.router.add_post("/response/{channel}/{user}", self._handle_response_url)
+        app.router.add_get("/socket/{ticket}", self._handle_socket)
         # A short shutdown timeout: stop() must not hang on idle keep-alive connections.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -248,9 +268,13 @@ class LocalSlack:
         return self._base_url
 
     async def stop(self) -> None:
-        """Stop listening. Stored state stays readable."""
+        """Stop listening, closing Socket Mode connections first. Stored state stays readable."""
         if self._runner is not None:
             runner, self._runner = self._runner, None
+            self._socket_tickets.clear()
+            for ws in list(self._sockets):
+                with contextlib.suppress(Exception):
+                    await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
             await runner.cleanup()
 
     @property
@@ -387,6 +411,123 @@ class LocalSlack:
             self._subscribers.remove(callback)
 
     # ----------------------------------------------------------------------------------------
+    # Socket Mode
+
+    @property
+    def socket_connections(self) -> int:
+        """How many Socket Mode connections are open now."""
+        return sum(not ws.closed for ws in self._sockets)
+
+    async def wait_for_socket(self, timeout: float = 5) -> None:
+        """Wait until an app is connected over Socket Mode (has been sent ``hello``).
+
+        Raises TimeoutError when none connects within `timeout` seconds.
+        """
+        if self.socket_connections:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._socket_waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no Socket Mode connection within {timeout}s") from None
+        finally:
+            if waiter in self._socket_waiters:
+                self._socket_waiters.remove(waiter)
+
+    async def send_socket_event(
+        self, payload: Json, *, envelope_type: str = "events_api", timeout: float = 5
+    ) -> Json:
+        """Push `payload` to the connected app in a Socket Mode envelope; return the app's ack.
+
+        `envelope_type` is "events_api" (payload: an ``event_callback``, see
+        `devtools.slack_events.event_callback`), "slash_commands" (payload: the command's
+        fields as a JSON object) or "interactive" (payload: e.g. a ``message_action``). The
+        ack is what the app sent back: ``{"envelope_id": …}`` plus, for acks that carry a
+        response (a slash command's ephemeral text), ``"payload"``.
+
+        The envelope goes to the most recently opened connection. Raises ConnectionError
+        when no app is connected or the connection closes before the ack, and TimeoutError
+        when no ack comes within `timeout` seconds (Slack itself waits 3).
+        """
+        ws = next((ws for ws in reversed(self._sockets) if not ws.closed), None)
+        if ws is None:
+            raise ConnectionError("no app is connected over Socket Mode")
+        envelope_id = str(uuid.uuid4())
+        envelope: Json = {
+            "envelope_id": envelope_id,
+            "type": envelope_type,
+            "payload": payload,
+            "accepts_response_payload": envelope_type != "events_api",
+            "retry_attempt": 0,
+            "retry_reason": "",
+        }
+        ack: asyncio.Future[Json] = asyncio.get_running_loop().create_future()
+        self._pending_acks[envelope_id] = (ws, ack)
+        try:
+            await ws.send_json(envelope)
+            return await asyncio.wait_for(ack, timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"no ack for {envelope_type} envelope {envelope_id} within {timeout}s"
+            ) from None
+        finally:
+            self._pending_acks.pop(envelope_id, None)
+
+    async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
+        ticket = request.match_info["ticket"]
+        # A URL from apps.connections.open is good for one connection, as in Slack.
+        if ticket not in self._socket_tickets:
+            return web.Response(status=401, text="invalid_ticket")
+        self._socket_tickets.discard(ticket)
+        # aiohttp answers the client's pings (slack_sdk pings every few seconds and
+        # reconnects when no pong comes back).
+        # A short close timeout: stop() must not hang on an app that never answers a close.
+        ws = web.WebSocketResponse(autoping=True, timeout=2.0)
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        try:
+            await ws.send_json(
+                {
+                    "type": "hello",
+                    "num_connections": self.socket_connections,
+                    "debug_info": {
+                        "host": "applink-local",
+                        "build_number": 1,
+                        "approximate_connection_time": 18060,
+                    },
+                    "connection_info": {"app_id": self.app_id},
+                }
+            )
+            for waiter in self._socket_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    self._on_socket_message(msg.data)
+        finally:
+            self._sockets.remove(ws)
+            for envelope_id, (owner, ack) in list(self._pending_acks.items()):
+                if owner is ws and not ack.done():
+                    ack.set_exception(
+                        ConnectionError(f"Socket Mode connection closed before ack {envelope_id}")
+                    )
+        return ws
+
+    def _on_socket_message(self, data: str) -> None:
+        try:
+            message = json.loads(data)
+        except ValueError:
+            log.warning("LocalSlack: non-JSON Socket Mode message: %.200s", data)
+            return
+        envelope_id = message.get("envelope_id") if isinstance(message, dict) else None
+        pending = self._pending_acks.get(envelope_id) if isinstance(envelope_id, str) else None
+        if pending is None:
+            log.warning("LocalSlack: Socket Mode message matches no envelope: %.200s", data)
+        elif not pending[1].done():
+            pending[1].set_result(message)
+
+    # ----------------------------------------------------------------------------------------
     # HTTP plumbing
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -403,8 +544,11 @@ class LocalSlack:
                 raise SlackError("unknown_method")
             if not token:
                 raise SlackError("not_authed")
-            if token != self.bot_token:
-                raise SlackError("invalid_auth")
+            app_level = method in APP_TOKEN_METHODS
+            if token != (self.app_token if app_level else self.bot_token):
+                # A real token of the other kind is told apart from a bad one, as Slack does.
+                other = self.bot_token if app_level else self.app_token
+                raise SlackError("not_allowed_token_type" if token == other else "invalid_auth")
             injection = self._take_injection(method)
             if injection is not None and injection.kind == "fail":
                 status = injection.status
@@ -666,6 +810,14 @@ class LocalSlack:
             "bot_id": self.bot_id,
             "is_enterprise_install": False,
         }
+
+    def _apps_connections_open(self, params: Json) -> Json:
+        # Slack's URL is wss://wss-primary.slack.com/link/?ticket=…&app_id=…; ours is a plain
+        # ws:// route on this server, the ticket in the path.
+        ticket = uuid.uuid4().hex
+        self._socket_tickets.add(ticket)
+        url = self.base_url.replace("http://", "ws://", 1).removesuffix("/api/")
+        return {"url": f"{url}/socket/{ticket}"}
 
     def _chat_post_message(self, params: Json) -> Json:
         channel = self._channel(params)

@@ -147,6 +147,7 @@ async def start_stack(
     bot: bool = True,
     worker: bool = True,
     bedrock_options: dict[str, Any] | None = None,
+    max_tokens: int = 2048,
     **overrides: Any,
 ) -> Stack:
     """Start the local Slack and Bedrock servers, and (by default) a worker and the bot on a
@@ -159,7 +160,7 @@ async def start_stack(
             bot_token=slack.bot_token, signing_secret=SIGNING_SECRET, api_url=api_url, port=0
         ),
         temporal=TemporalSettings(target_host="unused", task_queue=f"test-{uuid.uuid4().hex[:12]}"),
-        bedrock=BedrockSettings(endpoint_url=endpoint, read_timeout=10),
+        bedrock=BedrockSettings(endpoint_url=endpoint, read_timeout=10, max_tokens=max_tokens),
         conversation=conversation_settings(**overrides),
     )
     stack = Stack(client=client, slack=slack, bedrock=bedrock, settings=settings)

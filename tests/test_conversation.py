@@ -202,3 +202,28 @@ async def test_input_tokens_stay_bounded_as_the_conversation_grows(make_stack):
         "Summary of this conversation's earlier part"
         in reply_requests(stack)[-1]["system"][0]["text"]
     )
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_a_30000_character_answer_lands_as_several_messages_in_order(make_stack, streaming):
+    paragraphs = [f"Part {i:03d}. " + "lorem ipsum " * 40 for i in range(60)]  # ~30,000 chars
+    answer = "\n\n".join(paragraphs)
+    stack = await make_stack(
+        streaming=streaming,
+        max_tokens=10_000,
+        bedrock_options={"responder": lambda body: answer, "stream_chunk_chars": 500},
+    )
+    ts = await stack.mention(stack.channel, "tell me everything")
+    await eventually(
+        lambda: (
+            "Part 059" in "".join(m["text"] for m in stack.slack.bot_replies(stack.channel, ts))
+        ),
+        what="the whole answer",
+    )
+    replies = stack.slack.bot_replies(stack.channel, ts)
+    assert len(replies) >= 3
+    assert all(len(m["text"]) <= 12_000 for m in replies)
+    text = "".join(m["text"] for m in replies)
+    positions = [text.index(f"Part {i:03d}.") for i in range(60)]
+    assert positions == sorted(positions)  # in order, nothing missing
+    assert not [c for c in stack.slack.calls if c.error == "msg_too_long"]

@@ -16,6 +16,7 @@ from pathlib import Path
 import boto3
 
 from devtools.bedrock import LocalBedrock
+from devtools.playground import Playground
 from devtools.slack import LocalSlack
 from devtools.temporal_server import TemporalDevServer
 from threadchat.config import Settings
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 TEMPORAL_PORT = 7233
 TEMPORAL_UI_PORT = 8233
+PLAYGROUND_PORT = 3001
 
 
 def has_aws_credentials() -> bool:
@@ -55,19 +57,33 @@ async def run_dev(settings: Settings, stop: asyncio.Event, bedrock: str = "auto"
             lines.append(f"Local Bedrock:  {endpoint}")
 
         if not settings.slack.bot_token:
+            from bot.app import EVENTS_PATH
+
             local_slack = LocalSlack()
             api_url = await local_slack.start()
             stack.push_async_callback(local_slack.stop)
+            signing_secret = secrets.token_hex(16)
             settings = dataclasses.replace(
                 settings,
                 slack=dataclasses.replace(
                     settings.slack,
                     bot_token=local_slack.bot_token,
-                    signing_secret=secrets.token_hex(16),
+                    signing_secret=signing_secret,
                     app_token=None,
                     api_url=api_url,
                 ),
             )
+            playground = Playground(
+                local_slack,
+                f"http://127.0.0.1:{settings.slack.port}{EVENTS_PATH}",
+                signing_secret,
+                temporal_ui_url=f"http://127.0.0.1:{TEMPORAL_UI_PORT}",
+                # Set just above when the local Bedrock server stands in for the model.
+                offline_model=any(line.startswith("Local Bedrock") for line in lines),
+            )
+            playground_url = await playground.start(port=PLAYGROUND_PORT)
+            stack.push_async_callback(playground.stop)
+            lines.insert(0, f"Slack playground: {playground_url}")
             lines.append(f"Local Slack API: {api_url}")
 
         from bot.app import serve

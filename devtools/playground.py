@@ -1,0 +1,495 @@
+"""The Slack playground: a local web page that looks and behaves like a Slack channel with threads.
+
+`Playground` serves the page (``devtools/playground/``) and acts as the Slack client and the
+Slack platform in one: what a user types is stored in `LocalSlack` and then delivered to the
+bot's Request URL as signed Events API requests, slash commands and message shortcuts, exactly
+as Slack sends them. What the bot posts through the Web API reaches the page live, streaming
+included, because the page follows `LocalSlack.subscribe` over Server-Sent Events. The bot runs
+unmodified; only its Slack API base URL points at `LocalSlack`.
+
+HTTP endpoints (JSON; POST bodies must be ``application/json``):
+
+``GET /``
+    The page; its script and style sheet are under ``/static/``.
+``GET /api/state``
+    Everything the page shows: ``{"team_domain", "bot": {"id", "name"}, "users": [{"id",
+    "name", "is_bot"}], "channels": [{"id", "name", "type": "channel"}], "dms": {user id:
+    channel id}, "commands": ["/endchat"], "shortcuts": [{"callback_id", "name"}],
+    "messages": {channel id: [message, ...]}, "ephemerals": [...], "statuses": {"C…/ts":
+    status}, "bot_events_url", "temporal_ui_url", "offline_model"}``. Messages are
+    LocalSlack's, top level and replies together in ts order, each with ``"streaming"``.
+``GET /api/events``
+    Server-Sent Events, one JSON object per ``data:`` line. First ``{"type": "snapshot",
+    "state": <as /api/state>}``, then every LocalSlack change notification as
+    `LocalSlack.subscribe` describes it ("message", "message_changed", "message_deleted",
+    "ephemeral", "status", "stream_append", "stream_stop").
+``POST /api/messages`` ``{"channel", "user", "text", "thread_ts"?}``
+    A user types a message. ``@name`` becomes ``<@USER_ID>`` for the bot and known users. The
+    message is stored, then delivered as a ``message`` event (channel_type "channel" or "im"),
+    and, when it mentions the bot outside a DM, also as an ``app_mention`` with the same ts
+    (Slack's double delivery). Answers ``{"ok", "ts", "message", "deliveries": [{"event",
+    "status"}]}``; 502 with ``{"ok": false, "error": "bot_unreachable"}`` when the bot is down.
+``POST /api/commands`` ``{"channel", "user", "command", "text"}``
+    A slash command, form-encoded, with ``response_url`` = ``LocalSlack.response_url(channel,
+    user)``. The bot's immediate answer is shown as Slack shows it, through that response_url,
+    so it lands in ``LocalSlack.ephemerals``. Answers ``{"ok", "status", "response"}`` (the
+    answer's JSON, or null when the bot acked with an empty body).
+``POST /api/shortcuts`` ``{"channel", "user", "message_ts", "callback_id"?}``
+    A message shortcut (default ``end_chat``) on a stored message: a ``message_action`` payload
+    with the message's ts and thread_ts. Answers ``{"ok", "status"}``.
+
+Errors are ``{"ok": false, "error": ...}`` with a 4xx status (5xx when the bot is unreachable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import re
+import secrets
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from devtools.slack import Json, LocalSlack, ts_key
+from devtools.slack_events import (
+    EventSender,
+    app_mention_event,
+    message_event,
+    message_shortcut,
+    slash_command,
+)
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).with_name("playground")
+
+# The app's slash commands and message shortcuts, as in manifest.yml.
+COMMANDS = ("/endchat",)
+SHORTCUTS = {"end_chat": "End chat"}
+
+# Slack gives up on a delivery after 3 s and retries; the playground just reports the failure,
+# but waits a little longer so a slow first request (Bolt's lazy auth.test) is not misreported.
+DELIVERY_TIMEOUT_S = 10
+# A comment line this often keeps idle event streams open through proxies and lets the server
+# notice clients that went away.
+KEEPALIVE_S = 15
+
+_MENTION = re.compile(r"(?<![\w<@])@([A-Za-z0-9_-]+)")
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A channel shown in the sidebar."""
+
+    id: str
+    name: str
+    type: str = "channel"
+
+
+class PlaygroundError(Exception):
+    """A request the playground refuses: answered with `status` and ``{"ok": false}``."""
+
+    def __init__(self, error: str, status: int = 400) -> None:
+        super().__init__(error)
+        self.error = error
+        self.status = status
+
+
+def _random_id(prefix: str) -> str:
+    # Fresh ids per playground: LocalSlack forgets everything on restart, but Temporal does
+    # not, and a conversation left running in an earlier session must not be mistaken for one
+    # in a channel of this session (for example by /endchat).
+    return prefix + secrets.token_hex(4).upper()
+
+
+class Playground:
+    """A Slack-like page in the browser, wired to `LocalSlack` and the bot's Request URL."""
+
+    def __init__(
+        self,
+        slack: LocalSlack,
+        bot_events_url: str,
+        signing_secret: str,
+        *,
+        temporal_ui_url: str | None = None,
+        offline_model: bool = False,
+    ) -> None:
+        self.slack = slack
+        self.bot_events_url = bot_events_url
+        self.temporal_ui_url = temporal_ui_url
+        self.offline_model = offline_model
+        self.channels = [Channel(_random_id("C"), "general"), Channel(_random_id("C"), "random")]
+        self._dms: dict[str, str] = {}
+        self._sender = EventSender(bot_events_url, signing_secret)
+        self._streams: set[asyncio.Queue[Json | None]] = set()
+        self._runner: web.AppRunner | None = None
+        self._allowed_hosts: set[str] = set()
+        self._url: str | None = None
+
+    # ----------------------------------------------------------------------------------------
+    # Lifecycle
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve the page (port 0 picks a free port); returns its URL."""
+        # The page can make the bot act as any user, with no login: keep it off the network.
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError(f"the playground only listens on loopback, not {host!r}")
+        if self._runner is not None:
+            raise RuntimeError("the playground is already running")
+        app = web.Application(middlewares=[self._guard])
+        app.router.add_get("/", self._index)
+        app.router.add_static("/static/", STATIC_DIR)
+        app.router.add_get("/api/state", self._get_state)
+        app.router.add_get("/api/events", self._get_events)
+        app.router.add_post("/api/messages", self._post_message)
+        app.router.add_post("/api/commands", self._post_command)
+        app.router.add_post("/api/shortcuts", self._post_shortcut)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        bound = runner.addresses[0][1]
+        url_host = f"[{host}]" if ":" in host else host
+        self._allowed_hosts = {f"{url_host}:{bound}", f"localhost:{bound}"}
+        self._runner = runner
+        self.slack.subscribe(self._on_change)
+        self._url = f"http://{url_host}:{bound}"
+        return self._url
+
+    async def stop(self) -> None:
+        """Close the event streams and stop serving."""
+        self.slack.unsubscribe(self._on_change)
+        for queue in list(self._streams):
+            queue.put_nowait(None)
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+        await self._sender.close()
+
+    @property
+    def url(self) -> str:
+        """The page's URL, once started."""
+        if self._url is None:
+            raise RuntimeError("the playground has not been started")
+        return self._url
+
+    # ----------------------------------------------------------------------------------------
+    # The simulated workspace
+
+    def dm_channel(self, user: str) -> str:
+        """The id of `user`'s DM with the bot (each user has their own, as in Slack)."""
+        if user not in self._dms:
+            self._dms[user] = _random_id("D")
+        return self._dms[user]
+
+    def channel_ids(self) -> list[str]:
+        """Every channel the page shows: the channels, then each user's DM with the bot."""
+        return [c.id for c in self.channels] + [self.dm_channel(u) for u in self.slack.users]
+
+    def _channel_name(self, channel: str) -> str:
+        for known in self.channels:
+            if known.id == channel:
+                return known.name
+        # Slack sends this channel_name for a command or shortcut used in a DM.
+        return "directmessage" if channel.startswith("D") else channel.lower()
+
+    def _channel_messages(self, channel: str) -> list[Json]:
+        found: dict[str, Json] = {}
+        for message in self.slack.messages(channel):
+            found[message["ts"]] = message
+            if message.get("reply_count"):
+                for reply in self.slack.messages(channel, message["ts"]):
+                    found[reply["ts"]] = reply
+        messages = sorted(found.values(), key=lambda m: ts_key(m["ts"]))
+        for message in messages:
+            message["streaming"] = self.slack.is_streaming(channel, message["ts"])
+        return messages
+
+    def state(self) -> Json:
+        """What the page shows, as ``GET /api/state`` answers it."""
+        messages = {channel: self._channel_messages(channel) for channel in self.channel_ids()}
+        statuses = {
+            f"{channel}/{m['ts']}": status
+            for channel, listed in messages.items()
+            for m in listed
+            if (status := self.slack.status(channel, m["ts"]))
+        }
+        users = [
+            {"id": uid, "name": name, "is_bot": False} for uid, name in self.slack.users.items()
+        ]
+        users.append({"id": self.slack.bot_user_id, "name": self.slack.bot_name, "is_bot": True})
+        return {
+            "team_domain": self.slack.team_domain,
+            "bot": {"id": self.slack.bot_user_id, "name": self.slack.bot_name},
+            "users": users,
+            "channels": [asdict(c) for c in self.channels],
+            "dms": {user: self.dm_channel(user) for user in self.slack.users},
+            "commands": list(COMMANDS),
+            "shortcuts": [{"callback_id": k, "name": v} for k, v in SHORTCUTS.items()],
+            "messages": messages,
+            "ephemerals": list(self.slack.ephemerals),
+            "statuses": statuses,
+            "bot_events_url": self.bot_events_url,
+            "temporal_ui_url": self.temporal_ui_url,
+            "offline_model": self.offline_model,
+        }
+
+    def with_mentions(self, text: str) -> str:
+        """``@name`` as Slack sends it, ``<@USER_ID>``, for the bot and every known user."""
+        ids = {name.lower(): uid for uid, name in self.slack.users.items()}
+        ids[self.slack.bot_name.lower()] = self.slack.bot_user_id
+
+        def replace(match: re.Match[str]) -> str:
+            uid = ids.get(match.group(1).lower())
+            return f"<@{uid}>" if uid else match.group(0)
+
+        return _MENTION.sub(replace, text)
+
+    # ----------------------------------------------------------------------------------------
+    # What users do
+
+    async def post_message(
+        self, channel: str, user: str, text: str, thread_ts: str | None = None
+    ) -> Json:
+        """Store what `user` typed and deliver it to the bot as Slack would."""
+        self._check_user(user)
+        if not text.strip():
+            raise PlaygroundError("no_text")
+        if thread_ts and self.slack.message(channel, thread_ts) is None:
+            raise PlaygroundError("thread_not_found", 404)
+        text = self.with_mentions(text)
+        message = self.slack.add_message(channel, user=user, text=text, thread_ts=thread_ts)
+        thread_ts = message.get("thread_ts")  # a reply to a reply lands in the same thread
+        parent = self.slack.message(channel, thread_ts) if thread_ts else None
+        is_dm = channel.startswith("D")
+        events = [
+            message_event(
+                channel=channel,
+                user=user,
+                text=text,
+                ts=message["ts"],
+                thread_ts=thread_ts,
+                channel_type="im" if is_dm else "channel",
+                team=self.slack.team_id,
+                parent_user_id=parent.get("user") if parent else None,
+            )
+        ]
+        # Slack sends app_mention only where the app is a member of a conversation, not for
+        # messages in a DM with the app, which arrive as message.im alone.
+        if f"<@{self.slack.bot_user_id}>" in text and not is_dm:
+            events.append(
+                app_mention_event(
+                    channel=channel,
+                    user=user,
+                    text=text,
+                    ts=message["ts"],
+                    thread_ts=thread_ts,
+                    team=self.slack.team_id,
+                )
+            )
+        # Both deliveries go out together, as Slack sends them: the bot must cope with either
+        # arriving first.
+        statuses = await asyncio.gather(*(self._deliver_event(event) for event in events))
+        return {
+            "ok": all(200 <= s < 300 for s in statuses),
+            "ts": message["ts"],
+            "message": message,
+            "deliveries": [
+                {"event": e["type"], "status": s} for e, s in zip(events, statuses, strict=True)
+            ],
+        }
+
+    async def run_command(self, channel: str, user: str, command: str, text: str = "") -> Json:
+        """Run a slash command as `user` in `channel`; its answer shows as ephemeral."""
+        self._check_user(user)
+        if command not in COMMANDS:
+            raise PlaygroundError("unknown_command")
+        response_url = self.slack.response_url(channel, user)
+        body = slash_command(
+            command=command,
+            text=text,
+            channel_id=channel,
+            user_id=user,
+            team_id=self.slack.team_id,
+            team_domain=self.slack.team_domain,
+            response_url=response_url,
+            user_name=self.slack.users[user],
+            channel_name=self._channel_name(channel),
+            api_app_id=self.slack.app_id,
+        )
+        status, answer = await self._deliver(self._sender.send_command(body))
+        response = None
+        if answer.strip():
+            try:
+                response = json.loads(answer)
+            except ValueError:
+                response = {"text": answer}  # Slack shows a plain-text answer as is
+            if 200 <= status < 300:
+                # Slack shows the immediate answer just like one posted to the response_url
+                # later, so it goes the same way and lands in LocalSlack's ephemerals.
+                await self._post_response(response_url, response)
+        return {"ok": 200 <= status < 300, "status": status, "response": response}
+
+    async def run_shortcut(
+        self, channel: str, user: str, message_ts: str, callback_id: str = "end_chat"
+    ) -> Json:
+        """Use a message shortcut, as `user`, on a stored message."""
+        self._check_user(user)
+        if callback_id not in SHORTCUTS:
+            raise PlaygroundError("unknown_shortcut")
+        message = self.slack.message(channel, message_ts)
+        if message is None:
+            raise PlaygroundError("message_not_found", 404)
+        body = message_shortcut(
+            callback_id=callback_id,
+            channel_id=channel,
+            user_id=user,
+            message_ts=message_ts,
+            thread_ts=message.get("thread_ts"),
+            team_id=self.slack.team_id,
+            response_url=self.slack.response_url(channel, user),
+            team_domain=self.slack.team_domain,
+            message_text=message.get("text", ""),
+            message_user=message.get("user"),
+            user_name=self.slack.users[user],
+            channel_name=self._channel_name(channel),
+        )
+        status, _ = await self._deliver(self._sender.send_shortcut(body))
+        return {"ok": 200 <= status < 300, "status": status}
+
+    def _check_user(self, user: str) -> None:
+        if user not in self.slack.users:
+            raise PlaygroundError("user_not_found")
+
+    async def _deliver_event(self, event: Json) -> int:
+        status, _ = await self._deliver(self._sender.send_event(event, team_id=self.slack.team_id))
+        return status
+
+    async def _deliver(self, request: Any) -> tuple[int, str]:
+        try:
+            async with asyncio.timeout(DELIVERY_TIMEOUT_S):
+                return await request
+        except (aiohttp.ClientError, TimeoutError) as err:
+            log.warning("could not deliver to the bot at %s: %r", self.bot_events_url, err)
+            raise PlaygroundError("bot_unreachable", 502) from err
+
+    async def _post_response(self, response_url: str, response: Json) -> None:
+        async with aiohttp.ClientSession() as session, session.post(response_url, json=response):
+            pass
+
+    # ----------------------------------------------------------------------------------------
+    # HTTP
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        # A foreign Host is a DNS-rebinding attempt; a POST that is not JSON could come from
+        # any web page's form, while a cross-origin JSON POST needs a CORS preflight we never
+        # grant. Either way another site could not act as a user here.
+        if request.host not in self._allowed_hosts:
+            return web.json_response({"ok": False, "error": "forbidden_host"}, status=403)
+        if request.method == "POST" and request.content_type != "application/json":
+            return web.json_response({"ok": False, "error": "json_required"}, status=415)
+        try:
+            return await handler(request)
+        except PlaygroundError as err:
+            return web.json_response({"ok": False, "error": err.error}, status=err.status)
+
+    async def _index(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
+
+    async def _get_state(self, request: web.Request) -> web.Response:
+        return web.json_response(self.state())
+
+    async def _get_events(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
+        )
+        await response.prepare(request)
+        queue: asyncio.Queue[Json | None] = asyncio.Queue()
+        # Registered before the snapshot is taken, with no await between: no change can fall
+        # between the two.
+        self._streams.add(queue)
+        snapshot = {"type": "snapshot", "state": self.state()}
+        try:
+            await response.write(_sse(snapshot))
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                except TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                if event is None:
+                    break
+                await response.write(_sse(event))
+        except ConnectionResetError:
+            pass  # the page went away
+        finally:
+            self._streams.discard(queue)
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response
+
+    def _on_change(self, event: Json) -> None:
+        for queue in self._streams:
+            queue.put_nowait(event)
+
+    async def _post_message(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        result = await self.post_message(
+            _field(body, "channel"),
+            _field(body, "user"),
+            _field(body, "text"),
+            thread_ts=body.get("thread_ts") or None,
+        )
+        return web.json_response(result)
+
+    async def _post_command(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        result = await self.run_command(
+            _field(body, "channel"),
+            _field(body, "user"),
+            _field(body, "command"),
+            str(body.get("text") or ""),
+        )
+        return web.json_response(result)
+
+    async def _post_shortcut(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        result = await self.run_shortcut(
+            _field(body, "channel"),
+            _field(body, "user"),
+            _field(body, "message_ts"),
+            str(body.get("callback_id") or "end_chat"),
+        )
+        return web.json_response(result)
+
+
+def _sse(event: Json) -> bytes:
+    return f"data: {json.dumps(event)}\n\n".encode()
+
+
+async def _json_body(request: web.Request) -> Json:
+    try:
+        body = await request.json()
+    except ValueError as err:
+        raise PlaygroundError("invalid_json") from err
+    if not isinstance(body, dict):
+        raise PlaygroundError("invalid_json")
+    return body
+
+
+def _field(body: Json, name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise PlaygroundError(f"missing_{name}")
+    return value

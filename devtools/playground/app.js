@@ -1,0 +1,715 @@
+// The Slack playground page: a Slack-like client for devtools/playground.py.
+//
+// It loads the workspace from GET /api/state, follows every change LocalSlack reports over
+// the Server-Sent Events of GET /api/events (the first event is a full snapshot, so a
+// reconnect resynchronises), and sends what the user types to POST /api/messages,
+// /api/commands and /api/shortcuts, which deliver it to the bot as Slack would.
+"use strict";
+
+(() => {
+  // ---- Markdown --------------------------------------------------------------------------
+  // A small renderer for the bot's Markdown and Slack's mrkdwn. Every piece of input text is
+  // HTML-escaped before it reaches the page; only markup built here is ever unescaped.
+
+  const EMOJI = {
+    warning: "⚠️", white_check_mark: "✅", heavy_check_mark: "✔️", x: "❌", wave: "👋",
+    tada: "🎉", thumbsup: "👍", "+1": "👍", thumbsdown: "👎", eyes: "👀", memo: "📝",
+    bulb: "💡", rocket: "🚀", hourglass: "⌛", hourglass_flowing_sand: "⏳", robot_face: "🤖",
+    smile: "😄", slightly_smiling_face: "🙂", thinking_face: "🤔", information_source: "ℹ️",
+    no_entry: "⛔", lock: "🔒", sparkles: "✨", fire: "🔥", heart: "❤️", pray: "🙏",
+  };
+
+  function escapeHtml(text) {
+    return String(text)
+      .replace(/&/g, "&amp;")
+      .replace(/</g, "&lt;")
+      .replace(/>/g, "&gt;")
+      .replace(/"/g, "&quot;")
+      .replace(/'/g, "&#39;");
+  }
+
+  function linkHtml(url, labelHtml) {
+    return `<a href="${escapeHtml(url)}" target="_blank" rel="noopener noreferrer">${labelHtml}</a>`;
+  }
+
+  // Inline formatting of one line (or one list item). `mrkdwn`: Slack's flavour, where
+  // *single stars* are bold and ~single tildes~ strike through.
+  function renderInline(raw, ctx) {
+    const held = [];
+    // Placeholders keep finished HTML away from the later passes; NUL cannot be typed.
+    const hold = (html) => `\u0000${held.push(html) - 1}\u0000`;
+    let s = String(raw).replace(/\u0000/g, "");
+
+    s = s.replace(/```([^`]+?)```|`([^`\n]+)`/g,
+      (_, triple, single) => hold(`<code>${escapeHtml(triple ?? single)}</code>`));
+    // Slack's angle-bracket tokens: <@U123>, <#C123|name>, <!here>, <https://…|label>.
+    s = s.replace(/<([@#!]?)([^<>\s|]+)(?:\|([^<>]*))?>/g, (match, sigil, target, label) => {
+      if (sigil === "@") {
+        const mine = target === ctx.me ? " me" : "";
+        return hold(`<span class="mention${mine}">@${escapeHtml(ctx.userName(target))}</span>`);
+      }
+      if (sigil === "#") return hold(`<span class="mention">#${escapeHtml(label || target)}</span>`);
+      if (sigil === "!") return hold(`<span class="mention">@${escapeHtml(label || target)}</span>`);
+      if (/^(https?:\/\/|mailto:)/i.test(target)) {
+        return hold(linkHtml(target, escapeHtml(label || target)));
+      }
+      return match;
+    });
+    // Markdown links, then bare URLs. Only http(s) and mailto are ever made into links.
+    s = s.replace(/\[([^\]\n]+)\]\(((?:https?:\/\/|mailto:)[^\s)]+)\)/gi, (_, label, url) =>
+      hold(linkHtml(url, escapeHtml(label))));
+    s = s.replace(/\bhttps?:\/\/[^\s<>"\u0000]*[^\s<>"\u0000.,;:!?)\]']/gi, (url) =>
+      hold(linkHtml(url, escapeHtml(url))));
+
+    s = escapeHtml(s);
+    s = s.replace(/\*\*(?=\S)([^\n]*?\S)\*\*/g, "<strong>$1</strong>");
+    s = s.replace(/(^|[^\w])__(?=\S)([^\n]*?\S)__(?!\w)/g, "$1<strong>$2</strong>");
+    const [open, close] = ctx.mrkdwn ? ["<strong>", "</strong>"] : ["<em>", "</em>"];
+    s = s.replace(/(^|[^\w*])\*([^\s*](?:[^*\n]*?[^\s*])?)\*(?![\w*])/g, `$1${open}$2${close}`);
+    s = s.replace(/(^|[^\w])_([^\s_](?:[^_\n]*?[^\s_])?)_(?!\w)/g, "$1<em>$2</em>");
+    s = s.replace(/~~(?=\S)([^\n]*?\S)~~/g, "<del>$1</del>");
+    if (ctx.mrkdwn) s = s.replace(/(^|[^\w~])~(?=\S)([^~\n]*?\S)~(?![\w~])/g, "$1<del>$2</del>");
+    s = s.replace(/:([a-z0-9_+-]+):/g, (m, name) => EMOJI[name] || m);
+    return s.replace(/\u0000(\d+)\u0000/g, (_, i) => held[Number(i)]);
+  }
+
+  function renderList(items, ctx) {
+    let html = "";
+    const open = [];  // {indent, tag}
+    for (const item of items) {
+      while (open.length && item.indent < open[open.length - 1].indent) {
+        html += `</li></${open.pop().tag}>`;
+      }
+      const tag = item.ordered ? "ol" : "ul";
+      if (open.length && item.indent === open[open.length - 1].indent && open[open.length - 1].tag !== tag) {
+        html += `</li></${open.pop().tag}>`;  // "1." after "-" at one level: a new list
+      }
+      const top = open[open.length - 1];
+      if (!top || item.indent > top.indent) {
+        const start = item.ordered && item.number !== 1 ? ` start="${item.number}"` : "";
+        html += `<${tag}${start}>`;
+        open.push({ indent: item.indent, tag });
+      } else {
+        html += "</li>";
+      }
+      html += `<li>${renderInline(item.text, ctx)}`;
+    }
+    while (open.length) html += `</li></${open.pop().tag}>`;
+    return html;
+  }
+
+  const LIST_ITEM = /^(\s*)([-*+•]|(\d{1,9})[.)])\s+(.*)$/;
+
+  function renderMarkdown(text, ctx) {
+    const lines = String(text ?? "").replace(/\r\n?/g, "\n").split("\n");
+    const out = [];
+    let paragraph = [];
+    const flush = () => {
+      if (paragraph.length) {
+        out.push(`<p>${paragraph.map((l) => renderInline(l, ctx)).join("<br>")}</p>`);
+        paragraph = [];
+      }
+    };
+    let i = 0;
+    while (i < lines.length) {
+      const line = lines[i];
+      const fence = line.match(/^\s*```(.*)$/);
+      if (fence) {
+        flush();
+        const rest = fence[1];
+        const close = rest.indexOf("```");
+        if (close >= 0) {  // ```code``` on one line, as Slack allows
+          out.push(`<pre><code>${escapeHtml(rest.slice(0, close))}</code></pre>`);
+          if (rest.slice(close + 3).trim()) paragraph.push(rest.slice(close + 3).trim());
+          i += 1;
+          continue;
+        }
+        // A word after the fence is a language; anything else is already code (mrkdwn).
+        const body = /^[\w+#.-]*$/.test(rest.trim()) ? [] : [rest];
+        i += 1;
+        while (i < lines.length && !/^\s*```\s*$/.test(lines[i])) {
+          const end = lines[i].indexOf("```");
+          if (end >= 0 && lines[i].trim().endsWith("```")) {  // mrkdwn: closes at line end
+            body.push(lines[i].slice(0, end));
+            break;
+          }
+          body.push(lines[i]);
+          i += 1;
+        }
+        i += 1;
+        out.push(`<pre><code>${escapeHtml(body.join("\n"))}</code></pre>`);
+        continue;
+      }
+      if (!line.trim()) {
+        flush();
+        i += 1;
+        continue;
+      }
+      const heading = line.match(/^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$/);
+      if (heading) {
+        flush();
+        out.push(`<p class="heading"><strong>${renderInline(heading[2], ctx)}</strong></p>`);
+        i += 1;
+        continue;
+      }
+      if (/^\s{0,3}([-*_])(\s*\1){2,}\s*$/.test(line)) {
+        flush();
+        out.push("<hr>");
+        i += 1;
+        continue;
+      }
+      if (/^\s*>/.test(line)) {
+        flush();
+        const quoted = [];
+        while (i < lines.length && /^\s*>/.test(lines[i])) {
+          quoted.push(lines[i].replace(/^\s*>\s?/, ""));
+          i += 1;
+        }
+        out.push(`<blockquote>${renderMarkdown(quoted.join("\n"), ctx)}</blockquote>`);
+        continue;
+      }
+      if (LIST_ITEM.test(line)) {
+        flush();
+        const items = [];
+        while (i < lines.length) {
+          const item = lines[i].match(LIST_ITEM);
+          if (item) {
+            items.push({
+              indent: item[1].replace(/\t/g, "    ").length,
+              ordered: item[3] !== undefined,
+              number: Number(item[3] || 1),
+              text: item[4],
+            });
+          } else if (/^\s+\S/.test(lines[i]) && items.length) {
+            items[items.length - 1].text += ` ${lines[i].trim()}`;  // a wrapped item
+          } else {
+            break;
+          }
+          i += 1;
+        }
+        out.push(renderList(items, ctx));
+        continue;
+      }
+      paragraph.push(line);
+      i += 1;
+    }
+    flush();
+    return out.join("");
+  }
+
+  // ---- State -----------------------------------------------------------------------------
+
+  const state = {
+    config: null,            // the workspace, from /api/state
+    messages: new Map(),     // channel id -> Map(ts -> message)
+    ephemerals: [],
+    statuses: new Map(),     // "channel/thread_ts" -> status text
+    notices: [],             // the page's own "only visible to you" notes
+    user: null,
+    channel: null,
+    thread: null,            // {channel, ts} of the open thread
+    menu: null,              // "where/ts" of the open message menu
+    highlight: null,         // ts of a message reached through a link
+    unread: new Set(),
+  };
+
+  const $ = (selector) => document.querySelector(selector);
+  const tsNumber = (ts) => Number.parseFloat(ts);
+  const byTs = (a, b) => tsNumber(a.ts) - tsNumber(b.ts);
+
+  function userName(id) {
+    const user = state.config && state.config.users.find((u) => u.id === id);
+    return user ? user.name : id;
+  }
+
+  const COLORS = ["#4a154b", "#1264a3", "#e01e5a", "#2eb67d", "#ecb22e", "#36c5f0", "#9c27b0"];
+  function colorFor(id) {
+    let hash = 0;
+    for (const ch of String(id)) hash = (hash * 31 + ch.charCodeAt(0)) >>> 0;
+    return COLORS[hash % COLORS.length];
+  }
+
+  function channelMessages(channel) {
+    if (!state.messages.has(channel)) state.messages.set(channel, new Map());
+    return state.messages.get(channel);
+  }
+
+  function store(channel, message) {
+    channelMessages(channel).set(message.ts, message);
+  }
+
+  function applySnapshot(snapshot) {
+    state.config = snapshot;
+    state.messages = new Map();
+    for (const [channel, messages] of Object.entries(snapshot.messages)) {
+      for (const message of messages) store(channel, message);
+    }
+    state.ephemerals = snapshot.ephemerals.slice();
+    state.statuses = new Map(Object.entries(snapshot.statuses));
+    const humans = snapshot.users.filter((u) => !u.is_bot);
+    if (!state.user || !humans.some((u) => u.id === state.user)) state.user = humans[0].id;
+    if (!state.channel || !isKnownChannel(state.channel)) state.channel = snapshot.channels[0].id;
+    setup();
+  }
+
+  function isKnownChannel(channel) {
+    const config = state.config;
+    return config.channels.some((c) => c.id === channel) || Object.values(config.dms).includes(channel);
+  }
+
+  function applyEvent(event) {
+    const channel = event.channel;
+    switch (event.type) {
+      case "snapshot":
+        applySnapshot(event.state);
+        break;
+      case "message": {
+        const message = { ...event.message, streaming: Boolean(event.streaming) };
+        store(channel, message);
+        if (message.bot_id && message.thread_ts) {
+          // Slack clears an app's thread status when the app replies in the thread.
+          state.statuses.delete(`${channel}/${message.thread_ts}`);
+        }
+        if (channel !== state.channel && message.user !== state.user) state.unread.add(channel);
+        break;
+      }
+      case "message_changed": {
+        const previous = channelMessages(channel).get(event.message.ts);
+        store(channel, { ...event.message, streaming: Boolean(previous && previous.streaming) });
+        break;
+      }
+      case "message_deleted":
+        channelMessages(channel).delete(event.previous_message.ts);
+        break;
+      case "stream_append":
+        store(channel, { ...event.message, streaming: true });
+        break;
+      case "stream_stop":
+        store(channel, { ...event.message, streaming: false });
+        break;
+      case "ephemeral": {
+        const { type, ...ephemeral } = event;
+        state.ephemerals.push(ephemeral);
+        break;
+      }
+      case "status":
+        state.statuses.set(`${channel}/${event.thread_ts}`, event.status);
+        break;
+      default:
+        return;
+    }
+    scheduleRender();
+  }
+
+  function notice(text, threadTs) {
+    const ts = (Date.now() / 1000).toFixed(6);
+    state.notices.push({ channel: state.channel, user: state.user, thread_ts: threadTs || null, ts, text });
+    scheduleRender();
+  }
+
+  // ---- Talking to the playground ---------------------------------------------------------
+
+  async function api(path, body) {
+    try {
+      const response = await fetch(path, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      return await response.json();
+    } catch (err) {
+      return { ok: false, error: "playground_unreachable" };
+    }
+  }
+
+  function explainFailure(result, what) {
+    if (result.error === "bot_unreachable") {
+      return `:warning: The bot at ${state.config.bot_events_url} did not answer. Is it running?`;
+    }
+    if (result.error === "playground_unreachable") {
+      return ":warning: The playground server is not answering. Is `threadchat dev` still running?";
+    }
+    const failed = (result.deliveries || []).filter((d) => d.status < 200 || d.status >= 300);
+    if (failed.length) {
+      const list = failed.map((d) => `\`${d.event}\` → HTTP ${d.status}`).join(", ");
+      return `:warning: The bot refused ${what}: ${list}.`;
+    }
+    if (result.status) return `:warning: The bot answered ${what} with HTTP ${result.status}.`;
+    return `:warning: Could not send ${what}: \`${result.error}\`.`;
+  }
+
+  async function send(where, text) {
+    const threadTs = where === "thread" && state.thread ? state.thread.ts : null;
+    const command = text.trim().match(/^(\/\S+)(?:\s+([\s\S]*))?$/);
+    if (command) {
+      const [, name, argument] = command;
+      if (threadTs) {
+        notice(`\`${name}\` is not supported in threads. Sorry! Slack runs slash commands only ` +
+          "in the channel: type it there, or use ⋮ *More actions* → *End chat* on a message " +
+          "in this thread.", threadTs);
+        return;
+      }
+      if (!state.config.commands.includes(name)) {
+        notice(`\`${name}\` is not a valid command. In Slack, all messages that start with ` +
+          'the "/" character are interpreted as commands.');
+        return;
+      }
+      const result = await api("/api/commands", {
+        channel: state.channel, user: state.user, command: name, text: argument || "",
+      });
+      if (!result.ok) notice(explainFailure(result, name));
+      return;
+    }
+    const result = await api("/api/messages", {
+      channel: state.channel, user: state.user, text, thread_ts: threadTs,
+    });
+    if (!result.ok) notice(explainFailure(result, "the message"), threadTs);
+  }
+
+  async function runShortcut(callbackId, channel, messageTs) {
+    const result = await api("/api/shortcuts", {
+      channel, user: state.user, message_ts: messageTs, callback_id: callbackId,
+    });
+    if (!result.ok) notice(explainFailure(result, "the shortcut"), state.thread && state.thread.ts);
+  }
+
+  // ---- Rendering -------------------------------------------------------------------------
+
+  function formatTime(ts) {
+    return new Date(tsNumber(ts) * 1000).toLocaleTimeString([], { hour: "numeric", minute: "2-digit" });
+  }
+
+  function channelLabel(channel) {
+    const known = state.config.channels.find((c) => c.id === channel);
+    return known ? `# ${known.name}` : state.config.bot.name;
+  }
+
+  function isDm(channel) {
+    return Object.values(state.config.dms).includes(channel);
+  }
+
+  function textHtml(message) {
+    const ctx = {
+      me: state.user,
+      userName,
+      // The bot writes standard Markdown (markdown_text); people and plain `text` use mrkdwn.
+      mrkdwn: message.markdown_text === undefined,
+    };
+    let html = message.text ? renderMarkdown(message.text, ctx) : "";
+    if (!html && Array.isArray(message.blocks)) {
+      html = message.blocks.map((block) => {
+        if (block.type === "markdown") return renderMarkdown(block.text, { ...ctx, mrkdwn: false });
+        if (block.type === "section" && block.text) return renderMarkdown(block.text.text, ctx);
+        return "";
+      }).join("");
+    }
+    return html || "<p></p>";
+  }
+
+  function avatarHtml(message) {
+    if (message.kind === "notice") return '<div class="avatar slackbot">✱</div>';
+    if (message.bot_id || message.kind === "ephemeral") return '<div class="avatar bot">🤖</div>';
+    const name = userName(message.user);
+    return `<div class="avatar" style="background:${colorFor(message.user)}">${escapeHtml(name[0].toUpperCase())}</div>`;
+  }
+
+  function repliesOf(channel, ts) {
+    return [...channelMessages(channel).values()]
+      .filter((m) => m.thread_ts === ts && m.ts !== ts)
+      .sort(byTs);
+  }
+
+  function threadSummaryHtml(channel, message) {
+    const replies = repliesOf(channel, message.ts);
+    if (!replies.length) return "";
+    const users = [...new Set(replies.map((r) => r.user))].slice(0, 4);
+    const avatars = users.map((u) => {
+      const bot = u === state.config.bot.id;
+      const style = bot ? "background:#2eb67d" : `background:${colorFor(u)}`;
+      return `<span style="${style}">${bot ? "🤖" : escapeHtml(userName(u)[0].toUpperCase())}</span>`;
+    }).join("");
+    const count = replies.length === 1 ? "1 reply" : `${replies.length} replies`;
+    return `<button type="button" class="thread-summary" data-open-thread="${escapeHtml(message.ts)}">` +
+      `<span class="mini-avatars">${avatars}</span><span class="replies">${count}</span>` +
+      `<span class="last-reply">Last reply ${formatTime(replies[replies.length - 1].ts)}</span></button>`;
+  }
+
+  function actionsHtml(where, message) {
+    if (message.kind !== "message") return "";
+    const key = `${where}/${message.ts}`;
+    const open = state.menu === key;
+    const reply = where === "channel"
+      ? `<button type="button" class="action" data-open-thread="${escapeHtml(message.ts)}" title="Reply in thread" aria-label="Reply in thread">💬</button>`
+      : "";
+    const items = state.config.shortcuts.map((s) =>
+      `<button type="button" class="menu-item" role="menuitem" data-shortcut="${escapeHtml(s.callback_id)}" data-ts="${escapeHtml(message.ts)}">` +
+      `<span>${escapeHtml(s.name)}</span><span class="app">${escapeHtml(state.config.bot.name)}</span></button>`).join("");
+    const menu = open
+      ? `<div class="menu" role="menu"><div class="menu-title">Message shortcuts</div>${items}</div>`
+      : "";
+    return `<div class="actions${open ? " open" : ""}">${reply}` +
+      `<button type="button" class="action more" data-menu="${escapeHtml(key)}" title="More actions" aria-label="More actions" aria-expanded="${open}">⋮</button>${menu}</div>`;
+  }
+
+  function messageHtml(where, channel, message) {
+    const bot = Boolean(message.bot_id) || message.kind === "ephemeral";
+    const author = message.kind === "notice" ? "Slackbot" : bot ? state.config.bot.name : userName(message.user);
+    const classes = ["message", message.kind];
+    if (bot) classes.push("bot");
+    if (message.streaming) classes.push("streaming");
+    if (state.highlight === message.ts) classes.push("highlight");
+    const badge = bot ? '<span class="app-badge">APP</span>' : "";
+    const edited = message.edited && !message.streaming ? '<span class="edited">(edited)</span>' : "";
+    const only = message.kind === "message" ? "" : '<div class="ephemeral-note">👁 Only visible to you</div>';
+    const summary = where === "channel" && message.kind === "message" ? threadSummaryHtml(channel, message) : "";
+    return `<div class="${classes.join(" ")}" data-ts="${escapeHtml(message.ts)}" data-user="${escapeHtml(message.user || "")}">` +
+      `${avatarHtml(message)}<div class="content"><div class="meta"><span class="author">${escapeHtml(author)}</span>` +
+      `${badge}<span class="time">${formatTime(message.ts)}</span>${edited}</div>` +
+      `<div class="text">${textHtml(message)}</div>${only}${summary}</div>${actionsHtml(where, message)}</div>`;
+  }
+
+  function privateFor(channel, threadTs) {
+    const mine = (e) => e.channel === channel && e.user === state.user && (e.thread_ts || null) === threadTs;
+    const ephemerals = state.ephemerals.filter(mine).map((e) => ({ ...e, ts: e.message_ts, kind: "ephemeral" }));
+    const notices = state.notices.filter(mine).map((n) => ({ ...n, kind: "notice" }));
+    return [...ephemerals, ...notices];
+  }
+
+  function introHtml(channel) {
+    if (isDm(channel)) {
+      return `<div class="intro"><h2>${escapeHtml(state.config.bot.name)}</h2>This is the very beginning of ` +
+        "your direct messages with the app. Write anything to start a conversation; it answers in a thread.</div>";
+    }
+    const name = escapeHtml(channelLabel(channel));
+    return `<div class="intro"><h2>${name}</h2>This is the very beginning of the <b>${name}</b> channel. ` +
+      `Mention <b>@${escapeHtml(state.config.bot.name)}</b> to start a conversation; it answers in a thread.</div>`;
+  }
+
+  function setHtml(element, html, forceBottom) {
+    if (element.dataset.html === html && !forceBottom) return;
+    const nearBottom = element.scrollHeight - element.scrollTop - element.clientHeight < 120;
+    element.innerHTML = html;
+    element.dataset.html = html;
+    if (nearBottom || forceBottom) element.scrollTop = element.scrollHeight;
+  }
+
+  let renderPending = false;
+  let jumpToBottom = true;
+
+  function scheduleRender() {
+    if (renderPending) return;
+    renderPending = true;
+    requestAnimationFrame(() => {
+      renderPending = false;
+      render();
+    });
+  }
+
+  function render() {
+    if (!state.config) return;
+    const channel = state.channel;
+    state.unread.delete(channel);
+
+    const sidebarItem = (id, inner) => {
+      const classes = [id === channel ? "selected" : "", state.unread.has(id) ? "unread" : ""].join(" ");
+      return `<li><button type="button" class="${classes}" data-channel="${escapeHtml(id)}">${inner}</button></li>`;
+    };
+    $("#channel-list").innerHTML = state.config.channels
+      .map((c) => sidebarItem(c.id, `<span class="sigil">#</span>${escapeHtml(c.name)}`)).join("");
+    $("#dm-list").innerHTML = sidebarItem(state.config.dms[state.user],
+      `<span class="app-icon">t</span>${escapeHtml(state.config.bot.name)}`);
+
+    const label = channelLabel(channel);
+    $("#channel-title").textContent = label;
+    $("#channel-composer textarea").placeholder = `Message ${label.replace("# ", "#")}`;
+
+    const top = [...channelMessages(channel).values()].filter(
+      (m) => !m.thread_ts || m.thread_ts === m.ts || m.subtype === "thread_broadcast",
+    ).map((m) => ({ ...m, kind: "message" }));
+    const listed = [...top, ...privateFor(channel, null)].sort(byTs);
+    setHtml($("#channel-messages"),
+      introHtml(channel) + listed.map((m) => messageHtml("channel", channel, m)).join(""), jumpToBottom);
+
+    const panel = $("#thread-panel");
+    const thread = state.thread && state.thread.channel === channel ? state.thread : null;
+    panel.hidden = !thread;
+    if (thread) {
+      const parent = channelMessages(channel).get(thread.ts);
+      const replies = repliesOf(channel, thread.ts).map((m) => ({ ...m, kind: "message" }));
+      const rest = [...replies, ...privateFor(channel, thread.ts)].sort(byTs);
+      let html = parent ? messageHtml("thread", channel, { ...parent, kind: "message" }) : "";
+      if (replies.length) {
+        html += `<div class="thread-divider">${replies.length === 1 ? "1 reply" : `${replies.length} replies`}</div>`;
+      }
+      html += rest.map((m) => messageHtml("thread", channel, m)).join("");
+      $("#thread-channel").textContent = label;
+      setHtml($("#thread-messages"), html, jumpToBottom);
+      const status = state.statuses.get(`${channel}/${thread.ts}`);
+      $("#thread-status").innerHTML = status
+        ? `<b>${escapeHtml(state.config.bot.name)}</b> <span class="dots">${escapeHtml(status.replace(/[.…]+$/, ""))}</span>`
+        : "";
+    }
+    jumpToBottom = false;
+  }
+
+  // ---- Interaction -----------------------------------------------------------------------
+
+  function selectChannel(channel) {
+    if (state.channel !== channel) {
+      state.channel = channel;
+      state.thread = null;
+      state.menu = null;
+    }
+    jumpToBottom = true;
+    render();
+    $("#channel-composer textarea").focus();
+  }
+
+  function openThread(channel, ts) {
+    state.channel = channel;
+    state.thread = { channel, ts };
+    state.menu = null;
+    jumpToBottom = true;
+    render();
+    $("#thread-composer textarea").focus();
+  }
+
+  // Links to this workspace's messages open them here, as Slack does.
+  function followPermalink(href) {
+    const match = href.match(/\.slack\.com\/archives\/([A-Z0-9]+)\/p(\d{7,})(?:\?(.*))?$/);
+    if (!match || !state.config || !href.includes(`//${state.config.team_domain}.slack.com/`)) return false;
+    const [, channel, digits, query] = match;
+    if (!isKnownChannel(channel)) return false;
+    const ts = `${digits.slice(0, -6)}.${digits.slice(-6)}`;
+    const threadTs = new URLSearchParams(query || "").get("thread_ts");
+    const owner = Object.entries(state.config.dms).find(([, id]) => id === channel);
+    if (owner) {
+      state.user = owner[0];
+      $("#user-select").value = owner[0];
+    }
+    state.highlight = ts;
+    openThread(channel, threadTs || ts);
+    return true;
+  }
+
+  function setup() {
+    const select = $("#user-select");
+    const humans = state.config.users.filter((u) => !u.is_bot);
+    select.innerHTML = humans
+      .map((u) => `<option value="${escapeHtml(u.id)}">${escapeHtml(u.name)}</option>`).join("");
+    select.value = state.user;
+
+    const link = $("#temporal-link");
+    link.hidden = !state.config.temporal_ui_url;
+    if (state.config.temporal_ui_url) link.href = state.config.temporal_ui_url;
+    $("#playground-note").textContent = "Local Slack playground: nothing here reaches Slack." +
+      (state.config.offline_model ? " Replies come from the offline model, not Bedrock." : "");
+    scheduleRender();
+  }
+
+  function bind() {
+    $("#user-select").addEventListener("change", (event) => {
+      const wasDm = state.config && isDm(state.channel);
+      state.user = event.target.value;
+      state.menu = null;
+      if (wasDm) {
+        state.channel = state.config.dms[state.user];
+        state.thread = null;
+      }
+      jumpToBottom = true;
+      render();
+    });
+
+    document.querySelector(".sidebar").addEventListener("click", (event) => {
+      const button = event.target.closest("[data-channel]");
+      if (button) selectChannel(button.dataset.channel);
+    });
+
+    $("#thread-close").addEventListener("click", () => {
+      state.thread = null;
+      state.menu = null;
+      render();
+    });
+
+    for (const list of document.querySelectorAll(".messages")) {
+      list.addEventListener("click", (event) => {
+        const anchor = event.target.closest("a[href]");
+        if (anchor && followPermalink(anchor.href)) {
+          event.preventDefault();
+          return;
+        }
+        const opener = event.target.closest("[data-open-thread]");
+        if (opener) {
+          openThread(state.channel, opener.dataset.openThread);
+          return;
+        }
+        const more = event.target.closest("[data-menu]");
+        if (more) {
+          state.menu = state.menu === more.dataset.menu ? null : more.dataset.menu;
+          render();
+          return;
+        }
+        const item = event.target.closest("[data-shortcut]");
+        if (item) {
+          state.menu = null;
+          render();
+          runShortcut(item.dataset.shortcut, state.channel, item.dataset.ts);
+        }
+      });
+    }
+
+    document.addEventListener("click", (event) => {
+      if (state.menu && !event.target.closest(".actions")) {
+        state.menu = null;
+        render();
+      }
+    });
+
+    for (const form of document.querySelectorAll(".composer")) {
+      const textarea = form.querySelector("textarea");
+      const submit = () => {
+        const text = textarea.value;
+        if (!text.trim() || !state.config) return;
+        textarea.value = "";
+        textarea.style.height = "";
+        jumpToBottom = true;
+        send(form.dataset.where, text);
+      };
+      form.addEventListener("submit", (event) => {
+        event.preventDefault();
+        submit();
+      });
+      textarea.addEventListener("keydown", (event) => {
+        if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+          event.preventDefault();
+          submit();
+        }
+      });
+      textarea.addEventListener("input", () => {
+        textarea.style.height = "";
+        textarea.style.height = `${Math.min(textarea.scrollHeight, 200)}px`;
+      });
+    }
+  }
+
+  function connect() {
+    const events = new EventSource("/api/events");
+    events.onopen = () => { $("#connection").hidden = true; };
+    events.onerror = () => { $("#connection").hidden = false; };  // EventSource retries itself
+    events.onmessage = (message) => applyEvent(JSON.parse(message.data));
+  }
+
+  async function start() {
+    bind();
+    try {
+      const response = await fetch("/api/state");
+      applySnapshot(await response.json());
+    } catch (err) {
+      $("#connection").hidden = false;
+    }
+    connect();
+  }
+
+  window.threadchatPlayground = { renderMarkdown, renderInline, state };
+  start();
+})();

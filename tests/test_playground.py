@@ -1,0 +1,173 @@
+"""The Slack playground's JSON endpoints over real HTTP, driving a real bot, worker and Temporal:
+the same path the page in the browser takes, without the browser."""
+
+import asyncio
+import json
+from types import SimpleNamespace
+
+import aiohttp
+import pytest
+
+from devtools.playground import Playground
+from devtools.slack import LocalSlack
+from devtools.stack import ALICE, BOB, SIGNING_SECRET, eventually
+
+
+@pytest.fixture
+async def playground(make_stack):
+    stack = await make_stack()
+    server = Playground(stack.slack, stack.bot_url, SIGNING_SECRET)
+    url = await server.start()
+    async with aiohttp.ClientSession(base_url=url) as http:
+        yield SimpleNamespace(
+            stack=stack,
+            server=server,
+            http=http,
+            general=server.channels[0].id,
+        )
+    await server.stop()
+
+
+async def post(http: aiohttp.ClientSession, path: str, body: dict) -> tuple[int, dict]:
+    async with http.post(path, json=body) as response:
+        return response.status, await response.json()
+
+
+async def say(pg, text: str, *, user: str = ALICE, channel: str | None = None, thread_ts=None):
+    status, result = await post(
+        pg.http,
+        "/api/messages",
+        {"channel": channel or pg.general, "user": user, "text": text, "thread_ts": thread_ts},
+    )
+    assert status == 200 and result["ok"], result
+    return result
+
+
+async def test_a_mention_gets_a_reply_and_a_follow_up_is_answered_with_history(playground):
+    pg = playground
+    sent = await say(pg, "@threadchat what is Temporal?")
+    # Stored as Slack stores it, and delivered twice, as Slack does for a mention in a channel.
+    assert sent["message"]["text"] == "<@U0BOT> what is Temporal?"
+    assert sorted(d["event"] for d in sent["deliveries"]) == ["app_mention", "message"]
+    assert all(d["status"] == 200 for d in sent["deliveries"])
+    ts = sent["ts"]
+    [reply] = await pg.stack.replies(pg.general, ts, 1)
+    assert "You said:" in reply["text"] and "what is Temporal?" in reply["text"]
+
+    await say(pg, "and what is a workflow?", user=BOB, thread_ts=ts)
+    replies = await pg.stack.replies(pg.general, ts, 2)
+    # The offline model quotes the previous turn: the conversation's history reached it.
+    assert "what is Temporal?" in replies[1]["text"].partition("Before that:")[2]
+
+    async with pg.http.get("/api/state") as response:
+        state = await response.json()
+    thread = [m for m in state["messages"][pg.general] if m.get("thread_ts") == ts]
+    assert [m["user"] for m in thread] == [ALICE, "U0BOT", BOB, "U0BOT"]
+    assert not any(m["streaming"] for m in thread)
+
+
+async def test_a_direct_message_starts_a_conversation_without_a_mention(playground):
+    pg = playground
+    dm = pg.server.dm_channel(ALICE)
+    sent = await say(pg, "hello in private", channel=dm)
+    # Slack sends no app_mention in a DM with the app: message.im alone.
+    assert [d["event"] for d in sent["deliveries"]] == ["message"]
+    [reply] = await pg.stack.replies(dm, sent["ts"], 1)
+    assert "hello in private" in reply["text"]
+
+
+async def test_endchat_answers_privately_and_posts_the_summary(playground):
+    pg = playground
+    ts = (await say(pg, "@threadchat plan the launch"))["ts"]
+    await pg.stack.replies(pg.general, ts, 1)
+    status, result = await post(
+        pg.http, "/api/commands", {"channel": pg.general, "user": ALICE, "command": "/endchat"}
+    )
+    assert status == 200 and result["ok"], result
+    assert "Ending" in result["response"]["text"]
+    # The immediate answer is shown to Alice alone, as Slack shows it.
+    [shown] = await eventually(lambda: pg.stack.slack.ephemerals, 5, "the ephemeral answer")
+    assert shown["user"] == ALICE and shown["channel"] == pg.general
+    assert "Ending" in shown["text"]
+    replies = await pg.stack.replies(pg.general, ts, 2)
+    assert "Summary" in replies[-1]["text"]
+
+
+async def test_the_end_chat_shortcut_ends_the_thread_it_is_used_in(playground):
+    pg = playground
+    ts = (await say(pg, "@threadchat shortcut me"))["ts"]
+    [reply] = await pg.stack.replies(pg.general, ts, 1)
+    status, result = await post(
+        pg.http,
+        "/api/shortcuts",
+        {"channel": pg.general, "user": ALICE, "message_ts": reply["ts"]},
+    )
+    assert status == 200 and result["ok"], result
+    replies = await pg.stack.replies(pg.general, ts, 2)
+    assert "Summary" in replies[-1]["text"]
+    [answer] = await eventually(lambda: pg.stack.slack.ephemerals, 5, "the shortcut's answer")
+    assert answer["user"] == ALICE and "Ending" in answer["text"]
+
+
+async def test_the_event_stream_delivers_the_bots_messages_live(playground):
+    pg = playground
+    async with pg.http.get("/api/events") as stream:
+        assert stream.headers["Content-Type"].startswith("text/event-stream")
+
+        async def next_event() -> dict:
+            while True:
+                line = (await stream.content.readline()).decode()
+                if line.startswith("data: "):
+                    return json.loads(line.removeprefix("data: "))
+
+        first = await asyncio.wait_for(next_event(), 5)
+        assert first["type"] == "snapshot" and pg.general in first["state"]["messages"]
+
+        ts = (await say(pg, "@threadchat stream to me"))["ts"]
+        seen = []
+
+        async def until_the_reply_is_complete() -> None:
+            while not any(e["type"] == "stream_stop" for e in seen):
+                seen.append(await next_event())
+
+        await asyncio.wait_for(until_the_reply_is_complete(), 20)
+    types = [e["type"] for e in seen]
+    assert seen[0]["message"]["ts"] == ts  # the user's own message comes back too
+    started = next(e for e in seen if e["type"] == "message" and e.get("streaming"))
+    assert started["message"]["thread_ts"] == ts and started["message"]["bot_id"]
+    assert "status" in types  # "is thinking…" before the first words
+    stopped = seen[-1]
+    assert stopped["message"]["ts"] == started["message"]["ts"]
+    assert "stream to me" in stopped["message"]["text"]
+
+
+async def test_refusals():
+    slack = LocalSlack()
+    await slack.start()
+    # Nothing listens on port 9 of loopback: the bot is "down".
+    server = Playground(slack, "http://127.0.0.1:9/slack/events", SIGNING_SECRET)
+    url = await server.start()
+    try:
+        async with aiohttp.ClientSession(base_url=url) as http:
+            general = server.channels[0].id
+            body = {"channel": general, "user": ALICE, "text": "hi"}
+            assert await post(http, "/api/messages", body) == (
+                502,
+                {"ok": False, "error": "bot_unreachable"},
+            )
+            status, result = await post(http, "/api/messages", {**body, "user": "U0NOBODY"})
+            assert (status, result["error"]) == (400, "user_not_found")
+            status, result = await post(http, "/api/commands", {**body, "command": "/nope"})
+            assert (status, result["error"]) == (400, "unknown_command")
+            # Another web page's form post, or a rebound DNS name, cannot act as a user.
+            async with http.post("/api/messages", data=body) as response:
+                assert response.status == 415
+            async with http.get("/api/state", headers={"Host": "evil.example:80"}) as response:
+                assert response.status == 403
+        # The message was stored, as in Slack, even though the app never got it.
+        assert [m["text"] for m in slack.messages(general)] == ["hi"]
+        with pytest.raises(ValueError):
+            await Playground(slack, "http://127.0.0.1:9/", "s").start(host="0.0.0.0")
+    finally:
+        await server.stop()
+        await slack.stop()
