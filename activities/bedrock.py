@@ -29,6 +29,7 @@ RETRYABLE_CODES = {
     "InternalServerException",
     "ModelTimeoutException",
     "ModelErrorException",
+    "ModelStreamErrorException",
 }
 NON_RETRYABLE_CODES = {
     "ValidationException",
@@ -89,8 +90,10 @@ def classify(err: Exception) -> ApplicationError:
         status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if code == "ValidationException" and "too long" in message.lower():
             return ApplicationError(message, type=CONTEXT_OVERFLOW, non_retryable=True)
+        # An error inside a stream arrives with HTTP 200; unknown ones there are transient.
+        in_stream = isinstance(err, botocore.exceptions.EventStreamError)
         retryable = code in RETRYABLE_CODES or (
-            code not in NON_RETRYABLE_CODES and (status >= 500 or status == 429)
+            code not in NON_RETRYABLE_CODES and (status >= 500 or status == 429 or in_stream)
         )
         return ApplicationError(f"{code}: {message}", type=code, non_retryable=not retryable)
     if isinstance(err, botocore.exceptions.NoCredentialsError):

@@ -1,9 +1,12 @@
 """Streaming replies: Bedrock ConverseStream into Slack's streaming messages, in one activity.
 
-The activity heartbeats the ts of the Slack message it writes into. If it is retried after a
-crash, the retry finds either the finished message (by its idempotency key, and returns it) or
-the ts of the unfinished one in the heartbeat details, and replaces that message with the
-complete answer: the thread ends up with one complete reply, never two partial ones.
+Exactly one complete reply, whatever fails:
+- Before it creates a message, the activity heartbeats the time, and after, the message's ts.
+  A retry (worker killed, stream broken, response lost) first looks for the finished reply by
+  its idempotency key and returns it. Otherwise it takes over the bot messages an earlier
+  attempt left in the thread since that time, and replaces them with the complete answer.
+- A failure that will not be retried stops and removes the unfinished message, so the
+  thread shows the workflow's notice instead of half an answer.
 
 Where Slack refuses streaming (an older workspace, a missing method), the reply falls back to
 one message edited with chat.update at a pace within Slack's limits, and if editing fails too,
@@ -20,11 +23,12 @@ from concurrent.futures import ThreadPoolExecutor
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities import slack as slack_activities
 from activities.bedrock import BedrockActivities, check_stop_reason, classify
 from threadchat.formatting import SAFE_LIMIT, split_markdown
-from threadchat.model import DeliveredReply, ReplyRequest
+from threadchat.model import DeliveredReply, ReplyRequest, ThreadRef
 from threadchat.texts import THINKING
 
 log = logging.getLogger(__name__)
@@ -39,22 +43,37 @@ HEARTBEAT_SECONDS = 2.0
 class SlackReplyWriter:
     """Writes one growing reply into a thread: streamed, edited in place, or posted once."""
 
-    def __init__(self, client: AsyncWebClient, request: ReplyRequest, replace_ts: str | None):
+    def __init__(self, client: AsyncWebClient, request: ReplyRequest, earlier: list[str]):
         self.client = client
         self.request = request
         self.thread = request.thread
-        # A message left unfinished by a crashed attempt is replaced, not streamed into again.
-        self.mode = "replace" if replace_ts else "stream"
-        self.ts = replace_ts
-        self.finished_ts: list[str] = []  # earlier parts of a very long answer
-        self.sent = ""  # text already in the current message
+        # Messages an earlier attempt left are replaced at the end, not streamed into again.
+        self.earlier = earlier
+        self.mode = "replace" if earlier else "stream"
+        self.since: float | None = None  # when this attempt first tried to create a message
+        self.messages: list[str] = []  # ts of the messages this attempt created, in order
+        self.sent = ""  # text already in the current (last) message
         self.pending = ""  # text not yet sent
         self.last_flush = 0.0
 
-    def _started(self, ts: str) -> None:
-        # Recorded at once: a retry must know this message even if this attempt dies now.
-        self.ts = ts
-        activity.heartbeat(ts)
+    @property
+    def ts(self) -> str | None:
+        return self.messages[-1] if self.messages and self.sent else None
+
+    def progress(self) -> dict:
+        """Heartbeat details: what a retry needs to take over this attempt's messages."""
+        return {"since": self.since, "messages": self.earlier + self.messages}
+
+    def _creating(self) -> None:
+        # Recorded before the call: if its response is lost, the retry still knows when to
+        # look for the message it may have made.
+        if self.since is None:
+            self.since = time.time() - 1
+            activity.heartbeat(self.progress())
+
+    def _created(self, ts: str) -> None:
+        self.messages.append(ts)
+        activity.heartbeat(self.progress())
 
     async def append(self, text: str) -> None:
         self.pending += text
@@ -66,26 +85,27 @@ class SlackReplyWriter:
         """Send the pending text, starting a new message whenever one would outgrow Slack's
         limit; cuts prefer paragraph ends."""
         self.last_flush = time.monotonic()
-        while self.pending.strip():
+        while self.pending.strip() and self.mode in ("stream", "update"):
             room = SAFE_LIMIT - len(self.sent)
             chunk = self.pending[:room]
             if len(self.pending) > room and "\n\n" in chunk:
                 chunk = chunk[: chunk.rindex("\n\n") + 2]
             if not chunk.strip():
-                await self._roll_over()
+                await self._finish_message(None)
                 continue
             self.pending = self.pending[len(chunk) :]
             if self.mode == "stream":
                 await self._stream(chunk)
-            elif self.mode == "update":
-                await self._edit(self.sent + chunk)
+            else:
+                await self._edit(chunk)
             self.sent += chunk
             if self.pending.strip():
-                await self._roll_over()
+                await self._finish_message(None)
 
     async def _stream(self, chunk: str) -> None:
         try:
             if self.ts is None:
+                self._creating()
                 response = await self.client.chat_startStream(
                     channel=self.thread.channel,
                     thread_ts=self.thread.thread_ts,
@@ -93,7 +113,7 @@ class SlackReplyWriter:
                     recipient_user_id=self.request.recipient_user,
                     markdown_text=chunk,
                 )
-                self._started(response["ts"])
+                self._created(response["ts"])
             else:
                 await self.client.chat_appendStream(
                     channel=self.thread.channel, ts=self.ts, markdown_text=chunk
@@ -105,19 +125,20 @@ class SlackReplyWriter:
             self.mode = "update"
             await self._edit(chunk)
 
-    async def _edit(self, text: str) -> None:
+    async def _edit(self, chunk: str) -> None:
         try:
             if self.ts is None:
+                self._creating()
                 response = await self.client.chat_postMessage(
                     channel=self.thread.channel,
                     thread_ts=self.thread.thread_ts,
-                    markdown_text=text,
+                    markdown_text=chunk,
                     unfurl_links=False,
                 )
-                self._started(response["ts"])
+                self._created(response["ts"])
             else:
                 await self.client.chat_update(
-                    channel=self.thread.channel, ts=self.ts, markdown_text=text
+                    channel=self.thread.channel, ts=self.ts, markdown_text=self.sent + chunk
                 )
         except SlackApiError as err:
             if _retry_later(err) or self.ts is None:
@@ -125,54 +146,8 @@ class SlackReplyWriter:
             log.info("chat.update unavailable (%s); posting the answer once", _error(err))
             self.mode = "single"
 
-    async def _roll_over(self) -> None:
-        """Finish the current message before it outgrows Slack's limit; start the next."""
-        if self.ts is not None:
-            await self._finish_message(self.sent, metadata=None)
-            self.finished_ts.append(self.ts)
-        self.ts, self.sent = None, ""
-
-    async def finish(self, text: str, metadata: dict) -> str:
-        """Complete the reply with its full `text`; returns the ts of its last message."""
-        if self.mode in ("replace", "single"):
-            # The whole answer is known: lay it out into as many messages as it needs.
-            parts = split_markdown(text)
-            for index, part in enumerate(parts):
-                last = index == len(parts) - 1
-                await self._write_whole(part, metadata if last else None, first=index == 0)
-            return self.ts
-        await self._flush()
-        await self._finish_message(self.sent, metadata)
-        return self.ts
-
-    async def _write_whole(self, part: str, metadata: dict | None, first: bool) -> None:
-        if first and self.ts is not None:
-            with contextlib.suppress(SlackApiError):  # it may already be stopped
-                await self.client.chat_stopStream(channel=self.thread.channel, ts=self.ts)
-            try:
-                await self.client.chat_update(
-                    channel=self.thread.channel,
-                    ts=self.ts,
-                    markdown_text=part,
-                    metadata=metadata,
-                )
-                return
-            except SlackApiError as err:
-                if _retry_later(err):
-                    raise slack_activities.classify(err) from err
-                log.info("could not replace the unfinished reply (%s)", _error(err))
-                with contextlib.suppress(SlackApiError):
-                    await self.client.chat_delete(channel=self.thread.channel, ts=self.ts)
-        response = await self.client.chat_postMessage(
-            channel=self.thread.channel,
-            thread_ts=self.thread.thread_ts,
-            markdown_text=part,
-            metadata=metadata,
-            unfurl_links=False,
-        )
-        self._started(response["ts"])
-
-    async def _finish_message(self, text: str, metadata: dict | None) -> None:
+    async def _finish_message(self, metadata: dict | None) -> None:
+        """Close the current message (before a new part starts, or at the end)."""
         try:
             if self.mode == "stream":
                 await self.client.chat_stopStream(
@@ -180,8 +155,73 @@ class SlackReplyWriter:
                 )
             else:
                 await self.client.chat_update(
-                    channel=self.thread.channel, ts=self.ts, markdown_text=text, metadata=metadata
+                    channel=self.thread.channel,
+                    ts=self.ts,
+                    markdown_text=self.sent,
+                    metadata=metadata,
                 )
+        except SlackApiError as err:
+            raise slack_activities.classify(err) from err
+        self.sent = ""
+
+    async def finish(self, text: str, metadata: dict) -> str:
+        """Complete the reply with its full `text`; returns the ts of its last message."""
+        if self.mode in ("stream", "update"):
+            await self._flush()
+            if self.mode != "single" and self.ts is not None:
+                await self._finish_message(metadata)
+                return self.messages[-1]
+        # The whole answer is known: lay it out over the messages already in the thread
+        # (in order), post the rest, and remove what is left over.
+        existing = self.earlier + self.messages
+        parts = split_markdown(text)
+        last_ts = ""
+        for index, part in enumerate(parts):
+            meta = metadata if index == len(parts) - 1 else None
+            if index < len(existing) and await self._replace(existing[index], part, meta):
+                last_ts = existing[index]
+                continue
+            self._creating()
+            response = await self._call(
+                self.client.chat_postMessage,
+                channel=self.thread.channel,
+                thread_ts=self.thread.thread_ts,
+                markdown_text=part,
+                metadata=meta,
+                unfurl_links=False,
+            )
+            self._created(response["ts"])
+            last_ts = response["ts"]
+        await self.remove(existing[len(parts) :])
+        return last_ts
+
+    async def _replace(self, ts: str, part: str, metadata: dict | None) -> bool:
+        with contextlib.suppress(SlackApiError):  # it may not be streaming (any more)
+            await self.client.chat_stopStream(channel=self.thread.channel, ts=ts)
+        try:
+            await self.client.chat_update(
+                channel=self.thread.channel, ts=ts, markdown_text=part, metadata=metadata
+            )
+        except SlackApiError as err:
+            if _retry_later(err):
+                raise slack_activities.classify(err) from err
+            log.info("could not replace an unfinished reply (%s)", _error(err))
+            await self.remove([ts])
+            return False
+        return True
+
+    async def remove(self, messages: list[str]) -> None:
+        """Stop and delete messages, best effort: leftovers of an answer that won't finish."""
+        for ts in messages:
+            with contextlib.suppress(SlackApiError):
+                await self.client.chat_stopStream(channel=self.thread.channel, ts=ts)
+            with contextlib.suppress(SlackApiError):
+                await self.client.chat_delete(channel=self.thread.channel, ts=ts)
+
+    @staticmethod
+    async def _call(method, **arguments) -> dict:
+        try:
+            return await method(**arguments)
         except SlackApiError as err:
             raise slack_activities.classify(err) from err
 
@@ -193,6 +233,19 @@ def _error(err: SlackApiError) -> str:
 def _retry_later(err: SlackApiError) -> bool:
     """Rate limits and server trouble are retried; other errors mean the method is unusable."""
     return not slack_activities.classify(err).non_retryable
+
+
+async def _bot_messages_since(client: AsyncWebClient, thread: ThreadRef, since: float) -> list[str]:
+    """The bot's messages in the thread since `since`. Turns are answered one at a time, so
+    these can only be this reply's."""
+    response = await client.conversations_replies(
+        channel=thread.channel, ts=thread.thread_ts, oldest=f"{since:.6f}", limit=100
+    )
+    return [
+        m["ts"]
+        for m in response.get("messages", [])
+        if m.get("bot_id") and m["ts"] != thread.thread_ts
+    ]
 
 
 class ReplyActivities:
@@ -207,54 +260,79 @@ class ReplyActivities:
     async def stream_reply(self, request: ReplyRequest) -> DeliveredReply:
         """Generate the reply with ConverseStream and stream it into the thread."""
         info = activity.info()
+        earlier: list[str] = []
         if info.attempt > 1:
-            done = await slack_activities.find_posted(
-                self.slack, request.thread, request.idempotency_key
-            )
-            if done:  # an earlier attempt finished; only its result was lost
-                usage = done["metadata"]["event_payload"]
-                return DeliveredReply(
-                    text=done.get("text", ""),
-                    input_tokens=usage.get("input_tokens", 0),
-                    output_tokens=usage.get("output_tokens", 0),
-                    ts=done["ts"],
-                )
-        replace_ts = info.heartbeat_details[0] if info.heartbeat_details else None
-        writer = SlackReplyWriter(self.slack, request, replace_ts)
+            done = await self._finished_earlier(request)
+            if done:
+                return done
+            earlier = await self._left_by_earlier_attempts(request, info.heartbeat_details)
+        writer = SlackReplyWriter(self.slack, request, earlier)
         heartbeats = asyncio.create_task(self._heartbeat(writer))
         try:
-            await self._set_status(request, THINKING)
-            text, usage = "", {}
-            async for kind, value in self._model_events(request):
-                if kind == "text":
-                    if not text:
-                        await self._set_status(request, "")
-                    text += value
-                    await writer.append(value)
-                elif kind == "stop":
-                    check_stop_reason(value)
-                elif kind == "usage":
-                    usage = value
-            text = text.strip() or "(the model returned an empty answer)"
-            metadata = slack_activities.message_metadata(
-                request.idempotency_key,
-                input_tokens=usage.get("inputTokens", 0),
-                output_tokens=usage.get("outputTokens", 0),
-            )
-            ts = await writer.finish(text, metadata)
+            return await self._write(request, writer)
+        except ApplicationError as err:
+            policy = info.retry_policy
+            last_attempt = policy is not None and info.attempt >= (policy.maximum_attempts or 0) > 0
+            if err.non_retryable or last_attempt:
+                await writer.remove(writer.earlier + writer.messages)
+            raise
         finally:
             heartbeats.cancel()
+
+    async def _write(self, request: ReplyRequest, writer: SlackReplyWriter) -> DeliveredReply:
+        await self._set_status(request, THINKING)
+        text, usage = "", {}
+        async for kind, value in self._model_events(request):
+            if kind == "text":
+                if not text:
+                    await self._set_status(request, "")
+                text += value
+                await writer.append(value)
+            elif kind == "stop":
+                check_stop_reason(value)
+            elif kind == "usage":
+                usage = value
+        text = text.strip() or "(the model returned an empty answer)"
+        tokens = {
+            "input_tokens": usage.get("inputTokens", 0),
+            "output_tokens": usage.get("outputTokens", 0),
+        }
+        ts = await writer.finish(
+            text, slack_activities.message_metadata(request.idempotency_key, **tokens)
+        )
+        return DeliveredReply(text=text, ts=ts, **tokens)
+
+    async def _finished_earlier(self, request: ReplyRequest) -> DeliveredReply | None:
+        """The reply an earlier attempt finished, when only its result was lost."""
+        done = await slack_activities.find_posted(
+            self.slack, request.thread, request.idempotency_key
+        )
+        if not done:
+            return None
+        payload = done["metadata"]["event_payload"]
         return DeliveredReply(
-            text=text,
-            input_tokens=usage.get("inputTokens", 0),
-            output_tokens=usage.get("outputTokens", 0),
-            ts=ts,
+            text=done.get("text") or "(reply posted in Slack)",
+            input_tokens=payload.get("input_tokens", 0),
+            output_tokens=payload.get("output_tokens", 0),
+            ts=done["ts"],
         )
 
+    async def _left_by_earlier_attempts(self, request: ReplyRequest, details) -> list[str]:
+        progress = details[0] if details and isinstance(details[0], dict) else {}
+        messages = list(progress.get("messages") or [])
+        if progress.get("since"):
+            # Also finds a message whose creation response was lost before its ts was known.
+            try:
+                found = await _bot_messages_since(self.slack, request.thread, progress["since"])
+            except SlackApiError as err:
+                raise slack_activities.classify(err) from err
+            messages += [ts for ts in found if ts not in messages]
+        return sorted(messages, key=lambda ts: tuple(int(p) for p in ts.split(".")))
+
     async def _heartbeat(self, writer: SlackReplyWriter) -> None:
-        """Heartbeat the message being written, also while the model is still thinking."""
+        """Keep heartbeating, also while the model is still thinking."""
         while True:
-            activity.heartbeat(*([writer.ts] if writer.ts else []))
+            activity.heartbeat(writer.progress())
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
     async def _set_status(self, request: ReplyRequest, status: str) -> None:

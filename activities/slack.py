@@ -64,10 +64,12 @@ async def find_posted(
 ) -> dict | None:
     """The message an earlier attempt of this activity already posted with this key, if any.
 
-    Only messages since shortly before the activity was first scheduled are read, so the
-    lookup stays one page in all but the busiest threads.
+    Only messages since the activity was first scheduled are read, so the lookup stays one
+    page in all but the busiest threads.
     """
-    since = activity.info().scheduled_time.timestamp() - 60
+    # The activity was first scheduled before any attempt posted; a little slack covers
+    # clock differences between Temporal and Slack.
+    since = activity.info().scheduled_time.timestamp() - 10
     cursor = None
     while True:
         response = await client.conversations_replies(

@@ -44,8 +44,11 @@ def parse_message_event(
     top_level_dm = event.get("channel_type") == "im" and not thread_ts
     if not (mentioned or top_level_dm or thread_ts):
         return None  # channel chatter outside any thread of ours
+    may_start = mentioned or top_level_dm
     return Incoming(
         thread=ThreadRef(team=team_id, channel=channel, thread_ts=thread_ts or ts),
-        message=UserMessage(ts=ts, user=user, text=_without_mention(text, bot_user_id)),
-        may_start=mentioned or top_level_dm,
+        message=UserMessage(
+            ts=ts, user=user, text=_without_mention(text, bot_user_id), may_start=may_start
+        ),
+        may_start=may_start,
     )

@@ -84,6 +84,40 @@ async def test_broken_model_stream_leaves_one_complete_reply(make_stack):
     assert stack.slack.calls_to("chat.update")  # replaced, not streamed twice
 
 
+async def test_lost_stream_start_still_leaves_one_reply(make_stack):
+    """Slack created the streaming message but its ts never came back: the retry finds the
+    message by time and replaces it, instead of starting a second one."""
+    stack = await make_stack()
+    stack.slack.inject_lost_response("chat.startStream")
+    ts = await stack.mention(stack.channel, "start me once " + "q" * 300)
+    await stack.replies(stack.channel, ts, 1)
+    await stack.say(stack.channel, ts, "next")
+    replies = await stack.replies(stack.channel, ts, 2)
+    assert len(replies) == 2
+    assert "start me once" in replies[0]["text"]
+    assert not any(stack.slack.is_streaming(stack.channel, r["ts"]) for r in replies)
+
+
+@pytest.mark.parametrize(
+    ("code", "notice"), [("modelStreamErrorException", False), ("validationException", True)]
+)
+async def test_errors_inside_the_model_stream(make_stack, code, notice):
+    """A transient error mid-stream is retried into the same message; a final one removes
+    the unfinished message and leaves only the notice."""
+    stack = await make_stack()
+    stack.bedrock.inject(Fault(code, cut_stream_after_events=4, operation="converse-stream"))
+    ts = await stack.mention(stack.channel, "careful now " + "r" * 300)
+    [reply] = await stack.replies(stack.channel, ts, 1)
+    await stack.say(stack.channel, ts, "next")
+    replies = await stack.replies(stack.channel, ts, 2)
+    assert len(replies) == 2
+    if notice:
+        assert replies[0]["text"].startswith(":warning:")
+    else:
+        assert "careful now" in replies[0]["text"]
+    assert not any(stack.slack.is_streaming(stack.channel, r["ts"]) for r in replies)
+
+
 @pytest.mark.parametrize(
     ("streaming", "method"), [(False, "chat.postMessage"), (True, "chat.startStream")]
 )

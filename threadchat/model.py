@@ -24,6 +24,8 @@ class UserMessage:
     ts: str
     user: str
     text: str
+    # A mention (or a top-level DM): it may start a conversation, even right after one ended.
+    may_start: bool = False
 
 
 @dataclass
@@ -79,6 +81,8 @@ class ConversationState:
     seen_ts: list[str] = field(default_factory=list)
     pending: list[UserMessage] = field(default_factory=list)
     end_request: EndRequest | None = None
+    # Mentions that arrived while the conversation was closing: they open the next one.
+    next_conversation: list[UserMessage] = field(default_factory=list)
     input_tokens: int = 0
     output_tokens: int = 0
 

@@ -83,9 +83,12 @@ class ConversationWorkflow:
     @workflow.signal
     def user_message(self, message: UserMessage) -> None:
         """A message in the thread. Repeats (Slack retries, double delivery) are ignored."""
-        if self.state.end_request is not None:
-            return
+        if self.state.end_request is not None and not message.may_start:
+            return  # the conversation is over; only a new mention starts another
         if not dedupe.remember(self.state.seen_ts, message.ts):
+            return
+        if self.state.end_request is not None:
+            self.state.next_conversation.append(message)
             return
         self.state.pending.append(message)
         if message.user not in self.state.participants:
@@ -124,7 +127,8 @@ class ConversationWorkflow:
             summary="open conversation",
         )
         self.state.settings = setup.settings
-        self.state.previous_summary = setup.previous_summary
+        # A conversation opened by a mention during the last one's end already carries it.
+        self.state.previous_summary = self.state.previous_summary or setup.previous_summary
         self.state.conversation_key = workflow.info().run_id
         self.state.started_at = workflow.now().timestamp()
 
@@ -138,7 +142,7 @@ class ConversationWorkflow:
                 timeout_summary="inactivity",
             )
         except TimeoutError:
-            return False
+            return bool(self.state.pending)  # a message that came with the timer still counts
         return True
 
     def _take_pending(self) -> list[UserMessage]:
@@ -286,6 +290,8 @@ class ConversationWorkflow:
             workflow.logger.warning("final summary failed: %s", _failure_type(err))
             summary, message = "", texts.SUMMARY_FAILED
         await self._post(message, "summary")
+        if self.state.next_conversation:
+            self._open_next_conversation(summary)
         return ConversationResult(
             thread=self.state.thread,
             summary=summary,
@@ -296,6 +302,27 @@ class ConversationWorkflow:
             ended_by=ended_by,
             input_tokens=self.state.input_tokens,
             output_tokens=self.state.output_tokens,
+        )
+
+    def _open_next_conversation(self, summary: str) -> None:
+        """Someone mentioned the bot while this conversation was closing: rather than lose
+        that message, go on as a new conversation that knows this one's summary."""
+        messages = self.state.next_conversation
+        participants = list(dict.fromkeys(m.user for m in messages))
+        workflow.continue_as_new(
+            ConversationStart(
+                self.state.thread,
+                ConversationState(
+                    thread=self.state.thread,
+                    previous_summary=summary,
+                    participants=participants,
+                    seen_ts=self.state.seen_ts,
+                    pending=messages,
+                ),
+            ),
+            search_attributes=workflow.info().typed_search_attributes.updated(
+                SLACK_PARTICIPANTS.value_set(participants)
+            ),
         )
 
     # -- Bookkeeping -----------------------------------------------------------------------

@@ -215,14 +215,34 @@
 
   const $ = (selector) => document.querySelector(selector);
   const tsNumber = (ts) => Number.parseFloat(ts);
-  const byTs = (a, b) => tsNumber(a.ts) - tsNumber(b.ts);
+  // Exact ts order (a double cannot hold every microsecond of "1700000000.000100"); the
+  // page's own notices sort just after the message that was last when they were made.
+  function byTs(a, b) {
+    const [aSeconds, aMicros] = tsParts(a.ts);
+    const [bSeconds, bMicros] = tsParts(b.ts);
+    return aSeconds - bSeconds || aMicros - bMicros || (a.after ? 1 : 0) - (b.after ? 1 : 0);
+  }
+  function tsParts(ts) {
+    const [seconds, fraction = ""] = String(ts).split(".");
+    return [Number(seconds), Number(fraction.padEnd(6, "0").slice(0, 6))];
+  }
 
   function userName(id) {
     const user = state.config && state.config.users.find((u) => u.id === id);
     return user ? user.name : id;
   }
 
-  const COLORS = ["#4a154b", "#1264a3", "#e01e5a", "#2eb67d", "#ecb22e", "#36c5f0", "#9c27b0"];
+  // People's avatar colours; green is the app's.
+  const COLORS = ["#4a154b", "#1264a3", "#e01e5a", "#e8912d", "#36c5f0", "#9c27b0", "#5b6abf"];
+
+  // Icons are inline SVG rather than emoji: a headless or minimal system may have no emoji font.
+  const ICONS = {
+    reply: '<svg viewBox="0 0 20 20" width="16" height="16" aria-hidden="true"><path fill="none" ' +
+      'stroke="currentColor" stroke-width="1.6" stroke-linejoin="round" d="M3 4.5h14v9H8l-4 3v-3H3z"/></svg>',
+    eye: '<svg viewBox="0 0 20 20" width="14" height="14" aria-hidden="true"><path fill="none" ' +
+      'stroke="currentColor" stroke-width="1.6" d="M1.5 10S5 4.5 10 4.5 18.5 10 18.5 10 15 15.5 10 ' +
+      '15.5 1.5 10 1.5 10z"/><circle cx="10" cy="10" r="2.5" fill="currentColor"/></svg>',
+  };
   function colorFor(id) {
     let hash = 0;
     for (const ch of String(id)) hash = (hash * 31 + ch.charCodeAt(0)) >>> 0;
@@ -302,8 +322,15 @@
   }
 
   function notice(text, threadTs) {
-    const ts = (Date.now() / 1000).toFixed(6);
-    state.notices.push({ channel: state.channel, user: state.user, thread_ts: threadTs || null, ts, text });
+    // LocalSlack's ts values run on their own clock, so a notice takes its place from them.
+    const known = [
+      ...channelMessages(state.channel).values(),
+      ...state.ephemerals.map((e) => ({ ts: e.message_ts })),
+    ].sort(byTs);
+    const ts = known.length ? known[known.length - 1].ts : (Date.now() / 1000).toFixed(6);
+    state.notices.push({
+      channel: state.channel, user: state.user, thread_ts: threadTs || null, ts, text, after: true,
+    });
     scheduleRender();
   }
 
@@ -407,8 +434,8 @@
   }
 
   function avatarHtml(message) {
-    if (message.kind === "notice") return '<div class="avatar slackbot">✱</div>';
-    if (message.bot_id || message.kind === "ephemeral") return '<div class="avatar bot">🤖</div>';
+    if (message.kind === "notice") return '<div class="avatar slackbot">S</div>';
+    if (message.bot_id || message.kind === "ephemeral") return '<div class="avatar bot">t</div>';
     const name = userName(message.user);
     return `<div class="avatar" style="background:${colorFor(message.user)}">${escapeHtml(name[0].toUpperCase())}</div>`;
   }
@@ -426,7 +453,7 @@
     const avatars = users.map((u) => {
       const bot = u === state.config.bot.id;
       const style = bot ? "background:#2eb67d" : `background:${colorFor(u)}`;
-      return `<span style="${style}">${bot ? "🤖" : escapeHtml(userName(u)[0].toUpperCase())}</span>`;
+      return `<span style="${style}">${bot ? "t" : escapeHtml(userName(u)[0].toUpperCase())}</span>`;
     }).join("");
     const count = replies.length === 1 ? "1 reply" : `${replies.length} replies`;
     return `<button type="button" class="thread-summary" data-open-thread="${escapeHtml(message.ts)}">` +
@@ -439,7 +466,7 @@
     const key = `${where}/${message.ts}`;
     const open = state.menu === key;
     const reply = where === "channel"
-      ? `<button type="button" class="action" data-open-thread="${escapeHtml(message.ts)}" title="Reply in thread" aria-label="Reply in thread">💬</button>`
+      ? `<button type="button" class="action" data-open-thread="${escapeHtml(message.ts)}" title="Reply in thread" aria-label="Reply in thread">${ICONS.reply}</button>`
       : "";
     const items = state.config.shortcuts.map((s) =>
       `<button type="button" class="menu-item" role="menuitem" data-shortcut="${escapeHtml(s.callback_id)}" data-ts="${escapeHtml(message.ts)}">` +
@@ -460,7 +487,7 @@
     if (state.highlight === message.ts) classes.push("highlight");
     const badge = bot ? '<span class="app-badge">APP</span>' : "";
     const edited = message.edited && !message.streaming ? '<span class="edited">(edited)</span>' : "";
-    const only = message.kind === "message" ? "" : '<div class="ephemeral-note">👁 Only visible to you</div>';
+    const only = message.kind === "message" ? "" : `<div class="ephemeral-note">${ICONS.eye} Only visible to you</div>`;
     const summary = where === "channel" && message.kind === "message" ? threadSummaryHtml(channel, message) : "";
     return `<div class="${classes.join(" ")}" data-ts="${escapeHtml(message.ts)}" data-user="${escapeHtml(message.user || "")}">` +
       `${avatarHtml(message)}<div class="content"><div class="meta"><span class="author">${escapeHtml(author)}</span>` +

@@ -1,0 +1,121 @@
+"""The Slack playground in a real headless Chromium: a whole conversation as a person has it,
+typed into the page, against the real bot, worker and Temporal.
+
+Needs Debian's chromium (``apt-get install -y chromium``) and the playwright package, whose
+wheel carries its driver; the browser is never downloaded. Without Chromium the test skips,
+except in CI (``CI`` set), where it fails. With ``THREADCHAT_SCREENSHOT`` set it saves
+docs/playground.png, the README's picture, mid-conversation.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from devtools.playground import Playground
+from devtools.stack import SIGNING_SECRET
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Without these, Chromium on a closed network keeps trying to reach Google's services and can
+# hang; playwright gives each launch a fresh profile directory of its own.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "playground.png"
+TIMEOUT_MS = 15_000
+
+
+def require_browser() -> None:
+    """Skip without a browser; in CI, where the browser test must run, fail instead."""
+    problem = None
+    if not CHROMIUM.exists():
+        problem = f"{CHROMIUM} is missing (apt-get install -y chromium)"
+    else:
+        try:
+            import playwright.async_api  # noqa: F401
+        except ImportError:
+            problem = "the playwright package is missing (pip install -e '.[dev]')"
+    if problem is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"the browser test cannot run in CI: {problem}", pytrace=False)
+    pytest.skip(f"no browser test: {problem}")
+
+
+async def test_a_conversation_in_the_playground(make_stack):
+    require_browser()
+    from playwright.async_api import async_playwright, expect
+
+    expect.set_options(timeout=TIMEOUT_MS)
+
+    stack = await make_stack()
+    playground = Playground(
+        stack.slack,
+        stack.bot_url,
+        SIGNING_SECRET,
+        temporal_ui_url="http://127.0.0.1:8233",
+        offline_model=True,
+    )
+    url = await playground.start()
+    page_errors: list[str] = []
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(
+                executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, timeout=TIMEOUT_MS
+            )
+            try:
+                page = await browser.new_page(viewport={"width": 1280, "height": 720})
+                page.set_default_timeout(TIMEOUT_MS)
+                page.on("pageerror", lambda error: page_errors.append(str(error)))
+                await page.goto(url)
+                await expect(page.locator("#channel-title")).to_have_text("# general")
+                await expect(page.locator("#temporal-link")).to_be_visible()
+                await expect(page.locator("#playground-note")).to_contain_text("offline model")
+
+                # Alice mentions the bot in #general; its answer opens a thread.
+                channel_box = page.locator("#channel-composer textarea")
+                await channel_box.fill("@threadchat what is Temporal?")
+                await channel_box.press("Enter")
+                mention = page.locator("#channel-messages .message", has_text="what is Temporal?")
+                await expect(mention.locator(".mention")).to_have_text("@threadchat")
+                await mention.locator(".thread-summary", has_text="1 reply").click()
+                thread = page.locator("#thread-messages")
+                await expect(thread.locator(".message.bot")).to_contain_text("You said:")
+
+                # Bob follows up in the thread, no mention needed: the reply quotes the history.
+                await page.select_option("#user-select", label="bob")
+                thread_box = page.locator("#thread-composer textarea")
+                await thread_box.fill("and what is a **workflow**?")
+                await thread_box.press("Enter")
+                await expect(thread.locator(".message.bot").nth(1)).to_contain_text(
+                    'Before that: "[alice] what is Temporal?"'
+                )
+                own = thread.locator(".message:not(.bot)", has_text="and what is a")
+                await expect(own.locator(".author")).to_have_text("bob")
+                await expect(own.locator("strong")).to_have_text("workflow")  # rendered mrkdwn
+                if os.environ.get("THREADCHAT_SCREENSHOT"):
+                    SCREENSHOT.parent.mkdir(exist_ok=True)
+                    await page.mouse.move(640, 620)  # no hover toolbar in the picture
+                    await page.screenshot(path=str(SCREENSHOT))
+
+                # Alice ends it. Slash commands run in the channel: /endchat answers her
+                # privately, and the summary lands in the thread.
+                await page.select_option("#user-select", label="alice")
+                await channel_box.fill("/endchat")
+                await channel_box.press("Enter")
+                answer = page.locator("#channel-messages .message.ephemeral")
+                await expect(answer).to_contain_text("Only visible to you")
+                await expect(answer).to_contain_text("Ending this conversation")
+                await expect(thread.locator(".message.bot").last).to_contain_text("Summary")
+            finally:
+                await browser.close()
+    finally:
+        await playground.stop()
+    assert page_errors == []
