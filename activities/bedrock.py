@@ -72,11 +72,13 @@ def make_client(settings: BedrockSettings) -> Any:
         read_timeout=settings.read_timeout,
         max_pool_connections=64,
     )
+    dummy_keys = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
     return boto3.session.Session().client(
         "bedrock-runtime",
         region_name=settings.region,
         endpoint_url=settings.endpoint_url,
         config=config,
+        **(dummy_keys if settings.local else {}),
     )
 
 

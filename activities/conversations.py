@@ -1,10 +1,14 @@
 """Activities that read Temporal itself: what a new conversation should know at its start."""
 
+import logging
+
 from temporalio import activity
 from temporalio.client import Client
 
 from threadchat.ids import conversation_id
 from threadchat.model import ConversationResult, ConversationSettings, ConversationSetup, ThreadRef
+
+log = logging.getLogger(__name__)
 
 
 class ConversationActivities:
@@ -19,6 +23,15 @@ class ConversationActivities:
         A mention in a thread whose conversation ended starts a new run of the same workflow
         id; the earlier run's result holds the summary the new one should remember.
         """
+        try:
+            previous = await self._previous_summary(thread)
+        except Exception as err:
+            # Remembering the last conversation is a nicety; never block a new one on it.
+            log.warning("could not read the thread's earlier conversation: %s", err)
+            previous = ""
+        return ConversationSetup(settings=self.settings, previous_summary=previous)
+
+    async def _previous_summary(self, thread: ThreadRef) -> str:
         workflow_id = conversation_id(thread.team, thread.channel, thread.thread_ts)
         ended = [
             execution
@@ -26,11 +39,10 @@ class ConversationActivities:
                 f"WorkflowId = '{workflow_id}' AND ExecutionStatus = 'Completed'"
             )
         ]
-        previous = ""
-        if ended:
-            latest = max(ended, key=lambda execution: execution.close_time)
-            handle = self.client.get_workflow_handle(
-                workflow_id, run_id=latest.run_id, result_type=ConversationResult
-            )
-            previous = (await handle.result(follow_runs=False)).summary
-        return ConversationSetup(settings=self.settings, previous_summary=previous)
+        if not ended:
+            return ""
+        latest = max(ended, key=lambda execution: execution.close_time)
+        handle = self.client.get_workflow_handle(
+            workflow_id, run_id=latest.run_id, result_type=ConversationResult
+        )
+        return (await handle.result(follow_runs=False)).summary

@@ -5,6 +5,7 @@ before acking and still answer Slack well within its 3 seconds.
 """
 
 import re
+from datetime import UTC, datetime
 
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
@@ -12,7 +13,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from threadchat.ids import conversation_id
 from threadchat.model import ConversationStart, EndRequest, ThreadRef, UserMessage
-from threadchat.temporal import SLACK_CHANNEL, SLACK_PARTICIPANTS
+from threadchat.temporal import CONVERSATION_STARTED, SLACK_CHANNEL, SLACK_PARTICIPANTS
 from workflows.conversation import ConversationWorkflow
 
 _SLACK_ID = re.compile(r"^[A-Z0-9]+$")
@@ -36,6 +37,8 @@ class Conversations:
                 [
                     SearchAttributePair(SLACK_CHANNEL, thread.channel),
                     SearchAttributePair(SLACK_PARTICIPANTS, [message.user]),
+                    # Only a new run takes these, so this is when the conversation began.
+                    SearchAttributePair(CONVERSATION_STARTED, datetime.now(UTC)),
                 ]
             ),
         )
@@ -64,8 +67,27 @@ class Conversations:
         ]
         if not running:
             return None
-        latest = max(running, key=lambda execution: execution.start_time)
+        # Not the run's start time: continue-as-new renews that.
+        latest = max(
+            running,
+            key=lambda execution: (
+                execution.typed_search_attributes.get(CONVERSATION_STARTED) or execution.start_time
+            ),
+        )
         return ThreadRef(team=team, channel=channel, thread_ts=latest.id[len(prefix) :])
+
+    async def includes(self, thread: ThreadRef, user: str) -> bool:
+        """Whether `user` takes part in the thread's running conversation."""
+        handle = self.client.get_workflow_handle(
+            conversation_id(thread.team, thread.channel, thread.thread_ts)
+        )
+        try:
+            description = await handle.describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return user in (description.typed_search_attributes.get(SLACK_PARTICIPANTS) or [])
 
     async def _signal(self, thread: ThreadRef, signal, arg) -> bool:
         handle = self.client.get_workflow_handle(

@@ -123,12 +123,18 @@ class Stack:
         return message["ts"]
 
     async def replies(self, channel: str, thread_ts: str, count: int, timeout: float = 20):
-        """Wait until the bot has posted `count` messages in the thread; return them."""
-        return await eventually(
-            lambda: (r := self.slack.bot_replies(channel, thread_ts)) and len(r) >= count and r,
-            timeout,
-            f"{count} bot replies in {channel}/{thread_ts}",
-        )
+        """Wait until the bot has `count` finished messages in the thread (none still
+        streaming); return them."""
+
+        def finished() -> list[dict] | None:
+            replies = self.slack.bot_replies(channel, thread_ts)
+            if len(replies) < count or any(
+                self.slack.is_streaming(channel, r["ts"]) for r in replies
+            ):
+                return None
+            return replies
+
+        return await eventually(finished, timeout, f"{count} bot replies in {channel}/{thread_ts}")
 
     def converse_requests(self) -> list[dict]:
         """Bodies of the model calls, streamed or not (summaries included)."""

@@ -35,6 +35,21 @@ def run(args: list[str], **env: str) -> subprocess.CompletedProcess:
             "BEDROCK_TEMPERATURE",
         ),
         ("dev", {"SLACK_API_URL": "slack.example"}, "SLACK_API_URL"),
+        ("dev", {"SLACK_BOT_TOKEN": "xoxb-1"}, "SLACK_SIGNING_SECRET"),
+        ("bot", {"SLACK_BOT_TOKEN": "x", "SLACK_SIGNING_SECRET": "s", "PORT": "99999"}, "PORT"),
+        ("worker", {"SLACK_BOT_TOKEN": "x", "BEDROCK_TEMPERATURE": "nan"}, "BEDROCK_TEMPERATURE"),
+        ("worker", {"SLACK_BOT_TOKEN": "x", "BEDROCK_TEMPERATURE": "5"}, "BEDROCK_TEMPERATURE"),
+        ("worker", {"SLACK_BOT_TOKEN": "x", "BEDROCK_READ_TIMEOUT": "inf"}, "BEDROCK_READ_TIMEOUT"),
+        (
+            "worker",
+            {"SLACK_BOT_TOKEN": "x", "CHAT_INACTIVITY_TIMEOUT": "999999999d"},
+            "CHAT_INACTIVITY_TIMEOUT",
+        ),
+        (
+            "worker",
+            {"SLACK_BOT_TOKEN": "x", "THREADCHAT_STREAMING": "maybe"},
+            "THREADCHAT_STREAMING",
+        ),
         (
             "dev",
             {"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": "localhost:1"},

@@ -5,8 +5,9 @@ import json
 
 import aiohttp
 
+from activities.bedrock import SUMMARY_PROMPT
 from devtools.slack_events import message_event, message_shortcut, sign, slash_command
-from devtools.stack import ALICE, BOB, SIGNING_SECRET
+from devtools.stack import ALICE, BOB, SIGNING_SECRET, eventually
 from threadchat.ids import thread_permalink
 from threadchat.model import EndRequest
 from workflows.conversation import ConversationWorkflow
@@ -57,21 +58,26 @@ async def test_slack_retries_and_double_delivery_get_one_reply(make_stack):
 
 async def test_bot_messages_and_strangers_threads_are_acked_and_ignored(make_stack):
     stack = await make_stack()
+    ts = await stack.mention(stack.channel, "hello")
+    await stack.replies(stack.channel, ts, 1)
+    bot_user = stack.slack.bot_user_id
+    # Our own message and another bot's, both inside the active thread and mentioning us.
     own = message_event(
         channel=stack.channel,
-        user=stack.slack.bot_user_id,
-        text="I am the bot",
+        user=bot_user,
+        text=f"<@{bot_user}> I am the bot",
         ts="1700000000.000001",
         bot_id=stack.slack.bot_id,
-        thread_ts="1700000000.000000",
+        thread_ts=ts,
     )
     other_bot = message_event(
         channel=stack.channel,
         user="U0OTHER",
-        text=f"<@{stack.slack.bot_user_id}> loop?",
+        text=f"<@{bot_user}> loop?",
         ts="1700000000.000002",
         subtype="bot_message",
         bot_id="B0OTHER",
+        thread_ts=ts,
     )
     no_conversation = message_event(
         channel=stack.channel,
@@ -86,20 +92,60 @@ async def test_bot_messages_and_strangers_threads_are_acked_and_ignored(make_sta
         text="edited",
         ts="1700000000.000004",
         subtype="message_changed",
+        thread_ts=ts,
     )
     reaction = {"type": "reaction_added", "user": ALICE, "reaction": "tada"}
     for event in (own, other_bot, no_conversation, edit, reaction):
         status, _ = await stack.sender.send_event(event)
         assert status == 200, event
-    # Nothing started: no workflow on this task queue, and Bedrock never called.
+    # A real follow-up is answered as turn 2: nothing above became a turn or a conversation.
+    await stack.say(stack.channel, ts, "real follow-up")
+    replies = await stack.replies(stack.channel, ts, 2)
+    assert "Turn 2" in replies[1]["text"] and "real follow-up" in replies[1]["text"]
     running = [
         w
         async for w in stack.client.list_workflows(
             f"TaskQueue = '{stack.settings.temporal.task_queue}'"
         )
     ]
-    assert running == []
-    assert stack.bedrock.requests == []
+    assert len(running) == 1
+
+
+async def test_mention_while_the_conversation_is_closing_starts_the_next(make_stack):
+    stack = await make_stack()
+    ts = await stack.mention(stack.channel, "first topic")
+    await stack.replies(stack.channel, ts, 1)
+    stack.bedrock.set_model_latency(1.0)  # a slow summary keeps the conversation closing
+    await stack.sender.send_command(
+        slash_command(command="/endchat", text="", channel_id=stack.channel, user_id=ALICE)
+    )
+    await eventually(
+        lambda: stack.bedrock.requests[-1].body["system"][0]["text"] == SUMMARY_PROMPT,
+        what="the closing summary to start",
+    )
+    await stack.mention(stack.channel, "second topic", thread_ts=ts, user=BOB)
+    stack.bedrock.set_model_latency(0)
+    replies = await stack.replies(stack.channel, ts, 3)
+    assert "Summary" in replies[1]["text"]
+    assert "second topic" in replies[2]["text"]
+    system = stack.converse_requests()[-1]["system"][0]["text"]
+    assert "earlier conversation in this thread" in system
+
+
+async def test_endchat_ends_the_users_latest_conversation(make_stack):
+    stack = await make_stack()
+    older = await stack.mention(stack.channel, "older")
+    newer = await stack.mention(stack.channel, "newer")
+    await stack.replies(stack.channel, newer, 1)
+    await stack.replies(stack.channel, older, 1)
+    await stack.say(stack.channel, older, "the older thread is the latest active one")
+    await stack.replies(stack.channel, older, 2)
+    await stack.sender.send_command(
+        slash_command(command="/endchat", text="", channel_id=stack.channel, user_id=ALICE)
+    )
+    result = await stack.handle(stack.channel, newer).result()
+    assert result.ended_by == "command"
+    assert (await stack.handle(stack.channel, older).describe()).status.name == "RUNNING"
 
 
 async def test_bad_or_missing_signature_gets_401(make_stack):
@@ -144,12 +190,19 @@ async def test_endchat_with_a_link_and_twice_gives_one_summary(make_stack):
     ts = await stack.mention(stack.channel, "hello")
     await stack.replies(stack.channel, ts, 1)
     link = f"<{thread_permalink('local', stack.channel, ts)}>"
+    # Someone who is not in the conversation cannot end it, and learns nothing of it.
+    status, body = await stack.sender.send_command(
+        slash_command(command="/endchat", text=link, channel_id="C0ELSEWHERE", user_id=BOB)
+    )
+    assert status == 200 and "nothing to end" in json.loads(body)["text"]
+    assert (await stack.handle(stack.channel, ts).describe()).status.name == "RUNNING"
     for _ in range(2):
         status, _ = await stack.sender.send_command(
-            slash_command(command="/endchat", text=link, channel_id="C0ELSEWHERE", user_id=BOB)
+            slash_command(command="/endchat", text=link, channel_id="C0ELSEWHERE", user_id=ALICE)
         )
         assert status == 200
-    await stack.handle(stack.channel, ts).result()
+    result = await stack.handle(stack.channel, ts).result()
+    assert result.ended_by == "command"
     replies = stack.slack.bot_replies(stack.channel, ts)
     assert sum("Summary" in r["text"] for r in replies) == 1
     # After the end, plain messages get no answer.

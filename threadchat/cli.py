@@ -15,8 +15,10 @@ log = logging.getLogger("threadchat")
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if level != "DEBUG":
-        # Bolt logs a rejected request's body (message text included) at INFO.
+        # Bolt logs a rejected request's body (message text included) at INFO, and the local
+        # servers of `dev` log every request.
         logging.getLogger("slack_bolt").setLevel(logging.WARNING)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 def _stop_event() -> asyncio.Event:
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         configure_logging(settings.log_level)
         if args.command == "worker":
             settings.require_slack_token()
-        elif args.command == "bot":
+        elif args.command == "bot" or (args.command == "dev" and settings.slack.bot_token):
             settings.require_bot_credentials()
         asyncio.run(COMMANDS[args.command][1](settings, **options))
     except ConfigError as err:

@@ -4,6 +4,7 @@
 problem is a `ConfigError` naming the variable, which the CLI prints as one line (exit 2).
 """
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ DEFAULT_SYSTEM_PROMPT = (
     "concisely, using Markdown where it helps. Do not start your reply with a [name] label."
 )
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+MAX_INACTIVITY_SECONDS = 30 * 86400
 
 
 class ConfigError(Exception):
@@ -62,6 +64,8 @@ class BedrockSettings:
     endpoint_url: str | None = None
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
+    # The local Bedrock server of `threadchat dev`: requests are signed with dummy keys.
+    local: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,9 @@ def _get(env: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
-def _number(env: Mapping[str, str], name: str, default: float, kind: type, low: float) -> Any:
+def _number(
+    env: Mapping[str, str], name: str, default: float, kind: type, low: float, high: float
+) -> Any:
     raw = _get(env, name)
     if raw is None:
         return default
@@ -108,8 +114,8 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type, low: 
         value = kind(raw)
     except ValueError:
         raise ConfigError(name, f"must be a {kind.__name__}, got {raw!r}") from None
-    if value < low:
-        raise ConfigError(name, f"must be at least {low}, got {raw!r}")
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ConfigError(name, f"must be between {low} and {high}, got {raw!r}")
     return value
 
 
@@ -149,6 +155,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         inactivity = parse_duration(timeout_raw)
     except ValueError as err:
         raise ConfigError("CHAT_INACTIVITY_TIMEOUT", str(err)) from None
+    if inactivity > MAX_INACTIVITY_SECONDS:
+        raise ConfigError("CHAT_INACTIVITY_TIMEOUT", f"must be at most 30d, got {timeout_raw!r}")
 
     api_url = _get(env, "SLACK_API_URL") or DEFAULT_SLACK_API_URL
     if not api_url.startswith(("http://", "https://")):
@@ -158,7 +166,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", f"must be a URL, got {endpoint!r}")
 
     model_id = _get(env, "BEDROCK_MODEL_ID") or DEFAULT_MODEL_ID
-    read_timeout = _number(env, "BEDROCK_READ_TIMEOUT", 60.0, float, 1)
+    read_timeout = _number(env, "BEDROCK_READ_TIMEOUT", 60.0, float, 1, 3600)
     log_level = (_get(env, "LOG_LEVEL") or "INFO").upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError("LOG_LEVEL", f"must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
@@ -169,23 +177,25 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             signing_secret=_get(env, "SLACK_SIGNING_SECRET"),
             app_token=_get(env, "SLACK_APP_TOKEN"),
             api_url=api_url if api_url.endswith("/") else api_url + "/",
-            port=_number(env, "PORT", 3000, int, 0),
+            port=_number(env, "PORT", 3000, int, 0, 65535),
         ),
         temporal=_temporal(env),
         bedrock=BedrockSettings(
             model_id=model_id,
             summary_model_id=_get(env, "BEDROCK_SUMMARY_MODEL_ID") or model_id,
             system_prompt=_get(env, "SYSTEM_PROMPT") or DEFAULT_SYSTEM_PROMPT,
-            max_tokens=_number(env, "BEDROCK_MAX_TOKENS", 2048, int, 1),
-            temperature=_number(env, "BEDROCK_TEMPERATURE", 0.5, float, 0),
+            max_tokens=_number(env, "BEDROCK_MAX_TOKENS", 2048, int, 1, 200_000),
+            temperature=_number(env, "BEDROCK_TEMPERATURE", 0.5, float, 0, 1),
             region=_get(env, "AWS_REGION") or _get(env, "AWS_DEFAULT_REGION") or "us-east-1",
             endpoint_url=endpoint,
             read_timeout=read_timeout,
         ),
         conversation=ConversationSettings(
             inactivity_timeout_seconds=inactivity,
-            context_budget_tokens=_number(env, "THREADCHAT_CONTEXT_TOKENS", 6000, int, 200),
-            history_event_cap=_number(env, "THREADCHAT_HISTORY_EVENT_CAP", 2000, int, 100),
+            context_budget_tokens=_number(
+                env, "THREADCHAT_CONTEXT_TOKENS", 6000, int, 200, 1_000_000
+            ),
+            history_event_cap=_number(env, "THREADCHAT_HISTORY_EVENT_CAP", 2000, int, 100, 40_000),
             # Longer than one Bedrock call can take, so Temporal's timeout never cuts a
             # call that botocore would still finish.
             model_timeout_seconds=read_timeout + 15,

@@ -46,8 +46,8 @@ def prompt_messages(
     remaining = budget_tokens - estimate_tokens(question)
     kept: list[Turn] = []
     for turn in reversed(turns):
-        if turn.reply is None:
-            continue
+        if not (turn.reply or "").strip():
+            continue  # failed turns, and any blank answer Bedrock would reject
         cost = turn_tokens(turn, names)
         if cost > remaining:
             break

@@ -46,14 +46,17 @@ async def run_dev(settings: Settings, stop: asyncio.Event, bedrock: str = "auto"
         await ensure_search_attributes(client)
         lines = [f"Temporal UI:    http://127.0.0.1:{TEMPORAL_UI_PORT}"]
 
-        if bedrock == "local" or (bedrock == "auto" and not has_aws_credentials()):
+        offline_model = bedrock == "local" or (bedrock == "auto" and not has_aws_credentials())
+        if offline_model:
             local_bedrock = LocalBedrock()
             endpoint = await local_bedrock.start()
             stack.push_async_callback(local_bedrock.stop)
             settings = dataclasses.replace(
-                settings, bedrock=dataclasses.replace(settings.bedrock, endpoint_url=endpoint)
+                settings,
+                bedrock=dataclasses.replace(settings.bedrock, endpoint_url=endpoint, local=True),
             )
-            print("No AWS credentials found: using the local Bedrock server's offline model.")
+            reason = "--bedrock local" if bedrock == "local" else "No AWS credentials found"
+            print(f"{reason}: using the local Bedrock server's offline model.")
             lines.append(f"Local Bedrock:  {endpoint}")
 
         if not settings.slack.bot_token:
@@ -79,7 +82,7 @@ async def run_dev(settings: Settings, stop: asyncio.Event, bedrock: str = "auto"
                 signing_secret,
                 temporal_ui_url=f"http://127.0.0.1:{TEMPORAL_UI_PORT}",
                 # Set just above when the local Bedrock server stands in for the model.
-                offline_model=any(line.startswith("Local Bedrock") for line in lines),
+                offline_model=offline_model,
             )
             playground_url = await playground.start(port=PLAYGROUND_PORT)
             stack.push_async_callback(playground.stop)

@@ -16,12 +16,19 @@ log = logging.getLogger(__name__)
 
 SLACK_CHANNEL = SearchAttributeKey.for_keyword("SlackChannel")
 SLACK_PARTICIPANTS = SearchAttributeKey.for_keyword_list("SlackParticipants")
+# When the conversation (not the current run) began: continue-as-new keeps it.
+CONVERSATION_STARTED = SearchAttributeKey.for_datetime("ConversationStarted")
 SEARCH_ATTRIBUTES = {
     SLACK_CHANNEL.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
     SLACK_PARTICIPANTS.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST,
+    CONVERSATION_STARTED.name: IndexedValueType.INDEXED_VALUE_TYPE_DATETIME,
 }
 # For `temporal server start-dev --search-attribute NAME=TYPE`.
-DEV_SERVER_SEARCH_ATTRIBUTES = ["SlackChannel=Keyword", "SlackParticipants=KeywordList"]
+DEV_SERVER_SEARCH_ATTRIBUTES = [
+    "SlackChannel=Keyword",
+    "SlackParticipants=KeywordList",
+    "ConversationStarted=Datetime",
+]
 
 
 async def connect(settings: TemporalSettings) -> Client:
@@ -30,30 +37,40 @@ async def connect(settings: TemporalSettings) -> Client:
     )
 
 
+class MissingSearchAttributes(Exception):
+    """The namespace lacks the search attributes conversations are started with."""
+
+
 async def ensure_search_attributes(client: Client) -> None:
     """Create the custom search attributes if the namespace lacks them.
 
-    Temporal Cloud refuses this call for API keys without admin rights; there, create the
-    attributes once in the Cloud UI or with tcld, and the warning below says so.
+    Without them every new conversation would be refused, so a namespace that lacks them and
+    refuses to create them (Temporal Cloud API keys without admin rights) is an error that
+    names them; create them once in the Cloud UI or with tcld. If the namespace cannot even be
+    asked, the worker carries on: starts will tell.
     """
     try:
         existing = await client.operator_service.list_search_attributes(
             ListSearchAttributesRequest(namespace=client.namespace)
         )
-        missing = {
-            name: kind
-            for name, kind in SEARCH_ATTRIBUTES.items()
-            if name not in existing.custom_attributes
-        }
-        if missing:
-            await client.operator_service.add_search_attributes(
-                AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
-            )
-            log.info("created search attributes %s", ", ".join(sorted(missing)))
     except Exception as err:
-        log.warning(
-            "could not check or create search attributes %s (%s); create them in the "
-            "namespace so /endchat can find conversations",
-            ", ".join(SEARCH_ATTRIBUTES),
-            err,
+        log.warning("could not list search attributes (%s); assuming they exist", err)
+        return
+    missing = {
+        name: kind
+        for name, kind in SEARCH_ATTRIBUTES.items()
+        if name not in existing.custom_attributes
+    }
+    if not missing:
+        return
+    try:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
         )
+    except Exception as err:
+        raise MissingSearchAttributes(
+            f"namespace {client.namespace} lacks search attributes "
+            f"{', '.join(sorted(missing))} and they could not be created ({err}); "
+            f"create them in the namespace"
+        ) from None
+    log.info("created search attributes %s", ", ".join(sorted(missing)))

@@ -18,20 +18,25 @@ _BEDROCK_FAILURES = {
     "ValidationException": "the model rejected the request. Please rephrase and try again.",
 }
 _DEFAULT_FAILURE = "I couldn't reach the model just now. Please try again in a moment."
+_SLACK_FAILURE = (
+    ":warning: Sorry, I wrote an answer but Slack would not take it. Please ask again in a moment."
+)
 
 
-def bedrock_failure(error_type: str | None) -> str:
+def turn_failure(error_type: str | None) -> str:
     """The notice posted in the thread when a turn finally fails."""
+    if (error_type or "").startswith("Slack"):
+        return _SLACK_FAILURE
     return f":warning: Sorry, {_BEDROCK_FAILURES.get(error_type or '', _DEFAULT_FAILURE)}"
 
 
 def summary_message(summary: str, ended_by: str) -> str:
     reason = {
-        "inactivity": "after a quiet spell",
-        "command": "with /endchat",
-        "shortcut": "with End chat",
+        "inactivity": " after a quiet spell",
+        "command": " with /endchat",
+        "shortcut": " with End chat",
     }.get(ended_by, "")
-    return f"**Conversation ended {reason}. Summary:**\n{summary}".replace("  ", " ")
+    return f"**Conversation ended{reason}. Summary:**\n{summary}"
 
 
 THINKING = "is thinking…"

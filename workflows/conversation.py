@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
         Turn,
         UserMessage,
     )
-    from threadchat.temporal import SLACK_PARTICIPANTS
+    from threadchat.temporal import CONVERSATION_STARTED, SLACK_PARTICIPANTS
 
 # Temporal owns retries (botocore makes one attempt). Throttling and 5xx back off up to about
 # a minute in all; errors that cannot succeed are non-retryable and fail at once.
@@ -44,8 +44,7 @@ SLACK_RETRY = RetryPolicy(
 SLACK_TIMEOUT = timedelta(seconds=30)
 # A streamed answer may take minutes in all; the heartbeat timeout catches a dead worker.
 STREAMING_TIMEOUT = timedelta(minutes=10)
-# If summaries keep failing, kept turns are capped here so the carried state stays small.
-MAX_KEPT_TURNS = 100
+MAX_KEPT_BUDGETS = 4
 
 
 def _failure_type(err: ActivityError) -> str | None:
@@ -160,7 +159,7 @@ class ConversationWorkflow:
         except ActivityError as err:
             failure = _failure_type(err)
             workflow.logger.warning("turn %s failed: %s", self.state.turn_count, failure)
-            await self._post(texts.bedrock_failure(failure), f"turn-{self.state.turn_count}-notice")
+            await self._post(texts.turn_failure(failure), f"turn-{self.state.turn_count}-notice")
         else:
             turn.reply = reply.text
             turn.input_tokens, turn.output_tokens = reply.input_tokens, reply.output_tokens
@@ -257,7 +256,13 @@ class ConversationWorkflow:
                 self.state.rolling_summary = summary
                 del self.state.turns[:count]
                 self.state.folded_turns += count
-        del self.state.turns[:-MAX_KEPT_TURNS]
+        # If summaries keep failing, keep the carried state small: at most a few budgets of
+        # verbatim turns (continue-as-new fails for good past 2 MiB).
+        while len(self.state.turns) > 1 and (
+            sum(context.turn_tokens(t, self.state.names) for t in self.state.turns)
+            > MAX_KEPT_BUDGETS * budget
+        ):
+            del self.state.turns[0]
 
     async def _summarize(self, turns: list[Turn], *, final: bool) -> str:
         summary = await workflow.execute_activity_method(
@@ -321,7 +326,8 @@ class ConversationWorkflow:
                 ),
             ),
             search_attributes=workflow.info().typed_search_attributes.updated(
-                SLACK_PARTICIPANTS.value_set(participants)
+                SLACK_PARTICIPANTS.value_set(participants),
+                CONVERSATION_STARTED.value_set(workflow.now()),
             ),
         )
 

@@ -25,6 +25,10 @@ def register(app: AsyncApp, conversations: Conversations) -> None:
                 await ack(text=texts.BAD_THREAD_LINK, response_type="ephemeral")
                 return
             thread: ThreadRef | None = ThreadRef(team, location.channel, location.thread_ts)
+            # A link is not proof of access: only participants may end a conversation this
+            # way, and others learn nothing about whether it exists.
+            if not await conversations.includes(thread, user):
+                thread = None
         else:
             thread = await conversations.latest_for(team, channel, user)
         if thread is None or not await conversations.end(thread, EndRequest(user, "command")):
