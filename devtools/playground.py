@@ -65,6 +65,7 @@ from devtools.slack_events import (
     message_shortcut,
     slash_command,
 )
+from threadchat.ids import conversation_id
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +242,10 @@ class Playground:
             "statuses": statuses,
             "bot_events_url": self.bot_events_url,
             "temporal_ui_url": self.temporal_ui_url,
+            # Each thread links to its conversation's workflow in the Temporal UI.
+            "workflow_url": self.temporal_ui_url
+            and f"{self.temporal_ui_url}/namespaces/default/workflows/"
+            + conversation_id(self.slack.team_id, "{channel}", "{thread_ts}"),
             "offline_model": self.offline_model,
         }
 

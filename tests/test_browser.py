@@ -88,6 +88,14 @@ async def test_a_conversation_in_the_playground(make_stack):
                 await mention.locator(".thread-summary", has_text="1 reply").click()
                 thread = page.locator("#thread-messages")
                 await expect(thread.locator(".message.bot")).to_contain_text("You said:")
+                # The thread links to its conversation's workflow in the Temporal UI.
+                workflow = await page.locator("#thread-workflow").get_attribute("href")
+                prefix = "http://127.0.0.1:8233/namespaces/default/workflows/"
+                assert workflow.startswith(prefix)
+                described = await stack.client.get_workflow_handle(
+                    workflow.removeprefix(prefix)
+                ).describe()
+                assert described.workflow_type == "ConversationWorkflow"
 
                 # Bob follows up in the thread, no mention needed: the reply quotes the history.
                 await page.select_option("#user-select", label="bob")

@@ -570,6 +570,13 @@
       }
       html += rest.map((m) => messageHtml("thread", channel, m)).join("");
       $("#thread-channel").textContent = label;
+      const workflow = $("#thread-workflow");
+      workflow.hidden = !state.config.workflow_url;
+      if (state.config.workflow_url) {
+        workflow.href = state.config.workflow_url
+          .replace("{channel}", channel)
+          .replace("{thread_ts}", thread.ts);
+      }
       setHtml($("#thread-messages"), html, jumpToBottom);
       const status = state.statuses.get(`${channel}/${thread.ts}`);
       $("#thread-status").innerHTML = status
