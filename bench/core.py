@@ -46,7 +46,9 @@ async def main(threads: int, turns: int) -> None:
     client = await server.start()
     stack = await start_stack(client)
     try:
-        conversations = Conversations(client, stack.settings.temporal.task_queue)
+        # A task queue no worker polls: the RPCs are measured alone, as the bot sees them
+        # while workers are busy elsewhere.
+        conversations = Conversations(client, "bench-unpolled")
         channel = stack.channel
 
         # The Slack handler's RPCs, one at a time so each is measured alone.
