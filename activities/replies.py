@@ -29,7 +29,7 @@ from activities import slack as slack_activities
 from activities.bedrock import BedrockActivities, check_stop_reason, classify
 from threadchat.formatting import SAFE_LIMIT, split_markdown
 from threadchat.model import DeliveredReply, ReplyRequest, ThreadRef
-from threadchat.texts import THINKING
+from threadchat.texts import THINKING, THINKING_RETRYING
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 STREAM_FLUSH_SECONDS = 0.25
 UPDATE_FLUSH_SECONDS = 1.2
 HEARTBEAT_SECONDS = 2.0
+SLOW_TURN_SECONDS = 10
 
 
 class SlackReplyWriter:
@@ -280,7 +281,10 @@ class ReplyActivities:
             heartbeats.cancel()
 
     async def _write(self, request: ReplyRequest, writer: SlackReplyWriter) -> DeliveredReply:
-        await self._set_status(request, THINKING)
+        info = activity.info()
+        waited = time.time() - info.scheduled_time.timestamp()
+        slow = info.attempt > 1 and waited > SLOW_TURN_SECONDS
+        await self._set_status(request, THINKING_RETRYING if slow else THINKING)
         text, usage = "", {}
         async for kind, value in self._model_events(request):
             if kind == "text":

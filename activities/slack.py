@@ -14,8 +14,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from threadchat import texts
 from threadchat.formatting import split_markdown
-from threadchat.model import PostedMessage, SlackPost, ThreadRef
+from threadchat.model import EndNotice, PostedMessage, SlackPost, ThreadRef
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,21 @@ class SlackActivities:
                 raise classify(err) from err
             ts = response["ts"]
         return PostedMessage(ts=ts)
+
+    @activity.defn
+    async def notify_ended(self, notice: EndNotice) -> None:
+        """Tell whoever ended the conversation where its summary is, only to them."""
+        try:
+            link = await self.client.chat_getPermalink(
+                channel=notice.thread.channel, message_ts=notice.summary_ts
+            )
+            await self.client.chat_postEphemeral(
+                channel=notice.thread.channel,
+                user=notice.user,
+                text=texts.ended_notice(link["permalink"]),
+            )
+        except SlackApiError as err:
+            raise classify(err) from err
 
     @activity.defn
     async def describe_users(self, user_ids: list[str]) -> dict[str, str]:

@@ -231,8 +231,12 @@ async def test_end_chat_shortcut_ends_the_thread_it_is_used_in(make_stack):
     assert status == 200
     replies = await stack.replies(stack.channel, ts, 2)
     assert "Summary" in replies[-1]["text"]
-    [answer] = stack.slack.ephemerals
-    assert answer["user"] == ALICE and "Ending" in answer["text"]
+    answers = await eventually(
+        lambda: len(stack.slack.ephemerals) > 1 and stack.slack.ephemerals, what="answers"
+    )
+    assert all(answer["user"] == ALICE for answer in answers)
+    assert "Ending" in answers[0]["text"]
+    assert replies[-1]["ts"].replace(".", "") in answers[1]["text"]  # links to the summary
 
 
 async def test_quiet_thread_ends_with_a_summary(make_stack):

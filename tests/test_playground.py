@@ -86,11 +86,18 @@ async def test_endchat_answers_privately_and_posts_the_summary(playground):
     assert status == 200 and result["ok"], result
     assert "Ending" in result["response"]["text"]
     # The immediate answer is shown to Alice alone, as Slack shows it.
-    [shown] = await eventually(lambda: pg.stack.slack.ephemerals, 5, "the ephemeral answer")
-    assert shown["user"] == ALICE and shown["channel"] == pg.general
-    assert "Ending" in shown["text"]
+    shown = await eventually(lambda: pg.stack.slack.ephemerals, 5, "the ephemeral answer")
+    assert shown[0]["user"] == ALICE and shown[0]["channel"] == pg.general
+    assert "Ending" in shown[0]["text"]
     replies = await pg.stack.replies(pg.general, ts, 2)
     assert "Summary" in replies[-1]["text"]
+    # Then a second private note links to the summary itself.
+    ended = await eventually(
+        lambda: len(pg.stack.slack.ephemerals) > 1 and pg.stack.slack.ephemerals[1],
+        5,
+        "the link to the summary",
+    )
+    assert replies[-1]["ts"].replace(".", "") in ended["text"] and ended["user"] == ALICE
 
 
 async def test_the_end_chat_shortcut_ends_the_thread_it_is_used_in(playground):
@@ -105,8 +112,11 @@ async def test_the_end_chat_shortcut_ends_the_thread_it_is_used_in(playground):
     assert status == 200 and result["ok"], result
     replies = await pg.stack.replies(pg.general, ts, 2)
     assert "Summary" in replies[-1]["text"]
-    [answer] = await eventually(lambda: pg.stack.slack.ephemerals, 5, "the shortcut's answer")
-    assert answer["user"] == ALICE and "Ending" in answer["text"]
+    answers = await eventually(
+        lambda: len(pg.stack.slack.ephemerals) > 1 and pg.stack.slack.ephemerals, 5, "answers"
+    )
+    assert all(answer["user"] == ALICE for answer in answers)
+    assert "Ending" in answers[0]["text"] and "summary" in answers[1]["text"]
 
 
 async def test_the_event_stream_delivers_the_bots_messages_live(playground):

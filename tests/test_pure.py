@@ -3,7 +3,7 @@
 import pytest
 
 from bot.parsing import parse_message_event
-from threadchat import context, dedupe
+from threadchat import context, dedupe, texts
 from threadchat.durations import parse_duration
 from threadchat.ids import conversation_id, parse_thread_link, thread_permalink
 from threadchat.model import Turn, UserMessage
@@ -166,3 +166,39 @@ def test_top_level_dm_starts_and_channel_chatter_is_ignored():
 )
 def test_edits_joins_and_bot_messages_are_ignored(fields):
     assert parse_message_event(_event(**fields), "T1", BOT) is None
+
+
+def test_summary_message_has_header_people_turns_and_duration():
+    text = texts.summary_message(
+        "- decided X",
+        ended_by="command",
+        participants=["alice", "bob"],
+        turns=3,
+        duration_seconds=3720,
+    )
+    header, facts, _, body = text.split("\n", 3)
+    assert header == "### Conversation summary"
+    assert "/endchat" in facts and "alice, bob" in facts and "3 turns" in facts
+    assert "1 h 2 min" in facts
+    assert body == "- decided X"
+
+
+def test_summary_message_without_a_summary_says_why():
+    text = texts.summary_message(
+        "", ended_by="inactivity", participants=["alice"], turns=1, duration_seconds=5
+    )
+    assert "quiet" in text and "1 turn ·" in text and "5 s" in text and ":warning:" in text
+
+
+@pytest.mark.parametrize(
+    ("error_type", "words"),
+    [
+        ("ThrottlingException", "busy"),
+        ("AccessDeniedException", "not allowed"),
+        ("Slack:msg_too_long", "Slack"),
+        (None, "couldn't reach"),
+    ],
+)
+def test_turn_failures_start_with_a_warning_and_say_what_happened(error_type, words):
+    notice = texts.turn_failure(error_type)
+    assert notice.startswith(":warning:") and words in notice

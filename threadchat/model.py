@@ -174,6 +174,15 @@ class PostedMessage:
 
 
 @dataclass
+class EndNotice:
+    """Tell `user`, privately, that the conversation ended and where its summary is."""
+
+    thread: ThreadRef
+    user: str
+    summary_ts: str
+
+
+@dataclass
 class ConversationResult:
     """What a finished conversation returns: the transcript it kept and the summary."""
 

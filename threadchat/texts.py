@@ -30,21 +30,46 @@ def turn_failure(error_type: str | None) -> str:
     return f":warning: Sorry, {_BEDROCK_FAILURES.get(error_type or '', _DEFAULT_FAILURE)}"
 
 
-def summary_message(summary: str, ended_by: str) -> str:
+def summary_message(
+    summary: str,
+    *,
+    ended_by: str,
+    participants: list[str],
+    turns: int,
+    duration_seconds: float,
+) -> str:
+    """The closing message: a header, who took part, turns, duration, then the summary."""
     reason = {
         "inactivity": " after a quiet spell",
         "command": " with /endchat",
         "shortcut": " with End chat",
     }.get(ended_by, "")
-    return f"**Conversation ended{reason}. Summary:**\n{summary}"
+    facts = (
+        f"{', '.join(participants) or 'nobody'} · {turns} turn{'s' if turns != 1 else ''} · "
+        f"{format_duration(duration_seconds)}"
+    )
+    body = summary or (":warning: I couldn't write a summary because the model was unavailable.")
+    return f"### Conversation summary\n_Ended{reason}. {facts}_\n\n{body}"
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min"
 
 
 THINKING = "is thinking…"
+# After about 10 s of Bedrock refusing (throttling), the status says why the answer is slow.
+THINKING_RETRYING = "is waiting for the model, which is busy. Still trying…"
 
-SUMMARY_FAILED = (
-    ":warning: This conversation has ended, but I couldn't write its summary "
-    "because the model was unavailable."
-)
+
+def ended_notice(permalink: str) -> str:
+    """The private answer to whoever ended the conversation (mrkdwn: an ephemeral message)."""
+    return f"Conversation ended. <{permalink}|Its summary> is in the thread."
 
 
 def ended_link(team_domain: str, thread: ThreadRef) -> str:

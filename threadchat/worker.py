@@ -49,6 +49,7 @@ def build_worker(
             replies.stream_reply,
             slack.post_message,
             slack.describe_users,
+            slack.notify_ended,
             conversations.open_conversation,
         ],
         activity_executor=ThreadPoolExecutor(MAX_CONCURRENT_ACTIVITIES),

@@ -18,6 +18,7 @@ with workflow.unsafe.imports_passed_through():
         ConversationState,
         ConversationStatus,
         DeliveredReply,
+        EndNotice,
         EndRequest,
         ReplyRequest,
         SlackPost,
@@ -45,6 +46,8 @@ SLACK_TIMEOUT = timedelta(seconds=30)
 # A streamed answer may take minutes in all; the heartbeat timeout catches a dead worker.
 STREAMING_TIMEOUT = timedelta(minutes=10)
 MAX_KEPT_BUDGETS = 4
+# Continue as new well before Temporal's 4 MiB suggestion when turns are large.
+HISTORY_SIZE_CAP = 2 * 1024 * 1024
 
 
 def _failure_type(err: ActivityError) -> str | None:
@@ -201,7 +204,7 @@ class ConversationWorkflow:
                 ReplyActivities.stream_reply,
                 request,
                 start_to_close_timeout=STREAMING_TIMEOUT,
-                heartbeat_timeout=timedelta(seconds=15),
+                heartbeat_timeout=timedelta(seconds=10),
                 retry_policy=BEDROCK_RETRY,
                 summary=f"stream reply {self.state.turn_count}",
             )
@@ -290,11 +293,24 @@ class ConversationWorkflow:
         ended_by = self.state.end_request.via
         try:
             summary = await self._summarize(self.state.turns, final=True)
-            message = texts.summary_message(summary, ended_by)
         except ActivityError as err:
             workflow.logger.warning("final summary failed: %s", _failure_type(err))
-            summary, message = "", texts.SUMMARY_FAILED
-        await self._post(message, "summary")
+            summary = ""
+        summary_ts = await self._post(
+            texts.summary_message(
+                summary,
+                ended_by=ended_by,
+                participants=[
+                    context.speaker(u, self.state.names) for u in self.state.participants
+                ],
+                turns=self.state.turn_count,
+                duration_seconds=workflow.now().timestamp() - self.state.started_at,
+            ),
+            "summary",
+        )
+        requested_by = self.state.end_request.requested_by
+        if summary_ts and requested_by and workflow.patched("tell-who-ended-it"):
+            await self._tell_who_ended_it(requested_by, summary_ts)
         if self.state.next_conversation:
             self._open_next_conversation(summary)
         return ConversationResult(
@@ -333,11 +349,24 @@ class ConversationWorkflow:
 
     # -- Bookkeeping -----------------------------------------------------------------------
 
-    async def _post(self, text: str, key: str) -> None:
-        """Post a notice or summary; if Slack stays down, log it rather than fail the
-        conversation."""
+    async def _tell_who_ended_it(self, user: str, summary_ts: str) -> None:
+        """Answer the /endchat or End chat user privately, with a link to the summary."""
         try:
             await workflow.execute_activity_method(
+                SlackActivities.notify_ended,
+                EndNotice(thread=self.state.thread, user=user, summary_ts=summary_ts),
+                start_to_close_timeout=SLACK_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_attempts=3),
+                summary="tell who ended it",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("could not notify who ended it: %s", _failure_type(err))
+
+    async def _post(self, text: str, key: str) -> str | None:
+        """Post a notice or summary and return its ts; if Slack stays down, log it rather
+        than fail the conversation."""
+        try:
+            posted = await workflow.execute_activity_method(
                 SlackActivities.post_message,
                 SlackPost(self.state.thread, text, self._key(key)),
                 start_to_close_timeout=SLACK_TIMEOUT,
@@ -346,6 +375,8 @@ class ConversationWorkflow:
             )
         except ActivityError as err:
             workflow.logger.error("could not post %s: %s", key, _failure_type(err))
+            return None
+        return posted.ts
 
     def _key(self, name: str) -> str:
         """An idempotency key unique to this conversation (a thread can host several)."""
@@ -356,4 +387,5 @@ class ConversationWorkflow:
         return (
             info.is_continue_as_new_suggested()
             or info.get_current_history_length() >= self.state.settings.history_event_cap
+            or info.get_current_history_size() >= HISTORY_SIZE_CAP
         )
