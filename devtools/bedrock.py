@@ -530,7 +530,10 @@ class LocalBedrock:
 
     async def _converse(self, body: dict[str, Any], arrived: float) -> web.Response:
         reply, stop_reason, input_tokens = self._prepare_turn(body)
-        await asyncio.sleep(self._model_latency_s)
+        # A model writes at the same pace whether or not it streams: the whole answer is
+        # ready only after as long as streaming it would take.
+        chunks = math.ceil(len(reply) / self._stream_chunk_chars)
+        await asyncio.sleep(self._model_latency_s + max(0, chunks - 1) * self._stream_delay_s)
         output_tokens = estimate_tokens(reply)
         return web.json_response(
             {
