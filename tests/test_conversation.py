@@ -261,3 +261,37 @@ async def test_a_30000_character_answer_lands_as_several_messages_in_order(make_
     positions = [text.index(f"Part {i:03d}.") for i in range(60)]
     assert positions == sorted(positions)  # in order, nothing missing
     assert not [c for c in stack.slack.calls if c.error == "msg_too_long"]
+
+
+async def test_a_long_answer_reaches_slack_in_several_appends(make_stack):
+    answer = " ".join(f"word{i}" for i in range(300))  # ~2,400 characters
+    stack = await make_stack(
+        bedrock_options={
+            "responder": lambda body: answer,
+            "stream_chunk_chars": 20,
+            "stream_delay_s": 0.01,
+        }
+    )
+    ts = await stack.mention(stack.channel, "go on")
+    [reply] = await stack.replies(stack.channel, ts, 1)
+    [start] = stack.slack.calls_to("chat.startStream")
+    appends = stack.slack.calls_to("chat.appendStream")
+    assert len(appends) >= 3  # the text appeared as the model wrote it
+    streamed = start.params["markdown_text"] + "".join(c.params["markdown_text"] for c in appends)
+    assert streamed.strip() == answer == reply["text"].strip()
+    assert stack.slack.calls_to("chat.stopStream")
+    # "is thinking…" was shown, then cleared as the first words arrived.
+    statuses = [c.params["status"] for c in stack.slack.calls_to("assistant.threads.setStatus")]
+    assert statuses[0].startswith("is thinking") and statuses[-1] == ""
+
+
+async def test_a_turn_throttled_for_over_10_seconds_says_so(make_stack):
+    stack = await make_stack()
+    # Retries start 1, 2, 4 and 8 s apart: the fifth attempt comes about 15 s in.
+    stack.bedrock.inject(Fault("ThrottlingException", times=4))
+    ts = await stack.mention(stack.channel, "patience")
+    [reply] = await stack.replies(stack.channel, ts, 1, timeout=40)
+    assert "patience" in reply["text"]
+    statuses = [c.params["status"] for c in stack.slack.calls_to("assistant.threads.setStatus")]
+    assert any("busy" in status for status in statuses), statuses
+    assert statuses[-1] == ""
