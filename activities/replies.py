@@ -27,7 +27,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import slack as slack_activities
 from activities.bedrock import BedrockActivities, check_stop_reason, classify
-from threadchat.formatting import SAFE_LIMIT, split_markdown
+from threadchat.formatting import SAFE_LIMIT, slack_markdown, split_markdown
 from threadchat.model import DeliveredReply, ReplyRequest, ThreadRef
 from threadchat.texts import THINKING, THINKING_RETRYING
 
@@ -167,15 +167,19 @@ class SlackReplyWriter:
 
     async def finish(self, text: str, metadata: dict) -> str:
         """Complete the reply with its full `text`; returns the ts of its last message."""
+        # Tables stream as raw pipes; Slack can't render them, so the finished text shows
+        # them as code blocks. Converting the whole answer also catches tables that were
+        # split across chunks.
+        final = slack_markdown(text)
         if self.mode in ("stream", "update"):
             await self._flush()
-            if self.mode != "single" and self.ts is not None:
+            if self.mode != "single" and self.ts is not None and final == text:
                 await self._finish_message(metadata)
                 return self.messages[-1]
         # The whole answer is known: lay it out over the messages already in the thread
         # (in order), post the rest, and remove what is left over.
         existing = self.earlier + self.messages
-        parts = split_markdown(text)
+        parts = split_markdown(final)
         last_ts = ""
         for index, part in enumerate(parts):
             meta = metadata if index == len(parts) - 1 else None

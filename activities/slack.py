@@ -15,7 +15,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from threadchat import texts
-from threadchat.formatting import split_markdown
+from threadchat.formatting import slack_markdown, split_markdown
 from threadchat.model import EndNotice, PostedMessage, SlackPost, ThreadRef
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class SlackActivities:
         Text over Slack's Markdown limit goes out as several messages, in order, each with a
         key of its own so that a retry posts only the parts still missing.
         """
-        parts = split_markdown(post.text)
+        parts = split_markdown(slack_markdown(post.text))
         retrying = activity.info().attempt > 1
         ts = ""
         for index, part in enumerate(parts):
