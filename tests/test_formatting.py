@@ -1,9 +1,9 @@
 """Model Markdown for Slack: splitting long answers into Slack-sized messages, degrading
-tables for `markdown_text`, and converting to mrkdwn for surfaces that take `text`."""
+tables for `markdown_text`."""
 
 import pytest
 
-from threadchat.formatting import MARKDOWN_LIMIT, mrkdwn, slack_markdown, split_markdown
+from threadchat.formatting import MARKDOWN_LIMIT, slack_markdown, split_markdown
 
 
 def test_short_text_is_one_part():
@@ -190,73 +190,3 @@ def test_a_big_table_in_a_long_text_still_splits_into_balanced_parts():
     assert all(f"row {i} " in joined for i in range(600))
     assert "| row 0 |" not in joined  # no raw table rows left
     assert parts[-1].endswith("outro")
-
-
-# --- mrkdwn: standard Markdown as Slack's own markup ------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("markdown", "expected"),
-    [
-        ("**bold**", "*bold*"),
-        ("__bold__", "*bold*"),
-        ("*italic*", "_italic_"),
-        ("_italic_", "_italic_"),
-        ("***both***", "*_both_*"),
-        ("**bold** and *italic* together", "*bold* and _italic_ together"),
-        ("~~strike~~", "~strike~"),
-        ("# Heading", "*Heading*"),
-        ("### Heading with **bold** ###", "*Heading with bold*"),
-        ("#hashtag", "#hashtag"),
-        ("[label](https://example.com)", "<https://example.com|label>"),
-        ("[**bold** label](https://example.com)", "<https://example.com|*bold* label>"),
-        (
-            "[x](https://en.wikipedia.org/wiki/Foo_(bar))",
-            "<https://en.wikipedia.org/wiki/Foo_(bar)|x>",
-        ),
-        ('[x](https://example.com "a title")', "<https://example.com|x>"),
-        ("[x](<https://example.com/a b>)", "<https://example.com/a%20b|x>"),
-        ("[x](https://e.com/?a=1&b=2)", "<https://e.com/?a=1&amp;b=2|x>"),
-        ("![alt](https://e.com/i.png)", "<https://e.com/i.png|alt>"),
-        ("[https://e.com](https://e.com)", "<https://e.com>"),
-        ("<https://example.com>", "<https://example.com>"),
-        ("[not a link] (x)", "[not a link] (x)"),
-        ("a & b < c > d", "a &amp; b &lt; c &gt; d"),
-        ("<!channel> <@U123>", "&lt;!channel&gt; &lt;@U123&gt;"),
-        ("`**not bold** & <x>`", "`**not bold** &amp; &lt;x&gt;`"),
-        ("snake_case_name and 2 * 3 * 4", "snake_case_name and 2 * 3 * 4"),
-        ("see https://e.com/a_b_c_d", "see https://e.com/a_b_c_d"),
-        ("\\*not italic\\*", "*not italic*"),
-        ("- **bold** item", "• *bold* item"),
-        ("  * nested *italic*", "  • nested _italic_"),
-        ("1. **first**", "1. *first*"),
-        ("> quoted **bold**", "> quoted *bold*"),
-        ("---", "---"),
-    ],
-)
-def test_mrkdwn_inline(markdown, expected):
-    assert mrkdwn(markdown) == expected
-
-
-def test_mrkdwn_leaves_code_fences_alone_but_escapes_them_and_drops_the_language():
-    text = "```python\nif a < b and **c**:\n    pass\n```\n**after**"
-    assert mrkdwn(text) == "```\nif a &lt; b and **c**:\n    pass\n```\n*after*"
-
-
-def test_mrkdwn_closes_a_fence_left_open():
-    assert mrkdwn("```\ncode") == "```\ncode\n```"
-
-
-def test_mrkdwn_turns_tables_into_code_blocks_too():
-    assert mrkdwn(TABLE) == TABLE_BLOCK
-
-
-def test_mrkdwn_a_whole_answer():
-    text = (
-        "## Plan\n\nDo **this** first, then _that_:\n\n- read [the docs](https://d.io)\n"
-        "- run `make & test`\n\n```sh\nmake > out\n```"
-    )
-    assert mrkdwn(text) == (
-        "*Plan*\n\nDo *this* first, then _that_:\n\n• read <https://d.io|the docs>\n"
-        "• run `make &amp; test`\n\n```\nmake &gt; out\n```"
-    )

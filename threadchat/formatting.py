@@ -1,8 +1,9 @@
 """Fitting model Markdown into Slack messages.
 
-Slack renders standard Markdown sent as `markdown_text`, up to 12,000 characters a message.
-Longer answers are split at paragraph boundaries, and never inside a code fence: a fence that
-is itself too long is closed at the cut and reopened in the next part.
+Slack renders standard Markdown sent as `markdown_text`, up to 12,000 characters a message,
+but not tables: `slack_markdown` turns those into aligned code blocks. Longer answers are
+split at paragraph boundaries, and never inside a code fence: a fence that is itself too long
+is closed at the cut and reopened in the next part.
 """
 
 import re
@@ -361,93 +362,3 @@ def slack_markdown(text: str) -> str:
 #
 # Surfaces that take `text` (notification fallbacks, ephemeral messages, section blocks) speak
 # Slack's own mrkdwn: *bold*, _italic_, ~strike~, <url|label>, and &, <, > escaped as entities.
-
-_HEADING = re.compile(r"^ {0,3}#{1,6}(?:\s+(.*?))?(?:\s+#+)?\s*$")
-_RULE = re.compile(r"^\s*([-*_])(?:\s*\1){2,}\s*$")
-_BULLET = re.compile(r"^(\s*)[-*+]\s+(?=\S)")
-_QUOTE = re.compile(r"^\s*(?:>\s?)+")
-_AUTOLINK = re.compile(r"<((?:https?|mailto):[^\s<>]+)>")
-_BARE_URL = re.compile(r"https?://[^\s<>]+")
-_BOLD = "\ue002"
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _slack_url(url: str) -> str:
-    return (
-        url.replace("&", "&amp;")
-        .replace("<", "%3C")
-        .replace(">", "%3E")
-        .replace("|", "%7C")
-        .replace(" ", "%20")
-    )
-
-
-def _inline_mrkdwn(text: str, holes: list[str]) -> str:
-    """One line's inline Markdown as mrkdwn, with holes for what must not change further."""
-    text = _stash(text, _CODE_SPAN, lambda m: _escape(m.group(0)), holes)
-    text = _stash(text, _ESCAPED, lambda m: _escape(m.group(1)), holes)
-
-    def link(label: str, url: str) -> str:
-        label = _inline_mrkdwn(label, holes)
-        same = _fill(label, holes) == url
-        holes.append(
-            f"<{_slack_url(url)}|{label}>" if label and not same else f"<{_slack_url(url)}>"
-        )
-        return f"\ue000{len(holes) - 1}\ue001"
-
-    text = _links(text, link)
-    text = _stash(text, _AUTOLINK, lambda m: f"<{_slack_url(m.group(1))}>", holes)
-    text = _stash(text, _BARE_URL, lambda m: _escape(m.group(0)), holes)
-    text = _escape(text)
-    text = re.sub(r"\*\*\*(?=\S)(.+?)(?<=\S)\*\*\*", _BOLD + r"_\1_" + _BOLD, text)
-    text = re.sub(r"\*\*(?=\S)(.+?)(?<=\S)\*\*", _BOLD + r"\1" + _BOLD, text)
-    text = re.sub(r"(?<!\w)__(?=\S)(.+?)(?<=\S)__(?!\w)", _BOLD + r"\1" + _BOLD, text)
-    text = re.sub(r"(?<![\w*])\*(?=[^\s*])(.+?)(?<=[^\s*])\*(?![\w*])", r"_\1_", text)
-    return re.sub(r"~~(?=\S)(.+?)(?<=\S)~~", r"~\1~", text)
-
-
-def _mrkdwn_line(line: str) -> str:
-    holes: list[str] = []
-    heading = _HEADING.match(line)
-    if heading:
-        title = re.sub(r"\*\*|__", "", heading.group(1) or "")
-        return (
-            _fill(f"*{_inline_mrkdwn(title, holes)}*", holes).replace(_BOLD, "*") if title else ""
-        )
-    if _RULE.match(line):
-        return line
-    quote = _QUOTE.match(line)
-    prefix = quote.group(0) if quote else ""
-    rest = line[len(prefix) :]
-    bullet = _BULLET.match(rest)
-    if bullet:
-        prefix += bullet.group(1) + "• "
-        rest = rest[bullet.end() :]
-    return _fill(prefix + _inline_mrkdwn(rest, holes), holes).replace(_BOLD, "*")
-
-
-def mrkdwn(text: str) -> str:
-    """Standard Markdown as Slack mrkdwn, for surfaces that take `text`, not `markdown_text`.
-
-    `**bold**` becomes `*bold*`, `*italic*` `_italic_`, `~~strike~~` `~strike~`,
-    `[label](url)` `<url|label>`, a `# Heading` a bold line and `-`/`*` bullets `•`. Tables
-    become code blocks as in `slack_markdown`. Code spans and fences keep their content (fences
-    lose their language tag, which mrkdwn would show). `&`, `<` and `>` are escaped everywhere
-    except in the links made here, so model text cannot mention `<!channel>` or forge links.
-    """
-    lines = slack_markdown(_unholed(text)).split("\n")
-    kinds = _line_kinds(lines)
-    out: list[str] = []
-    for line, kind in zip(lines, kinds, strict=True):
-        if kind == _FENCE_LINE:
-            out.append(_FENCE.match(line).group(1) + "```")
-        elif kind == _CODE:
-            out.append(_escape(line))
-        else:
-            out.append(_mrkdwn_line(line))
-    if kinds.count(_FENCE_LINE) % 2:
-        out.append("```")  # close a fence left open
-    return "\n".join(out)
