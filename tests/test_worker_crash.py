@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from devtools.stack import Stack, eventually
+from workflows.conversation import ConversationWorkflow
 
 WORKER_COMMAND = [str(Path(sys.executable).with_name("threadchat")), "worker"]
 # A slow stream, so that a signal sent once text is visible lands in the middle of it.
@@ -154,15 +155,53 @@ async def wait_turns(stack: Stack, channel: str, thread_ts: str, turns: int, wor
     """Until the workflow has recorded `turns` answered turns (a query: needs a live worker)."""
 
     async def recorded() -> bool:
-        status = await stack.handle(channel, thread_ts).query("status")
+        status = await stack.handle(channel, thread_ts).query(ConversationWorkflow.status)
         return status.turn_count >= turns
 
     await eventually(recorded, RETRY_TIMEOUT, f"turn {turns} recorded\n{workers.logs()}")
 
 
+def thread_state(stack: Stack, channel: str, thread_ts: str, workers: Workers) -> str:
+    """What the thread and the model saw, for assertion messages."""
+    replies = [
+        (r["ts"], stack.slack.is_streaming(channel, r["ts"]), r.get("text", "")[:60] + "...")
+        for r in stack.slack.bot_replies(channel, thread_ts)
+    ]
+    return (
+        f"bot replies (ts, streaming, text): {replies}\n"
+        f"converse-stream requests: {converse_streams(stack)}\n{workers.logs()}"
+    )
+
+
+async def wait_replies(
+    stack: Stack, channel: str, thread_ts: str, count: int, workers: Workers, last_has: str = ""
+) -> list[dict]:
+    """Like `stack.replies`: until the bot has `count` finished (not streaming) messages in the
+    thread, the last one containing `last_has`. Fails at once when there are more than `count`
+    (a second, duplicate reply), and on timeout, with the thread's state and the workers' logs.
+    """
+
+    def done() -> list[dict] | None:
+        replies = stack.slack.bot_replies(channel, thread_ts)
+        if len(replies) > count:
+            state = thread_state(stack, channel, thread_ts, workers)
+            raise AssertionError(f"more than {count} bot messages in the thread\n{state}")
+        finished = (
+            len(replies) == count
+            and not any(stack.slack.is_streaming(channel, r["ts"]) for r in replies)
+            and last_has in replies[-1].get("text", "")
+        )
+        return replies if finished else None
+
+    try:
+        return await eventually(done, RETRY_TIMEOUT, f"{count} finished bot replies")
+    except TimeoutError as err:
+        raise AssertionError(f"{err}\n{thread_state(stack, channel, thread_ts, workers)}") from None
+
+
 def assert_single_complete_reply(stack: Stack, channel: str, thread_ts: str, workers: Workers):
     replies = stack.slack.bot_replies(channel, thread_ts)
-    context = f"bot replies: {[r.get('text', '')[:80] for r in replies]}\n{workers.logs()}"
+    context = thread_state(stack, channel, thread_ts, workers)
     assert len(replies) == 1, context
     reply = replies[0]
     assert not stack.slack.is_streaming(channel, reply["ts"]), context
@@ -193,17 +232,18 @@ async def test_worker_killed_mid_stream_leaves_one_complete_reply(make_stack, te
         assert QUESTION not in partial["text"], "the kill came too late"
 
         await workers.start("B")
-        await stack.replies(channel, thread_ts, 1, timeout=RETRY_TIMEOUT)
+        await wait_replies(stack, channel, thread_ts, 1, workers, last_has=QUESTION)
         await wait_turns(stack, channel, thread_ts, 1, workers)
         recovered_in = time.monotonic() - killed_at
         print(f"\nSIGKILL mid-stream -> complete reply recorded in {recovered_in:.1f} s")
 
-        assert_single_complete_reply(stack, channel, thread_ts, workers)
+        reply = assert_single_complete_reply(stack, channel, thread_ts, workers)
+        assert reply["ts"] == partial["ts"], "the unfinished message was not replaced in place"
         # The activity really ran twice: once on the killed worker, once on the new one.
         assert converse_streams(stack) == 2, workers.logs()
 
         await stack.say(channel, thread_ts, "and a short follow-up, please")
-        replies = await stack.replies(channel, thread_ts, 2, timeout=RETRY_TIMEOUT)
+        await wait_replies(stack, channel, thread_ts, 2, workers)
         await wait_turns(stack, channel, thread_ts, 2, workers)
         replies = stack.slack.bot_replies(channel, thread_ts)
         assert len(replies) == 2, workers.logs()
@@ -221,7 +261,7 @@ async def test_worker_killed_between_turns_loses_nothing(make_stack, temporal_se
         first = await workers.start("A")
         channel = stack.channel
         thread_ts = await stack.mention(channel, "first question")
-        await stack.replies(channel, thread_ts, 1)
+        await wait_replies(stack, channel, thread_ts, 1, workers)
         # Idle: the turn is recorded in Temporal, not just visible in Slack.
         await wait_turns(stack, channel, thread_ts, 1, workers)
 
@@ -242,7 +282,7 @@ async def test_worker_killed_between_turns_loses_nothing(make_stack, temporal_se
 
         started = time.monotonic()
         await workers.start("B")
-        await stack.replies(channel, thread_ts, 2, timeout=RETRY_TIMEOUT)
+        await wait_replies(stack, channel, thread_ts, 2, workers)
         await wait_turns(stack, channel, thread_ts, 2, workers)
         print(f"\nnew worker -> follow-up answered in {time.monotonic() - started:.1f} s")
         replies = stack.slack.bot_replies(channel, thread_ts)
@@ -283,7 +323,7 @@ async def test_sigterm_drains_the_worker(make_stack, temporal_server):
         await workers.start("B")
         await wait_turns(stack, channel, thread_ts, 1, workers)
         await stack.say(channel, thread_ts, "a follow-up for the new worker")
-        await stack.replies(channel, thread_ts, 2, timeout=RETRY_TIMEOUT)
+        await wait_replies(stack, channel, thread_ts, 2, workers)
         await wait_turns(stack, channel, thread_ts, 2, workers)
         replies = stack.slack.bot_replies(channel, thread_ts)
         assert len(replies) == 2, workers.logs()

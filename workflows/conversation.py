@@ -45,6 +45,8 @@ SLACK_RETRY = RetryPolicy(
 SLACK_TIMEOUT = timedelta(seconds=30)
 # A streamed answer may take minutes in all; the heartbeat timeout catches a dead worker.
 STREAMING_TIMEOUT = timedelta(minutes=10)
+# If rolling summaries keep failing, verbatim turns beyond this many budgets are dropped, so
+# the carried state stays small (continue-as-new fails for good past 2 MiB).
 MAX_KEPT_BUDGETS = 4
 # Continue as new well before Temporal's 4 MiB suggestion when turns are large.
 HISTORY_SIZE_CAP = 2 * 1024 * 1024
@@ -243,7 +245,7 @@ class ConversationWorkflow:
                 summary="look up names",
             )
         except ActivityError:
-            names = {}  # ids are labels enough; try again with the next new speaker
+            names = {}  # ids are labels enough
         self.state.names.update({user: names.get(user, user) for user in unknown})
 
     async def _fold_old_turns(self) -> None:
@@ -259,8 +261,6 @@ class ConversationWorkflow:
                 self.state.rolling_summary = summary
                 del self.state.turns[:count]
                 self.state.folded_turns += count
-        # If summaries keep failing, keep the carried state small: at most a few budgets of
-        # verbatim turns (continue-as-new fails for good past 2 MiB).
         while len(self.state.turns) > 1 and (
             sum(context.turn_tokens(t, self.state.names) for t in self.state.turns)
             > MAX_KEPT_BUDGETS * budget
