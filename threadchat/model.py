@@ -85,6 +85,7 @@ class ConversationState:
     next_conversation: list[UserMessage] = field(default_factory=list)
     input_tokens: int = 0
     output_tokens: int = 0
+    last_activity: float = 0.0  # epoch seconds of the latest message or reply
 
 
 @dataclass
@@ -208,3 +209,4 @@ class ConversationStatus:
     ending: bool
     input_tokens: int
     output_tokens: int
+    last_activity: float = 0.0

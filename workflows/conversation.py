@@ -95,6 +95,7 @@ class ConversationWorkflow:
             self.state.next_conversation.append(message)
             return
         self.state.pending.append(message)
+        self.state.last_activity = workflow.now().timestamp()
         if message.user not in self.state.participants:
             self.state.participants.append(message.user)
             workflow.upsert_search_attributes(
@@ -117,6 +118,7 @@ class ConversationWorkflow:
             ending=self.state.end_request is not None,
             input_tokens=self.state.input_tokens,
             output_tokens=self.state.output_tokens,
+            last_activity=self.state.last_activity,
         )
 
     # -- The steps of a conversation ------------------------------------------------------
@@ -171,6 +173,7 @@ class ConversationWorkflow:
             self.state.input_tokens += reply.input_tokens
             self.state.output_tokens += reply.output_tokens
         self.state.turns.append(turn)
+        self.state.last_activity = workflow.now().timestamp()
 
     async def _reply_within_context(self, messages: list[UserMessage]) -> DeliveredReply:
         """Reply with as much recent context as the budget allows; on overflow, once more
