@@ -6,6 +6,7 @@ cannot help. The workflow's retry policy then backs off on throttling, 5xx and t
 """
 
 import logging
+import time
 from typing import Any
 
 import boto3
@@ -15,6 +16,7 @@ import urllib3.exceptions
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from threadchat import telemetry
 from threadchat.config import BedrockSettings
 from threadchat.context import transcript_text
 from threadchat.model import GeneratedReply, ReplyRequest, Summary, SummaryRequest
@@ -83,7 +85,14 @@ def make_client(settings: BedrockSettings) -> Any:
 
 
 def classify(err: Exception) -> ApplicationError:
-    """Turn a botocore failure into the ApplicationError Temporal should act on."""
+    """Turn a botocore failure into the ApplicationError Temporal should act on (and count
+    it for operators)."""
+    failure = _classify(err)
+    telemetry.record_error(failure.type or "Unknown")
+    return failure
+
+
+def _classify(err: Exception) -> ApplicationError:
     if isinstance(err, botocore.exceptions.ClientError):
         code = err.response.get("Error", {}).get("Code", "Unknown")
         # Errors inside a ConverseStream come with a lowercase first letter.
@@ -142,10 +151,13 @@ class BedrockActivities:
         }
 
     def _converse(self, arguments: dict) -> dict:
+        started = time.monotonic()
         try:
-            return self.client.converse(**arguments)
+            response = self.client.converse(**arguments)
         except Exception as err:
             raise classify(err) from err
+        telemetry.record_model_call(started, response.get("usage", {}))
+        return response
 
     @activity.defn
     def generate_reply(self, request: ReplyRequest) -> GeneratedReply:

@@ -27,8 +27,9 @@ from temporalio.exceptions import ApplicationError
 
 from activities import slack as slack_activities
 from activities.bedrock import BedrockActivities, check_stop_reason, classify
+from threadchat import telemetry
 from threadchat.formatting import SAFE_LIMIT, slack_markdown, split_markdown
-from threadchat.model import DeliveredReply, ReplyRequest, ThreadRef
+from threadchat.model import DeliveredReply, ReplyRequest
 from threadchat.texts import THINKING, THINKING_RETRYING
 
 log = logging.getLogger(__name__)
@@ -240,17 +241,26 @@ def _retry_later(err: SlackApiError) -> bool:
     return not slack_activities.classify(err).non_retryable
 
 
-async def _bot_messages_since(client: AsyncWebClient, thread: ThreadRef, since: float) -> list[str]:
-    """The bot's messages in the thread since `since`. Turns are answered one at a time, so
-    these can only be this reply's."""
+async def _unfinished_replies_since(
+    client: AsyncWebClient, request: ReplyRequest, since: float
+) -> list[str]:
+    """Bot messages in the thread since `since` that belong to this reply: ones without a
+    finished reply's key (an earlier turn's answer, a notice) or with this reply's own."""
+    thread = request.thread
     response = await client.conversations_replies(
-        channel=thread.channel, ts=thread.thread_ts, oldest=f"{since:.6f}", limit=100
+        channel=thread.channel,
+        ts=thread.thread_ts,
+        oldest=f"{since:.6f}",
+        include_all_metadata=True,
+        limit=100,
     )
-    return [
-        m["ts"]
-        for m in response.get("messages", [])
-        if m.get("bot_id") and m["ts"] != thread.thread_ts
-    ]
+    mine = []
+    for message in response.get("messages", []):
+        key = ((message.get("metadata") or {}).get("event_payload") or {}).get("idempotency_key")
+        ours = message.get("bot_id") and message["ts"] != thread.thread_ts
+        if ours and key in (None, request.idempotency_key):
+            mine.append(message["ts"])
+    return mine
 
 
 class ReplyActivities:
@@ -289,6 +299,7 @@ class ReplyActivities:
         waited = time.time() - info.scheduled_time.timestamp()
         slow = info.attempt > 1 and waited > SLOW_TURN_SECONDS
         await self._set_status(request, THINKING_RETRYING if slow else THINKING)
+        started = time.monotonic()
         text, usage = "", {}
         async for kind, value in self._model_events(request):
             if kind == "text":
@@ -300,6 +311,7 @@ class ReplyActivities:
                 check_stop_reason(value)
             elif kind == "usage":
                 usage = value
+        telemetry.record_model_call(started, usage)
         text = text.strip() or "(the model returned an empty answer)"
         tokens = {
             "input_tokens": usage.get("inputTokens", 0),
@@ -331,7 +343,7 @@ class ReplyActivities:
         if progress.get("since"):
             # Also finds a message whose creation response was lost before its ts was known.
             try:
-                found = await _bot_messages_since(self.slack, request.thread, progress["since"])
+                found = await _unfinished_replies_since(self.slack, request, progress["since"])
             except SlackApiError as err:
                 raise slack_activities.classify(err) from err
             messages += [ts for ts in found if ts not in messages]

@@ -14,7 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from threadchat import texts
+from threadchat import telemetry, texts
 from threadchat.formatting import slack_markdown, split_markdown
 from threadchat.model import EndNotice, PostedMessage, SlackPost, ThreadRef
 
@@ -30,8 +30,22 @@ RETRYABLE_ERRORS = {
 }
 
 
+class CountingWebClient(AsyncWebClient):
+    """A Web API client that counts every error Slack answers, by its name, for operators."""
+
+    async def api_call(self, api_method: str, **kwargs):  # type: ignore[override]
+        try:
+            return await super().api_call(api_method, **kwargs)
+        except SlackApiError as err:
+            status = err.response.status_code
+            telemetry.record_error(
+                "SlackRateLimited" if status == 429 else f"Slack:{err.response.get('error')}"
+            )
+            raise
+
+
 def make_client(token: str, api_url: str) -> AsyncWebClient:
-    return AsyncWebClient(token=token, base_url=api_url, retry_handlers=[], timeout=10)
+    return CountingWebClient(token=token, base_url=api_url, retry_handlers=[], timeout=10)
 
 
 def classify(err: SlackApiError) -> ApplicationError:

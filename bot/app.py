@@ -2,16 +2,18 @@
 
 import asyncio
 import logging
+import time
 from datetime import timedelta
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.web.async_client import AsyncWebClient
 from temporalio.client import Client
 
+from activities.slack import CountingWebClient
 from bot.conversations import Conversations
 from bot.listeners import register_listeners
+from threadchat import telemetry
 from threadchat.config import ConfigError, Settings, SlackSettings
 
 log = logging.getLogger(__name__)
@@ -21,7 +23,7 @@ EVENTS_PATH = "/slack/events"
 
 def build_app(settings: SlackSettings, temporal: Client, task_queue: str) -> AsyncApp:
     app = AsyncApp(
-        client=AsyncWebClient(token=settings.bot_token, base_url=settings.api_url),
+        client=CountingWebClient(token=settings.bot_token, base_url=settings.api_url),
         signing_secret=settings.signing_secret or "",
         # Socket Mode frames are authenticated by the app token; HTTP requests by signature.
         request_verification_enabled=not settings.socket_mode,
@@ -35,7 +37,10 @@ def build_web_app(app: AsyncApp | None, temporal: Client) -> web.Application:
     """`POST /slack/events` (when `app` is given) and `GET /healthz`."""
 
     async def slack_events(request: web.Request) -> web.Response:
+        started = time.monotonic()
         bolt_response = await app.async_dispatch(await to_bolt_request(request))
+        telemetry.metrics.ack_latency.record(timedelta(seconds=time.monotonic() - started))
+        telemetry.metrics.slack_requests.add(1, {"status": str(bolt_response.status)})
         return await to_aiohttp_response(bolt_response)
 
     async def healthz(request: web.Request) -> web.Response:

@@ -11,12 +11,20 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
+from threadchat import telemetry
 from threadchat.ids import conversation_id
 from threadchat.model import ConversationStart, EndRequest, ThreadRef, UserMessage
 from threadchat.temporal import CONVERSATION_STARTED, SLACK_CHANNEL, SLACK_PARTICIPANTS
 from workflows.conversation import ConversationWorkflow
 
 _SLACK_ID = re.compile(r"^[A-Z0-9]+$")
+
+
+def _conversation(thread: ThreadRef) -> str:
+    """The thread's workflow id, also noted for the log lines of this request."""
+    workflow_id = conversation_id(thread.team, thread.channel, thread.thread_ts)
+    telemetry.current_conversation.set(workflow_id)
+    return workflow_id
 
 
 class Conversations:
@@ -29,7 +37,7 @@ class Conversations:
         await self.client.start_workflow(
             ConversationWorkflow.run,
             ConversationStart(thread=thread),
-            id=conversation_id(thread.team, thread.channel, thread.thread_ts),
+            id=_conversation(thread),
             task_queue=self.task_queue,
             start_signal="user_message",
             start_signal_args=[message],
@@ -78,9 +86,7 @@ class Conversations:
 
     async def includes(self, thread: ThreadRef, user: str) -> bool:
         """Whether `user` takes part in the thread's running conversation."""
-        handle = self.client.get_workflow_handle(
-            conversation_id(thread.team, thread.channel, thread.thread_ts)
-        )
+        handle = self.client.get_workflow_handle(_conversation(thread))
         try:
             description = await handle.describe()
         except RPCError as err:
@@ -90,9 +96,7 @@ class Conversations:
         return user in (description.typed_search_attributes.get(SLACK_PARTICIPANTS) or [])
 
     async def _signal(self, thread: ThreadRef, signal, arg) -> bool:
-        handle = self.client.get_workflow_handle(
-            conversation_id(thread.team, thread.channel, thread.thread_ts)
-        )
+        handle = self.client.get_workflow_handle(_conversation(thread))
         try:
             await handle.signal(signal, arg)
         except RPCError as err:

@@ -613,7 +613,10 @@ class LocalSlack:
     # Storage helpers
 
     def _next_ts(self) -> str:
-        self._last_micros += TS_STEP_MICROS
+        # Like Slack's, a ts is the time the message arrived (code that looks for messages
+        # "since" a moment relies on that), kept unique and increasing by a small step.
+        now = int(time.time() * 1_000_000)
+        self._last_micros = max(self._last_micros + TS_STEP_MICROS, now)
         return _format_ts(self._last_micros)
 
     def _sorted(self, channel: str) -> list[Json]:

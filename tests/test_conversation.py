@@ -98,6 +98,20 @@ async def test_lost_stream_start_still_leaves_one_reply(make_stack):
     assert not any(stack.slack.is_streaming(stack.channel, r["ts"]) for r in replies)
 
 
+async def test_a_lost_stream_start_never_takes_over_the_previous_reply(make_stack):
+    """The retry looks for the lost message by time; the previous turn's reply, posted a
+    moment earlier, is finished (it carries its own key) and must stay as it is."""
+    stack = await make_stack()
+    ts = await stack.mention(stack.channel, "first question")
+    [first] = await stack.replies(stack.channel, ts, 1)
+    stack.slack.inject_lost_response("chat.startStream")
+    await stack.say(stack.channel, ts, "second question")
+    replies = await stack.replies(stack.channel, ts, 2)
+    assert len(replies) == 2
+    assert replies[0]["ts"] == first["ts"] and replies[0]["text"] == first["text"]
+    assert "second question" in replies[1]["text"]
+
+
 @pytest.mark.parametrize(
     ("code", "notice"), [("modelStreamErrorException", False), ("validationException", True)]
 )

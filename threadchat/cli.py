@@ -1,4 +1,5 @@
-"""The `threadchat` command: `dev`, `worker` and `bot`."""
+"""The `threadchat` command: `dev`, `worker` and `bot`, and the operator views
+`conversations` and `show`."""
 
 import argparse
 import asyncio
@@ -8,17 +9,10 @@ import signal
 import sys
 
 from threadchat.config import ConfigError, Settings, load_settings
+from threadchat.operator import OperatorError
+from threadchat.telemetry import configure_logging, make_runtime
 
 log = logging.getLogger("threadchat")
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if level != "DEBUG":
-        # Bolt logs a rejected request's body (message text included) at INFO, and the local
-        # servers of `dev` log every request.
-        logging.getLogger("slack_bolt").setLevel(logging.WARNING)
-        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 def _stop_event() -> asyncio.Event:
@@ -30,11 +24,15 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
+def _metrics_runtime(settings: Settings):
+    return make_runtime(settings.metrics_port and f"{settings.host}:{settings.metrics_port}")
+
+
 async def _worker(settings: Settings) -> None:
     from threadchat.temporal import connect, ensure_search_attributes
     from threadchat.worker import build_worker, run_worker
 
-    client = await connect(settings.temporal)
+    client = await connect(settings.temporal, _metrics_runtime(settings))
     await ensure_search_attributes(client)
     await run_worker(build_worker(client, settings), _stop_event())
 
@@ -43,8 +41,8 @@ async def _bot(settings: Settings) -> None:
     from bot.app import serve
     from threadchat.temporal import connect
 
-    client = await connect(settings.temporal)
-    await serve(settings, client, _stop_event(), host=os.environ.get("HOST", "0.0.0.0"))
+    client = await connect(settings.temporal, _metrics_runtime(settings))
+    await serve(settings, client, _stop_event(), host=settings.host)
 
 
 async def _dev(settings: Settings, bedrock: str = "auto") -> None:
@@ -53,10 +51,36 @@ async def _dev(settings: Settings, bedrock: str = "auto") -> None:
     await run_dev(settings, _stop_event(), bedrock=bedrock)
 
 
+async def _conversations(
+    settings: Settings, channel: str | None = None, user: str | None = None, as_json: bool = False
+) -> None:
+    from threadchat import operator
+    from threadchat.temporal import connect
+
+    operator.running_query(channel=channel, user=user)  # bad ids fail before connecting
+    client = await connect(settings.temporal)
+    rows = await operator.list_conversations(
+        client, channel=channel, user=user, task_queue=settings.temporal.task_queue
+    )
+    print(operator.rows_json(rows) if as_json else operator.format_table(rows))
+
+
+async def _show(settings: Settings, ref: str, as_json: bool = False) -> None:
+    from threadchat import operator
+    from threadchat.temporal import connect
+
+    operator.parse_ref(ref)  # a bad link fails before connecting
+    client = await connect(settings.temporal)
+    view = await operator.load_conversation(client, ref)
+    print(operator.conversation_json(view) if as_json else operator.format_conversation(view))
+
+
 COMMANDS = {
     "dev": ("run everything locally: Temporal dev server, worker and bot", _dev),
     "worker": ("run the Temporal worker (Bedrock and Slack activities)", _worker),
     "bot": ("run the Slack bot (Socket Mode with SLACK_APP_TOKEN, else HTTP on PORT)", _bot),
+    "conversations": ("list active conversations (Temporal settings only)", _conversations),
+    "show": ("print a conversation's transcript, with the summary if ended", _show),
 }
 
 
@@ -70,13 +94,18 @@ def main(argv: list[str] | None = None) -> None:
         default="auto",
         help="local: the offline model; aws: real Bedrock; auto: aws when credentials exist",
     )
+    parsers["conversations"].add_argument("--channel", help="only this channel (id, C...)")
+    parsers["conversations"].add_argument("--user", help="only with this participant (id, U...)")
+    parsers["show"].add_argument("ref", metavar="LINK_OR_ID", help="thread link or workflow id")
+    for name in ("conversations", "show"):
+        parsers[name].add_argument("--json", dest="as_json", action="store_true", help="as JSON")
     args = parser.parse_args(argv)
-    options = {"bedrock": args.bedrock} if args.command == "dev" else {}
+    options = {key: value for key, value in vars(args).items() if key != "command"}
 
     code = 0
     try:
         settings = load_settings()
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_json)
         if args.command == "worker":
             settings.require_slack_token()
         elif args.command == "bot" or (args.command == "dev" and settings.slack.bot_token):
@@ -85,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as err:
         print(f"threadchat: configuration error: {err}", file=sys.stderr)
         code = 2
+    except OperatorError as err:
+        print(f"threadchat: {err}", file=sys.stderr)
+        code = err.exit_code
     except KeyboardInterrupt:
         code = 130
     except Exception as err:

@@ -82,7 +82,10 @@ class Settings:
             streaming=True,
         )
     )
+    host: str = "0.0.0.0"  # where the bot's HTTP server and metrics listen
     log_level: str = "INFO"
+    log_json: bool = False
+    metrics_port: int | None = None  # Prometheus /metrics on HOST:METRICS_PORT when set
     data_dir: str = ".threadchat"
 
     def require_slack_token(self) -> None:
@@ -116,6 +119,13 @@ def _number(
         raise ConfigError(name, f"must be a {kind.__name__}, got {raw!r}") from None
     if not (math.isfinite(value) and low <= value <= high):
         raise ConfigError(name, f"must be between {low} and {high}, got {raw!r}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = (_get(env, name) or default).lower()
+    if value not in choices:
+        raise ConfigError(name, f"must be one of {', '.join(choices)}, got {value!r}")
     return value
 
 
@@ -201,6 +211,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             model_timeout_seconds=read_timeout + 15,
             streaming=_flag(env, "THREADCHAT_STREAMING", True),
         ),
+        host=_get(env, "HOST") or "0.0.0.0",
         log_level=log_level,
+        log_json=_choice(env, "LOG_FORMAT", ("text", "json"), "text") == "json",
+        metrics_port=_number(env, "METRICS_PORT", None, int, 1, 65535),
         data_dir=_get(env, "THREADCHAT_DATA_DIR") or ".threadchat",
     )

@@ -9,6 +9,7 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
+from temporalio.runtime import Runtime
 
 from threadchat.config import TemporalSettings
 
@@ -31,9 +32,13 @@ DEV_SERVER_SEARCH_ATTRIBUTES = [
 ]
 
 
-async def connect(settings: TemporalSettings) -> Client:
+async def connect(settings: TemporalSettings, runtime: Runtime | None = None) -> Client:
+    """A client; with `runtime`, its metrics (and those of workers on it) are exported."""
     return await Client.connect(
-        settings.target_host, namespace=settings.namespace, **settings.connect_options
+        settings.target_host,
+        namespace=settings.namespace,
+        runtime=runtime or Runtime.default(),
+        **settings.connect_options,
     )
 
 

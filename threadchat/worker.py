@@ -15,6 +15,7 @@ from activities.bedrock import BedrockActivities
 from activities.conversations import ConversationActivities
 from activities.replies import ReplyActivities
 from activities.slack import SlackActivities
+from threadchat import telemetry
 from threadchat.config import Settings
 from workflows.conversation import ConversationWorkflow
 
@@ -65,5 +66,18 @@ async def run_worker(worker: Worker, stop: asyncio.Event) -> None:
     """Run until `stop` is set, then drain gracefully."""
     async with worker:
         log.info("worker polling task queue %s", worker.task_queue)
+        counting = asyncio.create_task(count_active_conversations(worker.client))
         await stop.wait()
+        counting.cancel()
         log.info("worker draining")
+
+
+async def count_active_conversations(client: Client, every: float = 30) -> None:
+    """Keep the active-conversations gauge current from Temporal's visibility."""
+    query = "WorkflowType = 'ConversationWorkflow' AND ExecutionStatus = 'Running'"
+    while True:
+        try:
+            telemetry.metrics.active_conversations.set((await client.count_workflows(query)).count)
+        except Exception as err:  # visibility hiccups must not stop the worker
+            log.debug("could not count conversations: %s", err)
+        await asyncio.sleep(every)

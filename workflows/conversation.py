@@ -11,7 +11,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.conversations import ConversationActivities
     from activities.replies import ReplyActivities
     from activities.slack import SlackActivities
-    from threadchat import context, dedupe, texts
+    from threadchat import context, dedupe, telemetry, texts
     from threadchat.model import (
         ConversationResult,
         ConversationStart,
@@ -167,7 +167,9 @@ class ConversationWorkflow:
             failure = _failure_type(err)
             workflow.logger.warning("turn %s failed: %s", self.state.turn_count, failure)
             await self._post(texts.turn_failure(failure), f"turn-{self.state.turn_count}-notice")
+            telemetry.count_turn("failed")
         else:
+            telemetry.count_turn("replied")
             turn.reply = reply.text
             turn.input_tokens, turn.output_tokens = reply.input_tokens, reply.output_tokens
             self.state.input_tokens += reply.input_tokens

@@ -1,0 +1,145 @@
+"""What operators see: Prometheus metrics and logs that name the conversation.
+
+Metrics go through the Temporal runtime's meter, so one `/metrics` endpoint per process
+serves the SDK's own series (workflow task latency, activity failures, poll counts, …) and
+threadchat's together. Logs are plain text or JSON, and every line written while handling a
+conversation carries its workflow id.
+"""
+
+import contextvars
+import json
+import logging
+import time
+from datetime import timedelta
+
+from temporalio import activity, workflow
+from temporalio.common import MetricMeter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+
+
+class Metrics:
+    """threadchat's own series. Until `install` is called they go nowhere."""
+
+    def __init__(self, meter: MetricMeter):
+        self.bedrock_latency = meter.create_histogram_timedelta(
+            "threadchat_bedrock_latency", "Time of one Bedrock call, to its last token", "ms"
+        )
+        self.tokens = meter.create_counter(
+            "threadchat_tokens", "Bedrock tokens, by direction (in/out)", "tokens"
+        )
+        self.errors = meter.create_counter(
+            "threadchat_errors", "Failed Bedrock and Slack calls, by type"
+        )
+        self.slack_rate_limited = meter.create_counter(
+            "threadchat_slack_rate_limited", "Slack Web API answers of 429"
+        )
+        self.active_conversations = meter.create_gauge(
+            "threadchat_active_conversations", "Running conversation workflows"
+        )
+        self.slack_requests = meter.create_counter(
+            "threadchat_slack_requests", "Requests Slack sent the bot, by HTTP status"
+        )
+        self.ack_latency = meter.create_histogram_timedelta(
+            "threadchat_ack_latency", "Time the bot took to answer Slack", "ms"
+        )
+
+
+metrics = Metrics(MetricMeter.noop)
+
+
+def make_runtime(metrics_address: str | None) -> Runtime | None:
+    """A Temporal runtime serving Prometheus metrics on `metrics_address`, if given."""
+    if not metrics_address:
+        return None
+    runtime = Runtime(
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=metrics_address))
+    )
+    global metrics
+    metrics = Metrics(runtime.metric_meter)
+    return runtime
+
+
+def record_model_call(started: float, usage: dict) -> None:
+    """Latency and tokens of one successful Bedrock call."""
+    metrics.bedrock_latency.record(timedelta(seconds=time.monotonic() - started))
+    metrics.tokens.add(usage.get("inputTokens", 0), {"direction": "in"})
+    metrics.tokens.add(usage.get("outputTokens", 0), {"direction": "out"})
+
+
+def record_error(error_type: str) -> None:
+    metrics.errors.add(1, {"type": error_type})
+    if error_type == "SlackRateLimited":
+        metrics.slack_rate_limited.add(1)
+
+
+def count_turn(outcome: str) -> None:
+    """From the workflow: Temporal's workflow meter skips replays, so each turn counts once."""
+    workflow.metric_meter().create_counter(
+        "threadchat_turns", "Turns answered, by outcome (replied/failed)"
+    ).add(1, {"outcome": outcome})
+
+
+# -- Logs --------------------------------------------------------------------------------------
+
+# Set by the bot while it hands a Slack request to a conversation.
+current_conversation: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "current_conversation", default=None
+)
+
+
+def _conversation_of(record: logging.LogRecord) -> str | None:
+    for source in ("temporal_workflow", "temporal_activity"):
+        details = getattr(record, source, None)
+        if isinstance(details, dict) and details.get("workflow_id"):
+            return details["workflow_id"]
+    if activity.in_activity():
+        return activity.info().workflow_id
+    return current_conversation.get()
+
+
+class ConversationFilter(logging.Filter):
+    """Adds `record.conversation` (the workflow id) to every line about a conversation."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.conversation = _conversation_of(record)
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line, for log pipelines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if getattr(record, "conversation", None):
+            entry["conversation"] = record.conversation
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        conversation = getattr(record, "conversation", None)
+        return f"{line} [{conversation}]" if conversation else line
+
+
+def configure_logging(level: str, json_format: bool) -> None:
+    handler = logging.StreamHandler()
+    handler.addFilter(ConversationFilter())
+    handler.setFormatter(
+        JsonFormatter()
+        if json_format
+        else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    if level != "DEBUG":
+        # Bolt logs a rejected request's body (message text included) at INFO, and the local
+        # servers of `dev` log every request.
+        logging.getLogger("slack_bolt").setLevel(logging.WARNING)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
