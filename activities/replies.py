@@ -1,10 +1,11 @@
 """Streaming replies: Bedrock ConverseStream into Slack's streaming messages, in one activity.
 
 Exactly one complete reply, whatever fails:
-- Before it creates a message, the activity heartbeats the time, and after, the message's ts.
-  A retry (worker killed, stream broken, response lost) first looks for the finished reply by
-  its idempotency key and returns it. Otherwise it takes over the bot messages an earlier
-  attempt left in the thread since that time, and replaces them with the complete answer.
+- A retry (worker killed, stream broken, response lost) first looks for the finished reply by
+  its idempotency key and returns it. Otherwise it takes over the unfinished messages earlier
+  attempts left: those it heartbeated, and the bot's unkeyed messages in the thread since the
+  activity was first scheduled (a killed worker's last heartbeats may never arrive). It
+  replaces them with the complete answer.
 - A failure that will not be retried stops and removes the unfinished message, so the
   thread shows the workflow's notice instead of half an answer.
 
@@ -16,6 +17,7 @@ to a single post of the whole answer.
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +42,11 @@ STREAM_FLUSH_SECONDS = 0.25
 UPDATE_FLUSH_SECONDS = 1.2
 HEARTBEAT_SECONDS = 2.0
 SLOW_TURN_SECONDS = 10
+# Temporal's and Slack's clocks may differ a little; messages are looked for from this much
+# before the activity was first scheduled.
+CLOCK_SKEW_SECONDS = 2
+# Slack rate limits waited out within one attempt, before the activity fails and retries.
+RATE_LIMIT_WAITS = 3
 
 
 class SlackReplyWriter:
@@ -52,7 +59,6 @@ class SlackReplyWriter:
         # Messages an earlier attempt left are replaced at the end, not streamed into again.
         self.earlier = earlier
         self.mode = "replace" if earlier else "stream"
-        self.since: float | None = None  # when this attempt first tried to create a message
         self.messages: list[str] = []  # ts of the messages this attempt created, in order
         self.sent = ""  # text already in the current (last) message
         self.pending = ""  # text not yet sent
@@ -63,15 +69,9 @@ class SlackReplyWriter:
         return self.messages[-1] if self.messages and self.sent else None
 
     def progress(self) -> dict:
-        """Heartbeat details: what a retry needs to take over this attempt's messages."""
-        return {"since": self.since, "messages": self.earlier + self.messages}
-
-    def _creating(self) -> None:
-        # Recorded before the call: if its response is lost, the retry still knows when to
-        # look for the message it may have made.
-        if self.since is None:
-            self.since = time.time() - 1
-            activity.heartbeat(self.progress())
+        """Heartbeat details: the messages a retry takes over (it also reads the thread, as
+        the last heartbeats of a killed worker may never arrive)."""
+        return {"messages": self.earlier + self.messages}
 
     def _created(self, ts: str) -> None:
         self.messages.append(ts)
@@ -107,7 +107,6 @@ class SlackReplyWriter:
     async def _stream(self, chunk: str) -> None:
         try:
             if self.ts is None:
-                self._creating()
                 response = await self.client.chat_startStream(
                     channel=self.thread.channel,
                     thread_ts=self.thread.thread_ts,
@@ -117,8 +116,11 @@ class SlackReplyWriter:
                 )
                 self._created(response["ts"])
             else:
-                await self.client.chat_appendStream(
-                    channel=self.thread.channel, ts=self.ts, markdown_text=chunk
+                await _patiently(
+                    self.client.chat_appendStream,
+                    channel=self.thread.channel,
+                    ts=self.ts,
+                    markdown_text=chunk,
                 )
         except SlackApiError as err:
             if _retry_later(err) or self.ts is not None:
@@ -130,7 +132,6 @@ class SlackReplyWriter:
     async def _edit(self, chunk: str) -> None:
         try:
             if self.ts is None:
-                self._creating()
                 response = await self.client.chat_postMessage(
                     channel=self.thread.channel,
                     thread_ts=self.thread.thread_ts,
@@ -152,11 +153,15 @@ class SlackReplyWriter:
         """Close the current message (before a new part starts, or at the end)."""
         try:
             if self.mode == "stream":
-                await self.client.chat_stopStream(
-                    channel=self.thread.channel, ts=self.ts, metadata=metadata
+                await _patiently(
+                    self.client.chat_stopStream,
+                    channel=self.thread.channel,
+                    ts=self.ts,
+                    metadata=metadata,
                 )
             else:
-                await self.client.chat_update(
+                await _patiently(
+                    self.client.chat_update,
                     channel=self.thread.channel,
                     ts=self.ts,
                     markdown_text=self.sent,
@@ -174,20 +179,24 @@ class SlackReplyWriter:
         final = slack_markdown(text)
         if self.mode in ("stream", "update"):
             await self._flush()
-            if self.mode != "single" and self.ts is not None and final == text:
+            one_message = len(self.earlier) + len(self.messages) == 1
+            if self.mode != "single" and self.ts is not None and final == text and one_message:
                 await self._finish_message(metadata)
                 return self.messages[-1]
         # The whole answer is known: lay it out over the messages already in the thread
-        # (in order), post the rest, and remove what is left over.
+        # (in order: once one can't be reused, the rest are posted anew), post the rest,
+        # and remove what is left over.
         existing = self.earlier + self.messages
         parts = split_markdown(final)
         last_ts = ""
+        reusable = len(existing)
         for index, part in enumerate(parts):
             meta = metadata if index == len(parts) - 1 else None
-            if index < len(existing) and await self._replace(existing[index], part, meta):
-                last_ts = existing[index]
-                continue
-            self._creating()
+            if index < reusable:
+                if await self._replace(existing[index], part, meta):
+                    last_ts = existing[index]
+                    continue
+                reusable = index
             response = await self._call(
                 self.client.chat_postMessage,
                 channel=self.thread.channel,
@@ -198,7 +207,7 @@ class SlackReplyWriter:
             )
             self._created(response["ts"])
             last_ts = response["ts"]
-        await self.remove(existing[len(parts) :])
+        await self.remove(existing[min(reusable, len(parts)) :])
         return last_ts
 
     async def _replace(self, ts: str, part: str, metadata: dict | None) -> bool:
@@ -232,6 +241,20 @@ class SlackReplyWriter:
             raise slack_activities.classify(err) from err
 
 
+async def _patiently(method, **arguments) -> dict:
+    """Call a Slack method, waiting out rate limits in place: failing the activity would
+    make the retry ask the model for the whole answer again."""
+    for attempt in range(RATE_LIMIT_WAITS + 1):
+        try:
+            return await method(**arguments)
+        except SlackApiError as err:
+            failure = slack_activities.classify(err)
+            if failure.type != "SlackRateLimited" or attempt == RATE_LIMIT_WAITS:
+                raise
+            await asyncio.sleep(failure.next_retry_delay.total_seconds())
+    raise AssertionError("unreachable")
+
+
 def _error(err: SlackApiError) -> str:
     return str(err.response.get("error") or err.response.status_code)
 
@@ -242,10 +265,11 @@ def _retry_later(err: SlackApiError) -> bool:
 
 
 async def _unfinished_replies_since(
-    client: AsyncWebClient, request: ReplyRequest, since: float
+    client: AsyncWebClient, request: ReplyRequest, bot_user: str, since: float
 ) -> list[str]:
-    """Bot messages in the thread since `since` that belong to this reply: ones without a
-    finished reply's key (an earlier turn's answer, a notice) or with this reply's own."""
+    """Our bot's messages in the thread since `since` that belong to this reply: ones
+    without a finished reply's key (an earlier turn's answer, a notice has one) or with this
+    reply's own. Turns are answered one at a time, so no other reply can be in progress."""
     thread = request.thread
     response = await client.conversations_replies(
         channel=thread.channel,
@@ -257,7 +281,7 @@ async def _unfinished_replies_since(
     mine = []
     for message in response.get("messages", []):
         key = ((message.get("metadata") or {}).get("event_payload") or {}).get("idempotency_key")
-        ours = message.get("bot_id") and message["ts"] != thread.thread_ts
+        ours = message.get("user") == bot_user and message["ts"] != thread.thread_ts
         if ours and key in (None, request.idempotency_key):
             mine.append(message["ts"])
     return mine
@@ -270,6 +294,7 @@ class ReplyActivities:
         self.bedrock = bedrock
         self.slack = slack
         self.executor = ThreadPoolExecutor(64, thread_name_prefix="converse-stream")
+        self.bot_user: str | None = None
 
     @activity.defn
     async def stream_reply(self, request: ReplyRequest) -> DeliveredReply:
@@ -285,10 +310,11 @@ class ReplyActivities:
         heartbeats = asyncio.create_task(self._heartbeat(writer))
         try:
             return await self._write(request, writer)
-        except ApplicationError as err:
+        except Exception as err:
             policy = info.retry_policy
             last_attempt = policy is not None and info.attempt >= (policy.maximum_attempts or 0) > 0
-            if err.non_retryable or last_attempt:
+            final = isinstance(err, ApplicationError) and err.non_retryable
+            if final or last_attempt:
                 await writer.remove(writer.earlier + writer.messages)
             raise
         finally:
@@ -338,16 +364,25 @@ class ReplyActivities:
         )
 
     async def _left_by_earlier_attempts(self, request: ReplyRequest, details) -> list[str]:
+        """Messages earlier attempts created and did not finish.
+
+        Heartbeats reach Temporal only every few seconds, so a killed attempt's last ones may
+        be lost: the thread itself is read, from when this activity was first scheduled.
+        """
         progress = details[0] if details and isinstance(details[0], dict) else {}
-        messages = list(progress.get("messages") or [])
-        if progress.get("since"):
-            # Also finds a message whose creation response was lost before its ts was known.
-            try:
-                found = await _unfinished_replies_since(self.slack, request, progress["since"])
-            except SlackApiError as err:
-                raise slack_activities.classify(err) from err
-            messages += [ts for ts in found if ts not in messages]
+        since = activity.info().scheduled_time.timestamp() - CLOCK_SKEW_SECONDS
+        try:
+            bot_user = await self._bot_user()
+            found = await _unfinished_replies_since(self.slack, request, bot_user, since)
+        except SlackApiError as err:
+            raise slack_activities.classify(err) from err
+        messages = set(progress.get("messages") or []) | set(found)
         return sorted(messages, key=lambda ts: tuple(int(p) for p in ts.split(".")))
+
+    async def _bot_user(self) -> str:
+        if self.bot_user is None:
+            self.bot_user = (await self.slack.auth_test())["user_id"]
+        return self.bot_user
 
     async def _heartbeat(self, writer: SlackReplyWriter) -> None:
         """Keep heartbeating, also while the model is still thinking."""
@@ -375,6 +410,7 @@ class ReplyActivities:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         done = object()
+        abandoned = threading.Event()  # the reply failed: stop paying for tokens
 
         def read() -> None:
             try:
@@ -382,6 +418,9 @@ class ReplyActivities:
                     **self.bedrock.reply_arguments(request)
                 )
                 for event in response["stream"]:
+                    if abandoned.is_set():
+                        response["stream"].close()
+                        return
                     loop.call_soon_threadsafe(queue.put_nowait, event)
             except Exception as err:
                 loop.call_soon_threadsafe(queue.put_nowait, err)
@@ -389,13 +428,16 @@ class ReplyActivities:
                 loop.call_soon_threadsafe(queue.put_nowait, done)
 
         reader = loop.run_in_executor(self.executor, read)
-        while (event := await queue.get()) is not done:
-            if isinstance(event, Exception):
-                raise classify(event) from event
-            if "contentBlockDelta" in event:
-                yield "text", event["contentBlockDelta"]["delta"].get("text", "")
-            elif "messageStop" in event:
-                yield "stop", event["messageStop"].get("stopReason", "end_turn")
-            elif "metadata" in event:
-                yield "usage", event["metadata"].get("usage", {})
-        await reader
+        try:
+            while (event := await queue.get()) is not done:
+                if isinstance(event, Exception):
+                    raise classify(event) from event
+                if "contentBlockDelta" in event:
+                    yield "text", event["contentBlockDelta"]["delta"].get("text", "")
+                elif "messageStop" in event:
+                    yield "stop", event["messageStop"].get("stopReason", "end_turn")
+                elif "metadata" in event:
+                    yield "usage", event["metadata"].get("usage", {})
+            await reader
+        finally:
+            abandoned.set()

@@ -23,6 +23,7 @@ import contextlib
 import ipaddress
 import json
 import math
+import re
 import signal
 import socket
 import struct
@@ -195,12 +196,19 @@ def _input_tokens(messages: Any, system: Any) -> int:
     return estimate_tokens("\n".join(p for p in parts if p))
 
 
+def _asks_for_summary(text: str) -> bool:
+    """Whether the instruction itself (its first sentence) is about summarising: a prompt
+    that merely carries an earlier summary as context is still asking for an answer."""
+    first_sentence = re.split(r"[.!?\n]", text.strip(), maxsplit=1)[0]
+    return "summar" in first_sentence.lower()
+
+
 def offline_reply(body: dict[str, Any]) -> str:
     """The default responder: a deterministic stand-in for the model, labelled as offline.
 
     It answers from the user messages only, so that a conversation's replies show which turns
     the model was actually given (handy for checking history handling by eye and in tests). A
-    request asking for a summary, in the system prompt or the latest user message, gets a
+    request whose system prompt or latest user message starts by asking for a summary gets a
     summary-shaped answer. Pure: the same body always gives the same reply.
     """
     messages = body.get("messages")
@@ -213,7 +221,7 @@ def offline_reply(body: dict[str, Any]) -> str:
     last = user_texts[-1] if user_texts else ""
     prev = user_texts[-2] if n >= 2 else ""
     system = _system_text(body.get("system"))
-    if "summar" in system.lower() or "summar" in last.lower():
+    if _asks_for_summary(system) or _asks_for_summary(last):
         noun = "message" if n == 1 else "messages"
         return f'Summary (offline model): {n} {noun}. Latest: "{last[:80]}"'
     reply = f'(offline model) Turn {n}. You said: "{last[:200]}".'

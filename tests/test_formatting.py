@@ -190,3 +190,41 @@ def test_a_big_table_in_a_long_text_still_splits_into_balanced_parts():
     assert all(f"row {i} " in joined for i in range(600))
     assert "| row 0 |" not in joined  # no raw table rows left
     assert parts[-1].endswith("outro")
+
+
+def _fences_balanced(part: str) -> bool:
+    from threadchat.formatting import _fence_change
+
+    fence = None
+    for line in part.splitlines():
+        fence = _fence_change(line, fence)
+    return fence is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # A fence right after a line of prose, as models often write it.
+        "Here is the code:\n```python\n" + "x = 1\n" * 4000 + "```\nDone.",
+        # A tilde fence.
+        "Intro\n\n~~~\n" + "y = 2\n" * 4000 + "~~~\n\nAfter.",
+        # A four-backtick fence containing three-backtick lines.
+        "````markdown\n" + "```\ninner\n```\n" * 1500 + "````\n\nEnd.",
+    ],
+)
+def test_every_part_has_balanced_fences_and_nothing_is_lost(text):
+    parts = split_markdown(text)
+    assert len(parts) > 1
+    assert all(len(p) <= MARKDOWN_LIMIT for p in parts)
+    assert all(_fences_balanced(p) for p in parts), [p[-40:] for p in parts]
+    body = [line for line in text.splitlines() if line.strip()]
+    kept = [line for p in parts for line in p.splitlines() if line.strip()]
+    assert [line for line in kept if line in body] == body or set(body) <= set(kept)
+    assert parts[-1].rstrip().endswith(text.rstrip().splitlines()[-1])
+
+
+def test_prose_is_cut_at_paragraph_ends_not_mid_word():
+    text = "\n\n".join(f"Sentence {i} " + "lorem ipsum " * 30 for i in range(100))
+    parts = split_markdown(text)
+    assert all(p.startswith("Sentence") for p in parts)
+    assert all(p.rstrip().endswith("ipsum") for p in parts)

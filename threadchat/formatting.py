@@ -14,64 +14,65 @@ MARKDOWN_LIMIT = 12_000
 SAFE_LIMIT = MARKDOWN_LIMIT - 200
 
 
-def _blocks(text: str) -> list[str]:
-    """Paragraphs and whole code fences, in order, each ending with its separator."""
-    blocks: list[str] = []
-    current: list[str] = []
-    in_fence = False
-    for line in text.splitlines(keepends=True):
-        current.append(line)
-        if line.lstrip().startswith("```"):
-            in_fence = not in_fence
-        if not in_fence and not line.strip():
-            blocks.append("".join(current))
-            current = []
-    if current:
-        blocks.append("".join(current))
-    return blocks
+_FENCE_START = re.compile(r"^\s*(`{3,}|~{3,})")
 
 
-def _cut_long_block(block: str, limit: int) -> list[str]:
-    """Cut one over-long paragraph or fence at line (or, failing that, character) ends."""
-    lines = block.splitlines(keepends=True)
-    fence = lines[0].strip() if lines and lines[0].lstrip().startswith("```") else None
-    parts: list[str] = []
-    current = ""
-    for line in lines:
-        while len(line) > limit:  # a single enormous line
-            parts.append(current + line[: limit - len(current)])
-            line = line[limit - len(current) :]
-            current = ""
-        if len(current) + len(line) > limit:
-            parts.append(current)
-            current = ""
-        current += line
-    parts.append(current)
-    parts = [p for p in parts if p]
-    if fence and len(parts) > 1:
-        parts = [
-            (p if i == 0 else fence + "\n" + p) + ("" if i == len(parts) - 1 else "```\n")
-            for i, p in enumerate(parts)
-        ]
-    return parts
+def _fence_change(line: str, fence: str | None) -> str | None:
+    """The fence open after `line`: its opening marker (```, ~~~~, …) or None."""
+    match = _FENCE_START.match(line)
+    if not match:
+        return fence
+    marker = match.group(1)
+    if fence is None:
+        return marker
+    closes = marker[0] == fence[0] and len(marker) >= len(fence) and not line.strip()[len(marker) :]
+    return None if closes else fence
 
 
 def split_markdown(text: str, limit: int = SAFE_LIMIT) -> list[str]:
-    """Split `text` into parts of at most about `limit` characters, in order."""
+    """Split `text` into parts of at most about `limit` characters, in order.
+
+    Cuts fall at the last paragraph end (a blank line outside code) that fits; failing that,
+    at a line end, where an open code fence is closed and reopened in the next part; and only
+    a single enormous line is cut mid-line.
+    """
     if len(text) <= limit:
         return [text]
     parts: list[str] = []
-    current = ""
-    for block in _blocks(text):
-        pieces = [block] if len(block) <= limit else _cut_long_block(block, limit)
-        for piece in pieces:
-            if current and len(current) + len(piece) > limit:
-                parts.append(current)
-                current = ""
-            current += piece
-    if current:
-        parts.append(current)
-    return [p.strip("\n") or p for p in parts if p.strip()]
+    lines: list[str] = []  # the current part
+    size = 0
+    fence: str | None = None  # marker of the fence open at the end of `lines`
+    opener = ""  # that fence's opening line, to reopen it after a cut
+    paragraph_end = 0  # lines[:paragraph_end] end at a blank line outside any fence
+
+    def cut(at: int, open_fence: str | None) -> None:
+        nonlocal lines, size, paragraph_end
+        head, lines = lines[:at], lines[at:]
+        part = "".join(head)
+        if open_fence:
+            part = part.rstrip("\n") + "\n" + open_fence + "\n"
+            lines = [opener if opener.endswith("\n") else opener + "\n", *lines]
+        parts.append(part)
+        size, paragraph_end = sum(map(len, lines)), 0
+
+    for raw in text.splitlines(keepends=True):
+        for line in [raw[k : k + limit // 2] for k in range(0, len(raw), limit // 2)]:
+            if size + len(line) > limit and lines:
+                if paragraph_end:
+                    cut(paragraph_end, None)
+                else:
+                    cut(len(lines), fence)
+            before = fence
+            fence = _fence_change(line, fence)
+            if before is None and fence is not None:
+                opener = line
+            lines.append(line)
+            size += len(line)
+            if fence is None and not line.strip():
+                paragraph_end = len(lines)
+    if lines:
+        parts.append("".join(lines))
+    return [p.strip("\n") for p in parts if p.strip()]
 
 
 # --- Markdown for Slack ------------------------------------------------------------------------

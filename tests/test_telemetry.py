@@ -1,0 +1,63 @@
+"""Metrics and logs, as operators get them: a Prometheus scrape and JSON log lines."""
+
+import io
+import json
+import logging
+
+import aiohttp
+from temporalio.client import Client
+
+from devtools.stack import start_stack
+from devtools.temporal_server import free_port
+from threadchat import telemetry
+
+
+async def test_metrics_endpoint_serves_sdk_and_threadchat_series(temporal_server):
+    server, _ = temporal_server
+    port = free_port()
+    runtime = telemetry.make_runtime(f"127.0.0.1:{port}")
+    client = await Client.connect(server.address, runtime=runtime)
+    stack = await start_stack(client)
+    try:
+        ts = await stack.mention(stack.channel, "count me")
+        await stack.replies(stack.channel, ts, 1)
+        url = f"http://127.0.0.1:{port}/metrics"
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            assert response.status == 200
+            scrape = await response.text()
+    finally:
+        await stack.close()
+    for series in (
+        "threadchat_turns",
+        "threadchat_tokens",
+        "threadchat_bedrock_latency",
+        "threadchat_ack_latency",
+        "threadchat_slack_requests",
+        "temporal_workflow_task_execution_latency",  # the SDK's own
+    ):
+        assert series in scrape, series
+    tokens_in = [
+        line
+        for line in scrape.splitlines()
+        if line.startswith("threadchat_tokens") and 'direction="in"' in line
+    ]
+    assert tokens_in and float(tokens_in[0].rsplit(" ", 1)[1]) > 0
+
+
+def test_json_logs_name_the_conversation_and_keep_secrets_out():
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(telemetry.ConversationFilter())
+    handler.setFormatter(telemetry.JsonFormatter())
+    log = logging.getLogger("threadchat.test")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    token = telemetry.current_conversation.set("threadchat-T1-C1-1.1")
+    try:
+        log.info("handed over")
+    finally:
+        telemetry.current_conversation.reset(token)
+        log.removeHandler(handler)
+    entry = json.loads(stream.getvalue())
+    assert entry["conversation"] == "threadchat-T1-C1-1.1"
+    assert entry["level"] == "INFO" and entry["message"] == "handed over"
