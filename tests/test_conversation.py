@@ -7,8 +7,9 @@ import pytest
 
 from activities.bedrock import SUMMARY_PROMPT
 from devtools.bedrock import Fault
-from devtools.stack import BOB, eventually
+from devtools.stack import ALICE, BOB, eventually
 from threadchat.ids import conversation_id
+from threadchat.model import EndRequest
 from workflows.conversation import ConversationWorkflow
 
 
@@ -146,22 +147,49 @@ async def test_slack_rate_limit_waits_for_retry_after(make_stack, streaming, met
 
 
 async def test_streaming_falls_back_to_editing_one_message(make_stack):
-    stack = await make_stack()
-    stack.slack.inject("chat.startStream", error="unknown_method", times=100)
-    ts = await stack.mention(stack.channel, "no streams here " + "w" * 400)
-    [reply] = await stack.replies(stack.channel, ts, 1)
-    await eventually(
-        lambda: (
-            "no streams here"
-            in (stack.slack.message(stack.channel, reply["ts"]) or {}).get("text", "")
-            and stack.handle(stack.channel, ts)
-        ),
-        what="the complete reply",
+    answer = " ".join(f"step{i}" for i in range(400))
+    stack = await make_stack(
+        bedrock_options={
+            "responder": lambda body: answer,
+            "stream_chunk_chars": 40,
+            "stream_delay_s": 0.03,
+        }
     )
-    status = await stack.handle(stack.channel, ts).query(ConversationWorkflow.status)
-    assert status.turn_count == 1
-    assert len(stack.slack.bot_replies(stack.channel, ts)) == 1
-    assert stack.slack.calls_to("chat.update")
+    stack.slack.inject("chat.startStream", error="unknown_method", times=100)
+    ts = await stack.mention(stack.channel, "no streams here")
+    [reply] = await stack.replies(stack.channel, ts, 1)
+    await stack.handle(stack.channel, ts).signal(
+        ConversationWorkflow.end, EndRequest(requested_by=ALICE, via="command")
+    )
+    result = await stack.handle(stack.channel, ts).result()
+    assert result.transcript[0].reply == answer  # the turn was recorded, whole
+    final = stack.slack.message(stack.channel, reply["ts"])
+    assert final["text"].strip() == answer
+    updates = stack.slack.calls_to("chat.update")
+    assert len(updates) >= 2  # the message grew in place, then got its final text
+    assert len(stack.slack.bot_replies(stack.channel, ts)) == 2  # the reply and the summary
+
+
+async def test_when_editing_fails_too_the_answer_is_posted_once(make_stack):
+    answer = " ".join(f"part{i}" for i in range(400))
+    stack = await make_stack(
+        bedrock_options={
+            "responder": lambda body: answer,
+            "stream_chunk_chars": 40,
+            "stream_delay_s": 0.03,
+        }
+    )
+    stack.slack.inject("chat.startStream", error="unknown_method", times=100)
+    stack.slack.inject("chat.update", error="cant_update_message", times=100)
+    ts = await stack.mention(stack.channel, "no edits either")
+    await eventually(
+        lambda: any(
+            m["text"].strip() == answer for m in stack.slack.bot_replies(stack.channel, ts)
+        ),
+        what="the whole answer",
+    )
+    replies = stack.slack.bot_replies(stack.channel, ts)
+    assert [m["text"].strip() for m in replies] == [answer]  # the partial one was removed
 
 
 async def test_throttling_is_retried_with_backoff(make_stack):

@@ -4,7 +4,8 @@ A change that would break conversations already running in production (a reorder
 activity, a new timer, a removed signal) fails here. To record fresh histories after an
 intended, versioned change, run the scenario tests with THREADCHAT_RECORD_HISTORIES set:
 
-    THREADCHAT_RECORD_HISTORIES=tests/histories pytest tests/test_e2e.py tests/test_conversation.py
+    THREADCHAT_RECORD_HISTORIES=tests/histories/<date> pytest tests/test_e2e.py \
+        tests/test_conversation.py
 """
 
 from pathlib import Path
@@ -15,14 +16,15 @@ from temporalio.worker import Replayer
 
 from workflows.conversation import ConversationWorkflow
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+# One folder per recording; older ones stand for conversations started by older code.
+HISTORIES = sorted((Path(__file__).parent / "histories").rglob("*.json"))
 
 
 def test_there_are_recorded_histories():
     assert len(HISTORIES) >= 10, "record histories: see this module's docstring"
 
 
-@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+@pytest.mark.parametrize("path", HISTORIES, ids=[f"{p.parent.name}/{p.stem}" for p in HISTORIES])
 async def test_recorded_history_replays(path: Path):
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     await Replayer(workflows=[ConversationWorkflow]).replay_workflow(history)

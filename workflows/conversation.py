@@ -148,7 +148,8 @@ class ConversationWorkflow:
                 timeout_summary="inactivity",
             )
         except TimeoutError:
-            return bool(self.state.pending)  # a message that came with the timer still counts
+            # A message that came with the timer still counts.
+            return bool(self.state.pending) and workflow.patched("message-with-timer")
         return True
 
     def _take_pending(self) -> list[UserMessage]:
@@ -392,5 +393,8 @@ class ConversationWorkflow:
         return (
             info.is_continue_as_new_suggested()
             or info.get_current_history_length() >= self.state.settings.history_event_cap
-            or info.get_current_history_size() >= HISTORY_SIZE_CAP
+            or (
+                info.get_current_history_size() >= HISTORY_SIZE_CAP
+                and workflow.patched("history-size-cap")
+            )
         )
