@@ -38,7 +38,8 @@ def build_web_app(app: AsyncApp | None, temporal: Client) -> web.Application:
 
     async def slack_events(request: web.Request) -> web.Response:
         started = time.monotonic()
-        bolt_response = await app.async_dispatch(await to_bolt_request(request))
+        with telemetry.span("slack.request"):
+            bolt_response = await app.async_dispatch(await to_bolt_request(request))
         telemetry.metrics.ack_latency.record(timedelta(seconds=time.monotonic() - started))
         telemetry.metrics.slack_requests.add(1, {"status": str(bolt_response.status)})
         return await to_aiohttp_response(bolt_response)

@@ -61,3 +61,29 @@ def test_json_logs_name_the_conversation_and_keep_secrets_out():
     entry = json.loads(stream.getvalue())
     assert entry["conversation"] == "threadchat-T1-C1-1.1"
     assert entry["level"] == "INFO" and entry["message"] == "handed over"
+
+
+async def test_a_trace_follows_a_message_from_slack_to_the_post(temporal_server):
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from temporalio.contrib.opentelemetry import TracingInterceptor
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    server, _ = temporal_server
+    client = await Client.connect(server.address, interceptors=[TracingInterceptor()])
+    stack = await start_stack(client)
+    try:
+        ts = await stack.mention(stack.channel, "trace me")
+        await stack.replies(stack.channel, ts, 1)
+    finally:
+        await stack.close()
+    spans = exporter.get_finished_spans()
+    [request] = [s for s in spans if s.name == "slack.request"]
+    in_trace = {s.name for s in spans if s.context.trace_id == request.context.trace_id}
+    assert "SignalWithStartWorkflow:ConversationWorkflow" in in_trace, in_trace
+    assert "RunActivity:stream_reply" in in_trace, in_trace

@@ -10,7 +10,7 @@ import sys
 
 from threadchat.config import ConfigError, Settings, load_settings
 from threadchat.operator import OperatorError
-from threadchat.telemetry import configure_logging, make_runtime
+from threadchat.telemetry import configure_logging, make_runtime, tracing_interceptors
 
 log = logging.getLogger("threadchat")
 
@@ -32,7 +32,11 @@ async def _worker(settings: Settings) -> None:
     from threadchat.temporal import connect, ensure_search_attributes
     from threadchat.worker import build_worker, run_worker
 
-    client = await connect(settings.temporal, _metrics_runtime(settings))
+    client = await connect(
+        settings.temporal,
+        _metrics_runtime(settings),
+        tracing_interceptors("threadchat-worker", settings.otlp_endpoint),
+    )
     await ensure_search_attributes(client)
     await run_worker(build_worker(client, settings), _stop_event())
 
@@ -41,7 +45,11 @@ async def _bot(settings: Settings) -> None:
     from bot.app import serve
     from threadchat.temporal import connect
 
-    client = await connect(settings.temporal, _metrics_runtime(settings))
+    client = await connect(
+        settings.temporal,
+        _metrics_runtime(settings),
+        tracing_interceptors("threadchat-bot", settings.otlp_endpoint),
+    )
     await serve(settings, client, _stop_event(), host=settings.host)
 
 

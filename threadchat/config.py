@@ -86,6 +86,7 @@ class Settings:
     log_level: str = "INFO"
     log_json: bool = False
     metrics_port: int | None = None  # Prometheus /metrics on HOST:METRICS_PORT when set
+    otlp_endpoint: str | None = None  # OpenTelemetry traces go here when set
     data_dir: str = ".threadchat"
 
     def require_slack_token(self) -> None:
@@ -120,6 +121,20 @@ def _number(
     if not (math.isfinite(value) and low <= value <= high):
         raise ConfigError(name, f"must be between {low} and {high}, got {raw!r}")
     return value
+
+
+def _tracing_endpoint(env: Mapping[str, str]) -> str | None:
+    endpoint = _get(env, "OTEL_EXPORTER_OTLP_ENDPOINT")
+    if endpoint:
+        try:
+            import opentelemetry.exporter.otlp.proto.http  # noqa: F401
+            import opentelemetry.sdk  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "is set, but tracing is not installed: pip install 'threadchat[tracing]'",
+            ) from None
+    return endpoint
 
 
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
@@ -215,5 +230,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=log_level,
         log_json=_choice(env, "LOG_FORMAT", ("text", "json"), "text") == "json",
         metrics_port=_number(env, "METRICS_PORT", None, int, 1, 65535),
+        otlp_endpoint=_tracing_endpoint(env),
         data_dir=_get(env, "THREADCHAT_DATA_DIR") or ".threadchat",
     )

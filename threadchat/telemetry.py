@@ -6,6 +6,7 @@ threadchat's together. Logs are plain text or JSON, and every line written while
 conversation carries its workflow id.
 """
 
+import contextlib
 import contextvars
 import json
 import logging
@@ -77,6 +78,37 @@ def count_turn(outcome: str) -> None:
     workflow.metric_meter().create_counter(
         "threadchat_turns", "Turns answered, by outcome (replied/failed)"
     ).add(1, {"outcome": outcome})
+
+
+# -- Traces ------------------------------------------------------------------------------------
+
+
+def tracing_interceptors(service: str, otlp_endpoint: str | None) -> list:
+    """With an OTLP endpoint, trace each conversation step from the Slack request through the
+    workflow to the activity that posts into Slack (Temporal's OpenTelemetry interceptor
+    carries the trace across). Needs the `tracing` extra."""
+    if not otlp_endpoint:
+        return []
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from temporalio.contrib.opentelemetry import TracingInterceptor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))  # reads OTEL_* itself
+    trace.set_tracer_provider(provider)
+    return [TracingInterceptor()]
+
+
+def span(name: str):
+    """A span around a piece of the bot's work; nothing when tracing is not installed."""
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        return contextlib.nullcontext()
+    return trace.get_tracer("threadchat").start_as_current_span(name)
 
 
 # -- Logs --------------------------------------------------------------------------------------

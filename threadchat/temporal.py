@@ -32,12 +32,16 @@ DEV_SERVER_SEARCH_ATTRIBUTES = [
 ]
 
 
-async def connect(settings: TemporalSettings, runtime: Runtime | None = None) -> Client:
-    """A client; with `runtime`, its metrics (and those of workers on it) are exported."""
+async def connect(
+    settings: TemporalSettings, runtime: Runtime | None = None, interceptors: list | None = None
+) -> Client:
+    """A client; with `runtime`, its metrics (and those of workers on it) are exported, and
+    `interceptors` (tracing) apply to it and to workers built on it."""
     return await Client.connect(
         settings.target_host,
         namespace=settings.namespace,
         runtime=runtime or Runtime.default(),
+        interceptors=interceptors or [],
         **settings.connect_options,
     )
 
