@@ -42,9 +42,6 @@ STREAM_FLUSH_SECONDS = 0.25
 UPDATE_FLUSH_SECONDS = 1.2
 HEARTBEAT_SECONDS = 2.0
 SLOW_TURN_SECONDS = 10
-# Temporal's and Slack's clocks may differ a little; messages are looked for from this much
-# before the activity was first scheduled.
-CLOCK_SKEW_SECONDS = 2
 # Slack rate limits waited out within one attempt, before the activity fails and retries.
 RATE_LIMIT_WAITS = 3
 
@@ -264,29 +261,6 @@ def _retry_later(err: SlackApiError) -> bool:
     return not slack_activities.classify(err).non_retryable
 
 
-async def _unfinished_replies_since(
-    client: AsyncWebClient, request: ReplyRequest, bot_user: str, since: float
-) -> list[str]:
-    """Our bot's messages in the thread since `since` that belong to this reply: ones
-    without a finished reply's key (an earlier turn's answer, a notice has one) or with this
-    reply's own. Turns are answered one at a time, so no other reply can be in progress."""
-    thread = request.thread
-    response = await client.conversations_replies(
-        channel=thread.channel,
-        ts=thread.thread_ts,
-        oldest=f"{since:.6f}",
-        include_all_metadata=True,
-        limit=100,
-    )
-    mine = []
-    for message in response.get("messages", []):
-        key = ((message.get("metadata") or {}).get("event_payload") or {}).get("idempotency_key")
-        ours = message.get("user") == bot_user and message["ts"] != thread.thread_ts
-        if ours and key in (None, request.idempotency_key):
-            mine.append(message["ts"])
-    return mine
-
-
 class ReplyActivities:
     """The streaming reply: one activity from the model's first token to the final message."""
 
@@ -302,10 +276,9 @@ class ReplyActivities:
         info = activity.info()
         earlier: list[str] = []
         if info.attempt > 1:
-            done = await self._finished_earlier(request)
+            done, earlier = await self._earlier_attempts(request, info.heartbeat_details)
             if done:
                 return done
-            earlier = await self._left_by_earlier_attempts(request, info.heartbeat_details)
         writer = SlackReplyWriter(self.slack, request, earlier)
         heartbeats = asyncio.create_task(self._heartbeat(writer))
         try:
@@ -348,36 +321,42 @@ class ReplyActivities:
         )
         return DeliveredReply(text=text, ts=ts, **tokens)
 
-    async def _finished_earlier(self, request: ReplyRequest) -> DeliveredReply | None:
-        """The reply an earlier attempt finished, when only its result was lost."""
-        done = await slack_activities.find_posted(
-            self.slack, request.thread, request.idempotency_key
-        )
-        if not done:
-            return None
-        payload = done["metadata"]["event_payload"]
-        return DeliveredReply(
-            text=done.get("text") or "(reply posted in Slack)",
-            input_tokens=payload.get("input_tokens", 0),
-            output_tokens=payload.get("output_tokens", 0),
-            ts=done["ts"],
-        )
-
-    async def _left_by_earlier_attempts(self, request: ReplyRequest, details) -> list[str]:
-        """Messages earlier attempts created and did not finish.
+    async def _earlier_attempts(
+        self, request: ReplyRequest, details
+    ) -> tuple[DeliveredReply | None, list[str]]:
+        """What earlier attempts left: the finished reply, when only its result was lost; else
+        the messages they created and did not finish, oldest first.
 
         Heartbeats reach Temporal only every few seconds, so a killed attempt's last ones may
         be lost: the thread itself is read, from when this activity was first scheduled.
+        Turns are answered one at a time, so our bot's messages there without another
+        reply's key can only be this reply's.
         """
-        progress = details[0] if details and isinstance(details[0], dict) else {}
-        since = activity.info().scheduled_time.timestamp() - CLOCK_SKEW_SECONDS
         try:
+            recent = await slack_activities.messages_since_scheduled(self.slack, request.thread)
             bot_user = await self._bot_user()
-            found = await _unfinished_replies_since(self.slack, request, bot_user, since)
         except SlackApiError as err:
             raise slack_activities.classify(err) from err
-        messages = set(progress.get("messages") or []) | set(found)
-        return sorted(messages, key=lambda ts: tuple(int(p) for p in ts.split(".")))
+        for message in recent:
+            if slack_activities.message_key(message) == request.idempotency_key:
+                payload = message["metadata"]["event_payload"]
+                done = DeliveredReply(
+                    text=message.get("text") or "(reply posted in Slack)",
+                    input_tokens=payload.get("input_tokens", 0),
+                    output_tokens=payload.get("output_tokens", 0),
+                    ts=message["ts"],
+                )
+                return done, []
+        unfinished = {
+            m["ts"]
+            for m in recent
+            if m.get("user") == bot_user
+            and m["ts"] != request.thread.thread_ts
+            and slack_activities.message_key(m) is None
+        }
+        progress = details[0] if details and isinstance(details[0], dict) else {}
+        unfinished |= set(progress.get("messages") or [])
+        return None, sorted(unfinished, key=lambda ts: tuple(int(p) for p in ts.split(".")))
 
     async def _bot_user(self) -> str:
         if self.bot_user is None:

@@ -74,17 +74,24 @@ def message_metadata(idempotency_key: str, **extra: object) -> dict:
     }
 
 
-async def find_posted(
-    client: AsyncWebClient, thread: ThreadRef, idempotency_key: str
-) -> dict | None:
-    """The message an earlier attempt of this activity already posted with this key, if any.
+# Temporal's and Slack's clocks may differ a little: messages are read from this much before
+# the activity was first scheduled.
+CLOCK_SKEW_SECONDS = 2
 
-    Only messages since the activity was first scheduled are read, so the lookup stays one
-    page in all but the busiest threads.
+
+def message_key(message: dict) -> str | None:
+    """The idempotency key a message was posted with, if it is one of ours."""
+    return ((message.get("metadata") or {}).get("event_payload") or {}).get("idempotency_key")
+
+
+async def messages_since_scheduled(client: AsyncWebClient, thread: ThreadRef) -> list[dict]:
+    """The thread's messages since this activity was first scheduled, with their metadata.
+
+    A retry reads them once to find what earlier attempts posted. Only this short window is
+    read, so it is one page in all but the busiest threads (Slack limits thread reads).
     """
-    # The activity was first scheduled before any attempt posted; a little slack covers
-    # clock differences between Temporal and Slack.
-    since = activity.info().scheduled_time.timestamp() - 10
+    since = activity.info().scheduled_time.timestamp() - CLOCK_SKEW_SECONDS
+    messages: list[dict] = []
     cursor = None
     while True:
         response = await client.conversations_replies(
@@ -95,13 +102,10 @@ async def find_posted(
             limit=200,
             cursor=cursor,
         )
-        for message in response.get("messages", []):
-            payload = (message.get("metadata") or {}).get("event_payload") or {}
-            if payload.get("idempotency_key") == idempotency_key:
-                return message
+        messages += response.get("messages", [])
         cursor = (response.get("response_metadata") or {}).get("next_cursor")
         if not response.get("has_more") or not cursor:
-            return None
+            return messages
 
 
 class SlackActivities:
@@ -118,15 +122,17 @@ class SlackActivities:
         key of its own so that a retry posts only the parts still missing.
         """
         parts = split_markdown(slack_markdown(post.text))
-        retrying = activity.info().attempt > 1
         ts = ""
-        for index, part in enumerate(parts):
-            key = post.idempotency_key if len(parts) == 1 else f"{post.idempotency_key}/{index}"
-            try:
-                existing = retrying and await find_posted(self.client, post.thread, key)
-                if existing:
-                    log.info("post already landed on an earlier attempt: ts=%s", existing["ts"])
-                    ts = existing["ts"]
+        try:
+            posted = {}
+            if activity.info().attempt > 1:
+                recent = await messages_since_scheduled(self.client, post.thread)
+                posted = {message_key(m): m["ts"] for m in recent if message_key(m)}
+            for index, part in enumerate(parts):
+                key = post.idempotency_key if len(parts) == 1 else f"{post.idempotency_key}/{index}"
+                if key in posted:
+                    log.info("part already landed on an earlier attempt: ts=%s", posted[key])
+                    ts = posted[key]
                     continue
                 response = await self.client.chat_postMessage(
                     channel=post.thread.channel,
@@ -135,9 +141,9 @@ class SlackActivities:
                     metadata=message_metadata(key),
                     unfurl_links=False,
                 )
-            except SlackApiError as err:
-                raise classify(err) from err
-            ts = response["ts"]
+                ts = response["ts"]
+        except SlackApiError as err:
+            raise classify(err) from err
         return PostedMessage(ts=ts)
 
     @activity.defn
