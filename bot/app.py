@@ -9,12 +9,14 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from temporalio.client import Client
+from temporalio.converter import PayloadCodec
 
 from activities.slack import CountingWebClient
 from bot.conversations import Conversations
 from bot.listeners import register_listeners
 from threadchat import telemetry
-from threadchat.config import ConfigError, Settings, SlackSettings
+from threadchat.codec import CODEC_PATH, EncryptionCodec, codec_routes
+from threadchat.config import DEFAULT_CODEC_ORIGINS, ConfigError, Settings, SlackSettings
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +35,16 @@ def build_app(settings: SlackSettings, temporal: Client, task_queue: str) -> Asy
     return app
 
 
-def build_web_app(app: AsyncApp | None, temporal: Client) -> web.Application:
-    """`POST /slack/events` (when `app` is given) and `GET /healthz`."""
+def build_web_app(
+    app: AsyncApp | None,
+    temporal: Client,
+    codec: PayloadCodec | None = None,
+    codec_token: str | None = None,
+    codec_origins: tuple[str, ...] = DEFAULT_CODEC_ORIGINS,
+) -> web.Application:
+    """`POST /slack/events` (when `app` is given), `GET /healthz`, and with `codec` the remote
+    codec endpoint `POST /codec/decode` and `/codec/encode` (bearer `codec_token` if set;
+    CORS for the Temporal Web UI at `codec_origins`)."""
 
     async def slack_events(request: web.Request) -> web.Response:
         started = time.monotonic()
@@ -58,6 +68,8 @@ def build_web_app(app: AsyncApp | None, temporal: Client) -> web.Application:
     web_app.router.add_get("/healthz", healthz)
     if app is not None:
         web_app.router.add_post(EVENTS_PATH, slack_events)
+    if codec is not None:
+        web_app.add_routes(codec_routes(codec, codec_token, codec_origins))
     return web_app
 
 
@@ -81,9 +93,21 @@ async def serve(settings: Settings, temporal: Client, stop: asyncio.Event, host:
     """
     app = build_app(settings.slack, temporal, settings.temporal.task_queue)
     socket_mode = settings.slack.socket_mode
-    runner = await start_http(
-        build_web_app(None if socket_mode else app, temporal), host, settings.slack.port
+    codec = EncryptionCodec(settings.encryption_keys) if settings.encryption_keys else None
+    web_app = build_web_app(
+        None if socket_mode else app,
+        temporal,
+        codec=codec,
+        codec_token=settings.codec_token,
+        codec_origins=settings.codec_origins,
     )
+    runner = await start_http(web_app, host, settings.slack.port)
+    if codec is not None and not settings.codec_token:
+        log.warning(
+            "codec endpoint %s decrypts without THREADCHAT_CODEC_TOKEN: expose it to operators "
+            "only, never to the internet",
+            CODEC_PATH,
+        )
     try:
         if socket_mode:
             await _serve_socket_mode(app, settings.slack.app_token or "", stop)

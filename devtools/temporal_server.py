@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from temporalio.client import Client
+from temporalio.converter import DataConverter
 
 from threadchat.temporal import DEV_SERVER_SEARCH_ATTRIBUTES
 
@@ -66,8 +67,11 @@ class TemporalDevServer:
         cmd += ["--dynamic-config-value", 'history.workflowIdReuseMinimalInterval="0s"']
         return cmd + self.extra_args
 
-    async def start(self, timeout: float = 30) -> Client:
-        """Start the server and return a client once it answers."""
+    async def start(
+        self, timeout: float = 30, data_converter: DataConverter | None = None
+    ) -> Client:
+        """Start the server and return a client once it answers (with `data_converter`, e.g.
+        threadchat.codec's encrypting one, when given)."""
         if self.db_file:
             Path(self.db_file).parent.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
@@ -82,7 +86,9 @@ class TemporalDevServer:
                 error = self.process.stderr.read().decode(errors="replace")[-2000:]
                 raise RuntimeError(f"temporal dev server exited: {error.strip()}")
             try:
-                return await Client.connect(self.address)
+                return await Client.connect(
+                    self.address, data_converter=data_converter or DataConverter.default
+                )
             except Exception:
                 if asyncio.get_running_loop().time() > deadline:
                     raise

@@ -28,6 +28,14 @@ def _metrics_runtime(settings: Settings):
     return make_runtime(settings.metrics_port and f"{settings.host}:{settings.metrics_port}")
 
 
+def _data_converter(settings: Settings):
+    """Encrypting with THREADCHAT_ENCRYPTION_KEY when set: the bot, the worker and the operator
+    views must all use the same keys."""
+    from threadchat.codec import data_converter
+
+    return data_converter(settings.encryption_keys)
+
+
 async def _worker(settings: Settings) -> None:
     from threadchat.temporal import connect, ensure_search_attributes
     from threadchat.worker import build_worker, run_worker
@@ -36,6 +44,7 @@ async def _worker(settings: Settings) -> None:
         settings.temporal,
         _metrics_runtime(settings),
         tracing_interceptors("threadchat-worker", settings.otlp_endpoint),
+        _data_converter(settings),
     )
     await ensure_search_attributes(client)
     await run_worker(build_worker(client, settings), _stop_event())
@@ -49,6 +58,7 @@ async def _bot(settings: Settings) -> None:
         settings.temporal,
         _metrics_runtime(settings),
         tracing_interceptors("threadchat-bot", settings.otlp_endpoint),
+        _data_converter(settings),
     )
     await serve(settings, client, _stop_event(), host=settings.host)
 
@@ -66,7 +76,7 @@ async def _conversations(
     from threadchat.temporal import connect
 
     operator.running_query(channel=channel, user=user)  # bad ids fail before connecting
-    client = await connect(settings.temporal)
+    client = await connect(settings.temporal, data_converter=_data_converter(settings))
     rows = await operator.list_conversations(
         client, channel=channel, user=user, task_queue=settings.temporal.task_queue
     )
@@ -78,7 +88,7 @@ async def _show(settings: Settings, ref: str, as_json: bool = False) -> None:
     from threadchat.temporal import connect
 
     operator.parse_ref(ref)  # a bad link fails before connecting
-    client = await connect(settings.temporal)
+    client = await connect(settings.temporal, data_converter=_data_converter(settings))
     view = await operator.load_conversation(client, ref)
     print(operator.conversation_json(view) if as_json else operator.format_conversation(view))
 

@@ -4,6 +4,8 @@
 problem is a `ConfigError` naming the variable, which the CLI prints as one line (exit 2).
 """
 
+import base64
+import binascii
 import math
 import os
 from collections.abc import Mapping
@@ -20,6 +22,8 @@ DEFAULT_SYSTEM_PROMPT = (
     "concisely, using Markdown where it helps. Do not start your reply with a [name] label."
 )
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+# Where the Temporal Web UI of `temporal server start-dev` (and `threadchat dev`) is served.
+DEFAULT_CODEC_ORIGINS = ("http://localhost:8233", "http://127.0.0.1:8233")
 MAX_INACTIVITY_SECONDS = 30 * 86400
 
 
@@ -88,6 +92,10 @@ class Settings:
     metrics_port: int | None = None  # Prometheus /metrics on HOST:METRICS_PORT when set
     otlp_endpoint: str | None = None  # OpenTelemetry traces go here when set
     data_dir: str = ".threadchat"
+    # AES-256-GCM keys for Temporal payloads; the first encrypts, all decrypt. Empty: none.
+    encryption_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    codec_token: str | None = field(default=None, repr=False)  # bearer token for /codec/*
+    codec_origins: tuple[str, ...] = DEFAULT_CODEC_ORIGINS  # web UIs that may call /codec/*
 
     def require_slack_token(self) -> None:
         if not self.slack.bot_token:
@@ -151,6 +159,46 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
         raise ConfigError(name, f"must be true or false, got {raw!r}")
     return raw in {"1", "true", "yes", "on"}
+
+
+def _encryption_keys(env: Mapping[str, str]) -> tuple[bytes, ...]:
+    """Comma-separated base64 (standard or URL-safe) 32-byte keys. Errors never echo a key."""
+    name = "THREADCHAT_ENCRYPTION_KEY"
+    raw = _get(env, name)
+    if raw is None:
+        return ()
+    keys = []
+    for position, text in enumerate(raw.split(","), start=1):
+        text = text.strip()
+        if not text:
+            raise ConfigError(name, f"key {position} is empty")
+        try:
+            normalized = text.replace("-", "+").replace("_", "/")
+            key = base64.b64decode(normalized + "=" * (-len(normalized) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError(name, f"key {position} is not valid base64") from None
+        if len(key) != 32:
+            raise ConfigError(
+                name, f"key {position} must decode to 32 bytes (AES-256), not {len(key)}"
+            )
+        keys.append(key)
+    if len(set(keys)) != len(keys):
+        raise ConfigError(name, "lists the same key twice")
+    return tuple(keys)
+
+
+def _codec_origins(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = _get(env, "THREADCHAT_CODEC_ORIGINS")
+    if raw is None:
+        return DEFAULT_CODEC_ORIGINS
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if not origin.startswith(("http://", "https://")) or "/" in origin.split("://", 1)[1]:
+            raise ConfigError(
+                "THREADCHAT_CODEC_ORIGINS",
+                f"must be origins like https://temporal.example.com, got {origin!r}",
+            )
+    return origins
 
 
 def _temporal(env: Mapping[str, str]) -> TemporalSettings:
@@ -232,4 +280,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         metrics_port=_number(env, "METRICS_PORT", None, int, 1, 65535),
         otlp_endpoint=_tracing_endpoint(env),
         data_dir=_get(env, "THREADCHAT_DATA_DIR") or ".threadchat",
+        encryption_keys=_encryption_keys(env),
+        codec_token=_get(env, "THREADCHAT_CODEC_TOKEN"),
+        codec_origins=_codec_origins(env),
     )

@@ -19,6 +19,7 @@ from devtools.bedrock import LocalBedrock
 from devtools.playground import Playground
 from devtools.slack import LocalSlack
 from devtools.temporal_server import TemporalDevServer
+from threadchat.codec import CODEC_PATH, data_converter
 from threadchat.config import Settings
 from threadchat.temporal import ensure_search_attributes
 from threadchat.worker import build_worker, run_worker
@@ -37,14 +38,22 @@ def has_aws_credentials() -> bool:
 async def run_dev(settings: Settings, stop: asyncio.Event, bedrock: str = "auto") -> None:
     """Run everything until `stop` is set; `bedrock` is "auto", "local" or "aws"."""
     data_dir = Path(settings.data_dir)
+    # With THREADCHAT_ENCRYPTION_KEY, the bot serves the codec endpoint and the dev UI uses it
+    # to show decrypted history.
+    codec_url = f"http://127.0.0.1:{settings.slack.port}{CODEC_PATH}"
     server = TemporalDevServer(
-        db_file=str(data_dir / "temporal.db"), port=TEMPORAL_PORT, ui_port=TEMPORAL_UI_PORT
+        db_file=str(data_dir / "temporal.db"),
+        port=TEMPORAL_PORT,
+        ui_port=TEMPORAL_UI_PORT,
+        extra_args=["--ui-codec-endpoint", codec_url] if settings.encryption_keys else [],
     )
     async with contextlib.AsyncExitStack() as stack:
-        client = await server.start()
+        client = await server.start(data_converter=data_converter(settings.encryption_keys))
         stack.callback(server.stop)
         await ensure_search_attributes(client)
         lines = [f"Temporal UI:    http://127.0.0.1:{TEMPORAL_UI_PORT}"]
+        if settings.encryption_keys:
+            lines.append(f"Codec endpoint: {codec_url} (payloads encrypted)")
 
         offline_model = bedrock == "local" or (bedrock == "auto" and not has_aws_credentials())
         if offline_model:

@@ -9,6 +9,7 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
+from temporalio.converter import DataConverter
 from temporalio.runtime import Runtime
 
 from threadchat.config import TemporalSettings
@@ -33,15 +34,20 @@ DEV_SERVER_SEARCH_ATTRIBUTES = [
 
 
 async def connect(
-    settings: TemporalSettings, runtime: Runtime | None = None, interceptors: list | None = None
+    settings: TemporalSettings,
+    runtime: Runtime | None = None,
+    interceptors: list | None = None,
+    data_converter: DataConverter | None = None,
 ) -> Client:
     """A client; with `runtime`, its metrics (and those of workers on it) are exported, and
-    `interceptors` (tracing) apply to it and to workers built on it."""
+    `interceptors` (tracing) apply to it and to workers built on it. `data_converter`
+    (threadchat.codec.data_converter: encryption) applies to it and its workers too."""
     return await Client.connect(
         settings.target_host,
         namespace=settings.namespace,
         runtime=runtime or Runtime.default(),
         interceptors=interceptors or [],
+        data_converter=data_converter or DataConverter.default,
         **settings.connect_options,
     )
 
