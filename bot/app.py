@@ -6,14 +6,17 @@ import time
 from datetime import timedelta
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from temporalio.client import Client
 from temporalio.converter import PayloadCodec
 
 from activities.slack import CountingWebClient
 from bot.conversations import Conversations
 from bot.listeners import register_listeners
+from bot.parsing import malformed
 from threadchat import telemetry
 from threadchat.codec import CODEC_PATH, EncryptionCodec, codec_routes
 from threadchat.config import DEFAULT_CODEC_ORIGINS, ConfigError, Settings, SlackSettings
@@ -49,10 +52,30 @@ def build_web_app(
     async def slack_events(request: web.Request) -> web.Response:
         started = time.monotonic()
         with telemetry.span("slack.request"):
-            bolt_response = await app.async_dispatch(await to_bolt_request(request))
+            bolt_response = await dispatch(request)
         telemetry.metrics.ack_latency.record(timedelta(seconds=time.monotonic() - started))
         telemetry.metrics.slack_requests.add(1, {"status": str(bolt_response.status)})
         return await to_aiohttp_response(bolt_response)
+
+    async def dispatch(request: web.Request) -> BoltResponse:
+        """Hand a request to Bolt; input Bolt cannot even parse is refused with a 4xx.
+
+        Errors inside listeners (Temporal unreachable) are Bolt's to answer, with a 5xx so that
+        Slack delivers the event again; anything raised before or around them is bad input.
+        """
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "0")
+        if not timestamp.isdigit():
+            return BoltResponse(status=401, body='{"error": "invalid request"}')
+        try:
+            body = (await request.read()).decode("utf-8")
+            if malformed(body):
+                return BoltResponse(status=400, body='{"error": "malformed payload"}')
+            return await app.async_dispatch(
+                AsyncBoltRequest(body=body, query=request.query_string, headers=request.headers)
+            )
+        except Exception as err:
+            log.warning("refused a Slack request Bolt could not handle: %s", type(err).__name__)
+            return BoltResponse(status=400, body='{"error": "unprocessable request"}')
 
     async def healthz(request: web.Request) -> web.Response:
         try:

@@ -4,10 +4,26 @@ Pure functions, so every rule about which messages start, continue or are ignore
 without Slack or Temporal.
 """
 
+import json
 import re
 from dataclasses import dataclass
+from urllib.parse import parse_qs
 
 from threadchat.model import ThreadRef, UserMessage
+
+# Slack ids and timestamps, as Slack sends them. Anything else is not from Slack, and would
+# make a workflow id or search attribute Temporal refuses.
+_ID = re.compile(r"^[A-Z0-9]{1,32}$")
+_TS = re.compile(r"^\d{1,12}\.\d{1,9}$")
+
+
+def _ids(*values: object) -> bool:
+    return all(isinstance(v, str) and _ID.match(v) for v in values)
+
+
+def _ts(*values: object) -> bool:
+    return all(isinstance(v, str) and _TS.match(v) for v in values)
+
 
 # Subtypes that are still a person writing in the thread; everything else (edits, deletions,
 # joins, bot messages, ...) is not a message to answer.
@@ -33,13 +49,18 @@ def parse_message_event(
     event: dict, team_id: str, bot_user_id: str | None, *, is_mention_event: bool = False
 ) -> Incoming | None:
     """Classify an `app_mention` or `message` event; None means acknowledge and ignore."""
-    if event.get("subtype") not in _CONVERSATIONAL_SUBTYPES or event.get("bot_id"):
+    subtype = event.get("subtype")
+    if not isinstance(subtype, str | None) or subtype not in _CONVERSATIONAL_SUBTYPES:
+        return None
+    if event.get("bot_id"):
         return None
     user, ts, channel = event.get("user"), event.get("ts"), event.get("channel")
-    if not (user and ts and channel and team_id) or user == bot_user_id:
-        return None
-    text = event.get("text") or ""
     thread_ts = event.get("thread_ts")
+    text = event.get("text") or ""
+    if not (_ids(user, channel, team_id) and _ts(ts) and isinstance(text, str)):
+        return None
+    if user == bot_user_id or (thread_ts is not None and not _ts(thread_ts)):
+        return None
     mentioned = is_mention_event or bool(bot_user_id and f"<@{bot_user_id}" in text)
     top_level_dm = event.get("channel_type") == "im" and not thread_ts
     if not (mentioned or top_level_dm or thread_ts):
@@ -52,3 +73,65 @@ def parse_message_event(
         ),
         may_start=may_start,
     )
+
+
+@dataclass(frozen=True)
+class EndCommand:
+    """An /endchat: who ran it where, and the thread link they gave, if any."""
+
+    team: str
+    channel: str
+    user: str
+    link: str
+    team_domain: str
+
+
+def parse_end_command(command: dict) -> EndCommand | None:
+    team, channel, user = command.get("team_id"), command.get("channel_id"), command.get("user_id")
+    text = command.get("text") or ""
+    if not (_ids(team, channel, user) and isinstance(text, str)):
+        return None
+    domain = command.get("team_domain")
+    return EndCommand(
+        team, channel, user, text.strip(), domain if isinstance(domain, str) else "app"
+    )
+
+
+def parse_end_shortcut(shortcut: dict) -> tuple[ThreadRef, str] | None:
+    """The thread an End chat shortcut was used in, and who used it."""
+
+    def id_of(field: str) -> object:
+        value = shortcut.get(field)
+        return value.get("id") if isinstance(value, dict) else None
+
+    message = shortcut.get("message")
+    if not isinstance(message, dict):
+        return None
+    team, channel, user = id_of("team"), id_of("channel"), id_of("user")
+    thread_ts = message.get("thread_ts") or message.get("ts")
+    if not (_ids(team, channel, user) and _ts(thread_ts)):
+        return None
+    return ThreadRef(team=team, channel=channel, thread_ts=thread_ts), user
+
+
+def malformed(body: str) -> bool:
+    """Payload shapes Bolt itself trips over (it answers them 500, as if we had failed):
+    an event that is not an object or has no string type, or an interaction without its
+    parts. Slack never sends these."""
+    try:
+        if body.startswith("{"):
+            data = json.loads(body)
+            if isinstance(data, dict) and data.get("type") == "event_callback":
+                event = data.get("event")
+                return not (isinstance(event, dict) and isinstance(event.get("type"), str))
+            return False
+        payload = parse_qs(body).get("payload")
+        if payload:
+            data = json.loads(payload[0])
+            if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+                return True
+            actions = data.get("actions")
+            return data["type"] == "block_actions" and not (isinstance(actions, list) and actions)
+    except ValueError:
+        return True
+    return False

@@ -77,6 +77,7 @@ def ended_link(team_domain: str, thread: ThreadRef) -> str:
     return f"Ending <{link}|this conversation>. Its summary will be posted in the thread."
 
 
+BAD_COMMAND = ":warning: Slack sent this command without what I need; please try again."
 NOTHING_TO_END = "You have no active conversation here, so there is nothing to end."
 NOTHING_TO_END_IN_THREAD = "This thread has no active conversation, so there is nothing to end."
 BAD_THREAD_LINK = (

@@ -5,6 +5,7 @@ import logging
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
 from bot.conversations import Conversations
+from bot.parsing import parse_end_command, parse_end_shortcut
 from threadchat import texts
 from threadchat.ids import parse_thread_link
 from threadchat.model import EndRequest, ThreadRef
@@ -17,8 +18,11 @@ def register(app: AsyncApp, conversations: Conversations) -> None:
     async def end_chat_command(ack: AsyncAck, command: dict) -> None:
         """Slash commands can't run in threads, so /endchat ends the user's latest
         conversation in the channel, or the thread of a link given as its text."""
-        team, channel, user = command["team_id"], command["channel_id"], command["user_id"]
-        link = (command.get("text") or "").strip()
+        parsed = parse_end_command(command)
+        if parsed is None:
+            await ack(text=texts.BAD_COMMAND, response_type="ephemeral")
+            return
+        team, user, link = parsed.team, parsed.user, parsed.link
         if link:
             location = parse_thread_link(link)
             if location is None:
@@ -30,29 +34,24 @@ def register(app: AsyncApp, conversations: Conversations) -> None:
             if not await conversations.includes(thread, user):
                 thread = None
         else:
-            thread = await conversations.latest_for(team, channel, user)
+            thread = await conversations.latest_for(team, parsed.channel, user)
         if thread is None or not await conversations.end(thread, EndRequest(user, "command")):
             await ack(
                 text=texts.NOTHING_TO_END_IN_THREAD if link else texts.NOTHING_TO_END,
                 response_type="ephemeral",
             )
             return
-        await ack(
-            text=texts.ended_link(command.get("team_domain", "app"), thread),
-            response_type="ephemeral",
-        )
+        await ack(text=texts.ended_link(parsed.team_domain, thread), response_type="ephemeral")
 
     @app.shortcut("end_chat")
     async def end_chat_shortcut(ack: AsyncAck, shortcut: dict, respond: AsyncRespond) -> None:
         """The in-thread way to end: a message shortcut knows the message's thread."""
         await ack()
-        message = shortcut.get("message") or {}
-        thread = ThreadRef(
-            team=shortcut["team"]["id"],
-            channel=shortcut["channel"]["id"],
-            thread_ts=message.get("thread_ts") or message["ts"],
-        )
-        ended = await conversations.end(thread, EndRequest(shortcut["user"]["id"], "shortcut"))
+        parsed = parse_end_shortcut(shortcut)
+        if parsed is None:
+            return
+        thread, user = parsed
+        ended = await conversations.end(thread, EndRequest(user, "shortcut"))
         try:
             # A message shortcut's ack cannot carry text; its response_url is the way to
             # answer the person who used it.
