@@ -19,7 +19,7 @@ from devtools.slack import LocalSlack
 from devtools.slack_events import EventSender, app_mention_event, message_event
 from threadchat.config import BedrockSettings, Settings, SlackSettings, TemporalSettings
 from threadchat.ids import conversation_id
-from threadchat.model import ConversationResult, ConversationSettings, ThreadRef
+from threadchat.model import ConversationResult, ConversationSettings
 from threadchat.worker import build_worker
 
 SIGNING_SECRET = "local-signing-secret"
@@ -70,9 +70,6 @@ class Stack:
     # workflow ids must not collide with another test's conversations.
     channel: str = field(default_factory=lambda: "C" + uuid.uuid4().hex[:10].upper())
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-
-    def thread(self, channel: str, thread_ts: str) -> ThreadRef:
-        return ThreadRef(TEAM, channel, thread_ts)
 
     def handle(self, channel: str, thread_ts: str):
         return self.client.get_workflow_handle(
