@@ -98,7 +98,8 @@ def build_web_app(
 
 async def start_http(web_app: web.Application, host: str, port: int) -> web.AppRunner:
     """Serve until the runner is cleaned up; returns the runner (its port may be 0 → chosen)."""
-    runner = web.AppRunner(web_app, access_log=None)
+    # Hand-overs take milliseconds; a client stalled mid-request must not hold SIGTERM.
+    runner = web.AppRunner(web_app, access_log=None, shutdown_timeout=5)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

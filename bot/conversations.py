@@ -5,7 +5,7 @@ before acking and still answer Slack well within its 3 seconds.
 """
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
@@ -18,6 +18,8 @@ from threadchat.temporal import CONVERSATION_STARTED, SLACK_CHANNEL, SLACK_PARTI
 from workflows.conversation import ConversationWorkflow
 
 _SLACK_ID = re.compile(r"^[A-Z0-9]+$")
+# Slack waits 3 s for the ack: past that, fail fast with a 5xx so Slack delivers again.
+HAND_OVER_TIMEOUT = timedelta(seconds=2)
 
 
 def _conversation(thread: ThreadRef) -> str:
@@ -41,6 +43,7 @@ class Conversations:
             task_queue=self.task_queue,
             start_signal="user_message",
             start_signal_args=[message],
+            rpc_timeout=HAND_OVER_TIMEOUT,
             search_attributes=TypedSearchAttributes(
                 [
                     SearchAttributePair(SLACK_CHANNEL, thread.channel),
@@ -61,7 +64,7 @@ class Conversations:
 
     async def latest_for(self, team: str, channel: str, user: str) -> ThreadRef | None:
         """The most recently started running conversation `user` takes part in, in `channel`."""
-        if not (_SLACK_ID.match(channel) and _SLACK_ID.match(user)):
+        if not (_SLACK_ID.fullmatch(channel) and _SLACK_ID.fullmatch(user)):
             return None
         query = (
             f"WorkflowType = 'ConversationWorkflow' AND ExecutionStatus = 'Running' "
@@ -98,7 +101,7 @@ class Conversations:
     async def _signal(self, thread: ThreadRef, signal, arg) -> bool:
         handle = self.client.get_workflow_handle(_conversation(thread))
         try:
-            await handle.signal(signal, arg)
+            await handle.signal(signal, arg, rpc_timeout=HAND_OVER_TIMEOUT)
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 return False

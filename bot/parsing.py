@@ -18,11 +18,11 @@ _TS = re.compile(r"^\d{1,12}\.\d{1,9}$")
 
 
 def _ids(*values: object) -> bool:
-    return all(isinstance(v, str) and _ID.match(v) for v in values)
+    return all(isinstance(v, str) and _ID.fullmatch(v) for v in values)
 
 
 def _ts(*values: object) -> bool:
-    return all(isinstance(v, str) and _TS.match(v) for v in values)
+    return all(isinstance(v, str) and _TS.fullmatch(v) for v in values)
 
 
 # Subtypes that are still a person writing in the thread; everything else (edits, deletions,

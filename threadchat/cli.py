@@ -24,7 +24,7 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-def _metrics_runtime(settings: Settings):
+def _runtime(settings: Settings):
     return make_runtime(settings.metrics_port and f"{settings.host}:{settings.metrics_port}")
 
 
@@ -42,7 +42,7 @@ async def _worker(settings: Settings) -> None:
 
     client = await connect(
         settings.temporal,
-        _metrics_runtime(settings),
+        _runtime(settings),
         tracing_interceptors("threadchat-worker", settings.otlp_endpoint),
         _data_converter(settings),
     )
@@ -56,7 +56,7 @@ async def _bot(settings: Settings) -> None:
 
     client = await connect(
         settings.temporal,
-        _metrics_runtime(settings),
+        _runtime(settings),
         tracing_interceptors("threadchat-bot", settings.otlp_endpoint),
         _data_converter(settings),
     )

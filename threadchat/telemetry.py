@@ -15,7 +15,14 @@ from datetime import timedelta
 
 from temporalio import activity, workflow
 from temporalio.common import MetricMeter
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 
 
 class Metrics:
@@ -48,15 +55,21 @@ class Metrics:
 metrics = Metrics(MetricMeter.noop)
 
 
-def make_runtime(metrics_address: str | None) -> Runtime | None:
-    """A Temporal runtime serving Prometheus metrics on `metrics_address`, if given."""
-    if not metrics_address:
-        return None
+def make_runtime(metrics_address: str | None) -> Runtime:
+    """A Temporal runtime whose core logs go through Python logging (so LOG_FORMAT applies
+    to them too), serving Prometheus metrics on `metrics_address` if given."""
     runtime = Runtime(
-        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=metrics_address))
+        telemetry=TelemetryConfig(
+            logging=LoggingConfig(
+                filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+                forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+            ),
+            metrics=PrometheusConfig(bind_address=metrics_address) if metrics_address else None,
+        )
     )
-    global metrics
-    metrics = Metrics(runtime.metric_meter)
+    if metrics_address:
+        global metrics
+        metrics = Metrics(runtime.metric_meter)
     return runtime
 
 
