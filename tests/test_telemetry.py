@@ -7,7 +7,7 @@ import logging
 import aiohttp
 from temporalio.client import Client
 
-from devtools.stack import start_stack
+from devtools.stack import eventually, start_stack
 from devtools.temporal_server import free_port
 from threadchat import telemetry
 
@@ -22,9 +22,15 @@ async def test_metrics_endpoint_serves_sdk_and_threadchat_series(temporal_server
         ts = await stack.mention(stack.channel, "count me")
         await stack.replies(stack.channel, ts, 1)
         url = f"http://127.0.0.1:{port}/metrics"
-        async with aiohttp.ClientSession() as session, session.get(url) as response:
-            assert response.status == 200
-            scrape = await response.text()
+
+        async def scrape_once() -> str | None:
+            async with aiohttp.ClientSession() as session, session.get(url) as response:
+                assert response.status == 200
+                text = await response.text()
+            # The turn is counted when the workflow records the reply, just after Slack shows it.
+            return text if "threadchat_turns" in text else None
+
+        scrape = await eventually(scrape_once, what="the turn counted")
     finally:
         await stack.close()
     for series in (
