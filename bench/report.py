@@ -331,7 +331,8 @@ def plots(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
         cpu.set_xlabel("concurrent threads")
         cpu.set_ylabel("CPU cores used")
         cpu.set_title("Where the CPU goes")
-        cpu.legend(fontsize="small")
+        cpu.set_ylim(0, (os.cpu_count() or 1) * 1.45)
+        cpu.legend(fontsize="small", loc="upper center", ncol=3)
         save(fig, "throughput")
 
     if ok("tokens"):
@@ -409,15 +410,16 @@ def plots(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
             marker=".",
             label="short turns",
         )
-        a, b, c = history["bytes_fit"]
-        reach = history["turns_before_bytes"].get(str(4 * mib)) or caps["4096"]
-        fitted = range(1, reach + 1)
-        sizes.plot(
-            fitted,
-            [(a * t * t + b * t + c) / mib for t in fitted],
-            linestyle=":",
-            label="short turns, extrapolated (quadratic)",
-        )
+        if "bytes_fit" in history:
+            a, b, c = history["bytes_fit"]
+            reach = history["turns_before_bytes"].get(str(4 * mib)) or caps["4096"]
+            fitted = range(1, reach + 1)
+            sizes.plot(
+                fitted,
+                [(a * t * t + b * t + c) / mib for t in fitted],
+                linestyle=":",
+                label="short turns, extrapolated (quadratic)",
+            )
         if long_turns:
             sizes.plot(
                 range(1, len(long_turns) + 1),
@@ -719,8 +721,13 @@ def document(
             "same transcript resent in full every turn, as the original Bedrock sample does: "
             "the system prompt and every earlier message verbatim, computed in the same run. "
             f"The context budget is {tokens['budget_tokens']:,} tokens, "
-            f"{tokens['budget_source']}: folding into a rolling summary starts within the "
-            "first turns, so no smaller budget was needed.",
+            f"{tokens['budget_source']}"
+            + (
+                f": the first turns fold into a rolling summary after turn "
+                f"{tokens['summaries'][0]['after_turn']}, so no smaller budget was needed."
+                if tokens["summaries"]
+                else "; no turns were folded."
+            ),
             "",
             f"Totals: ours {_n(tokens['ours_total'])} tokens ({_n(tokens['ours_reply_total'])} "
             f"in reply prompts, {_n(tokens['ours_summary_total'])} in "

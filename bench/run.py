@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.run            # the full run (about 12 minutes on 2 cores)
     .venv/bin/python -m bench.run --quick    # a small run, to check that it works
+    .venv/bin/python -m bench.run --from-json bench/results/latest.json  # redo the outputs
 
 It drives the real stack as Slack would: signed HTTP events into the bot (`threadchat bot`),
 the worker (`threadchat worker`), the Temporal dev server, and the local Slack and Bedrock
@@ -725,16 +726,22 @@ async def main(plan: Plan, quick: bool, out_dir: Path, docs: Path | None) -> dic
     results["seconds"] = time.perf_counter() - started
     results["finished"] = report.now()
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = report.summary_table(results)
-    plots = report.plots(results, out_dir)
     (out_dir / ("quick.json" if quick else "latest.json")).write_text(
         json.dumps(results, indent=1, default=str) + "\n"
     )
+    write_outputs(results, out_dir, docs)
+    log(f"finished in {results['seconds']:.0f} s; results in {out_dir}")
+    return results
+
+
+def write_outputs(results: dict[str, Any], out_dir: Path, docs: Path | None) -> None:
+    """The table (printed), the plots and the docs page, from a run's results."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = report.summary_table(results)
+    plots = report.plots(results, out_dir)
     if docs is not None:
         docs.write_text(report.document(results, table, plots, docs.parent))
     print(table)
-    log(f"finished in {results['seconds']:.0f} s; results in {out_dir}")
-    return results
 
 
 async def with_memory_rig(
@@ -752,10 +759,16 @@ def cli() -> None:
     parser.add_argument("--quick", action="store_true", help="a small run, to check it works")
     parser.add_argument("--out", type=Path, help="where the JSON and plots go")
     parser.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md alone")
+    parser.add_argument(
+        "--from-json", type=Path, help="no run: redo the table, plots and docs from its results"
+    )
     args = parser.parse_args()
     plan = QUICK if args.quick else Plan()
     out = args.out or ROOT / "bench" / "results" / ("quick" if args.quick else "")
     docs = None if args.quick or args.no_docs else ROOT / "docs" / "benchmarks.md"
+    if args.from_json:
+        write_outputs(json.loads(args.from_json.read_text()), out, docs)
+        return
     asyncio.run(main(plan, args.quick, out, docs))
     # The Temporal SDK can abort at interpreter shutdown; the results are written by now.
     sys.stdout.flush()
