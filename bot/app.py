@@ -34,7 +34,7 @@ def build_app(settings: SlackSettings, temporal: Client, task_queue: str) -> Asy
         request_verification_enabled=not settings.socket_mode,
         process_before_response=True,
     )
-    register_listeners(app, Conversations(temporal, task_queue))
+    register_listeners(app, Conversations(temporal, task_queue), settings)
     return app
 
 

@@ -8,6 +8,7 @@ import base64
 import binascii
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,10 +43,18 @@ class SlackSettings:
     app_token: str | None = field(default=None, repr=False)
     api_url: str = DEFAULT_SLACK_API_URL
     port: int = 3000
+    # Who may use the bot, by Slack id; empty means everyone.
+    allowed_channels: frozenset[str] = frozenset()
+    allowed_users: frozenset[str] = frozenset()
 
     @property
     def socket_mode(self) -> bool:
         return bool(self.app_token)
+
+    def allows(self, channel: str, user: str) -> bool:
+        return (not self.allowed_channels or channel in self.allowed_channels) and (
+            not self.allowed_users or user in self.allowed_users
+        )
 
 
 @dataclass(frozen=True)
@@ -187,6 +196,18 @@ def _encryption_keys(env: Mapping[str, str]) -> tuple[bytes, ...]:
     return tuple(keys)
 
 
+_SLACK_ID = re.compile(r"^[A-Z0-9]{2,32}$")
+
+
+def _slack_ids(env: Mapping[str, str], name: str) -> frozenset[str]:
+    """A comma- or space-separated list of Slack ids (C..., D..., G..., U..., W...)."""
+    ids = frozenset(re.split(r"[\s,]+", _get(env, name) or "")) - {""}
+    for value in sorted(ids):
+        if not _SLACK_ID.fullmatch(value):
+            raise ConfigError(name, f"must list Slack ids like C0123ABCD, got {value!r}")
+    return ids
+
+
 def _codec_origins(env: Mapping[str, str]) -> tuple[str, ...]:
     raw = _get(env, "THREADCHAT_CODEC_ORIGINS")
     if raw is None:
@@ -251,6 +272,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             app_token=_get(env, "SLACK_APP_TOKEN"),
             api_url=api_url if api_url.endswith("/") else api_url + "/",
             port=_number(env, "PORT", 3000, int, 0, 65535),
+            allowed_channels=_slack_ids(env, "THREADCHAT_ALLOWED_CHANNELS"),
+            allowed_users=_slack_ids(env, "THREADCHAT_ALLOWED_USERS"),
         ),
         temporal=_temporal(env),
         bedrock=BedrockSettings(

@@ -17,6 +17,10 @@ _BEDROCK_FAILURES = {
     "NoCredentials": "the worker has no AWS credentials. An admin needs to configure them.",
     "ValidationException": "the model rejected the request. Please rephrase and try again.",
 }
+NOT_ENABLED = (
+    "Sorry, I'm not enabled here. If you need me, ask the people who run threadchat "
+    "in your workspace."
+)
 _DEFAULT_FAILURE = "I couldn't reach the model just now. Please try again in a moment."
 _SLACK_FAILURE = (
     ":warning: Sorry, I wrote an answer but Slack would not take it. Please ask again in a moment."

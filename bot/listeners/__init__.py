@@ -4,8 +4,11 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.conversations import Conversations
 from bot.listeners import ending, messages
+from threadchat.config import SlackSettings
 
 
-def register_listeners(app: AsyncApp, conversations: Conversations) -> None:
-    ending.register(app, conversations)
-    messages.register(app, conversations)  # last: it holds the catch-all event listener
+def register_listeners(
+    app: AsyncApp, conversations: Conversations, settings: SlackSettings
+) -> None:
+    ending.register(app, conversations, settings)
+    messages.register(app, conversations, settings)  # last: it holds the catch-all event listener

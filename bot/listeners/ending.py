@@ -7,13 +7,14 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from bot.conversations import Conversations
 from bot.parsing import parse_end_command, parse_end_shortcut
 from threadchat import texts
+from threadchat.config import SlackSettings
 from threadchat.ids import parse_thread_link
 from threadchat.model import EndRequest, ThreadRef
 
 log = logging.getLogger(__name__)
 
 
-def register(app: AsyncApp, conversations: Conversations) -> None:
+def register(app: AsyncApp, conversations: Conversations, settings: SlackSettings) -> None:
     @app.command("/endchat")
     async def end_chat_command(ack: AsyncAck, command: dict) -> None:
         """Slash commands can't run in threads, so /endchat ends the user's latest
@@ -23,6 +24,9 @@ def register(app: AsyncApp, conversations: Conversations) -> None:
             await ack(text=texts.BAD_COMMAND, response_type="ephemeral")
             return
         team, user, link = parsed.team, parsed.user, parsed.link
+        if not settings.allows(parsed.channel, user):
+            await ack(text=texts.NOT_ENABLED, response_type="ephemeral")
+            return
         if link:
             location = parse_thread_link(link)
             if location is None:
@@ -51,13 +55,15 @@ def register(app: AsyncApp, conversations: Conversations) -> None:
         if parsed is None:
             return
         thread, user = parsed
-        ended = await conversations.end(thread, EndRequest(user, "shortcut"))
+        if not settings.allows(thread.channel, user):
+            answer = texts.NOT_ENABLED
+        elif await conversations.end(thread, EndRequest(user, "shortcut")):
+            answer = texts.ENDING_FROM_SHORTCUT
+        else:
+            answer = texts.NOTHING_TO_END_IN_THREAD
         try:
             # A message shortcut's ack cannot carry text; its response_url is the way to
             # answer the person who used it.
-            await respond(
-                texts.ENDING_FROM_SHORTCUT if ended else texts.NOTHING_TO_END_IN_THREAD,
-                response_type="ephemeral",
-            )
+            await respond(answer, response_type="ephemeral")
         except Exception as err:
             log.warning("could not answer the End chat shortcut: %s", type(err).__name__)

@@ -1,22 +1,48 @@
 """Mentions and thread messages: start or continue the thread's conversation."""
 
+import asyncio
 import logging
 import re
 
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversations import Conversations
-from bot.parsing import parse_message_event
+from bot.parsing import Incoming, parse_message_event
+from threadchat import texts
+from threadchat.config import SlackSettings
 
 log = logging.getLogger(__name__)
 
 
-def register(app: AsyncApp, conversations: Conversations) -> None:
+def register(app: AsyncApp, conversations: Conversations, settings: SlackSettings) -> None:
+    refusals: set[asyncio.Task] = set()
+
+    async def refuse(client: AsyncWebClient, incoming: Incoming) -> None:
+        try:
+            await client.chat_postEphemeral(
+                channel=incoming.thread.channel,
+                user=incoming.message.user,
+                thread_ts=incoming.thread.thread_ts,
+                text=texts.NOT_ENABLED,
+            )
+        except Exception as err:
+            log.warning("could not tell a user the bot is not enabled: %s", type(err).__name__)
+
     async def hand_over(event: dict, context: AsyncBoltContext, *, is_mention: bool) -> None:
         incoming = parse_message_event(
             event, context.team_id or "", context.bot_user_id, is_mention_event=is_mention
         )
         if incoming is None:
+            return
+        if not settings.allows(incoming.thread.channel, incoming.message.user):
+            log.info("refused a message outside the allowlists: %s", incoming.thread)
+            # Only someone who asked for the bot hears why; other thread messages are left
+            # out of the conversation quietly. The reply goes out after the ack, not before.
+            if incoming.may_start:
+                task = asyncio.create_task(refuse(context.client, incoming))
+                refusals.add(task)
+                task.add_done_callback(refusals.discard)
             return
         if incoming.may_start:
             await conversations.start_or_continue(incoming.thread, incoming.message)
