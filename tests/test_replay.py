@@ -5,7 +5,7 @@ activity, a new timer, a removed signal) fails here. To record fresh histories a
 intended, versioned change, run the scenario tests with THREADCHAT_RECORD_HISTORIES set:
 
     THREADCHAT_RECORD_HISTORIES=tests/histories/<date> pytest tests/test_e2e.py \
-        tests/test_conversation.py
+        tests/test_conversation.py tests/test_budgets.py
 """
 
 from pathlib import Path
@@ -14,6 +14,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
+from workflows.budget import TokenBudgetWorkflow
 from workflows.conversation import ConversationWorkflow
 
 # One folder per recording; older ones stand for conversations started by older code.
@@ -27,4 +28,4 @@ def test_there_are_recorded_histories():
 @pytest.mark.parametrize("path", HISTORIES, ids=[f"{p.parent.name}/{p.stem}" for p in HISTORIES])
 async def test_recorded_history_replays(path: Path):
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    await Replayer(workflows=[ConversationWorkflow]).replay_workflow(history)
+    await Replayer(workflows=[ConversationWorkflow, TokenBudgetWorkflow]).replay_workflow(history)

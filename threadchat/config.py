@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from threadchat.durations import parse_duration
-from threadchat.model import ConversationSettings
+from threadchat.model import ConversationSettings, TokenLimits
 
 DEFAULT_MODEL_ID = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 DEFAULT_SYSTEM_PROMPT = (
@@ -95,6 +95,7 @@ class Settings:
             streaming=True,
         )
     )
+    token_limits: TokenLimits = field(default_factory=TokenLimits)
     host: str = "0.0.0.0"  # where the bot's HTTP server and metrics listen
     log_level: str = "INFO"
     log_json: bool = False
@@ -296,6 +297,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             # call that botocore would still finish.
             model_timeout_seconds=read_timeout + 15,
             streaming=_flag(env, "THREADCHAT_STREAMING", True),
+        ),
+        token_limits=TokenLimits(
+            per_user=_number(env, "THREADCHAT_USER_DAILY_TOKENS", 0, int, 0, 10**12),
+            per_conversation=_number(
+                env, "THREADCHAT_CONVERSATION_DAILY_TOKENS", 0, int, 0, 10**12
+            ),
         ),
         host=_get(env, "HOST") or "0.0.0.0",
         log_level=log_level,

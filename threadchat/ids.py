@@ -16,6 +16,11 @@ def conversation_id(team: str, channel: str, thread_ts: str) -> str:
     return f"{WORKFLOW_ID_PREFIX}-{team}-{channel}-{thread_ts}"
 
 
+def budget_id(team: str, user: str, day: str) -> str:
+    """The workflow id that keeps one person's token use on one UTC day."""
+    return f"{WORKFLOW_ID_PREFIX}-budget-{team}-{user}-{day}"
+
+
 @dataclass(frozen=True)
 class ThreadLocation:
     """Channel and thread parsed from a Slack message link."""

@@ -86,6 +86,9 @@ class ConversationState:
     input_tokens: int = 0
     output_tokens: int = 0
     last_activity: float = 0.0  # epoch seconds of the latest message or reply
+    # Tokens spent on `budget_day` (a UTC date), for the per-conversation daily allowance.
+    budget_day: str = ""
+    day_tokens: int = 0
 
 
 @dataclass
@@ -210,3 +213,38 @@ class ConversationStatus:
     input_tokens: int
     output_tokens: int
     last_activity: float = 0.0
+
+
+@dataclass
+class TokenLimits:
+    """Daily token allowances, from the worker's config; 0 means no limit."""
+
+    per_user: int = 0
+    per_conversation: int = 0
+
+
+@dataclass
+class BudgetCheck:
+    """May the turn for `user` call the model? `day` is the UTC date in workflow time."""
+
+    team: str
+    user: str
+    day: str
+    conversation_tokens: int  # what the conversation has spent on `day`
+
+
+@dataclass
+class BudgetVerdict:
+    limits: TokenLimits
+    over: str = ""  # "", "user" or "conversation": whose allowance is used up
+
+
+@dataclass
+class TokenCharge:
+    """Tokens a turn cost `user` on `day`; `key` makes a repeated charge count once."""
+
+    team: str
+    user: str
+    day: str
+    tokens: int
+    key: str

@@ -89,7 +89,7 @@ def record_error(error_type: str) -> None:
 def count_turn(outcome: str) -> None:
     """From the workflow: Temporal's workflow meter skips replays, so each turn counts once."""
     workflow.metric_meter().create_counter(
-        "threadchat_turns", "Turns answered, by outcome (replied/failed)"
+        "threadchat_turns", "Turns answered, by outcome (replied/failed/over_budget)"
     ).add(1, {"outcome": outcome})
 
 

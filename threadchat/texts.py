@@ -34,6 +34,15 @@ def turn_failure(error_type: str | None) -> str:
     return f":warning: Sorry, {_BEDROCK_FAILURES.get(error_type or '', _DEFAULT_FAILURE)}"
 
 
+def over_budget(scope: str, user: str, limit: int, seconds_to_renewal: float) -> str:
+    """Why a message got no answer: someone's, or the conversation's, daily allowance."""
+    whose = f"<@{user}>, you have" if scope == "user" else "this conversation has"
+    return (
+        f":hourglass: Sorry, {whose} used today's allowance of {limit:,} tokens, so I can't "
+        f"answer until it renews at 00:00 UTC (in {format_duration(seconds_to_renewal)})."
+    )
+
+
 def summary_message(
     summary: str,
     *,

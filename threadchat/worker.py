@@ -12,11 +12,13 @@ from temporalio.worker import Worker
 
 from activities import slack as slack_activities
 from activities.bedrock import BedrockActivities
+from activities.budgets import BudgetActivities
 from activities.conversations import ConversationActivities
 from activities.replies import ReplyActivities
 from activities.slack import SlackActivities
 from threadchat import telemetry
 from threadchat.config import Settings
+from workflows.budget import TokenBudgetWorkflow
 from workflows.conversation import ConversationWorkflow
 
 log = logging.getLogger(__name__)
@@ -40,10 +42,11 @@ def build_worker(
     slack = SlackActivities(slack_client)
     replies = ReplyActivities(bedrock, slack_client)
     conversations = ConversationActivities(client, settings.conversation)
+    budgets = BudgetActivities(client, settings.temporal.task_queue, settings.token_limits)
     return Worker(
         client,
         task_queue=settings.temporal.task_queue,
-        workflows=[ConversationWorkflow],
+        workflows=[ConversationWorkflow, TokenBudgetWorkflow],
         activities=[
             bedrock.generate_reply,
             bedrock.summarize_conversation,
@@ -52,6 +55,8 @@ def build_worker(
             slack.describe_users,
             slack.notify_ended,
             conversations.open_conversation,
+            budgets.check_budget,
+            budgets.charge_tokens,
         ],
         activity_executor=ThreadPoolExecutor(MAX_CONCURRENT_ACTIVITIES),
         max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,

@@ -1,6 +1,6 @@
 """The conversation workflow: one Slack thread, from the first mention to its summary."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -8,11 +8,14 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.bedrock import CONTEXT_OVERFLOW, BedrockActivities
+    from activities.budgets import BudgetActivities
     from activities.conversations import ConversationActivities
     from activities.replies import ReplyActivities
     from activities.slack import SlackActivities
     from threadchat import context, dedupe, telemetry, texts
     from threadchat.model import (
+        BudgetCheck,
+        BudgetVerdict,
         ConversationResult,
         ConversationStart,
         ConversationState,
@@ -23,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         ReplyRequest,
         SlackPost,
         SummaryRequest,
+        TokenCharge,
         Turn,
         UserMessage,
     )
@@ -43,6 +47,9 @@ SLACK_RETRY = RetryPolicy(
     maximum_attempts=10,
 )
 SLACK_TIMEOUT = timedelta(seconds=30)
+# Budget calls are short Temporal RPCs, run as local activities: no extra round trip per turn.
+BUDGET_TIMEOUT = timedelta(seconds=5)
+BUDGET_RETRY = RetryPolicy(maximum_attempts=3)
 # A streamed answer may take minutes in all; the heartbeat timeout catches a dead worker.
 STREAMING_TIMEOUT = timedelta(minutes=10)
 # If rolling summaries keep failing, verbatim turns beyond this many budgets are dropped, so
@@ -157,11 +164,24 @@ class ConversationWorkflow:
         return messages
 
     async def _answer(self, messages: list[UserMessage]) -> None:
-        """Answer everything that arrived since the last turn as one turn."""
+        """Answer everything that arrived since the last turn as one turn, unless the day's
+        token allowance is used up. The turn is charged to whoever wrote last: the reply
+        answers them."""
         self.state.turn_count += 1
         workflow.set_current_details(f"Answering turn {self.state.turn_count}.")
         await self._learn_names(messages)
         turn = Turn(messages=messages, reply=None)
+        payer = messages[-1].user
+        verdict = await self._check_budget(payer)
+        if verdict is not None and verdict.over:
+            limit = getattr(verdict.limits, f"per_{verdict.over}")
+            await self._post(
+                texts.over_budget(verdict.over, payer, limit, self._seconds_to_midnight()),
+                f"turn-{self.state.turn_count}-budget",
+            )
+            telemetry.count_turn("over_budget")
+            self.state.turns.append(turn)
+            return
         try:
             reply = await self._reply_within_context(messages)
         except ActivityError as err:
@@ -173,8 +193,9 @@ class ConversationWorkflow:
             telemetry.count_turn("replied")
             turn.reply = reply.text
             turn.input_tokens, turn.output_tokens = reply.input_tokens, reply.output_tokens
-            self.state.input_tokens += reply.input_tokens
-            self.state.output_tokens += reply.output_tokens
+            self._spend(reply.input_tokens, reply.output_tokens)
+            if verdict is not None and verdict.limits.per_user:
+                await self._charge(payer, reply.input_tokens + reply.output_tokens)
         self.state.turns.append(turn)
         self.state.last_activity = workflow.now().timestamp()
 
@@ -286,8 +307,7 @@ class ConversationWorkflow:
             retry_policy=BEDROCK_RETRY,
             summary="final summary" if final else "rolling summary",
         )
-        self.state.input_tokens += summary.input_tokens
-        self.state.output_tokens += summary.output_tokens
+        self._spend(summary.input_tokens, summary.output_tokens)
         return summary.text
 
     async def _close(self) -> ConversationResult:
@@ -352,6 +372,67 @@ class ConversationWorkflow:
                 CONVERSATION_STARTED.value_set(workflow.now()),
             ),
         )
+
+    # -- Token allowances -------------------------------------------------------------------
+
+    async def _check_budget(self, user: str) -> BudgetVerdict | None:
+        """Whether the person's or this conversation's allowance for today is used up.
+        None (answer anyway) in conversations from before allowances, or when the check
+        fails: a Temporal hiccup should not silence the bot."""
+        if not workflow.patched("token-budgets"):
+            return None
+        self._roll_day()
+        try:
+            return await workflow.execute_local_activity_method(
+                BudgetActivities.check_budget,
+                BudgetCheck(
+                    team=self.state.thread.team,
+                    user=user,
+                    day=self.state.budget_day,
+                    conversation_tokens=self.state.day_tokens,
+                ),
+                start_to_close_timeout=BUDGET_TIMEOUT,
+                retry_policy=BUDGET_RETRY,
+                summary="check token budget",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("token budget check failed: %s", _failure_type(err))
+            return None
+
+    async def _charge(self, user: str, tokens: int) -> None:
+        try:
+            await workflow.execute_local_activity_method(
+                BudgetActivities.charge_tokens,
+                TokenCharge(
+                    team=self.state.thread.team,
+                    user=user,
+                    day=self.state.budget_day,
+                    tokens=tokens,
+                    key=self._key(f"turn-{self.state.turn_count}"),
+                ),
+                start_to_close_timeout=BUDGET_TIMEOUT,
+                retry_policy=BUDGET_RETRY,
+                summary="charge tokens",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("could not charge tokens: %s", _failure_type(err))
+
+    def _spend(self, input_tokens: int, output_tokens: int) -> None:
+        self.state.input_tokens += input_tokens
+        self.state.output_tokens += output_tokens
+        self._roll_day()
+        self.state.day_tokens += input_tokens + output_tokens
+
+    def _roll_day(self) -> None:
+        """Start a new count of the conversation's tokens when the UTC day changes."""
+        today = workflow.now().astimezone(UTC).date().isoformat()
+        if self.state.budget_day != today:
+            self.state.budget_day, self.state.day_tokens = today, 0
+
+    def _seconds_to_midnight(self) -> float:
+        now = workflow.now().astimezone(UTC)
+        midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
+        return (midnight - now).total_seconds()
 
     # -- Bookkeeping -----------------------------------------------------------------------
 

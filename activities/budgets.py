@@ -1,0 +1,60 @@
+"""Daily token allowances: checked before a turn calls the model, charged after it.
+
+Per-person use lives in a `TokenBudgetWorkflow` per person and UTC day, so it survives
+restarts and every worker sees the same count. The limits are read from this worker's config
+at each check, so a changed limit applies from the next turn of every conversation.
+"""
+
+import logging
+from datetime import timedelta
+
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from threadchat.ids import budget_id
+from threadchat.model import BudgetCheck, BudgetVerdict, TokenCharge, TokenLimits
+from workflows.budget import TokenBudgetWorkflow
+
+log = logging.getLogger(__name__)
+
+QUERY_TIMEOUT = timedelta(seconds=2)
+
+
+class BudgetActivities:
+    def __init__(self, client: Client, task_queue: str, limits: TokenLimits):
+        self.client = client
+        self.task_queue = task_queue
+        self.limits = limits
+
+    @activity.defn
+    async def check_budget(self, check: BudgetCheck) -> BudgetVerdict:
+        limits = self.limits
+        if limits.per_conversation and check.conversation_tokens >= limits.per_conversation:
+            return BudgetVerdict(limits, over="conversation")
+        if limits.per_user and await self._used(check) >= limits.per_user:
+            return BudgetVerdict(limits, over="user")
+        return BudgetVerdict(limits)
+
+    @activity.defn
+    async def charge_tokens(self, charge: TokenCharge) -> None:
+        # Signal-with-start: the day's first charge opens the person's budget.
+        await self.client.start_workflow(
+            TokenBudgetWorkflow.run,
+            charge.day,
+            id=budget_id(charge.team, charge.user, charge.day),
+            task_queue=self.task_queue,
+            start_signal="charge",
+            start_signal_args=[charge],
+        )
+
+    async def _used(self, check: BudgetCheck) -> int:
+        handle = self.client.get_workflow_handle(budget_id(check.team, check.user, check.day))
+        try:
+            # A budget left on a task queue no worker polls any more would hold the query
+            # until its timeout: give up early and let the turn go ahead.
+            return await handle.query(TokenBudgetWorkflow.tokens_used, rpc_timeout=QUERY_TIMEOUT)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return 0  # nothing spent today
+            raise

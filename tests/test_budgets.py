@@ -1,0 +1,154 @@
+"""Daily token allowances, per person and per conversation: over the allowance the thread
+gets a clear notice and the model is not called. Per-person use is kept by Temporal (a budget
+workflow per person and day), so it holds across threads and worker restarts."""
+
+import dataclasses
+import uuid
+
+import pytest
+
+from devtools.stack import Stack, eventually
+from threadchat import texts
+from threadchat.config import ConfigError, load_settings
+from threadchat.ids import budget_id
+from threadchat.model import TokenLimits
+from workflows.budget import TokenBudgetWorkflow
+from workflows.conversation import ConversationWorkflow
+
+# Any answered turn costs more than this (the system prompt alone is longer).
+SMALL_ALLOWANCE = 10
+
+
+def someone() -> str:
+    """A user id of this test's own: a person's use is kept across threads and task queues,
+    so tests sharing ids would share it too."""
+    return "U0" + uuid.uuid4().hex[:10].upper()
+
+
+async def stack_with_limits(make_stack, **limits: int) -> Stack:
+    stack = await make_stack(worker=False)
+    stack.settings = dataclasses.replace(stack.settings, token_limits=TokenLimits(**limits))
+    await stack.start_worker()
+    return stack
+
+
+def model_calls(stack: Stack) -> int:
+    return len(stack.converse_requests())
+
+
+async def test_a_person_over_their_allowance_gets_a_notice_and_no_model_call(make_stack):
+    stack = await stack_with_limits(make_stack, per_user=SMALL_ALLOWANCE)
+    alice, bob = someone(), someone()
+    ts = await stack.mention(stack.channel, "first question", user=alice)
+    await stack.replies(stack.channel, ts, 1)
+    status = await stack.handle(stack.channel, ts).query(ConversationWorkflow.status)
+    spent = status.input_tokens + status.output_tokens
+    assert spent > SMALL_ALLOWANCE
+
+    # Her use is kept by Temporal, under her id and today's date (workflow time).
+    [budget] = [
+        w
+        async for w in stack.client.list_workflows(
+            f"TaskQueue = '{stack.settings.temporal.task_queue}' "
+            "AND WorkflowType = 'TokenBudgetWorkflow'"
+        )
+    ]
+    assert budget.id.startswith(budget_id("T0LOCAL", alice, ""))
+    handle = stack.client.get_workflow_handle(budget.id)
+    assert await handle.query(TokenBudgetWorkflow.tokens_used) == spent
+
+    calls = model_calls(stack)
+    await stack.say(stack.channel, ts, "second question", user=alice)
+    replies = await stack.replies(stack.channel, ts, 2)
+    assert (
+        f"<@{alice}>, you have used today's allowance of {SMALL_ALLOWANCE} tokens"
+        in (replies[1]["text"])
+    )
+    # In another thread too, and after a worker restart: nothing in memory.
+    await stack.worker.shutdown()
+    await stack.start_worker()
+    other = await stack.mention(stack.channel, "a new thread", user=alice)
+    [notice] = await stack.replies(stack.channel, other, 1)
+    assert "allowance" in notice["text"]
+    assert model_calls(stack) == calls
+
+    # Bob has an allowance of his own, in the same thread.
+    await stack.say(stack.channel, ts, "bob asks", user=bob)
+    replies = await stack.replies(stack.channel, ts, 3)
+    assert "bob asks" in replies[2]["text"]
+    assert model_calls(stack) == calls + 1
+    assert await handle.query(TokenBudgetWorkflow.tokens_used) == spent
+
+
+async def test_a_conversation_over_its_allowance_stops_calling_the_model(make_stack):
+    stack = await stack_with_limits(make_stack, per_conversation=SMALL_ALLOWANCE)
+    ts = await stack.mention(stack.channel, "first question")
+    await stack.replies(stack.channel, ts, 1)
+    calls = model_calls(stack)
+    await stack.say(stack.channel, ts, "second question", user=someone())
+    replies = await stack.replies(stack.channel, ts, 2)
+    assert "this conversation has used today's allowance" in replies[1]["text"]
+    assert model_calls(stack) == calls
+    status = await stack.handle(stack.channel, ts).query(ConversationWorkflow.status)
+    assert status.turn_count == 2
+    # Another thread is another conversation, with its own allowance.
+    other = await stack.mention(stack.channel, "elsewhere")
+    [reply] = await stack.replies(stack.channel, other, 1)
+    assert "elsewhere" in reply["text"]
+    # No per-person limit is set, so nobody's use is tracked.
+    query = f"TaskQueue = '{stack.settings.temporal.task_queue}'"
+    types = {w.workflow_type async for w in stack.client.list_workflows(query)}
+    assert types == {"ConversationWorkflow"}
+
+
+async def test_a_charge_repeated_by_a_retry_counts_once(make_stack, client):
+    stack = await stack_with_limits(make_stack, per_user=1_000_000)
+    ts = await stack.mention(stack.channel, "question", user=someone())
+    await stack.replies(stack.channel, ts, 1)
+    handle = await eventually(lambda: _budget_handle(stack), what="the person's budget workflow")
+    used = await handle.query(TokenBudgetWorkflow.tokens_used)
+    charge = (await handle.fetch_history()).events
+    signaled = [
+        e.workflow_execution_signaled_event_attributes
+        for e in charge
+        if e.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    assert len(signaled) == 1
+    # Send the same charge again, as a retried activity would.
+    payload = signaled[0].input
+    await handle.signal("charge", *await client.data_converter.decode(payload.payloads))
+    await eventually(lambda: _signal_count(handle, 2), what="the repeated charge to be handled")
+    assert await handle.query(TokenBudgetWorkflow.tokens_used) == used
+
+
+async def _budget_handle(stack: Stack):
+    query = (
+        f"TaskQueue = '{stack.settings.temporal.task_queue}' "
+        "AND WorkflowType = 'TokenBudgetWorkflow'"
+    )
+    found = [w async for w in stack.client.list_workflows(query)]
+    return stack.client.get_workflow_handle(found[0].id) if found else None
+
+
+async def _signal_count(handle, count: int) -> bool:
+    events = (await handle.fetch_history()).events
+    completed = [e for e in events if e.HasField("workflow_task_completed_event_attributes")]
+    signals = [e for e in events if e.HasField("workflow_execution_signaled_event_attributes")]
+    return len(signals) >= count and events[-1].event_id == completed[-1].event_id
+
+
+def test_the_notice_says_whose_allowance_and_when_it_renews():
+    person = texts.over_budget("user", "U0A", 50_000, 3 * 3600 + 125)
+    assert "<@U0A>, you have used today's allowance of 50,000 tokens" in person
+    assert "00:00 UTC (in 3 h 2 min)" in person
+    assert "this conversation has" in texts.over_budget("conversation", "U0A", 10, 59)
+
+
+@pytest.mark.parametrize(
+    "variable", ["THREADCHAT_USER_DAILY_TOKENS", "THREADCHAT_CONVERSATION_DAILY_TOKENS"]
+)
+def test_allowances_are_whole_numbers(variable):
+    with pytest.raises(ConfigError) as raised:
+        load_settings({variable: "lots"})
+    assert raised.value.variable == variable
+    assert load_settings({}).token_limits == TokenLimits(0, 0)
