@@ -2,6 +2,7 @@
 Slack and Bedrock servers: turns, failures, retries, continue-as-new and the context budget."""
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -202,6 +203,26 @@ async def test_throttling_is_retried_with_backoff(make_stack):
     assert [r.status for r in attempts] == [429, 429, 200]
     assert attempts[1].at - attempts[0].at >= 0.9  # initial interval 1 s
     assert attempts[2].at - attempts[1].at >= 1.9  # then doubled
+
+
+async def test_a_throttling_storm_answers_every_thread_once_with_backoff(make_stack):
+    """Bedrock refuses the first three waves of a burst across ten threads: every message is
+    still answered once, and each thread's retries back off (1 s, then 2 s, then 4 s)."""
+    stack = await make_stack()
+    threads = 10
+    stack.bedrock.inject(Fault("ThrottlingException", times=3 * threads))
+    questions = [f"storm question {n:02d}" for n in range(threads)]
+    tss = await asyncio.gather(*(stack.mention(stack.channel, q) for q in questions))
+    for question, ts in zip(questions, tss, strict=True):
+        [reply] = await stack.replies(stack.channel, ts, 1, timeout=60)
+        assert question in reply["text"]
+        attempts = [r for r in stack.bedrock.requests if question in str(r.body)]
+        assert attempts[-1].status == 200 and all(r.status == 429 for r in attempts[:-1])
+        gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(attempts)]
+        assert all(gap >= 0.9 * 2**n for n, gap in enumerate(gaps)), gaps
+    throttled = sum(r.status == 429 for r in stack.bedrock.requests)
+    assert throttled == 3 * threads
+    assert len(stack.slack.bot_replies(stack.channel, tss[0])) == 1
 
 
 async def test_permanent_bedrock_error_posts_a_notice_and_the_conversation_goes_on(make_stack):
