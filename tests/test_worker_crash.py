@@ -4,7 +4,7 @@ through the environment, and gets SIGKILL (or SIGTERM) while it streams a reply 
 The bot runs in-process (HTTP) and only signals Temporal; the local Slack and Bedrock servers
 run in this process too, so everything the worker did is visible in `stack.slack` and
 `stack.bedrock`. After a SIGKILL mid-stream the retry starts once the activity's heartbeat
-timeout (15 s) has passed, so these tests take a while by design.
+timeout (10 s) has passed, so these tests take a while by design.
 """
 
 import contextlib
@@ -25,7 +25,7 @@ WORKER_COMMAND = [str(Path(sys.executable).with_name("threadchat")), "worker"]
 SLOW_STREAM = {"stream_chunk_chars": 10, "stream_delay_s": 0.05}
 # About 600 characters: the reply quotes it whole, so it streams for about 3 seconds.
 QUESTION = " ".join(f"crash{i:03d}" for i in range(75))
-# Heartbeat timeout (15 s) + sticky queue timeout (3 s) + the reply itself, with margin.
+# Heartbeat timeout (10 s) + sticky queue timeout (3 s) + the reply itself, with margin.
 RETRY_TIMEOUT = 60
 # The worker's graceful_shutdown_timeout (threadchat/worker.py).
 GRACEFUL_SHUTDOWN = 25
