@@ -260,13 +260,19 @@ async def test_raw_history_holds_no_plaintext_and_the_codec_endpoint_decrypts(te
                 data = event.SerializeToString()
                 for needle in needles:
                     assert needle not in data, f"plaintext {needle!r} in a {kind} event"
-                # Patch markers (workflow.patched) are written by the SDK's core unencoded;
-                # they hold a patch id only. The plaintext check above covers them too.
-                patch_marker = kind == "marker_recorded_event_attributes" and (
-                    event.marker_recorded_event_attributes.marker_name == "core_patch"
-                )
+                # The SDK's core writes some marker details unencoded: a patch marker's patch
+                # id, and a local activity marker's bookkeeping (`data`: sequence, activity
+                # type, times). A local activity's result is encrypted like any payload, and
+                # the plaintext check above covers every marker.
+                unencoded = []
+                if kind == "marker_recorded_event_attributes":
+                    marker = event.marker_recorded_event_attributes
+                    if marker.marker_name == "core_patch":
+                        unencoded = [p for p, _ in payloads_in(marker)]
+                    elif marker.marker_name == "core_local_activity":
+                        unencoded = [p for p, _ in payloads_in(marker.details["data"])]
                 for payload, search_attribute in payloads_in(event):
-                    if search_attribute or patch_marker:
+                    if search_attribute or any(payload is p for p in unencoded):
                         continue
                     assert payload.metadata["encoding"] == ENCODING, f"{kind}: {payload}"
                     assert payload.metadata[KEY_ID] == key_id(keys[0]).encode()
