@@ -585,16 +585,21 @@ class LocalBedrock:
         response.enable_chunked_encoding()
         await response.prepare(request)
         record.status = response.status
-        for index, (event_type, payload) in enumerate(events):
-            if event_type == "contentBlockDelta" and index > 1:
-                # Deltas arrive stream_delay_s apart, as from a model generating text.
-                await asyncio.sleep(self._stream_delay_s)
-            if event_type == "metadata":
-                # Computed last, so that latencyMs covers the whole stream.
-                payload = {**payload, "metrics": {"latencyMs": _elapsed_ms(arrived)}}
-            # write() drains the transport whenever its buffer is full, so a slow reader
-            # applies back-pressure here.
-            await response.write(_event(event_type, payload))
+        try:
+            for index, (event_type, payload) in enumerate(events):
+                if event_type == "contentBlockDelta" and index > 1:
+                    # Deltas arrive stream_delay_s apart, as from a model generating text.
+                    await asyncio.sleep(self._stream_delay_s)
+                if event_type == "metadata":
+                    # Computed last, so that latencyMs covers the whole stream.
+                    payload = {**payload, "metrics": {"latencyMs": _elapsed_ms(arrived)}}
+                # write() drains the transport whenever its buffer is full, so a slow reader
+                # applies back-pressure here.
+                await response.write(_event(event_type, payload))
+        except ConnectionResetError:
+            # The client went away mid-stream (a killed worker, an abandoned stream): a real
+            # server sees that too; it is not an error of this one.
+            return response
         if fault is not None and fault.error_code is None:
             # Drop the connection before the final chunk, so botocore sees a broken stream.
             # aiohttp then ignores its own failed write_eof.
