@@ -29,12 +29,13 @@ class BudgetActivities:
 
     @activity.defn
     async def check_budget(self, check: BudgetCheck) -> BudgetVerdict:
-        limits = self.limits
-        if limits.per_conversation and check.conversation_tokens >= limits.per_conversation:
-            return BudgetVerdict(limits, over="conversation")
-        if limits.per_user and await self._used(check) >= limits.per_user:
-            return BudgetVerdict(limits, over="user")
-        return BudgetVerdict(limits)
+        per_user, per_conversation = self.limits.per_user, self.limits.per_conversation
+        charge_user = per_user > 0
+        if per_conversation and check.conversation_tokens >= per_conversation:
+            return BudgetVerdict("conversation", per_conversation, charge_user)
+        if per_user and await self._used(check) >= per_user:
+            return BudgetVerdict("user", per_user, charge_user)
+        return BudgetVerdict(charge_user=charge_user)
 
     @activity.defn
     async def charge_tokens(self, charge: TokenCharge) -> None:

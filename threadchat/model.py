@@ -235,8 +235,9 @@ class BudgetCheck:
 
 @dataclass
 class BudgetVerdict:
-    limits: TokenLimits
     over: str = ""  # "", "user" or "conversation": whose allowance is used up
+    limit: int = 0  # that allowance
+    charge_user: bool = False  # a per-person limit is set, so the turn is charged to them
 
 
 @dataclass

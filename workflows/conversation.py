@@ -173,31 +173,33 @@ class ConversationWorkflow:
         turn = Turn(messages=messages, reply=None)
         payer = messages[-1].user
         verdict = await self._check_budget(payer)
-        if verdict is not None and verdict.over:
-            limit = getattr(verdict.limits, f"per_{verdict.over}")
+        if verdict.over:
             await self._post(
-                texts.over_budget(verdict.over, payer, limit, self._seconds_to_midnight()),
+                texts.over_budget(verdict.over, payer, verdict.limit, self._seconds_to_midnight()),
                 f"turn-{self.state.turn_count}-budget",
             )
             telemetry.count_turn("over_budget")
-            self.state.turns.append(turn)
-            return
+        else:
+            await self._reply(turn)
+            if turn.reply is not None and verdict.charge_user:
+                await self._charge(payer, turn.input_tokens + turn.output_tokens)
+        self.state.turns.append(turn)
+        self.state.last_activity = workflow.now().timestamp()
+
+    async def _reply(self, turn: Turn) -> None:
+        """The model's answer in the thread, or a short notice there if it cannot be had."""
         try:
-            reply = await self._reply_within_context(messages)
+            reply = await self._reply_within_context(turn.messages)
         except ActivityError as err:
             failure = _failure_type(err)
             workflow.logger.warning("turn %s failed: %s", self.state.turn_count, failure)
             await self._post(texts.turn_failure(failure), f"turn-{self.state.turn_count}-notice")
             telemetry.count_turn("failed")
-        else:
-            telemetry.count_turn("replied")
-            turn.reply = reply.text
-            turn.input_tokens, turn.output_tokens = reply.input_tokens, reply.output_tokens
-            self._spend(reply.input_tokens, reply.output_tokens)
-            if verdict is not None and verdict.limits.per_user:
-                await self._charge(payer, reply.input_tokens + reply.output_tokens)
-        self.state.turns.append(turn)
-        self.state.last_activity = workflow.now().timestamp()
+            return
+        telemetry.count_turn("replied")
+        turn.reply = reply.text
+        turn.input_tokens, turn.output_tokens = reply.input_tokens, reply.output_tokens
+        self._spend(reply.input_tokens, reply.output_tokens)
 
     async def _reply_within_context(self, messages: list[UserMessage]) -> DeliveredReply:
         """Reply with as much recent context as the budget allows; on overflow, once more
@@ -375,12 +377,12 @@ class ConversationWorkflow:
 
     # -- Token allowances -------------------------------------------------------------------
 
-    async def _check_budget(self, user: str) -> BudgetVerdict | None:
+    async def _check_budget(self, user: str) -> BudgetVerdict:
         """Whether the person's or this conversation's allowance for today is used up.
-        None (answer anyway) in conversations from before allowances, or when the check
-        fails: a Temporal hiccup should not silence the bot."""
+        Conversations from before allowances, and failed checks, answer anyway: a Temporal
+        hiccup should not silence the bot."""
         if not workflow.patched("token-budgets"):
-            return None
+            return BudgetVerdict()
         self._roll_day()
         try:
             return await workflow.execute_local_activity_method(
@@ -397,7 +399,7 @@ class ConversationWorkflow:
             )
         except ActivityError as err:
             workflow.logger.warning("token budget check failed: %s", _failure_type(err))
-            return None
+            return BudgetVerdict()
 
     async def _charge(self, user: str, tokens: int) -> None:
         try:
