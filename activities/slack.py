@@ -6,9 +6,12 @@ post first looks for the message it may already have made, by the idempotency ke
 the message's metadata.
 """
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from temporalio import activity
@@ -44,8 +47,34 @@ class CountingWebClient(AsyncWebClient):
             raise
 
 
-def make_client(token: str, api_url: str) -> AsyncWebClient:
-    return CountingWebClient(token=token, base_url=api_url, retry_handlers=[], timeout=10)
+# Per call. With a session of its own, slack_sdk applies the session's timeout, not its own.
+HTTP_TIMEOUT_SECONDS = 10
+
+
+def make_client(
+    token: str, api_url: str, session: aiohttp.ClientSession | None = None
+) -> AsyncWebClient:
+    return CountingWebClient(
+        token=token,
+        base_url=api_url,
+        retry_handlers=[],
+        timeout=HTTP_TIMEOUT_SECONDS,
+        session=session,
+    )
+
+
+def http_session() -> aiohttp.ClientSession:
+    """One pool of connections to Slack. Without a session of its own, slack_sdk opens a new
+    one, and so a new TLS connection, for every call; a streamed reply makes several calls a
+    second."""
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_SECONDS))
+
+
+@contextlib.asynccontextmanager
+async def pooled_client(token: str, api_url: str) -> AsyncIterator[AsyncWebClient]:
+    """A client that keeps its connections open for as long as it is used."""
+    async with http_session() as session:
+        yield make_client(token, api_url, session)
 
 
 def classify(err: SlackApiError) -> ApplicationError:

@@ -13,6 +13,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.slack import http_session, make_client
 from bot.app import EVENTS_PATH, bound_port, build_app, build_web_app, start_http
 from devtools.bedrock import LocalBedrock
 from devtools.slack import LocalSlack
@@ -77,13 +78,17 @@ class Stack:
         )
 
     async def start_worker(self) -> None:
-        self.worker = build_worker(self.client, self.settings)
+        slack = self.settings.slack
+        session = http_session()
+        slack_client = make_client(slack.bot_token or "", slack.api_url, session)
+        self.worker = build_worker(self.client, self.settings, slack_client=slack_client)
         task = asyncio.create_task(self.worker.run())
 
         async def stop() -> None:
             if not task.done():
                 await self.worker.shutdown()
             await asyncio.gather(task, return_exceptions=True)
+            await session.close()
 
         self._closers.append(stop)
 

@@ -37,6 +37,7 @@ def _data_converter(settings: Settings):
 
 
 async def _worker(settings: Settings) -> None:
+    from activities.slack import pooled_client
     from threadchat.temporal import connect, ensure_search_attributes
     from threadchat.worker import build_worker, run_worker
 
@@ -47,7 +48,8 @@ async def _worker(settings: Settings) -> None:
         _data_converter(settings),
     )
     await ensure_search_attributes(client)
-    await run_worker(build_worker(client, settings), _stop_event())
+    async with pooled_client(settings.slack.bot_token or "", settings.slack.api_url) as slack:
+        await run_worker(build_worker(client, settings, slack_client=slack), _stop_event())
 
 
 async def _bot(settings: Settings) -> None:

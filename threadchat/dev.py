@@ -15,6 +15,7 @@ from pathlib import Path
 
 import boto3
 
+from activities.slack import pooled_client
 from devtools.bedrock import LocalBedrock
 from devtools.playground import Playground
 from devtools.slack import LocalSlack
@@ -100,7 +101,10 @@ async def run_dev(settings: Settings, stop: asyncio.Event, bedrock: str = "auto"
 
         from bot.app import serve
 
-        worker = build_worker(client, settings)
+        slack_client = await stack.enter_async_context(
+            pooled_client(settings.slack.bot_token or "", settings.slack.api_url)
+        )
+        worker = build_worker(client, settings, slack_client=slack_client)
         if not settings.slack.socket_mode:
             lines.append(f"Slack events:   http://127.0.0.1:{settings.slack.port}/slack/events")
         print("threadchat dev is running. Ctrl-C stops it.\n  " + "\n  ".join(lines), flush=True)
