@@ -118,10 +118,13 @@ async def test_a_conversation_in_the_playground(make_stack):
                 await page.select_option("#user-select", label="alice")
                 await channel_box.fill("/endchat")
                 await channel_box.press("Enter")
-                answer = page.locator("#channel-messages .message.ephemeral")
+                private = page.locator("#channel-messages .message.ephemeral")
+                answer = private.filter(has_text="Ending this conversation")
                 await expect(answer).to_contain_text("Only visible to you")
-                await expect(answer).to_contain_text("Ending this conversation")
                 await expect(thread.locator(".message.bot").last).to_contain_text("Summary")
+                # Once the summary is posted, a second private note links to it.
+                notice = private.filter(has_text="Its summary is in the thread")
+                await expect(notice).to_have_count(1)
             finally:
                 await browser.close()
     finally:
