@@ -341,6 +341,14 @@ def _require_loopback(host: str) -> None:
         raise ValueError(f"LocalBedrock only binds to a loopback address, not {host!r}")
 
 
+def echo_responder(body: dict[str, Any]) -> str:
+    """The model's answer: the whole latest user message, quoted (the offline model quotes only
+    its first 200 characters, too little to prove a reply complete)."""
+    user_turns = [m for m in body.get("messages", []) if m.get("role") == "user"]
+    text = "\n".join(b["text"] for b in user_turns[-1]["content"] if "text" in b)
+    return f"Echo of your message, in full: {text} (end of echo)"
+
+
 class LocalBedrock:
     """A local server speaking the Bedrock Runtime wire protocol.
 

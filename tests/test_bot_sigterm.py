@@ -18,23 +18,18 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections import Counter
-from pathlib import Path
 
 import aiohttp
 import pytest
 
+from devtools.processes import ChildProcess, Workers, until, worker_env
 from devtools.slack_events import EventSender, app_mention_event, event_callback, sign
 from devtools.stack import ALICE, SIGNING_SECRET, Stack, eventually
 from devtools.temporal_server import free_port
-from tests.test_worker_crash import Workers, until, worker_env
 from workflows.conversation import ConversationWorkflow
 
-BOT_COMMAND = [str(Path(sys.executable).with_name("threadchat")), "bot"]
 BURST = 30
 LATE = 10  # deliveries sent while the bot drains
 # Slack gives up on an answer after 3 s, and delivers the event again.
@@ -43,31 +38,13 @@ SLACK_ACK_TIMEOUT = 3
 EXIT_WITHIN = 10
 
 
-class BotProcess:
-    """`threadchat bot` as a child process on `port`, its output captured in a temp file."""
+class BotProcess(ChildProcess):
+    """`threadchat bot` as a child process on `port`."""
 
     def __init__(self, name: str, env: dict[str, str], port: int):
-        self.name = name
+        super().__init__("bot", name, env)
         self.port = port
         self.url = f"http://127.0.0.1:{port}/slack/events"
-        fd, self.log_path = tempfile.mkstemp(prefix=f"threadchat-bot-{name}-", suffix=".log")
-        try:
-            self.process = subprocess.Popen(
-                BOT_COMMAND, env=env, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd
-            )
-        finally:
-            os.close(fd)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def output(self) -> str:
-        return Path(self.log_path).read_text(errors="replace")
-
-    def tail(self, lines: int = 40) -> str:
-        last = "\n".join(self.output().splitlines()[-lines:])
-        return f"--- bot {self.name} (pid {self.pid}) output, last lines ---\n{last}"
 
     async def wait_serving(self, timeout: float = 30) -> None:
         """Until /healthz answers 200 (Temporal reachable, HTTP up)."""
@@ -82,19 +59,6 @@ class BotProcess:
                 return False
 
         await until(healthy, timeout, f"bot {self.name} to serve", self.tail)
-
-    async def wait_exit(self, timeout: float) -> int:
-        await until(lambda: self.process.poll() is not None, timeout, "bot exit", self.tail)
-        return self.process.returncode
-
-    def stop(self) -> None:
-        """Kill by PID (if still running), reap, and remove the log file."""
-        if self.process.poll() is None:
-            os.kill(self.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=10)
-        with contextlib.suppress(OSError):
-            os.unlink(self.log_path)
 
 
 def bot_env(stack: Stack, temporal_address: str, port: int) -> dict[str, str]:

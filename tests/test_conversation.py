@@ -147,8 +147,8 @@ async def test_slack_rate_limit_waits_for_retry_after(make_stack, streaming, met
     assert len(stack.slack.bot_replies(stack.channel, ts)) == 1
 
 
-async def test_streaming_falls_back_to_editing_one_message(make_stack):
-    answer = " ".join(f"step{i}" for i in range(400))
+async def without_slack_streaming(make_stack, answer: str):
+    """A model that streams `answer` for a while, into a Slack that has no streaming API."""
     stack = await make_stack(
         bedrock_options={
             "responder": lambda body: answer,
@@ -157,6 +157,12 @@ async def test_streaming_falls_back_to_editing_one_message(make_stack):
         }
     )
     stack.slack.inject("chat.startStream", error="unknown_method", times=100)
+    return stack
+
+
+async def test_streaming_falls_back_to_editing_one_message(make_stack):
+    answer = " ".join(f"step{i}" for i in range(400))
+    stack = await without_slack_streaming(make_stack, answer)
     ts = await stack.mention(stack.channel, "no streams here")
     [reply] = await stack.replies(stack.channel, ts, 1)
     await stack.handle(stack.channel, ts).signal(
@@ -173,14 +179,7 @@ async def test_streaming_falls_back_to_editing_one_message(make_stack):
 
 async def test_when_editing_fails_too_the_answer_is_posted_once(make_stack):
     answer = " ".join(f"part{i}" for i in range(400))
-    stack = await make_stack(
-        bedrock_options={
-            "responder": lambda body: answer,
-            "stream_chunk_chars": 40,
-            "stream_delay_s": 0.03,
-        }
-    )
-    stack.slack.inject("chat.startStream", error="unknown_method", times=100)
+    stack = await without_slack_streaming(make_stack, answer)
     stack.slack.inject("chat.update", error="cant_update_message", times=100)
     ts = await stack.mention(stack.channel, "no edits either")
     await eventually(

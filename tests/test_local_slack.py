@@ -738,3 +738,52 @@ async def test_runs_standalone() -> None:
             proc.terminate()
     # SIGTERM is a clean shutdown.
     assert await asyncio.wait_for(proc.wait(), timeout=10) == 0
+
+
+# Its side of Socket Mode, checked with the real slack_sdk client and raw aiohttp.
+
+
+async def test_connections_open_needs_the_app_token(slack: LocalSlack) -> None:
+    def web(token: str) -> AsyncWebClient:
+        return AsyncWebClient(token=token, base_url=slack.base_url, retry_handlers=[])
+
+    opened = await web(slack.bot_token).apps_connections_open(app_token=slack.app_token)
+    assert opened["url"].startswith("ws://127.0.0.1:") and "/socket/" in opened["url"]
+    for token, error in (
+        ("xapp-wrong", "invalid_auth"),
+        (slack.bot_token, "not_allowed_token_type"),
+    ):
+        with pytest.raises(SlackApiError) as info:
+            await web(slack.bot_token).apps_connections_open(app_token=token)
+        assert info.value.response["error"] == error
+    # The app token is no bot token either.
+    with pytest.raises(SlackApiError) as info:
+        await web(slack.app_token).auth_test()
+    assert info.value.response["error"] == "not_allowed_token_type"
+
+
+async def test_socket_says_hello_and_times_out_without_an_ack(slack: LocalSlack) -> None:
+    web = AsyncWebClient(token=slack.bot_token, base_url=slack.base_url)
+    url = (await web.apps_connections_open(app_token=slack.app_token))["url"]
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(url) as ws:
+            hello = await ws.receive_json(timeout=5)
+            assert hello["type"] == "hello" and hello["num_connections"] == 1
+            assert hello["connection_info"] == {"app_id": slack.app_id}
+            await slack.wait_for_socket(1)
+
+            action = {"type": "block_actions"}
+            sending = asyncio.create_task(
+                slack.send_socket_event(action, envelope_type="interactive")
+            )
+            envelope = await ws.receive_json(timeout=5)
+            assert envelope["type"] == "interactive" and envelope["accepts_response_payload"]
+            assert envelope["payload"] == action
+            await ws.send_json({"envelope_id": envelope["envelope_id"], "payload": {"ok": 1}})
+            assert await sending == {"envelope_id": envelope["envelope_id"], "payload": {"ok": 1}}
+
+            with pytest.raises(TimeoutError):
+                await slack.send_socket_event(event_callback({"type": "x"}), timeout=0.2)
+        # A ticket is good for one connection.
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await session.ws_connect(url)

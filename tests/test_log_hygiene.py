@@ -22,9 +22,9 @@ from typing import Any
 from unittest import mock
 
 from devtools.bedrock import Fault, offline_reply
+from devtools.processes import Workers
 from devtools.slack_events import EventSender, slash_command
 from devtools.stack import ALICE, BOB, TEAM, Stack, eventually, start_stack
-from tests.test_worker_crash import Workers
 from threadchat import telemetry
 from threadchat.ids import conversation_id
 

@@ -19,10 +19,10 @@ import time
 import aiohttp
 import pytest
 
+from devtools.processes import Workers, until, wait_replies, wait_turns
 from devtools.slack_events import EventSender, message_event
 from devtools.stack import ALICE, Stack, start_stack
 from devtools.temporal_server import TemporalDevServer, free_port
-from tests.test_worker_crash import Workers, until, wait_replies, wait_turns
 from workflows.conversation import ConversationWorkflow
 
 # A slow stream, so that a kill once text is visible lands in the middle of the reply.

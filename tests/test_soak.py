@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from devtools.bedrock import echo_responder
+from devtools.processes import WorkerProcess, Workers, converse_streams
 from devtools.stack import Stack, eventually
-from tests.test_worker_crash import WorkerProcess, Workers, converse_streams, echo_responder
 from workflows.conversation import ConversationWorkflow
 
 THREADS = 40

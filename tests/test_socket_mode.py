@@ -6,13 +6,9 @@ import asyncio
 import dataclasses
 from urllib.parse import parse_qsl
 
-import aiohttp
 import pytest
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app import serve
-from devtools.slack import LocalSlack
 from devtools.slack_events import app_mention_event, event_callback, slash_command
 from devtools.stack import ALICE, Stack, eventually
 from threadchat.config import ConfigError
@@ -139,65 +135,6 @@ async def test_stop_closes_the_socket_and_serve_returns(socket_bot):
     await eventually(lambda: slack.socket_connections == 0, 5, "the socket to close")
     with pytest.raises(ConnectionError):
         await slack.send_socket_event(event_callback({"type": "reaction_added"}))
-
-
-# LocalSlack's side of Socket Mode, checked with the real slack_sdk client and raw aiohttp.
-
-
-@pytest.fixture
-async def local_slack():
-    server = LocalSlack()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-async def test_connections_open_needs_the_app_token(local_slack: LocalSlack) -> None:
-    def web(token: str) -> AsyncWebClient:
-        return AsyncWebClient(token=token, base_url=local_slack.base_url, retry_handlers=[])
-
-    opened = await web(local_slack.bot_token).apps_connections_open(app_token=local_slack.app_token)
-    assert opened["url"].startswith("ws://127.0.0.1:") and "/socket/" in opened["url"]
-    for token, error in (
-        ("xapp-wrong", "invalid_auth"),
-        (local_slack.bot_token, "not_allowed_token_type"),
-    ):
-        with pytest.raises(SlackApiError) as info:
-            await web(local_slack.bot_token).apps_connections_open(app_token=token)
-        assert info.value.response["error"] == error
-    # The app token is no bot token either.
-    with pytest.raises(SlackApiError) as info:
-        await web(local_slack.app_token).auth_test()
-    assert info.value.response["error"] == "not_allowed_token_type"
-
-
-async def test_socket_says_hello_and_times_out_without_an_ack(local_slack: LocalSlack) -> None:
-    web = AsyncWebClient(token=local_slack.bot_token, base_url=local_slack.base_url)
-    url = (await web.apps_connections_open(app_token=local_slack.app_token))["url"]
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(url) as ws:
-            hello = await ws.receive_json(timeout=5)
-            assert hello["type"] == "hello" and hello["num_connections"] == 1
-            assert hello["connection_info"] == {"app_id": local_slack.app_id}
-            await local_slack.wait_for_socket(1)
-
-            action = {"type": "block_actions"}
-            sending = asyncio.create_task(
-                local_slack.send_socket_event(action, envelope_type="interactive")
-            )
-            envelope = await ws.receive_json(timeout=5)
-            assert envelope["type"] == "interactive" and envelope["accepts_response_payload"]
-            assert envelope["payload"] == action
-            await ws.send_json({"envelope_id": envelope["envelope_id"], "payload": {"ok": 1}})
-            assert await sending == {"envelope_id": envelope["envelope_id"], "payload": {"ok": 1}}
-
-            with pytest.raises(TimeoutError):
-                await local_slack.send_socket_event(event_callback({"type": "x"}), timeout=0.2)
-        # A ticket is good for one connection.
-        with pytest.raises(aiohttp.WSServerHandshakeError):
-            await session.ws_connect(url)
 
 
 async def test_a_refused_app_token_stops_the_bot_with_a_config_error(make_stack):

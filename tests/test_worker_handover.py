@@ -4,7 +4,7 @@ message is answered by the other worker without waiting out the sticky queue's t
 import signal
 import time
 
-from tests.test_worker_crash import Workers, wait_replies, wait_turns
+from devtools.processes import Workers, wait_replies, wait_turns
 
 ROUNDS = 3
 
