@@ -7,6 +7,7 @@ cannot help. The workflow's retry policy then backs off on throttling, 5xx and t
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -16,10 +17,18 @@ import urllib3.exceptions
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from threadchat import telemetry
+from threadchat import telemetry, texts
 from threadchat.config import BedrockSettings
 from threadchat.context import transcript_text
-from threadchat.model import GeneratedReply, ReplyRequest, Summary, SummaryRequest
+from threadchat.inference import prompt_hash
+from threadchat.model import (
+    GeneratedReply,
+    InferenceSettings,
+    ModelCall,
+    ReplyRequest,
+    Summary,
+    SummaryRequest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +129,43 @@ def _classify(err: Exception) -> ApplicationError:
     return ApplicationError(f"{type(err).__name__}: {err}", type=type(err).__name__)
 
 
+@dataclass
+class ModelRequest:
+    """One Converse call about to be made: its arguments and what the record will say."""
+
+    kind: str
+    inference: InferenceSettings
+    arguments: dict
+
+    def record(self, response: dict, usage: dict, stop_reason: str, started: float) -> ModelCall:
+        """What the history keeps of the call once it has answered."""
+        inference = self.inference
+        guardrail = (
+            f"{inference.guardrail_id}:{inference.guardrail_version}"
+            if inference.guardrail_id
+            else ""
+        )
+        elapsed = time.time() - started
+        return ModelCall(
+            kind=self.kind,
+            model_id=inference.model_id,
+            temperature=inference.temperature,
+            max_tokens=inference.max_tokens,
+            top_p=inference.top_p,
+            system_prompt_hash=prompt_hash(inference.system_prompt),
+            guardrail=guardrail,
+            stop_reason=stop_reason,
+            input_tokens=usage.get("inputTokens", 0),
+            output_tokens=usage.get("outputTokens", 0),
+            cache_read_tokens=usage.get("cacheReadInputTokens", 0),
+            cache_write_tokens=usage.get("cacheWriteInputTokens", 0),
+            latency_ms=round(elapsed * 1000),
+            attempt=activity.info().attempt,
+            request_id=(response.get("ResponseMetadata") or {}).get("RequestId", ""),
+            started_at=started,
+        )
+
+
 class BedrockActivities:
     """Activities that call Bedrock. Synchronous: boto3 blocks, so the worker runs them in
     a thread pool."""
@@ -128,57 +174,77 @@ class BedrockActivities:
         self.settings = settings
         self.client = client or make_client(settings)
 
-    def reply_arguments(self, request: ReplyRequest) -> dict:
-        """Converse arguments for answering `request`; shared by the plain and streaming calls."""
-        system = self.settings.system_prompt
+    def reply_request(self, request: ReplyRequest, *, streaming: bool) -> ModelRequest:
+        """Converse arguments for answering `request`; shared by the plain and streaming calls.
+
+        Requests from before the settings were carried get the worker's own.
+        """
+        inference = request.inference or self.settings.inference()
+        system = inference.system_prompt
         if request.context_notes:
             system += "\n\n" + request.context_notes
-        return self._arguments(
-            self.settings.model_id,
-            system,
-            [{"role": m.role, "content": [{"text": m.text}]} for m in request.messages],
+        messages = [{"role": m.role, "content": [{"text": m.text}]} for m in request.messages]
+        return ModelRequest(
+            request.kind, inference, self._arguments(inference, system, messages, streaming)
         )
 
-    def _arguments(self, model_id: str, system: str, messages: list[dict]) -> dict:
-        return {
-            "modelId": model_id,
+    def _arguments(
+        self, inference: InferenceSettings, system: str, messages: list[dict], streaming: bool
+    ) -> dict:
+        config: dict[str, Any] = {
+            "maxTokens": inference.max_tokens,
+            "temperature": inference.temperature,
+        }
+        if inference.top_p is not None:
+            config["topP"] = inference.top_p
+        arguments = {
+            "modelId": inference.model_id,
             "system": [{"text": system}],
             "messages": messages,
-            "inferenceConfig": {
-                "maxTokens": self.settings.max_tokens,
-                "temperature": self.settings.temperature,
-            },
+            "inferenceConfig": config,
         }
+        if inference.guardrail_id:
+            guardrail = {
+                "guardrailIdentifier": inference.guardrail_id,
+                "guardrailVersion": inference.guardrail_version,
+                "trace": "enabled" if self.settings.guardrail_trace else "disabled",
+            }
+            if streaming:
+                # Sync: text reaches Slack only once the guardrail has checked it.
+                guardrail["streamProcessingMode"] = "sync"
+            arguments["guardrailConfig"] = guardrail
+        return arguments
 
-    def _converse(self, arguments: dict) -> dict:
-        started = time.monotonic()
+    def _converse(self, request: ModelRequest) -> tuple[dict, ModelCall]:
+        started = time.time()
         try:
-            response = self.client.converse(**arguments)
+            response = self.client.converse(**request.arguments)
         except Exception as err:
             raise classify(err) from err
-        telemetry.record_model_call(started, response.get("usage", {}))
-        return response
+        usage = response.get("usage", {})
+        stop_reason = response.get("stopReason", "end_turn")
+        call = request.record(response, usage, stop_reason, started)
+        telemetry.record_model_call(call)
+        return response, call
 
     @activity.defn
     def generate_reply(self, request: ReplyRequest) -> GeneratedReply:
         """Answer the latest user turn with the prompt the workflow built."""
-        response = self._converse(self.reply_arguments(request))
-        stop_reason = response.get("stopReason", "end_turn")
-        check_stop_reason(stop_reason)
-        usage = response.get("usage", {})
-        text = response_text(response)
+        response, call = self._converse(self.reply_request(request, streaming=False))
+        check_stop_reason(call.stop_reason)
         log.info(
             "bedrock reply: model=%s in=%s out=%s stop=%s",
-            self.settings.model_id,
-            usage.get("inputTokens"),
-            usage.get("outputTokens"),
-            stop_reason,
+            call.model_id,
+            call.input_tokens,
+            call.output_tokens,
+            call.stop_reason,
         )
         return GeneratedReply(
-            text=text or "(the model returned an empty answer)",
-            input_tokens=usage.get("inputTokens", 0),
-            output_tokens=usage.get("outputTokens", 0),
-            stop_reason=stop_reason,
+            text=response_text(response) or texts.EMPTY_ANSWER,
+            input_tokens=call.input_tokens,
+            output_tokens=call.output_tokens,
+            stop_reason=call.stop_reason,
+            call=call,
         )
 
     @activity.defn
@@ -190,16 +256,37 @@ class BedrockActivities:
         if request.turns:
             parts.append(f"Conversation:\n{transcript_text(request.turns, request.names)}")
         prompt = "\n\n".join(parts) or "(the conversation was empty)"
-        model = self.settings.summary_model_id if request.final else self.settings.model_id
-        response = self._converse(
+        inference = request.inference or self.summary_inference(request.final)
+        # The summariser has its own instructions: the conversation's system prompt is for
+        # answering, and a guardrail applies to summaries as to replies.
+        model_request = ModelRequest(
+            "final_summary" if request.final else "rolling_summary",
+            inference,
             self._arguments(
-                model, SUMMARY_PROMPT, [{"role": "user", "content": [{"text": prompt}]}]
-            )
+                inference,
+                inference.system_prompt or SUMMARY_PROMPT,
+                [{"role": "user", "content": [{"text": prompt}]}],
+                streaming=False,
+            ),
         )
-        usage = response.get("usage", {})
-        text = response_text(response)
+        response, call = self._converse(model_request)
         return Summary(
-            text=text,
-            input_tokens=usage.get("inputTokens", 0),
-            output_tokens=usage.get("outputTokens", 0),
+            text=response_text(response),
+            input_tokens=call.input_tokens,
+            output_tokens=call.output_tokens,
+            call=call,
+        )
+
+    def summary_inference(self, final: bool) -> InferenceSettings:
+        """The worker's summary settings, for requests that carry none."""
+        inference = self.settings.inference()
+        model = self.settings.summary_model_id if final else self.settings.model_id
+        return InferenceSettings(
+            model_id=model,
+            max_tokens=inference.max_tokens,
+            temperature=inference.temperature,
+            top_p=inference.top_p,
+            system_prompt=SUMMARY_PROMPT,
+            guardrail_id=inference.guardrail_id,
+            guardrail_version=inference.guardrail_version,
         )

@@ -1,10 +1,12 @@
 """Activities that read Temporal itself: what a new conversation should know at its start."""
 
+import dataclasses
 import logging
 
 from temporalio import activity
 from temporalio.client import Client
 
+from threadchat.config import BedrockSettings
 from threadchat.ids import conversation_id
 from threadchat.model import ConversationResult, ConversationSettings, ConversationSetup, ThreadRef
 
@@ -12,9 +14,22 @@ log = logging.getLogger(__name__)
 
 
 class ConversationActivities:
-    def __init__(self, client: Client, settings: ConversationSettings):
+    def __init__(
+        self,
+        client: Client,
+        settings: ConversationSettings,
+        bedrock: BedrockSettings,
+        bedrock_task_queue: str,
+    ):
         self.client = client
-        self.settings = settings
+        # A conversation keeps the model, parameters and prompt it opened with: a changed
+        # setting applies to the next conversation, and every call's request names them.
+        self.settings = dataclasses.replace(
+            settings,
+            inference=bedrock.inference(),
+            summary_model_id=bedrock.summary_model_id,
+            bedrock_task_queue=bedrock_task_queue,
+        )
 
     @activity.defn
     async def open_conversation(self, thread: ThreadRef) -> ConversationSetup:

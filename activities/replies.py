@@ -28,10 +28,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import slack as slack_activities
-from activities.bedrock import BedrockActivities, check_stop_reason, classify
-from threadchat import telemetry
+from activities.bedrock import BedrockActivities, ModelRequest, check_stop_reason, classify
+from threadchat import telemetry, texts
+from threadchat.actions import message_body, reply_actions
 from threadchat.formatting import SAFE_LIMIT, slack_markdown, split_markdown
-from threadchat.model import DeliveredReply, ReplyRequest
+from threadchat.model import DeliveredReply, ReplyRef, ReplyRequest
 from threadchat.texts import THINKING, THINKING_RETRYING
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,11 @@ class SlackReplyWriter:
         self.client = client
         self.request = request
         self.thread = request.thread
-        # Messages an earlier attempt left are replaced at the end, not streamed into again.
+        # Messages an earlier attempt left, or the answer a regenerate replaces, are
+        # replaced at the end, not streamed into again.
         self.earlier = earlier
         self.mode = "replace" if earlier else "stream"
+        self.actions: ReplyRef | None = request.actions
         self.messages: list[str] = []  # ts of the messages this attempt created, in order
         self.sent = ""  # text already in the current (last) message
         self.pending = ""  # text not yet sent
@@ -146,8 +149,9 @@ class SlackReplyWriter:
             log.info("chat.update unavailable (%s); posting the answer once", _error(err))
             self.mode = "single"
 
-    async def _finish_message(self, metadata: dict | None) -> None:
-        """Close the current message (before a new part starts, or at the end)."""
+    async def _finish_message(self, metadata: dict | None, actions: ReplyRef | None = None) -> None:
+        """Close the current message (before a new part starts, or at the end, with the
+        reply's buttons)."""
         try:
             if self.mode == "stream":
                 await _patiently(
@@ -155,21 +159,22 @@ class SlackReplyWriter:
                     channel=self.thread.channel,
                     ts=self.ts,
                     metadata=metadata,
+                    blocks=[reply_actions(actions)] if actions else None,
                 )
             else:
                 await _patiently(
                     self.client.chat_update,
                     channel=self.thread.channel,
                     ts=self.ts,
-                    markdown_text=self.sent,
                     metadata=metadata,
+                    **message_body(self.sent, actions),
                 )
         except SlackApiError as err:
             raise slack_activities.classify(err) from err
         self.sent = ""
 
-    async def finish(self, text: str, metadata: dict) -> str:
-        """Complete the reply with its full `text`; returns the ts of its last message."""
+    async def finish(self, text: str, metadata: dict) -> list[str]:
+        """Complete the reply with its full `text`; returns the ts of its messages."""
         # Tables stream as raw pipes; Slack can't render them, so the finished text shows
         # them as code blocks. Converting the whole answer also catches tables that were
         # split across chunks.
@@ -178,41 +183,47 @@ class SlackReplyWriter:
             await self._flush()
             one_message = len(self.earlier) + len(self.messages) == 1
             if self.mode != "single" and self.ts is not None and final == text and one_message:
-                await self._finish_message(metadata)
-                return self.messages[-1]
+                await self._finish_message(metadata, self.actions)
+                return [self.messages[-1]]
         # The whole answer is known: lay it out over the messages already in the thread
         # (in order: once one can't be reused, the rest are posted anew), post the rest,
         # and remove what is left over.
         existing = self.earlier + self.messages
         parts = split_markdown(final)
-        last_ts = ""
+        written: list[str] = []
         reusable = len(existing)
         for index, part in enumerate(parts):
-            meta = metadata if index == len(parts) - 1 else None
+            last = index == len(parts) - 1
+            meta, actions = (metadata, self.actions) if last else (None, None)
             if index < reusable:
-                if await self._replace(existing[index], part, meta):
-                    last_ts = existing[index]
+                if await self._replace(existing[index], part, meta, actions):
+                    written.append(existing[index])
                     continue
                 reusable = index
             response = await self._call(
                 self.client.chat_postMessage,
                 channel=self.thread.channel,
                 thread_ts=self.thread.thread_ts,
-                markdown_text=part,
                 metadata=meta,
                 unfurl_links=False,
+                **message_body(part, actions),
             )
             self._created(response["ts"])
-            last_ts = response["ts"]
+            written.append(response["ts"])
         await self.remove(existing[min(reusable, len(parts)) :])
-        return last_ts
+        return written
 
-    async def _replace(self, ts: str, part: str, metadata: dict | None) -> bool:
+    async def _replace(
+        self, ts: str, part: str, metadata: dict | None, actions: ReplyRef | None
+    ) -> bool:
         with contextlib.suppress(SlackApiError):  # it may not be streaming (any more)
             await self.client.chat_stopStream(channel=self.thread.channel, ts=ts)
         try:
             await self.client.chat_update(
-                channel=self.thread.channel, ts=ts, markdown_text=part, metadata=metadata
+                channel=self.thread.channel,
+                ts=ts,
+                metadata=metadata,
+                **message_body(part, actions),
             )
         except SlackApiError as err:
             if _retry_later(err):
@@ -274,7 +285,7 @@ class ReplyActivities:
     async def stream_reply(self, request: ReplyRequest) -> DeliveredReply:
         """Generate the reply with ConverseStream and stream it into the thread."""
         info = activity.info()
-        earlier: list[str] = []
+        earlier = list(request.replace_ts)
         if info.attempt > 1:
             done, earlier = await self._earlier_attempts(request, info.heartbeat_details)
             if done:
@@ -288,7 +299,11 @@ class ReplyActivities:
             last_attempt = policy is not None and info.attempt >= (policy.maximum_attempts or 0) > 0
             final = isinstance(err, ApplicationError) and err.non_retryable
             if final or last_attempt:
-                await writer.remove(writer.earlier + writer.messages)
+                # A failed regenerate leaves the answer it was to replace as it was.
+                keep = set(request.replace_ts)
+                await writer.remove(
+                    [ts for ts in writer.earlier + writer.messages if ts not in keep]
+                )
             raise
         finally:
             heartbeats.cancel()
@@ -298,28 +313,35 @@ class ReplyActivities:
         waited = time.time() - info.scheduled_time.timestamp()
         slow = info.attempt > 1 and waited > SLOW_TURN_SECONDS
         await self._set_status(request, THINKING_RETRYING if slow else THINKING)
-        started = time.monotonic()
-        text, usage = "", {}
-        async for kind, value in self._model_events(request):
+        model_request = self.bedrock.reply_request(request, streaming=True)
+        started = time.time()
+        text, usage, response, stop_reason = "", {}, {}, "end_turn"
+        async for kind, value in self._model_events(model_request):
             if kind == "text":
                 if not text:
                     await self._set_status(request, "")
                 text += value
                 await writer.append(value)
+            elif kind == "response":
+                response = value
             elif kind == "stop":
-                check_stop_reason(value)
+                stop_reason = value
+                check_stop_reason(stop_reason)
             elif kind == "usage":
                 usage = value
-        telemetry.record_model_call(started, usage)
-        text = text.strip() or "(the model returned an empty answer)"
-        tokens = {
-            "input_tokens": usage.get("inputTokens", 0),
-            "output_tokens": usage.get("outputTokens", 0),
-        }
-        ts = await writer.finish(
-            text, slack_activities.message_metadata(request.idempotency_key, **tokens)
+        call = model_request.record(response, usage, stop_reason, started)
+        telemetry.record_model_call(call)
+        text = text.strip() or texts.EMPTY_ANSWER
+        shown = texts.reply_text(text, stop_reason)
+        if shown.startswith(text):
+            await writer.append(shown[len(text) :])  # a note after the answer streams too
+        tokens = {"input_tokens": call.input_tokens, "output_tokens": call.output_tokens}
+        parts = await writer.finish(
+            shown, slack_activities.message_metadata(request.idempotency_key, **tokens)
         )
-        return DeliveredReply(text=text, ts=ts, **tokens)
+        return DeliveredReply(
+            text=text, ts=parts[-1], stop_reason=stop_reason, call=call, parts=parts, **tokens
+        )
 
     async def _earlier_attempts(
         self, request: ReplyRequest, details
@@ -345,9 +367,10 @@ class ReplyActivities:
                     input_tokens=payload.get("input_tokens", 0),
                     output_tokens=payload.get("output_tokens", 0),
                     ts=message["ts"],
+                    parts=[message["ts"]],
                 )
                 return done, []
-        unfinished = {
+        unfinished = set(request.replace_ts) | {
             m["ts"]
             for m in recent
             if m.get("user") == bot_user
@@ -380,8 +403,9 @@ class ReplyActivities:
         except Exception as err:
             log.debug("could not set the thread status: %s", type(err).__name__)
 
-    async def _model_events(self, request: ReplyRequest) -> AsyncIterator[tuple[str, object]]:
-        """("text", delta), ("stop", reason) and ("usage", usage) from ConverseStream.
+    async def _model_events(self, request: ModelRequest) -> AsyncIterator[tuple[str, object]]:
+        """("response", metadata), then ("text", delta), ("stop", reason) and ("usage",
+        usage) from ConverseStream.
 
         boto3 reads the stream with blocking calls, so a worker thread reads it and hands
         the events over to this coroutine.
@@ -393,9 +417,9 @@ class ReplyActivities:
 
         def read() -> None:
             try:
-                response = self.bedrock.client.converse_stream(
-                    **self.bedrock.reply_arguments(request)
-                )
+                response = self.bedrock.client.converse_stream(**request.arguments)
+                metadata = {"ResponseMetadata": response.get("ResponseMetadata") or {}}
+                loop.call_soon_threadsafe(queue.put_nowait, metadata)
                 for event in response["stream"]:
                     if abandoned.is_set():
                         response["stream"].close()
@@ -411,7 +435,9 @@ class ReplyActivities:
             while (event := await queue.get()) is not done:
                 if isinstance(event, Exception):
                     raise classify(event) from event
-                if "contentBlockDelta" in event:
+                if "ResponseMetadata" in event:
+                    yield "response", event
+                elif "contentBlockDelta" in event:
                     yield "text", event["contentBlockDelta"]["delta"].get("text", "")
                 elif "messageStop" in event:
                     yield "stop", event["messageStop"].get("stopReason", "end_turn")

@@ -18,8 +18,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from threadchat import telemetry, texts
+from threadchat.actions import message_body
 from threadchat.formatting import slack_markdown, split_markdown
-from threadchat.model import EndNotice, PostedMessage, SlackPost, ThreadRef
+from threadchat.model import EndNotice, PostedMessage, PrivateNote, SlackPost, ThreadRef
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class SlackActivities:
         key of its own so that a retry posts only the parts still missing.
         """
         parts = split_markdown(slack_markdown(post.text))
-        ts = ""
+        written: list[str] = []
         try:
             posted = {}
             if activity.info().attempt > 1:
@@ -161,19 +162,33 @@ class SlackActivities:
                 key = post.idempotency_key if len(parts) == 1 else f"{post.idempotency_key}/{index}"
                 if key in posted:
                     log.info("part already landed on an earlier attempt: ts=%s", posted[key])
-                    ts = posted[key]
+                    written.append(posted[key])
                     continue
+                last = index == len(parts) - 1
                 response = await self.client.chat_postMessage(
                     channel=post.thread.channel,
                     thread_ts=post.thread.thread_ts,
-                    markdown_text=part,
                     metadata=message_metadata(key),
                     unfurl_links=False,
+                    **message_body(part, post.actions if last else None),
                 )
-                ts = response["ts"]
+                written.append(response["ts"])
         except SlackApiError as err:
             raise classify(err) from err
-        return PostedMessage(ts=ts)
+        return PostedMessage(ts=written[-1] if written else "", parts=written)
+
+    @activity.defn
+    async def post_private(self, note: PrivateNote) -> None:
+        """Tell one person something in the thread, where only they see it."""
+        try:
+            await self.client.chat_postEphemeral(
+                channel=note.thread.channel,
+                user=note.user,
+                thread_ts=note.thread.thread_ts,
+                markdown_text=note.text,
+            )
+        except SlackApiError as err:
+            raise classify(err) from err
 
     @activity.defn
     async def notify_ended(self, notice: EndNotice) -> None:

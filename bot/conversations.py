@@ -7,13 +7,25 @@ before acking and still answer Slack well within its 3 seconds.
 import re
 from datetime import UTC, datetime, timedelta
 
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from threadchat import telemetry
 from threadchat.ids import conversation_id
-from threadchat.model import ConversationStart, EndRequest, ThreadRef, UserMessage
+from threadchat.model import (
+    ConversationStart,
+    EndRequest,
+    Feedback,
+    RegenerateRequest,
+    ThreadRef,
+    UserMessage,
+)
 from threadchat.temporal import CONVERSATION_STARTED, SLACK_CHANNEL, SLACK_PARTICIPANTS
 from workflows.conversation import ConversationWorkflow
 
@@ -97,6 +109,28 @@ class Conversations:
                 return False
             raise
         return user in (description.typed_search_attributes.get(SLACK_PARTICIPANTS) or [])
+
+    async def regenerate(self, thread: ThreadRef, request: RegenerateRequest) -> str:
+        """Ask the conversation to answer its latest turn again. "" when accepted, else why
+        not: a refusal type of the workflow's, "Ended", or "Unavailable"."""
+        handle = self.client.get_workflow_handle(_conversation(thread))
+        try:
+            # An update, not a signal: the workflow says at once whether it will regenerate.
+            await handle.execute_update(
+                ConversationWorkflow.regenerate, request, rpc_timeout=HAND_OVER_TIMEOUT
+            )
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            return cause.type or "" if isinstance(cause, ApplicationError) else "Unavailable"
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            return "Unavailable"  # no worker answered in time
+        except RPCError as err:
+            return "Ended" if err.status == RPCStatusCode.NOT_FOUND else "Unavailable"
+        return ""
+
+    async def feedback(self, thread: ThreadRef, feedback: Feedback) -> bool:
+        """Record a rating on a reply; False if the conversation has ended."""
+        return await self._signal(thread, ConversationWorkflow.feedback, feedback)
 
     async def _signal(self, thread: ThreadRef, signal, arg) -> bool:
         handle = self.client.get_workflow_handle(_conversation(thread))

@@ -9,7 +9,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
-from threadchat.model import ThreadRef, UserMessage
+from threadchat import actions
+from threadchat.model import ReplyRef, ThreadRef, UserMessage
 
 # Slack ids and timestamps, as Slack sends them. Anything else is not from Slack, and would
 # make a workflow id or search attribute Temporal refuses.
@@ -112,6 +113,42 @@ def parse_end_shortcut(shortcut: dict) -> tuple[ThreadRef, str] | None:
     if not (_ids(team, channel, user) and _ts(thread_ts)):
         return None
     return ThreadRef(team=team, channel=channel, thread_ts=thread_ts), user
+
+
+@dataclass(frozen=True)
+class ReplyAction:
+    """A click on one of the buttons under a reply: who, in which thread, on which reply."""
+
+    thread: ThreadRef
+    user: str
+    action_id: str
+    reply: ReplyRef
+
+
+def parse_reply_action(body: dict) -> ReplyAction | None:
+    """A `block_actions` payload from a reply's buttons; None for anything else."""
+
+    def id_of(field: str) -> object:
+        value = body.get(field)
+        return value.get("id") if isinstance(value, dict) else None
+
+    container, clicked = body.get("container"), body.get("actions")
+    if not (isinstance(container, dict) and isinstance(clicked, list) and clicked):
+        return None
+    action = clicked[0]
+    if not isinstance(action, dict):
+        return None
+    reply = actions.decode(action.get("value"))
+    team, channel, user = id_of("team"), id_of("channel"), id_of("user")
+    thread_ts = container.get("thread_ts") or container.get("message_ts")
+    if reply is None or not (_ids(team, channel, user) and _ts(thread_ts)):
+        return None
+    return ReplyAction(
+        thread=ThreadRef(team=team, channel=channel, thread_ts=thread_ts),
+        user=user,
+        action_id=str(action.get("action_id")),
+        reply=reply,
+    )
 
 
 def malformed(body: str) -> bool:

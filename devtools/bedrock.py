@@ -87,6 +87,10 @@ _MAX_REQUEST_BYTES = 64 * 1024 * 1024
 _EVENTSTREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
 
 _TOO_LONG_MESSAGE = "Input is too long for requested model."
+# threadchat's default; the offline model says when a request asks for another.
+DEFAULT_TEMPERATURE = 0.5
+# What a guardrail answers instead of the model (each guardrail configures its own).
+GUARDRAIL_MESSAGE = "Sorry, the model cannot answer this question."
 
 
 @dataclass
@@ -138,6 +142,7 @@ class RecordedRequest:
     body: dict[str, Any]
     at: float
     status: int
+    request_id: str = ""  # the x-amzn-RequestId answered
 
 
 @dataclass
@@ -227,6 +232,11 @@ def offline_reply(body: dict[str, Any]) -> str:
     reply = f'(offline model) Turn {n}. You said: "{last[:200]}".'
     if prev:
         reply += f' Before that: "{prev[:200]}".'
+    inference = body.get("inferenceConfig")
+    temperature = inference.get("temperature") if isinstance(inference, dict) else None
+    if isinstance(temperature, int | float) and temperature != DEFAULT_TEMPERATURE:
+        # A real model answers differently when sampled differently (a regenerate).
+        reply += f" (Sampled at temperature {temperature}.)"
     return reply
 
 
@@ -371,6 +381,7 @@ class LocalBedrock:
         stream_chunk_chars: int = 12,
         stream_delay_s: float = 0.03,
         responder: Callable[[dict[str, Any]], str] | None = None,
+        guardrail_words: tuple[str, ...] = (),
     ) -> None:
         if context_limit_tokens < 1:
             raise ValueError(f"context_limit_tokens must be positive: {context_limit_tokens}")
@@ -383,6 +394,9 @@ class LocalBedrock:
         self._stream_chunk_chars = stream_chunk_chars
         self._stream_delay_s = stream_delay_s
         self._responder = responder or offline_reply
+        # A request with a guardrailConfig whose user text has one of these words is blocked,
+        # as a Bedrock guardrail with a word filter blocks it.
+        self._guardrail_words = tuple(w.lower() for w in guardrail_words)
         self._faults: list[_PendingFault] = []
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
@@ -494,6 +508,7 @@ class LocalBedrock:
             body=body if isinstance(body, dict) else {},
             at=arrived,
             status=0,
+            request_id=str(uuid.uuid4()),
         )
         self.requests.append(record)
         try:
@@ -509,9 +524,9 @@ class LocalBedrock:
             if fault is not None and fault.error_code is not None and not stream_fault:
                 raise _BedrockError(fault.error_code, fault.message)
             if operation == "count-tokens":
-                response: web.StreamResponse = self._count_tokens(body)
+                response: web.StreamResponse = self._count_tokens(body, record)
             elif operation == "converse":
-                response = await self._converse(body, arrived)
+                response = await self._converse(body, arrived, record)
             else:
                 return await self._converse_stream(
                     request, record, body, arrived, fault if stream_fault else None
@@ -520,18 +535,21 @@ class LocalBedrock:
             response = web.json_response(
                 {"message": error.message},
                 status=error.status,
-                headers={"x-amzn-ErrorType": error.code, **_request_id_header()},
+                headers={"x-amzn-ErrorType": error.code, **_request_id_header(record)},
             )
         record.status = response.status
         return response
 
-    def _prepare_turn(self, body: dict[str, Any]) -> tuple[str, str, int]:
+    def _prepare_turn(self, body: dict[str, Any], streaming: bool) -> tuple[str, str, int]:
         """Validate a Converse request and compute (reply, stopReason, inputTokens)."""
         messages, system = body.get("messages"), body.get("system")
         _validate_conversation(messages, system)
+        guardrail = _validate_guardrail(body.get("guardrailConfig"), streaming)
         input_tokens = _input_tokens(messages, system)
         if input_tokens > self._context_limit_tokens:
             raise _BedrockError("ValidationException", _TOO_LONG_MESSAGE)
+        if guardrail and self._blocked(messages):
+            return GUARDRAIL_MESSAGE, "guardrail_intervened", input_tokens
         try:
             reply = self._responder(body)
         except Exception as error:  # a broken responder is a model failure, not a server crash
@@ -544,8 +562,16 @@ class LocalBedrock:
             stop_reason = "max_tokens"
         return reply, stop_reason, input_tokens
 
-    async def _converse(self, body: dict[str, Any], arrived: float) -> web.Response:
-        reply, stop_reason, input_tokens = self._prepare_turn(body)
+    def _blocked(self, messages: list[Any]) -> bool:
+        text = "\n".join(
+            _message_text(m) for m in messages if isinstance(m, dict) and m.get("role") == "user"
+        ).lower()
+        return any(word in text for word in self._guardrail_words)
+
+    async def _converse(
+        self, body: dict[str, Any], arrived: float, record: RecordedRequest
+    ) -> web.Response:
+        reply, stop_reason, input_tokens = self._prepare_turn(body, streaming=False)
         # A model writes at the same pace whether or not it streams: the whole answer is
         # ready only after as long as streaming it would take.
         chunks = math.ceil(len(reply) / self._stream_chunk_chars)
@@ -558,7 +584,7 @@ class LocalBedrock:
                 "usage": _usage(input_tokens, output_tokens),
                 "metrics": {"latencyMs": _elapsed_ms(arrived)},
             },
-            headers=_request_id_header(),
+            headers=_request_id_header(record),
         )
 
     async def _converse_stream(
@@ -569,7 +595,7 @@ class LocalBedrock:
         arrived: float,
         fault: Fault | None,
     ) -> web.StreamResponse:
-        reply, stop_reason, input_tokens = self._prepare_turn(body)
+        reply, stop_reason, input_tokens = self._prepare_turn(body, streaming=True)
         await asyncio.sleep(self._model_latency_s)
         size = self._stream_chunk_chars
         deltas = [
@@ -586,7 +612,7 @@ class LocalBedrock:
         if fault is not None:
             events = events[: fault.cut_stream_after_events]
         response = web.StreamResponse(
-            headers={"Content-Type": _EVENTSTREAM_CONTENT_TYPE, **_request_id_header()}
+            headers={"Content-Type": _EVENTSTREAM_CONTENT_TYPE, **_request_id_header(record)}
         )
         # Chunked framing matters: it is what lets the client tell a cut connection from a
         # finished response. Without it a close between two events would look like a clean end.
@@ -619,7 +645,7 @@ class LocalBedrock:
         await response.write_eof()
         return response
 
-    def _count_tokens(self, body: dict[str, Any]) -> web.Response:
+    def _count_tokens(self, body: dict[str, Any], record: RecordedRequest) -> web.Response:
         request_input = body.get("input")
         converse = request_input.get("converse") if isinstance(request_input, dict) else None
         if not isinstance(converse, dict):
@@ -630,7 +656,8 @@ class LocalBedrock:
         messages, system = converse.get("messages"), converse.get("system")
         _validate_conversation(messages, system)
         return web.json_response(
-            {"inputTokens": _input_tokens(messages, system)}, headers=_request_id_header()
+            {"inputTokens": _input_tokens(messages, system)},
+            headers=_request_id_header(record),
         )
 
 
@@ -646,9 +673,30 @@ def _elapsed_ms(since: float) -> int:
     return int((time.monotonic() - since) * 1000)
 
 
-def _request_id_header() -> dict[str, str]:
+def _request_id_header(record: RecordedRequest) -> dict[str, str]:
     # botocore copies this into ResponseMetadata.RequestId, as with the real service.
-    return {"x-amzn-RequestId": str(uuid.uuid4())}
+    return {"x-amzn-RequestId": record.request_id}
+
+
+def _validate_guardrail(config: Any, streaming: bool) -> bool:
+    """Whether a guardrail applies; a malformed guardrailConfig is refused as Bedrock does."""
+    if config is None:
+        return False
+    if not isinstance(config, dict) or not all(
+        isinstance(config.get(key), str) and config[key]
+        for key in ("guardrailIdentifier", "guardrailVersion")
+    ):
+        raise _BedrockError(
+            "ValidationException", "guardrailConfig needs guardrailIdentifier and guardrailVersion."
+        )
+    if config.get("trace", "disabled") not in ("enabled", "disabled", "enabled_full"):
+        raise _BedrockError("ValidationException", "guardrailConfig.trace is not valid.")
+    mode = config.get("streamProcessingMode")
+    if mode is not None and (not streaming or mode not in ("sync", "async")):
+        raise _BedrockError(
+            "ValidationException", "streamProcessingMode is valid only for ConverseStream."
+        )
+    return True
 
 
 async def _serve(args: argparse.Namespace) -> None:

@@ -37,6 +37,11 @@ HTTP endpoints (JSON; POST bodies must be ``application/json``):
 ``POST /api/shortcuts`` ``{"channel", "user", "message_ts", "callback_id"?}``
     A message shortcut (default ``end_chat``) on a stored message: a ``message_action`` payload
     with the message's ts and thread_ts. Answers ``{"ok", "status"}``.
+``POST /api/action`` ``{"channel", "user", "message_ts", "action_id"}``
+    A click on a button of a stored message's ``actions`` block: a ``block_actions`` payload
+    with the button's value, the whole message and a ``response_url`` whose answers land in
+    ``LocalSlack.ephemerals``. Answers ``{"ok", "status"}``; 404 when the message or a button
+    with that action_id is not there.
 
 Errors are ``{"ok": false, "error": ...}`` with a 4xx status (5xx when the bot is unreachable).
 """
@@ -61,6 +66,7 @@ from devtools.slack import Json, LocalSlack, ts_key
 from devtools.slack_events import (
     EventSender,
     app_mention_event,
+    block_action,
     message_event,
     message_shortcut,
     slash_command,
@@ -152,6 +158,7 @@ class Playground:
         app.router.add_post("/api/messages", self._post_message)
         app.router.add_post("/api/commands", self._post_command)
         app.router.add_post("/api/shortcuts", self._post_shortcut)
+        app.router.add_post("/api/action", self._post_action)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         try:
@@ -372,6 +379,32 @@ class Playground:
         status, _ = await self._deliver(self._sender.send_shortcut(body))
         return {"ok": 200 <= status < 300, "status": status}
 
+    async def click_action(self, channel: str, user: str, message_ts: str, action_id: str) -> Json:
+        """Click, as `user`, the button `action_id` under a stored message."""
+        self._check_user(user)
+        message = self.slack.message(channel, message_ts)
+        if message is None:
+            raise PlaygroundError("message_not_found", 404)
+        found = _find_button(message, action_id)
+        if found is None:
+            raise PlaygroundError("action_not_found", 404)
+        block_id, button = found
+        body = block_action(
+            action_id=action_id,
+            value=str(button.get("value", "")),
+            channel_id=channel,
+            user_id=user,
+            message=message,
+            team_id=self.slack.team_id,
+            response_url=self.slack.response_url(channel, user),
+            team_domain=self.slack.team_domain,
+            block_id=block_id,
+            user_name=self.slack.users[user],
+            channel_name=self._channel_name(channel),
+        )
+        status, _ = await self._deliver(self._sender.send_action(body))
+        return {"ok": 200 <= status < 300, "status": status}
+
     def _check_user(self, user: str) -> None:
         if user not in self.slack.users:
             raise PlaygroundError("user_not_found")
@@ -477,6 +510,32 @@ class Playground:
             str(body.get("callback_id") or "end_chat"),
         )
         return web.json_response(result)
+
+    async def _post_action(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        result = await self.click_action(
+            _field(body, "channel"),
+            _field(body, "user"),
+            _field(body, "message_ts"),
+            _field(body, "action_id"),
+        )
+        return web.json_response(result)
+
+
+def _find_button(message: Json, action_id: str) -> tuple[str, Json] | None:
+    """The block_id and element of the button `action_id` in `message`'s actions blocks."""
+    for index, block in enumerate(message.get("blocks") or []):
+        if not isinstance(block, dict) or block.get("type") != "actions":
+            continue
+        for element in block.get("elements") or []:
+            if (
+                isinstance(element, dict)
+                and element.get("type") == "button"
+                and element.get("action_id") == action_id
+            ):
+                # Slack makes up a block_id, stable for the message, for a block sent without.
+                return str(block.get("block_id") or f"block{index}"), element
+    return None
 
 
 def _sse(event: Json) -> bytes:

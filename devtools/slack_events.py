@@ -247,6 +247,65 @@ def message_shortcut(
     return urlencode({"payload": json.dumps(payload)})
 
 
+def block_action(
+    *,
+    action_id: str,
+    value: str,
+    channel_id: str,
+    user_id: str,
+    message: Json,
+    team_id: str = "T0LOCAL",
+    response_url: str = DEFAULT_RESPONSE_URL,
+    team_domain: str = "local",
+    block_id: str = "threadchat_reply_actions",
+    user_name: str | None = None,
+    channel_name: str = "general",
+    trigger_id: str | None = None,
+    action_ts: str | None = None,
+) -> str:
+    """The form-encoded ``payload=<json>`` Slack posts when someone clicks a button.
+
+    `message` is the message the button is on (its ``ts``, ``thread_ts``, text and blocks), as
+    Slack includes it; ``container.thread_ts`` is how the app learns the thread. A double
+    click is two payloads with different `action_ts`.
+    """
+    name = user_name or user_id.lower()
+    container: Json = {
+        "type": "message",
+        "message_ts": message["ts"],
+        "channel_id": channel_id,
+        "is_ephemeral": False,
+    }
+    if message.get("thread_ts"):
+        container["thread_ts"] = message["thread_ts"]
+    payload = {
+        "type": "block_actions",
+        "token": VERIFICATION_TOKEN,
+        "api_app_id": "A0LOCAL",
+        "team": {"id": team_id, "domain": team_domain},
+        "user": {"id": user_id, "username": name, "team_id": team_id, "name": name},
+        "container": container,
+        "channel": {"id": channel_id, "name": channel_name},
+        "message": message,
+        "is_enterprise_install": False,
+        "enterprise": None,
+        "trigger_id": trigger_id or _trigger_id(),
+        "response_url": response_url,
+        "state": {"values": {}},
+        "actions": [
+            {
+                "type": "button",
+                "action_id": action_id,
+                "block_id": block_id,
+                "value": value,
+                "text": {"type": "plain_text", "text": action_id},
+                "action_ts": action_ts or _now_ts(),
+            }
+        ],
+    }
+    return urlencode({"payload": json.dumps(payload)})
+
+
 class EventSender:
     """Posts signed requests to a bot's Request URL over real HTTP (aiohttp)."""
 
@@ -282,6 +341,10 @@ class EventSender:
 
     async def send_shortcut(self, body: str) -> tuple[int, str]:
         """Deliver a `message_shortcut` body; returns (status, body)."""
+        return await self.send_raw(body, {"Content-Type": "application/x-www-form-urlencoded"})
+
+    async def send_action(self, body: str) -> tuple[int, str]:
+        """Deliver a `block_action` body; returns (status, body)."""
         return await self.send_raw(body, {"Content-Type": "application/x-www-form-urlencoded"})
 
     async def send_raw(self, body: bytes | str, headers: dict[str, str]) -> tuple[int, str]:

@@ -17,11 +17,11 @@ from activities.slack import http_session, make_client
 from bot.app import EVENTS_PATH, bound_port, build_app, build_web_app, start_http
 from devtools.bedrock import LocalBedrock
 from devtools.slack import LocalSlack
-from devtools.slack_events import EventSender, app_mention_event, message_event
+from devtools.slack_events import EventSender, app_mention_event, block_action, message_event
 from threadchat.config import BedrockSettings, Settings, SlackSettings, TemporalSettings
 from threadchat.ids import conversation_id
 from threadchat.model import ConversationResult, ConversationSettings
-from threadchat.worker import build_worker
+from threadchat.worker import build_workers
 
 SIGNING_SECRET = "local-signing-secret"
 TEAM = "T0LOCAL"
@@ -64,7 +64,7 @@ class Stack:
     slack: LocalSlack
     bedrock: LocalBedrock
     settings: Settings
-    worker: Worker | None = None
+    workers: list[Worker] = field(default_factory=list)
     bot_url: str = ""
     sender: EventSender | None = None
     # Each test gets its own channel: ts values only need to be unique per channel, and
@@ -81,13 +81,14 @@ class Stack:
         slack = self.settings.slack
         session = http_session()
         slack_client = make_client(slack.bot_token or "", slack.api_url, session)
-        self.worker = build_worker(self.client, self.settings, slack_client=slack_client)
-        task = asyncio.create_task(self.worker.run())
+        workers = build_workers(self.client, self.settings, slack_client=slack_client)
+        self.workers = workers
+        tasks = [asyncio.create_task(worker.run()) for worker in workers]
 
         async def stop() -> None:
-            if not task.done():
-                await self.worker.shutdown()
-            await asyncio.gather(task, return_exceptions=True)
+            # shutdown() is safe to repeat, also after a test stopped the workers itself.
+            await asyncio.gather(*(worker.shutdown() for worker in workers))
+            await asyncio.gather(*tasks, return_exceptions=True)
             await session.close()
 
         self._closers.append(stop)
@@ -124,6 +125,37 @@ class Stack:
         assert status == 200
         return message["ts"]
 
+    async def click(self, channel: str, ts: str, action_id: str, *, user: str = ALICE) -> int:
+        """`user` clicks the button `action_id` on the bot's message `ts`; returns the status
+        the bot answered the click with."""
+        message = self.slack.message(channel, ts)
+        [value] = [
+            element["value"]
+            for block in message.get("blocks") or []
+            if block.get("type") == "actions"
+            for element in block["elements"]
+            if element.get("action_id") == action_id
+        ]
+        body = block_action(
+            action_id=action_id,
+            value=value,
+            channel_id=channel,
+            user_id=user,
+            message=message,
+            team_id=TEAM,
+            response_url=self.slack.response_url(channel, user),
+        )
+        status, _ = await self.sender.send_action(body)
+        return status
+
+    def private_notes(self, channel: str, user: str) -> list[str]:
+        """Texts of the ephemeral messages `user` was shown in `channel`."""
+        return [
+            e.get("text", "")
+            for e in self.slack.ephemerals
+            if e["channel"] == channel and e["user"] == user
+        ]
+
     async def replies(self, channel: str, thread_ts: str, count: int, timeout: float = 20):
         """Wait until the bot has `count` finished messages in the thread (none still
         streaming); return them."""
@@ -156,19 +188,29 @@ async def start_stack(
     worker: bool = True,
     bedrock_options: dict[str, Any] | None = None,
     max_tokens: int = 2048,
+    bedrock_settings: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> Stack:
     """Start the local Slack and Bedrock servers, and (by default) a worker and the bot on a
-    fresh task queue. `overrides` are ConversationSettings fields."""
+    fresh task queue. `overrides` are ConversationSettings fields, `bedrock_settings`
+    BedrockSettings fields."""
     slack, bedrock = LocalSlack(), LocalBedrock(**{"stream_delay_s": 0, **(bedrock_options or {})})
     api_url = await slack.start()
     endpoint = await bedrock.start()
+    queue = f"test-{uuid.uuid4().hex[:12]}"
     settings = Settings(
         slack=SlackSettings(
             bot_token=slack.bot_token, signing_secret=SIGNING_SECRET, api_url=api_url, port=0
         ),
-        temporal=TemporalSettings(target_host="unused", task_queue=f"test-{uuid.uuid4().hex[:12]}"),
-        bedrock=BedrockSettings(endpoint_url=endpoint, read_timeout=10, max_tokens=max_tokens),
+        temporal=TemporalSettings(
+            target_host="unused", task_queue=queue, bedrock_task_queue=f"{queue}-bedrock"
+        ),
+        bedrock=BedrockSettings(
+            endpoint_url=endpoint,
+            read_timeout=10,
+            max_tokens=max_tokens,
+            **(bedrock_settings or {}),
+        ),
         conversation=conversation_settings(**overrides),
     )
     stack = Stack(client=client, slack=slack, bedrock=bedrock, settings=settings)

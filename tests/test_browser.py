@@ -1,5 +1,5 @@
 """The Slack playground in a real headless Chromium: a whole conversation as a person has it,
-typed into the page, against the real bot, worker and Temporal.
+typed into the page and clicked on its buttons, against the real bot, worker and Temporal.
 
 Needs Debian's chromium (``apt-get install -y chromium``) and the playwright package, whose
 wheel carries its driver; the browser is never downloaded. Without Chromium the test skips,
@@ -7,13 +7,17 @@ except in CI (``CI`` set), where it fails. With ``THREADCHAT_SCREENSHOT`` set it
 docs/playground.png, the README's picture, mid-conversation.
 """
 
+import contextlib
 import os
+import re
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from devtools.playground import Playground
-from devtools.stack import SIGNING_SECRET
+from devtools.stack import SIGNING_SECRET, Stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Without these, Chromium on a closed network keeps trying to reach Google's services and can
@@ -49,12 +53,13 @@ def require_browser() -> None:
     pytest.skip(f"no browser test: {problem}")
 
 
-async def test_a_conversation_in_the_playground(make_stack):
+@contextlib.asynccontextmanager
+async def playground_page(make_stack: Any) -> AsyncIterator[tuple[Stack, Any]]:
+    """A fresh stack and a Chromium page on its playground; any script error fails the test."""
     require_browser()
     from playwright.async_api import async_playwright, expect
 
     expect.set_options(timeout=TIMEOUT_MS)
-
     stack = await make_stack()
     playground = Playground(
         stack.slack,
@@ -76,57 +81,107 @@ async def test_a_conversation_in_the_playground(make_stack):
                 page.on("pageerror", lambda error: page_errors.append(str(error)))
                 await page.goto(url)
                 await expect(page.locator("#channel-title")).to_have_text("# general")
-                await expect(page.locator("#temporal-link")).to_be_visible()
-                await expect(page.locator("#playground-note")).to_contain_text("offline model")
-
-                # Alice mentions the bot in #general; its answer opens a thread.
-                channel_box = page.locator("#channel-composer textarea")
-                await channel_box.fill("@threadchat what is Temporal?")
-                await channel_box.press("Enter")
-                mention = page.locator("#channel-messages .message", has_text="what is Temporal?")
-                await expect(mention.locator(".mention")).to_have_text("@threadchat")
-                await mention.locator(".thread-summary", has_text="1 reply").click()
-                thread = page.locator("#thread-messages")
-                await expect(thread.locator(".message.bot")).to_contain_text("You said:")
-                # The thread links to its conversation's workflow in the Temporal UI.
-                workflow = await page.locator("#thread-workflow").get_attribute("href")
-                prefix = "http://127.0.0.1:8233/namespaces/default/workflows/"
-                assert workflow.startswith(prefix)
-                described = await stack.client.get_workflow_handle(
-                    workflow.removeprefix(prefix)
-                ).describe()
-                assert described.workflow_type == "ConversationWorkflow"
-
-                # Bob follows up in the thread, no mention needed: the reply quotes the history.
-                await page.select_option("#user-select", label="bob")
-                thread_box = page.locator("#thread-composer textarea")
-                await thread_box.fill("and what is a **workflow**?")
-                await thread_box.press("Enter")
-                await expect(thread.locator(".message.bot").nth(1)).to_contain_text(
-                    'Before that: "[alice] what is Temporal?"'
-                )
-                own = thread.locator(".message:not(.bot)", has_text="and what is a")
-                await expect(own.locator(".author")).to_have_text("bob")
-                await expect(own.locator("strong")).to_have_text("workflow")  # rendered mrkdwn
-                if os.environ.get("THREADCHAT_SCREENSHOT"):
-                    SCREENSHOT.parent.mkdir(exist_ok=True)
-                    await page.mouse.move(640, 620)  # no hover toolbar in the picture
-                    await page.screenshot(path=str(SCREENSHOT))
-
-                # Alice ends it. Slash commands run in the channel: /endchat answers her
-                # privately, and the summary lands in the thread.
-                await page.select_option("#user-select", label="alice")
-                await channel_box.fill("/endchat")
-                await channel_box.press("Enter")
-                private = page.locator("#channel-messages .message.ephemeral")
-                answer = private.filter(has_text="Ending this conversation")
-                await expect(answer).to_contain_text("Only visible to you")
-                await expect(thread.locator(".message.bot").last).to_contain_text("Summary")
-                # Once the summary is posted, a second private note links to it.
-                notice = private.filter(has_text="Its summary is in the thread")
-                await expect(notice).to_have_count(1)
+                yield stack, page
             finally:
                 await browser.close()
     finally:
         await playground.stop()
     assert page_errors == []
+
+
+async def test_a_conversation_in_the_playground(make_stack):
+    require_browser()
+    from playwright.async_api import expect
+
+    async with playground_page(make_stack) as (stack, page):
+        await expect(page.locator("#temporal-link")).to_be_visible()
+        await expect(page.locator("#playground-note")).to_contain_text("offline model")
+
+        # Alice mentions the bot in #general; its answer opens a thread.
+        channel_box = page.locator("#channel-composer textarea")
+        await channel_box.fill("@threadchat what is Temporal?")
+        await channel_box.press("Enter")
+        mention = page.locator("#channel-messages .message", has_text="what is Temporal?")
+        await expect(mention.locator(".mention")).to_have_text("@threadchat")
+        await mention.locator(".thread-summary", has_text="1 reply").click()
+        thread = page.locator("#thread-messages")
+        await expect(thread.locator(".message.bot")).to_contain_text("You said:")
+        # The thread links to its conversation's workflow in the Temporal UI.
+        workflow = await page.locator("#thread-workflow").get_attribute("href")
+        prefix = "http://127.0.0.1:8233/namespaces/default/workflows/"
+        assert workflow.startswith(prefix)
+        described = await stack.client.get_workflow_handle(workflow.removeprefix(prefix)).describe()
+        assert described.workflow_type == "ConversationWorkflow"
+
+        # Bob follows up in the thread, no mention needed: the reply quotes the history.
+        await page.select_option("#user-select", label="bob")
+        thread_box = page.locator("#thread-composer textarea")
+        await thread_box.fill("and what is a **workflow**?")
+        await thread_box.press("Enter")
+        await expect(thread.locator(".message.bot").nth(1)).to_contain_text(
+            'Before that: "[alice] what is Temporal?"'
+        )
+        own = thread.locator(".message:not(.bot)", has_text="and what is a")
+        await expect(own.locator(".author")).to_have_text("bob")
+        await expect(own.locator("strong")).to_have_text("workflow")  # rendered mrkdwn
+        if os.environ.get("THREADCHAT_SCREENSHOT"):
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            await page.mouse.move(640, 620)  # no hover toolbar in the picture
+            await page.screenshot(path=str(SCREENSHOT))
+
+        # Alice ends it. Slash commands run in the channel: /endchat answers her
+        # privately, and the summary lands in the thread.
+        await page.select_option("#user-select", label="alice")
+        await channel_box.fill("/endchat")
+        await channel_box.press("Enter")
+        private = page.locator("#channel-messages .message.ephemeral")
+        answer = private.filter(has_text="Ending this conversation")
+        await expect(answer).to_contain_text("Only visible to you")
+        await expect(thread.locator(".message.bot").last).to_contain_text("Summary")
+        # Once the summary is posted, a second private note links to it.
+        notice = private.filter(has_text="Its summary is in the thread")
+        await expect(notice).to_have_count(1)
+
+
+async def test_the_buttons_under_a_reply_rate_it_and_regenerate_it(make_stack):
+    require_browser()
+    from playwright.async_api import expect
+
+    async with playground_page(make_stack) as (stack, page):
+        channel_box = page.locator("#channel-composer textarea")
+        await channel_box.fill("@threadchat what is Temporal?")
+        await channel_box.press("Enter")
+        mention = page.locator("#channel-messages .message", has_text="what is Temporal?")
+        await mention.locator(".thread-summary", has_text="1 reply").click()
+        thread = page.locator("#thread-messages")
+        # Private notes are drawn as the bot's too; only stored messages are its replies.
+        replies = thread.locator(".message.bot:not(.ephemeral):not(.notice)")
+        # The buttons come with the reply's last message, once it is complete.
+        await expect(
+            replies.last.locator('[data-action-id="threadchat_regenerate"]')
+        ).to_be_visible()
+        reply_ts = await replies.last.get_attribute("data-ts")
+        reply = thread.locator(f'.message[data-ts="{reply_ts}"]')
+        await expect(reply).not_to_have_class(re.compile(r"\bstreaming\b"))
+        before = await reply.locator(".text").text_content()
+        assert "You said:" in before
+        count = await replies.count()
+        channel = await page.evaluate("threadchatPlayground.state.channel")
+        thread_ts = await mention.get_attribute("data-ts")
+        stored = len(stack.slack.bot_replies(channel, thread_ts))
+
+        # 👍 is answered privately: a note only Alice sees, in the thread or in the channel.
+        await reply.locator('[data-action-id="threadchat_feedback_up"]').click()
+        private = page.locator("#thread-messages, #channel-messages").locator(".message.ephemeral")
+        note = private.filter(has_text="feedback")
+        await expect(note).to_have_count(1)
+        await expect(note).to_contain_text("Only visible to you")
+
+        # Regenerate replaces the reply in place: the same message, new words, no new reply.
+        await reply.locator('[data-action-id="threadchat_regenerate"]').click()
+        await expect(reply.locator(".text")).not_to_have_text(before)
+        await expect(reply).to_be_visible()
+        await expect(reply).not_to_have_class(re.compile(r"\bstreaming\b"))
+        await expect(reply.locator('[data-action-id="threadchat_regenerate"]')).to_be_visible()
+        await expect(replies).to_have_count(count)
+        assert len(stack.slack.bot_replies(channel, thread_ts)) == stored

@@ -65,7 +65,8 @@ async def test_a_person_over_their_allowance_gets_a_notice_and_no_model_call(mak
         in (replies[1]["text"])
     )
     # In another thread too, and after a worker restart: nothing in memory.
-    await stack.worker.shutdown()
+    for worker in stack.workers:
+        await worker.shutdown()
     await stack.start_worker()
     other = await stack.mention(stack.channel, "a new thread", user=alice)
     [notice] = await stack.replies(stack.channel, other, 1)

@@ -55,6 +55,32 @@ def run(args: list[str], **env: str) -> subprocess.CompletedProcess:
             {"AWS_ENDPOINT_URL_BEDROCK_RUNTIME": "localhost:1"},
             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
         ),
+        (
+            "worker",
+            {"SLACK_BOT_TOKEN": "x", "TEMPORAL_BEDROCK_TASK_QUEUE": "threadchat"},
+            "TEMPORAL_BEDROCK_TASK_QUEUE",
+        ),
+        (
+            "worker",
+            {"SLACK_BOT_TOKEN": "x", "BEDROCK_MAX_CALLS_PER_SECOND": "0"},
+            "BEDROCK_MAX_CALLS_PER_SECOND",
+        ),
+        ("worker", {"SLACK_BOT_TOKEN": "x", "BEDROCK_TOP_P": "2"}, "BEDROCK_TOP_P"),
+        (
+            "worker",
+            {"SLACK_BOT_TOKEN": "x", "BEDROCK_GUARDRAIL_ID": "g"},
+            "BEDROCK_GUARDRAIL_VERSION",
+        ),
+        (
+            "worker",
+            {"SLACK_BOT_TOKEN": "x", "BEDROCK_GUARDRAIL_ID": "g", "BEDROCK_GUARDRAIL_VERSION": "v"},
+            "BEDROCK_GUARDRAIL_VERSION",
+        ),
+        (
+            "worker",
+            {"SLACK_BOT_TOKEN": "x", "BEDROCK_GUARDRAIL_VERSION": "1"},
+            "BEDROCK_GUARDRAIL_ID",
+        ),
     ],
 )
 def test_config_errors_name_the_variable_and_exit_2(command, env, variable):

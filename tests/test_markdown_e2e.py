@@ -41,17 +41,16 @@ async def test_markdown_answer_reaches_slack_in_a_form_it_accepts(make_stack, st
     # A streamed reply may be finished and then edited into its final form.
     [reply] = await eventually(
         lambda: [
-            m
-            for m in stack.slack.bot_replies(stack.channel, ts)
-            if TABLE_BLOCK in m.get("markdown_text", "")
+            m for m in stack.slack.bot_replies(stack.channel, ts) if TABLE_BLOCK in body_of(m)
         ],
         timeout=10,
         what="the reply with its table as a code block",
     )
     assert not stack.slack.is_streaming(stack.channel, reply["ts"])
     assert len(stack.slack.bot_replies(stack.channel, ts)) == 1
-    body = reply["markdown_text"]
+    body = body_of(reply)
     assert reply["text"] == body  # what notifications and search see
+    assert [b["type"] for b in reply.get("blocks") or []][-1:] == ["actions"]  # the buttons
     assert CODE in body
     assert LIST in body
     assert "1. Install with `pip install threadchat`\n2. Run it" in body
@@ -60,3 +59,10 @@ async def test_markdown_answer_reaches_slack_in_a_form_it_accepts(make_stack, st
     assert body.endswith("That's all.")
     assert len(body) <= 12_000
     assert [c for c in stack.slack.calls if c.error] == []
+
+
+def body_of(message: dict) -> str:
+    """A message's Markdown: its `markdown_text`, or the markdown block that a message with
+    buttons carries it in (Slack refuses `markdown_text` beside blocks)."""
+    blocks = [b["text"] for b in message.get("blocks") or [] if b["type"] == "markdown"]
+    return message.get("markdown_text") or "".join(blocks)

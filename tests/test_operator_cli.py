@@ -212,3 +212,23 @@ async def test_show_and_list_span_continue_as_new(temporal_server, make_stack):
     positions = [transcript.index(f"] {w}") for w in words]
     assert positions == sorted(positions)
     assert transcript.count("threadchat:") == 3
+
+
+async def test_show_invocations_prints_each_model_call(temporal_server, make_stack):
+    server = temporal_server[0]
+    stack = await make_stack()
+    ts = await stack.mention(stack.channel, "one call")
+    await stack.replies(stack.channel, ts, 1)
+    workflow_id = conversation_id(TEAM, stack.channel, ts)
+
+    table = await run(server, stack, "show", workflow_id, "--invocations")
+    assert table.returncode == 0, table.stderr
+    header, row = table.stdout.strip().splitlines()
+    assert header.split()[:3] == ["TIME", "(UTC)", "KIND"]
+    assert " reply " in row and stack.settings.bedrock.model_id in row and "end_turn" in row
+
+    as_json = await run(server, stack, "show", workflow_id, "--invocations", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    [call] = json.loads(as_json.stdout)
+    assert call["kind"] == "reply" and call["model_id"] == stack.settings.bedrock.model_id
+    assert call["request_id"] == stack.bedrock.requests[-1].request_id

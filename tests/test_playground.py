@@ -4,9 +4,13 @@ the same path the page in the browser takes, without the browser."""
 import asyncio
 import json
 from types import SimpleNamespace
+from urllib.parse import parse_qs
 
 import aiohttp
 import pytest
+from aiohttp import web
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.web.async_client import AsyncWebClient
 
 from devtools.playground import Playground
 from devtools.slack import LocalSlack
@@ -180,4 +184,133 @@ async def test_refusals():
             await Playground(slack, "http://127.0.0.1:9/", "s").start(host="0.0.0.0")
     finally:
         await server.stop()
+        await slack.stop()
+
+
+REPLY_ACTIONS = {
+    "type": "actions",
+    "block_id": "threadchat_reply_actions",
+    "elements": [
+        {
+            "type": "button",
+            "action_id": action_id,
+            "text": {"type": "plain_text", "text": label},
+            "value": "reply-v1",
+        }
+        for action_id, label in [
+            ("threadchat_regenerate", "Regenerate"),
+            ("threadchat_feedback_up", "👍"),
+            ("threadchat_feedback_down", "👎"),
+        ]
+    ],
+}
+
+
+async def test_a_button_click_reaches_the_bot_signed_and_its_answer_shows_privately():
+    slack = LocalSlack()
+    await slack.start()
+    # A stand-in for the bot's Request URL that answers a click as threadchat does: privately,
+    # through the response_url, before it acks.
+    received: list[tuple[dict[str, str], str]] = []
+
+    async def bot(request: web.Request) -> web.Response:
+        body = await request.text()
+        received.append((dict(request.headers), body))
+        payload = json.loads(parse_qs(body)["payload"][0])
+        answer = {
+            "text": "Thanks for the feedback!",
+            "thread_ts": payload["container"]["thread_ts"],
+        }
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(payload["response_url"], json=answer) as response,
+        ):
+            assert response.status == 200
+        return web.Response()
+
+    bot_app = web.Application()
+    bot_app.router.add_post("/slack/events", bot)
+    bot_runner = web.AppRunner(bot_app, access_log=None, shutdown_timeout=1.0)
+    await bot_runner.setup()
+    await web.TCPSite(bot_runner, "127.0.0.1", 0).start()
+    bot_url = f"http://127.0.0.1:{bot_runner.addresses[0][1]}/slack/events"
+    server = Playground(slack, bot_url, SIGNING_SECRET)
+    url = await server.start()
+    try:
+        general = server.channels[0].id
+        question = slack.add_message(general, user=ALICE, text="<@U0BOT> hi")
+        body = "Hello, *Alice*."
+        web_api = AsyncWebClient(token=slack.bot_token, base_url=slack.base_url)
+        posted = await web_api.chat_postMessage(
+            channel=general,
+            thread_ts=question["ts"],
+            text=body,
+            blocks=[{"type": "markdown", "text": body}, REPLY_ACTIONS],
+        )
+        reply_ts = posted["ts"]
+        async with aiohttp.ClientSession(base_url=url) as http:
+            click = {
+                "channel": general,
+                "user": ALICE,
+                "message_ts": reply_ts,
+                "action_id": "threadchat_feedback_up",
+            }
+            assert await post(http, "/api/action", click) == (200, {"ok": True, "status": 200})
+
+            [(headers, raw)] = received
+            assert headers["Content-Type"] == "application/x-www-form-urlencoded"
+            assert SignatureVerifier(SIGNING_SECRET).is_valid(
+                raw, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"]
+            )
+            payload = json.loads(parse_qs(raw)["payload"][0])
+            assert payload["type"] == "block_actions"
+            [action] = payload["actions"]
+            assert action["action_id"] == "threadchat_feedback_up"
+            assert action["value"] == "reply-v1"
+            assert action["block_id"] == "threadchat_reply_actions"
+            # The container is how the bot learns the thread, as with a shortcut's thread_ts.
+            assert payload["container"] == {
+                "type": "message",
+                "message_ts": reply_ts,
+                "channel_id": general,
+                "is_ephemeral": False,
+                "thread_ts": question["ts"],
+            }
+            assert payload["user"]["id"] == ALICE and payload["user"]["name"] == "alice"
+            assert payload["channel"] == {"id": general, "name": "general"}
+            assert payload["team"]["id"] == slack.team_id
+            assert payload["response_url"] == slack.response_url(general, ALICE)
+            # The message comes along whole, as Slack sends it.
+            assert payload["message"]["ts"] == reply_ts
+            assert payload["message"]["text"] == body
+            assert payload["message"]["blocks"][1] == REPLY_ACTIONS
+
+            # The bot's answer is Alice's alone, in the thread the button is in.
+            async with http.get("/api/state") as response:
+                state = await response.json()
+            [note] = state["ephemerals"]
+            assert (note["user"], note["channel"]) == (ALICE, general)
+            assert note["thread_ts"] == question["ts"] and "feedback" in note["text"]
+
+            for wrong, error in [
+                ({"action_id": "threadchat_no_such_button"}, "action_not_found"),
+                ({"message_ts": question["ts"]}, "action_not_found"),  # no buttons at all
+                ({"message_ts": "1.000001"}, "message_not_found"),
+            ]:
+                status, result = await post(http, "/api/action", {**click, **wrong})
+                assert (status, result) == (404, {"ok": False, "error": error})
+            status, result = await post(http, "/api/action", {**click, "user": "U0NOBODY"})
+            assert (status, result["error"]) == (400, "user_not_found")
+            status, result = await post(http, "/api/action", {**click, "action_id": ""})
+            assert (status, result["error"]) == (400, "missing_action_id")
+            assert len(received) == 1  # none of those reached the bot
+
+            await bot_runner.cleanup()
+            assert await post(http, "/api/action", click) == (
+                502,
+                {"ok": False, "error": "bot_unreachable"},
+            )
+    finally:
+        await server.stop()
+        await bot_runner.cleanup()
         await slack.stop()

@@ -2,11 +2,11 @@
 
 import pytest
 
-from bot.parsing import parse_message_event
-from threadchat import context, dedupe, texts
+from bot.parsing import parse_message_event, parse_reply_action
+from threadchat import actions, context, dedupe, inference, texts
 from threadchat.durations import parse_duration
 from threadchat.ids import conversation_id, parse_thread_link, thread_permalink
-from threadchat.model import Turn, UserMessage
+from threadchat.model import InferenceSettings, ReplyRef, ThreadRef, Turn, UserMessage
 
 
 @pytest.mark.parametrize(
@@ -202,3 +202,95 @@ def test_summary_message_without_a_summary_says_why():
 def test_turn_failures_start_with_a_warning_and_say_what_happened(error_type, words):
     notice = texts.turn_failure(error_type)
     assert notice.startswith(":warning:") and words in notice
+
+
+# -- The buttons under a reply, and how answers end ------------------------------------------
+
+
+def test_reply_buttons_name_one_version_of_one_reply():
+    reply = ReplyRef("run-1", turn=3, version=2)
+    assert actions.decode(actions.encode(reply)) == reply
+    block = actions.reply_actions(reply)
+    assert [e["action_id"] for e in block["elements"]] == [
+        actions.REGENERATE,
+        actions.FEEDBACK_UP,
+        actions.FEEDBACK_DOWN,
+    ]
+    assert {e["value"] for e in block["elements"]} == {actions.encode(reply)}
+
+
+@pytest.mark.parametrize("value", [None, 3, "", "key", "key:1", "key:x:0", ":1:0", "k:1:0" * 50])
+def test_button_values_we_did_not_write_are_refused(value):
+    assert actions.decode(value) is None
+
+
+def test_a_message_with_buttons_carries_its_markdown_in_a_block():
+    assert actions.message_body("**hi**", None) == {"markdown_text": "**hi**"}
+    body = actions.message_body("**hi**", ReplyRef("k", 1))
+    assert body["text"] == "**hi**"
+    assert body["blocks"][0] == {"type": "markdown", "text": "**hi**"}
+    assert body["blocks"][1]["type"] == "actions"
+
+
+def test_a_regenerate_samples_more_freely_up_to_the_top_of_the_range():
+    settings = InferenceSettings(model_id="m", max_tokens=10, temperature=0.5)
+    assert inference.for_regenerate(settings).temperature == 0.8
+    hot = InferenceSettings(model_id="m", max_tokens=10, temperature=0.9)
+    assert inference.for_regenerate(hot).temperature == 1.0
+    assert inference.for_regenerate(settings).model_id == "m"
+
+
+def test_what_the_thread_shows_of_an_answer():
+    assert texts.reply_text("answer", "end_turn") == "answer"
+    assert texts.reply_text("answer", "max_tokens").endswith(texts.ANSWER_CUT)
+    assert texts.reply_text("The guardrail says no.", "guardrail_intervened") == (
+        "The guardrail says no."
+    )
+    assert texts.reply_text(texts.EMPTY_ANSWER, "content_filtered") == texts.ANSWER_BLOCKED
+
+
+def test_blocked_turns_stay_out_of_the_prompt():
+    turns = [
+        Turn([UserMessage("1.1", "U1", "bad")], "blocked text", stop_reason="guardrail_intervened"),
+        Turn([UserMessage("1.2", "U1", "good")], "fine answer", stop_reason="end_turn"),
+    ]
+    prompt = context.prompt_messages(turns, [UserMessage("1.3", "U1", "next")], {}, 10_000)
+    assert [m.text for m in prompt] == ["[U1] good", "fine answer", "[U1] next"]
+    assert "blocked text" not in context.transcript_text(turns, {})
+
+
+def _click(**changes):
+    body = {
+        "type": "block_actions",
+        "team": {"id": "T1"},
+        "channel": {"id": "C1"},
+        "user": {"id": "U1"},
+        "container": {"type": "message", "message_ts": "2.0", "thread_ts": "1.0"},
+        "actions": [{"action_id": actions.REGENERATE, "value": "key:1:0"}],
+    }
+    body.update(changes)
+    return body
+
+
+def test_a_click_on_a_reply_button_is_parsed_into_its_thread_and_reply():
+    click = parse_reply_action(_click())
+    assert click.thread == ThreadRef("T1", "C1", "1.0")
+    assert (click.user, click.action_id, click.reply) == (
+        "U1",
+        actions.REGENERATE,
+        ReplyRef("key", 1),
+    )
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"actions": []},
+        {"actions": [{"action_id": actions.REGENERATE, "value": "forged"}]},
+        {"container": None},
+        {"user": {"id": "not an id"}},
+        {"container": {"type": "message", "message_ts": "x"}},
+    ],
+)
+def test_clicks_we_cannot_trust_are_ignored(changes):
+    assert parse_reply_action(_click(**changes)) is None

@@ -4,8 +4,9 @@ A change that would break conversations already running in production (a reorder
 activity, a new timer, a removed signal) fails here. To record fresh histories after an
 intended, versioned change, run the scenario tests with THREADCHAT_RECORD_HISTORIES set:
 
-    THREADCHAT_RECORD_HISTORIES=tests/histories/<date> pytest tests/test_e2e.py \
-        tests/test_conversation.py tests/test_budgets.py
+    THREADCHAT_RECORD_HISTORIES=tests/histories/<n>-<what changed> pytest tests/test_e2e.py \
+        tests/test_conversation.py tests/test_budgets.py tests/test_reply_actions.py \
+        tests/test_model_calls.py
 """
 
 from pathlib import Path

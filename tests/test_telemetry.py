@@ -9,7 +9,7 @@ from temporalio.client import Client
 
 from devtools.stack import eventually, start_stack
 from devtools.temporal_server import free_port
-from threadchat import telemetry
+from threadchat import actions, telemetry
 
 
 async def test_metrics_endpoint_serves_sdk_and_threadchat_series(temporal_server):
@@ -20,15 +20,18 @@ async def test_metrics_endpoint_serves_sdk_and_threadchat_series(temporal_server
     stack = await start_stack(client)
     try:
         ts = await stack.mention(stack.channel, "count me")
-        await stack.replies(stack.channel, ts, 1)
+        [reply] = await stack.replies(stack.channel, ts, 1)
+        assert await stack.click(stack.channel, reply["ts"], actions.FEEDBACK_UP) == 200
         url = f"http://127.0.0.1:{port}/metrics"
 
         async def scrape_once() -> str | None:
             async with aiohttp.ClientSession() as session, session.get(url) as response:
                 assert response.status == 200
                 text = await response.text()
-            # The turn is counted when the workflow records the reply, just after Slack shows it.
-            return text if "threadchat_turns" in text else None
+            # The turn is counted when the workflow records the reply, just after Slack shows
+            # it; the 👍 when the workflow takes the signal.
+            counted = "threadchat_turns" in text and "threadchat_feedback" in text
+            return text if counted else None
 
         scrape = await eventually(scrape_once, what="the turn counted")
     finally:
@@ -48,6 +51,15 @@ async def test_metrics_endpoint_serves_sdk_and_threadchat_series(temporal_server
         if line.startswith("threadchat_tokens") and 'direction="in"' in line
     ]
     assert tokens_in and float(tokens_in[0].rsplit(" ", 1)[1]) > 0
+    assert _value(scrape, "threadchat_feedback", 'rating="up"') == 1
+    assert _value(scrape, "threadchat_model_stops", 'reason="end_turn"') == 1
+
+
+def _value(scrape: str, series: str, label: str) -> float:
+    [line] = [
+        line for line in scrape.splitlines() if line.startswith(series + "{") and label in line
+    ]
+    return float(line.rsplit(" ", 1)[1])
 
 
 def test_json_logs_name_the_conversation_and_keep_secrets_out():

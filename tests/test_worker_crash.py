@@ -22,6 +22,7 @@ from devtools.processes import (
     wait_turns,
 )
 from devtools.stack import Stack
+from threadchat import actions
 
 # A slow stream, so that a signal sent once text is visible lands in the middle of it.
 SLOW_STREAM = {"stream_chunk_chars": 10, "stream_delay_s": 0.05}
@@ -177,5 +178,42 @@ async def test_sigterm_drains_the_worker(make_stack, temporal_server):
             stack, channel, thread_ts, 2, "a follow-up for the new worker", workers
         )
         assert converse_streams(stack) == 2, workers.logs()
+    finally:
+        workers.stop_all()
+
+
+async def test_worker_killed_mid_regenerate_leaves_one_final_answer(make_stack, temporal_server):
+    server, _ = temporal_server
+    stack = await make_stack(worker=False)
+    workers = Workers(stack, server.address)
+    try:
+        channel = stack.channel
+        first = await workers.start("A")
+        thread_ts = await stack.mention(channel, "a question to answer twice")
+        [reply] = await wait_replies(stack, channel, thread_ts, 1, workers)
+        await wait_turns(stack, channel, thread_ts, 1, workers)
+
+        # A slow model, so that the kill lands while the regenerate is with Bedrock.
+        stack.bedrock.set_model_latency(3)
+        assert await stack.click(channel, reply["ts"], actions.REGENERATE) == 200
+        await until(lambda: converse_streams(stack) == 2, 20, "the regenerate", workers.logs)
+        first.send(signal.SIGKILL)
+        assert await first.wait_exit(10) == -signal.SIGKILL, workers.logs()
+        stack.bedrock.set_model_latency(0)
+
+        await workers.start("B")
+
+        def answered_again() -> bool:
+            return "Sampled at temperature" in stack.slack.message(channel, reply["ts"])["text"]
+
+        await until(answered_again, 40, "the regenerated answer", workers.logs)
+        # The one reply, edited in place; the killed attempt left nothing behind.
+        replies = stack.slack.bot_replies(channel, thread_ts)
+        assert [r["ts"] for r in replies] == [reply["ts"]], workers.logs()
+        assert converse_streams(stack) == 3, workers.logs()  # answer, killed try, retry
+
+        await stack.say(channel, thread_ts, "and a follow-up")
+        await assert_answered(stack, channel, thread_ts, 2, "and a follow-up", workers)
+        assert converse_streams(stack) == 4, workers.logs()
     finally:
         workers.stop_all()

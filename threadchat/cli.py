@@ -39,7 +39,7 @@ def _data_converter(settings: Settings):
 async def _worker(settings: Settings) -> None:
     from activities.slack import pooled_client
     from threadchat.temporal import connect, ensure_search_attributes
-    from threadchat.worker import build_worker, run_worker
+    from threadchat.worker import build_workers, run_workers
 
     client = await connect(
         settings.temporal,
@@ -49,7 +49,7 @@ async def _worker(settings: Settings) -> None:
     )
     await ensure_search_attributes(client)
     async with pooled_client(settings.slack.bot_token or "", settings.slack.api_url) as slack:
-        await run_worker(build_worker(client, settings, slack_client=slack), _stop_event())
+        await run_workers(build_workers(client, settings, slack_client=slack), _stop_event())
 
 
 async def _bot(settings: Settings) -> None:
@@ -85,12 +85,18 @@ async def _conversations(
     print(operator.rows_json(rows) if as_json else operator.format_table(rows))
 
 
-async def _show(settings: Settings, ref: str, as_json: bool = False) -> None:
+async def _show(
+    settings: Settings, ref: str, as_json: bool = False, invocations: bool = False
+) -> None:
     from threadchat import operator
     from threadchat.temporal import connect
 
     operator.parse_ref(ref)  # a bad link fails before connecting
     client = await connect(settings.temporal, data_converter=_data_converter(settings))
+    if invocations:
+        rows = await operator.load_invocations(client, ref)
+        print(operator.invocations_json(rows) if as_json else operator.format_invocations(rows))
+        return
     view = await operator.load_conversation(client, ref)
     print(operator.conversation_json(view) if as_json else operator.format_conversation(view))
 
@@ -117,6 +123,11 @@ def main(argv: list[str] | None = None) -> None:
     parsers["conversations"].add_argument("--channel", help="only this channel (id, C...)")
     parsers["conversations"].add_argument("--user", help="only with this participant (id, U...)")
     parsers["show"].add_argument("ref", metavar="LINK_OR_ID", help="thread link or workflow id")
+    parsers["show"].add_argument(
+        "--invocations",
+        action="store_true",
+        help="every model call instead: model, parameters, tokens, stop reason, latency",
+    )
     for name in ("conversations", "show"):
         parsers[name].add_argument("--json", dest="as_json", action="store_true", help="as JSON")
     args = parser.parse_args(argv)

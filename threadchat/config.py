@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from threadchat.durations import parse_duration
-from threadchat.model import ConversationSettings, TokenLimits
+from threadchat.model import ConversationSettings, InferenceSettings, TokenLimits
 
 DEFAULT_MODEL_ID = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 DEFAULT_SYSTEM_PROMPT = (
@@ -62,6 +62,8 @@ class TemporalSettings:
     target_host: str = "127.0.0.1:7233"
     namespace: str = "default"
     task_queue: str = "threadchat"
+    # Model calls: their own queue, so Bedrock's quota can be rate limited across workers.
+    bedrock_task_queue: str = "threadchat-bedrock"
     # Remaining Client.connect arguments from temporalio.envconfig (api_key, tls, rpc_metadata).
     connect_options: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -77,8 +79,28 @@ class BedrockSettings:
     endpoint_url: str | None = None
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
+    top_p: float | None = None  # not sent when unset: the model's default applies
+    guardrail_id: str = ""
+    guardrail_version: str = ""
+    guardrail_trace: bool = False  # Bedrock's guardrail trace, at LOG_LEVEL=DEBUG
+    # Model calls per second across all workers (Temporal's task-queue rate limit); None: no
+    # limit. And how many calls one worker makes at once.
+    max_calls_per_second: float | None = None
+    max_concurrent_calls: int = 32
     # The local Bedrock server of `threadchat dev`: requests are signed with dummy keys.
     local: bool = False
+
+    def inference(self) -> InferenceSettings:
+        """The settings a new conversation's replies are made with."""
+        return InferenceSettings(
+            model_id=self.model_id,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            system_prompt=self.system_prompt,
+            guardrail_id=self.guardrail_id,
+            guardrail_version=self.guardrail_version,
+        )
 
 
 @dataclass(frozen=True)
@@ -233,12 +255,39 @@ def _temporal(env: Mapping[str, str]) -> TemporalSettings:
         raise ConfigError("TEMPORAL_ADDRESS", f"invalid Temporal client config: {err}") from None
     target = options.pop("target_host", None) or "127.0.0.1:7233"
     namespace = options.pop("namespace", None) or "default"
+    task_queue = _get(env, "TEMPORAL_TASK_QUEUE") or "threadchat"
+    bedrock_queue = _get(env, "TEMPORAL_BEDROCK_TASK_QUEUE") or f"{task_queue}-bedrock"
+    if bedrock_queue == task_queue:
+        raise ConfigError(
+            "TEMPORAL_BEDROCK_TASK_QUEUE",
+            "must differ from TEMPORAL_TASK_QUEUE (model calls "
+            "get their own queue, so a Bedrock backlog never delays Slack)",
+        )
     return TemporalSettings(
         target_host=target,
         namespace=namespace,
-        task_queue=_get(env, "TEMPORAL_TASK_QUEUE") or "threadchat",
+        task_queue=task_queue,
+        bedrock_task_queue=bedrock_queue,
         connect_options=options,
     )
+
+
+def _guardrail(env: Mapping[str, str]) -> tuple[str, str]:
+    guardrail_id = _get(env, "BEDROCK_GUARDRAIL_ID") or ""
+    version = _get(env, "BEDROCK_GUARDRAIL_VERSION") or ""
+    if version and not guardrail_id:
+        raise ConfigError(
+            "BEDROCK_GUARDRAIL_ID", "is required when BEDROCK_GUARDRAIL_VERSION is set"
+        )
+    if guardrail_id and not version:
+        raise ConfigError(
+            "BEDROCK_GUARDRAIL_VERSION", "is required with BEDROCK_GUARDRAIL_ID (a number or DRAFT)"
+        )
+    if version and not (version.isdigit() or version == "DRAFT"):
+        raise ConfigError(
+            "BEDROCK_GUARDRAIL_VERSION", f"must be a number or DRAFT, got {version!r}"
+        )
+    return guardrail_id, version
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -266,6 +315,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError("LOG_LEVEL", f"must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
 
+    guardrail_id, guardrail_version = _guardrail(env)
+
     return Settings(
         slack=SlackSettings(
             bot_token=_get(env, "SLACK_BOT_TOKEN"),
@@ -286,6 +337,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             region=_get(env, "AWS_REGION") or _get(env, "AWS_DEFAULT_REGION") or "us-east-1",
             endpoint_url=endpoint,
             read_timeout=read_timeout,
+            top_p=_number(env, "BEDROCK_TOP_P", None, float, 0, 1),
+            guardrail_id=guardrail_id,
+            guardrail_version=guardrail_version,
+            guardrail_trace=log_level == "DEBUG",
+            max_calls_per_second=_number(
+                env, "BEDROCK_MAX_CALLS_PER_SECOND", None, float, 0.001, 100_000
+            ),
+            max_concurrent_calls=_number(env, "BEDROCK_MAX_CONCURRENT_CALLS", 32, int, 1, 1024),
         ),
         conversation=ConversationSettings(
             inactivity_timeout_seconds=inactivity,

@@ -6,6 +6,7 @@ prompt under a budget; Bedrock's `usage.inputTokens` reports the exact figure af
 
 import math
 
+from threadchat.inference import BLOCKED
 from threadchat.model import ChatMessage, Turn, UserMessage
 
 CHARS_PER_TOKEN = 4
@@ -46,8 +47,8 @@ def prompt_messages(
     remaining = budget_tokens - estimate_tokens(question)
     kept: list[Turn] = []
     for turn in reversed(turns):
-        if not (turn.reply or "").strip():
-            continue  # failed turns, and any blank answer Bedrock would reject
+        if not (turn.reply or "").strip() or turn.stop_reason in BLOCKED:
+            continue  # failed or blocked turns, and any blank answer Bedrock would reject
         cost = turn_tokens(turn, names)
         if cost > remaining:
             break
@@ -84,7 +85,12 @@ def transcript_text(turns: list[Turn], names: dict[str, str], bot_name: str = "a
     lines: list[str] = []
     for turn in turns:
         lines.append(user_turn_text(turn.messages, names))
-        lines.append(f"[{bot_name}] {turn.reply}" if turn.reply is not None else "(not answered)")
+        if turn.stop_reason in BLOCKED:
+            lines.append("(the answer was blocked by the content policy)")
+        else:
+            lines.append(
+                f"[{bot_name}] {turn.reply}" if turn.reply is not None else "(not answered)"
+            )
     return "\n".join(lines)
 
 

@@ -23,7 +23,7 @@ from devtools.temporal_server import TemporalDevServer
 from threadchat.codec import CODEC_PATH, data_converter
 from threadchat.config import Settings
 from threadchat.temporal import ensure_search_attributes
-from threadchat.worker import build_worker, run_worker
+from threadchat.worker import build_workers, run_workers
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +104,11 @@ async def run_dev(settings: Settings, stop: asyncio.Event, bedrock: str = "auto"
         slack_client = await stack.enter_async_context(
             pooled_client(settings.slack.bot_token or "", settings.slack.api_url)
         )
-        worker = build_worker(client, settings, slack_client=slack_client)
+        workers = build_workers(client, settings, slack_client=slack_client)
         if not settings.slack.socket_mode:
             lines.append(f"Slack events:   http://127.0.0.1:{settings.slack.port}/slack/events")
         print("threadchat dev is running. Ctrl-C stops it.\n  " + "\n  ".join(lines), flush=True)
         await asyncio.gather(
-            run_worker(worker, stop),
+            run_workers(workers, stop),
             serve(settings, client, stop, host="127.0.0.1"),
         )

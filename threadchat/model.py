@@ -44,6 +44,74 @@ class Turn:
     reply: str | None
     input_tokens: int = 0
     output_tokens: int = 0
+    # Why the model stopped; a guardrail's intervention keeps the turn out of the context.
+    stop_reason: str = ""
+    # The Slack messages the reply fills (a long answer takes several), for Regenerate.
+    reply_ts: list[str] = field(default_factory=list)
+    version: int = 0  # how often the reply was regenerated
+
+
+@dataclass(frozen=True)
+class ReplyRef:
+    """One version of one turn's reply: what the buttons under it refer to."""
+
+    conversation_key: str
+    turn: int
+    version: int = 0
+
+
+@dataclass
+class RegenerateRequest:
+    """Someone clicked Regenerate under a reply (the `regenerate` update)."""
+
+    user: str
+    reply: ReplyRef
+
+
+@dataclass
+class Feedback:
+    """A 👍 or 👎 on a reply (the `feedback` signal)."""
+
+    user: str
+    reply: ReplyRef
+    rating: str  # "up" or "down"
+
+
+@dataclass
+class InferenceSettings:
+    """What a model call is made with. Carried in every model request, so each call's
+    history says which model wrote it, with which parameters and prompt."""
+
+    model_id: str
+    max_tokens: int
+    temperature: float
+    top_p: float | None = None
+    system_prompt: str = ""
+    guardrail_id: str = ""
+    guardrail_version: str = ""
+
+
+@dataclass
+class ModelCall:
+    """One model invocation as it happened, kept in its activity's result: with the
+    request's settings, the history rebuilds every call."""
+
+    kind: str  # "reply", "regenerate", "rolling_summary" or "final_summary"
+    model_id: str
+    temperature: float
+    max_tokens: int
+    top_p: float | None = None
+    system_prompt_hash: str = ""
+    guardrail: str = ""  # "id:version" when a guardrail was applied
+    stop_reason: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    latency_ms: int = 0
+    attempt: int = 1  # the activity attempt that succeeded
+    request_id: str = ""  # Bedrock's x-amzn-RequestId, for AWS support
+    started_at: float = 0.0  # epoch seconds
 
 
 @dataclass
@@ -57,6 +125,12 @@ class ConversationSettings:
     # Stream replies into Slack as the model writes them. Carried in the state, so a
     # conversation keeps the delivery it started with (False in histories from before it).
     streaming: bool = False
+    # The model and its parameters, kept for the whole conversation. None in conversations
+    # from before they were carried: the worker's own settings apply to those.
+    inference: InferenceSettings | None = None
+    summary_model_id: str = ""
+    # Model calls go to this task queue (rate limited across workers); "" = the workflow's.
+    bedrock_task_queue: str = ""
 
 
 @dataclass
@@ -89,6 +163,8 @@ class ConversationState:
     # Tokens spent on `budget_day` (a UTC date), for the per-conversation daily allowance.
     budget_day: str = ""
     day_tokens: int = 0
+    regenerate: RegenerateRequest | None = None  # accepted, not yet done
+    feedback: list[Feedback] = field(default_factory=list)
 
 
 @dataclass
@@ -124,6 +200,12 @@ class ReplyRequest:
     context_notes: str  # rolling and earlier summaries, appended to the system prompt
     idempotency_key: str
     recipient_user: str = ""  # whom a streamed reply answers (Slack requires it in channels)
+    inference: InferenceSettings | None = None
+    kind: str = "reply"  # or "regenerate"
+    # The buttons under the reply; None in requests from before them.
+    actions: ReplyRef | None = None
+    # Regenerate: the messages of the answer being replaced, edited in place.
+    replace_ts: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -134,6 +216,7 @@ class GeneratedReply:
     input_tokens: int
     output_tokens: int
     stop_reason: str = "end_turn"
+    call: ModelCall | None = None
 
 
 @dataclass
@@ -144,6 +227,9 @@ class DeliveredReply:
     input_tokens: int
     output_tokens: int
     ts: str
+    stop_reason: str = ""
+    call: ModelCall | None = None
+    parts: list[str] = field(default_factory=list)  # ts of every message, in order
 
 
 @dataclass
@@ -154,6 +240,7 @@ class SummaryRequest:
     turns: list[Turn]
     names: dict[str, str]
     final: bool  # the closing summary (summary model) rather than a rolling fold
+    inference: InferenceSettings | None = None
 
 
 @dataclass
@@ -161,6 +248,7 @@ class Summary:
     text: str
     input_tokens: int = 0
     output_tokens: int = 0
+    call: ModelCall | None = None
 
 
 @dataclass
@@ -170,11 +258,22 @@ class SlackPost:
     thread: ThreadRef
     text: str
     idempotency_key: str
+    actions: ReplyRef | None = None  # a reply's buttons, under its last message
 
 
 @dataclass
 class PostedMessage:
     ts: str
+    parts: list[str] = field(default_factory=list)  # ts of every message, in order
+
+
+@dataclass
+class PrivateNote:
+    """A message in the thread that only `user` sees (an ephemeral message)."""
+
+    thread: ThreadRef
+    user: str
+    text: str
 
 
 @dataclass
@@ -199,6 +298,7 @@ class ConversationResult:
     ended_by: str  # "command", "shortcut" or "inactivity"
     input_tokens: int
     output_tokens: int
+    feedback: list[Feedback] = field(default_factory=list)
 
 
 @dataclass
@@ -213,6 +313,8 @@ class ConversationStatus:
     input_tokens: int
     output_tokens: int
     last_activity: float = 0.0
+    feedback_up: int = 0
+    feedback_down: int = 0
 
 
 @dataclass

@@ -26,7 +26,9 @@ from threadchat.model import (
     ConversationStatus,
     DeliveredReply,
     EndRequest,
+    Feedback,
     GeneratedReply,
+    ReplyRequest,
     Summary,
     SummaryRequest,
     Turn,
@@ -239,8 +241,9 @@ def rows_json(rows: list[ConversationRow]) -> str:
 class Entry:
     """One line of a transcript.
 
-    kind: "message" (a user), "reply" (the bot), "no_reply" (a turn without an answer),
-    "end" (someone asked to end it), or "next" (a mention for the next conversation).
+    kind: "message" (a user), "reply" (the bot), "regenerated" (the bot's new answer in place
+    of its last reply), "no_reply" (a turn without an answer), "end" (someone asked to end
+    it), or "next" (a mention for the next conversation).
     """
 
     kind: str
@@ -272,6 +275,7 @@ class ConversationView:
     rolling_summary: str = ""
     summary: str = ""
     entries: list[Entry] = field(default_factory=list)
+    feedback: list[Feedback] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -325,6 +329,7 @@ class _History:
     rolling_summary: str = ""
     summary: str = ""
     entries: list[Entry] = field(default_factory=list)
+    feedback: list[Feedback] = field(default_factory=list)
     last_event: datetime | None = None
 
 
@@ -382,6 +387,10 @@ async def _read_history(client: Client, workflow_id: str, run_id: str) -> _Histo
                 facts.entries.append(
                     Entry("next" if ended else "message", message.text, message.user)
                 )
+            elif attrs.signal_name == "feedback":
+                rating = await _decode(client, attrs.input, Feedback)
+                if rating is not None:
+                    facts.feedback = _rate(facts.feedback, rating)
             elif attrs.signal_name == "end" and not ended:
                 ended = True
                 request = await _decode(client, attrs.input, EndRequest)
@@ -420,6 +429,9 @@ async def _apply_result(
             client, result, DeliveredReply if name == "stream_reply" else GeneratedReply
         )
         if reply is None:
+            return
+        if reply.call is not None and reply.call.kind == "regenerate":
+            facts.entries.append(Entry("regenerated", reply.text))
             return
         if facts.entries and facts.entries[-1].kind == "no_reply":
             facts.entries.pop()  # e.g. a context overflow, answered by the retry
@@ -470,6 +482,7 @@ async def load_conversation(client: Client, ref: str) -> ConversationView:
     view.rolling_summary = history.rolling_summary
     view.summary = history.summary
     view.last_activity = history.last_event
+    view.feedback = history.feedback
 
     if status == WorkflowExecutionStatus.COMPLETED:
         handle = client.get_workflow_handle(
@@ -483,6 +496,7 @@ async def load_conversation(client: Client, ref: str) -> ConversationView:
         view.rolling_summary = result.rolling_summary
         view.summary = result.summary
         view.entries = [entry for turn in result.transcript for entry in _turn_entries(turn)]
+        view.feedback = list(result.feedback)
         return view
 
     view.entries = history.entries
@@ -537,6 +551,11 @@ def format_conversation(view: ConversationView, now: datetime | None = None) -> 
         ),
         ("turns", "?" if view.turns is None else str(view.turns)),
         ("tokens", tokens),
+        (
+            "feedback",
+            f"{sum(f.rating == 'up' for f in view.feedback)} up / "
+            f"{sum(f.rating == 'down' for f in view.feedback)} down",
+        ),
         ("started", _when(view.started, now)),
     ]
     if view.closed:
@@ -566,14 +585,29 @@ def format_conversation(view: ConversationView, now: datetime | None = None) -> 
             first, *rest = entry.text.splitlines() or [""]
             lines.append(f"  {BOT_LABEL}: {first}")
             lines += [_indent(line, "    ") for line in rest]
+        elif entry.kind == "regenerated":
+            first, *rest = entry.text.splitlines() or [""]
+            lines.append(f"  {BOT_LABEL} (regenerated): {first}")
+            lines += [_indent(line, "    ") for line in rest]
         elif entry.kind == "no_reply":
             lines.append(f"  {BOT_LABEL}: ({entry.text})")
         else:
             by = f" by {who(entry.user)}" if entry.user else ""
             lines.append(f"-- end requested{by} ({entry.text}) --")
+    if view.feedback:
+        lines += ["", "Feedback:"]
+        for rating in sorted(view.feedback, key=lambda f: (f.reply.turn, f.user)):
+            thumb = "👍" if rating.rating == "up" else "👎"
+            lines.append(f"  turn {rating.reply.turn}: {thumb} {who(rating.user)}")
     if view.summary:
         lines += ["", "Summary:", _indent(view.summary)]
     return "\n".join(lines)
+
+
+def _rate(ratings: list[Feedback], rating: Feedback) -> list[Feedback]:
+    """Ratings once `rating` is counted: one per person and turn, as the workflow keeps."""
+    kept = [r for r in ratings if not (r.user == rating.user and r.reply.turn == rating.reply.turn)]
+    return [*kept, rating]
 
 
 async def show_conversation(client: Client, ref: str) -> str:
@@ -583,3 +617,193 @@ async def show_conversation(client: Client, ref: str) -> str:
 
 def conversation_json(view: ConversationView) -> str:
     return json.dumps(view.to_json(), indent=2)
+
+
+# -- Every model call ----------------------------------------------------------------------
+
+_MODEL_ACTIVITIES = {
+    "generate_reply": GeneratedReply,
+    "stream_reply": DeliveredReply,
+    "summarize_conversation": Summary,
+}
+
+
+@dataclass
+class Invocation:
+    """One model call of a conversation, as its history records it."""
+
+    at: datetime | None  # when it finished (or failed)
+    run_id: str
+    kind: str
+    model_id: str = "?"
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    system_prompt_hash: str = ""
+    guardrail: str = ""
+    outcome: str = "ok"  # or "failed: <error type>"
+    stop_reason: str = ""
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    latency_ms: int | None = None
+    attempt: int | None = None
+    request_id: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["at"] = self.at.isoformat() if self.at else None
+        return data
+
+
+def _request_kind(request: Any) -> str:
+    if isinstance(request, SummaryRequest):
+        return "final_summary" if request.final else "rolling_summary"
+    return getattr(request, "kind", "") or "reply"
+
+
+def _invocation(run_id: str, at: datetime, request: Any, result: Any) -> Invocation:
+    """A row from what the request asked and what the result recorded; calls from before
+    results carried a record show what their request and tokens tell."""
+    row = Invocation(at=at, run_id=run_id, kind=_request_kind(request))
+    inference = getattr(request, "inference", None)
+    if inference is not None:
+        row.model_id, row.temperature = inference.model_id, inference.temperature
+        row.top_p, row.max_tokens = inference.top_p, inference.max_tokens
+        if inference.guardrail_id:
+            row.guardrail = f"{inference.guardrail_id}:{inference.guardrail_version}"
+    call = getattr(result, "call", None)
+    if call is not None:
+        for name in (
+            "kind",
+            "model_id",
+            "temperature",
+            "top_p",
+            "max_tokens",
+            "system_prompt_hash",
+            "guardrail",
+            "stop_reason",
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "cache_write_tokens",
+            "latency_ms",
+            "attempt",
+            "request_id",
+        ):
+            setattr(row, name, getattr(call, name))
+    elif result is not None:
+        row.input_tokens = getattr(result, "input_tokens", None)
+        row.output_tokens = getattr(result, "output_tokens", None)
+        row.stop_reason = getattr(result, "stop_reason", "") or ""
+    return row
+
+
+async def _run_invocations(client: Client, workflow_id: str, run_id: str, history) -> list:
+    rows: list[Invocation] = []
+    scheduled: dict[int, tuple[str, Any]] = {}
+    for event in history.events:
+        kind = event.WhichOneof("attributes")
+        at = event.event_time.ToDatetime().replace(tzinfo=UTC)
+        if kind == "activity_task_scheduled_event_attributes":
+            attrs = event.activity_task_scheduled_event_attributes
+            name = attrs.activity_type.name
+            if name in _MODEL_ACTIVITIES:
+                hint = SummaryRequest if name == "summarize_conversation" else ReplyRequest
+                scheduled[event.event_id] = (name, await _decode(client, attrs.input, hint))
+        elif kind == "activity_task_completed_event_attributes":
+            attrs = event.activity_task_completed_event_attributes
+            if attrs.scheduled_event_id in scheduled:
+                name, request = scheduled[attrs.scheduled_event_id]
+                result = await _decode(client, attrs.result, _MODEL_ACTIVITIES[name])
+                rows.append(_invocation(run_id, at, request, result))
+        elif kind in (
+            "activity_task_failed_event_attributes",
+            "activity_task_timed_out_event_attributes",
+        ):
+            attrs = getattr(event, kind)
+            if attrs.scheduled_event_id in scheduled:
+                _, request = scheduled[attrs.scheduled_event_id]
+                row = _invocation(run_id, at, request, None)
+                failure = attrs.failure
+                cause = failure.cause if failure.HasField("cause") else failure
+                error = cause.application_failure_info.type or cause.message or "timeout"
+                row.outcome = f"failed: {error}"
+                rows.append(row)
+    return rows
+
+
+async def load_invocations(client: Client, ref: str) -> list[Invocation]:
+    """Every model call of the conversation `ref` names, oldest first: the latest run and
+    the runs it continued from (continue-as-new)."""
+    workflow_id = await resolve(client, ref)
+    histories = []
+    async for execution in client.list_workflows(f"WorkflowId = '{workflow_id}'"):
+        history = await client.get_workflow_handle(
+            workflow_id, run_id=execution.run_id
+        ).fetch_history()
+        started = history.events[0].workflow_execution_started_event_attributes
+        histories.append((execution.start_time, execution.run_id, started, history))
+    if not histories:
+        raise ConversationNotFound(f"no conversation with workflow id {workflow_id}")
+    histories.sort(key=lambda entry: entry[0])
+    # One chain of runs shares its first run's id; earlier chains were earlier conversations.
+    chain = histories[-1][2].first_execution_run_id or histories[-1][1]
+    rows: list[Invocation] = []
+    for _, run_id, started, history in histories:
+        if (started.first_execution_run_id or run_id) == chain:
+            rows += await _run_invocations(client, workflow_id, run_id, history)
+    return rows
+
+
+def _cell(value: Any, suffix: str = "") -> str:
+    return "-" if value is None or value == "" else f"{value}{suffix}"
+
+
+def format_invocations(rows: list[Invocation]) -> str:
+    """The calls as a plain-text table."""
+    if not rows:
+        return "No model calls yet."
+    header = (
+        "TIME (UTC)",
+        "KIND",
+        "MODEL",
+        "TEMP",
+        "TOP_P",
+        "MAX",
+        "PROMPT",
+        "TOKENS IN/OUT",
+        "CACHE R/W",
+        "STOP",
+        "LATENCY",
+        "TRY",
+    )
+    lines = []
+    for row in rows:
+        stop = row.stop_reason if row.outcome == "ok" else row.outcome
+        lines.append(
+            (
+                f"{row.at:%Y-%m-%d %H:%M:%S}" if row.at else "?",
+                row.kind,
+                row.model_id + (f" +guardrail {row.guardrail}" if row.guardrail else ""),
+                _cell(row.temperature),
+                _cell(row.top_p),
+                _cell(row.max_tokens),
+                _cell(row.system_prompt_hash),
+                f"{_cell(row.input_tokens)}/{_cell(row.output_tokens)}",
+                f"{_cell(row.cache_read_tokens)}/{_cell(row.cache_write_tokens)}",
+                _cell(stop),
+                _cell(row.latency_ms, " ms"),
+                _cell(row.attempt),
+            )
+        )
+    widths = [max(len(cells[i]) for cells in [header, *lines]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
+        for cells in [header, *lines]
+    )
+
+
+def invocations_json(rows: list[Invocation]) -> str:
+    return json.dumps([row.to_json() for row in rows], indent=2)

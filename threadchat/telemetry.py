@@ -10,7 +10,6 @@ import contextlib
 import contextvars
 import json
 import logging
-import time
 from datetime import timedelta
 
 from temporalio import activity, workflow
@@ -23,6 +22,8 @@ from temporalio.runtime import (
     TelemetryConfig,
     TelemetryFilter,
 )
+
+from threadchat.model import ModelCall
 
 
 class Metrics:
@@ -46,6 +47,10 @@ class Metrics:
         )
         self.slack_requests = meter.create_counter(
             "threadchat_slack_requests", "Requests Slack sent the bot, by HTTP status"
+        )
+        self.model_stops = meter.create_counter(
+            "threadchat_model_stops",
+            "Model answers by stop reason (end_turn, max_tokens, guardrail_intervened, ...)",
         )
         self.ack_latency = meter.create_histogram_timedelta(
             "threadchat_ack_latency", "Time the bot took to answer Slack", "ms"
@@ -73,11 +78,12 @@ def make_runtime(metrics_address: str | None) -> Runtime:
     return runtime
 
 
-def record_model_call(started: float, usage: dict) -> None:
-    """Latency and tokens of one successful Bedrock call."""
-    metrics.bedrock_latency.record(timedelta(seconds=time.monotonic() - started))
-    metrics.tokens.add(usage.get("inputTokens", 0), {"direction": "in"})
-    metrics.tokens.add(usage.get("outputTokens", 0), {"direction": "out"})
+def record_model_call(call: ModelCall) -> None:
+    """Latency, tokens and stop reason of one successful Bedrock call."""
+    metrics.bedrock_latency.record(timedelta(milliseconds=call.latency_ms))
+    metrics.tokens.add(call.input_tokens, {"direction": "in"})
+    metrics.tokens.add(call.output_tokens, {"direction": "out"})
+    metrics.model_stops.add(1, {"reason": call.stop_reason or "unknown"})
 
 
 def record_error(error_type: str) -> None:
@@ -86,10 +92,17 @@ def record_error(error_type: str) -> None:
         metrics.slack_rate_limited.add(1)
 
 
+def count_feedback(rating: str) -> None:
+    """From the workflow, like `count_turn`: each 👍 or 👎 counts once."""
+    workflow.metric_meter().create_counter(
+        "threadchat_feedback", "Feedback on replies, by rating (up/down)"
+    ).add(1, {"rating": rating})
+
+
 def count_turn(outcome: str) -> None:
     """From the workflow: Temporal's workflow meter skips replays, so each turn counts once."""
     workflow.metric_meter().create_counter(
-        "threadchat_turns", "Turns answered, by outcome (replied/failed/over_budget)"
+        "threadchat_turns", "Turns answered, by outcome (replied/blocked/failed/over_budget)"
     ).add(1, {"outcome": outcome})
 
 

@@ -1,6 +1,7 @@
 """Everything threadchat says to people in Slack, in one place."""
 
 from threadchat.ids import thread_permalink
+from threadchat.inference import BLOCKED, CUT
 from threadchat.model import ThreadRef
 
 _BEDROCK_FAILURES = {
@@ -98,3 +99,36 @@ BAD_THREAD_LINK = (
     "`/endchat <link to a message in the thread>`."
 )
 ENDING_FROM_SHORTCUT = "Ending this thread's conversation. The summary will follow in the thread."
+
+
+EMPTY_ANSWER = "(the model returned an empty answer)"
+ANSWER_CUT = "_(The answer stops here: it reached the length limit. Ask me to go on.)_"
+ANSWER_BLOCKED = (
+    ":no_entry: Sorry, I can't answer that: this workspace's content policy blocked the answer."
+)
+
+
+def reply_text(text: str, stop_reason: str) -> str:
+    """What the thread shows of an answer: a note when it was cut short, and the guardrail's
+    own message (or ours) when a policy blocked it."""
+    if stop_reason in BLOCKED:
+        return text.strip().removesuffix(EMPTY_ANSWER) or ANSWER_BLOCKED
+    if stop_reason == CUT:
+        return f"{text}\n\n{ANSWER_CUT}"
+    return text
+
+
+# Answers to the buttons under a reply, shown only to whoever clicked.
+FEEDBACK_THANKS = {
+    "up": "Thanks for the feedback: glad that helped. :+1:",
+    "down": "Thanks for the feedback. Try *Regenerate* for a different answer.",
+}
+REGENERATE_REFUSED = {
+    "NotParticipant": "Only people taking part in this conversation can regenerate its answers.",
+    "NotLatest": "Only the latest answer can be regenerated; this one is older.",
+    "AlreadyRegenerating": "That answer is already being regenerated.",
+    "Ending": "This conversation is ending, so its answers can't be regenerated.",
+}
+FEEDBACK_TOO_LATE = "This conversation has ended, so I couldn't record your feedback."
+CONVERSATION_OVER = "This conversation has ended, so its answers can't be regenerated."
+TRY_AGAIN = ":warning: I couldn't do that just now. Please try again in a moment."

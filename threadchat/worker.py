@@ -1,6 +1,10 @@
-"""The Temporal worker: the conversation workflow and every activity, wired together."""
+"""The Temporal workers: the conversation workflow and every activity, wired together.
+
+Model calls poll a task queue of their own, so that Temporal's task-queue rate limit holds
+Bedrock's quota across every worker, and a Bedrock backlog never delays Slack work."""
 
 import asyncio
+import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -23,37 +27,42 @@ from workflows.conversation import ConversationWorkflow
 
 log = logging.getLogger(__name__)
 
-# Bedrock calls block a thread each; this bounds concurrent model calls per worker.
+# Activity threads of the main worker. Its own activities are async; the threads serve the
+# Bedrock calls of conversations from before model calls had their own queue.
 MAX_CONCURRENT_ACTIVITIES = 64
+GRACEFUL_SHUTDOWN = timedelta(seconds=25)
 
 
-def build_worker(
+def build_workers(
     client: Client,
     settings: Settings,
     *,
     slack_client: AsyncWebClient | None = None,
     bedrock_client: Any = None,
-) -> Worker:
-    """A worker for `settings.temporal.task_queue`. Tests pass their own clients."""
+) -> list[Worker]:
+    """The main worker (conversations, Slack, budgets) and the model-call worker, on their
+    two task queues. Tests pass their own clients."""
     bedrock = BedrockActivities(settings.bedrock, bedrock_client)
     slack_client = slack_client or slack_activities.make_client(
         settings.slack.bot_token or "", settings.slack.api_url
     )
     slack = SlackActivities(slack_client)
     replies = ReplyActivities(bedrock, slack_client)
-    conversations = ConversationActivities(client, settings.conversation)
+    conversations = ConversationActivities(
+        client, settings.conversation, settings.bedrock, settings.temporal.bedrock_task_queue
+    )
     budgets = BudgetActivities(client, settings.temporal.task_queue, settings.token_limits)
-    return Worker(
+    model_calls = [bedrock.generate_reply, bedrock.summarize_conversation, replies.stream_reply]
+    main = Worker(
         client,
         task_queue=settings.temporal.task_queue,
         workflows=[ConversationWorkflow, TokenBudgetWorkflow],
         activities=[
-            bedrock.generate_reply,
-            bedrock.summarize_conversation,
-            replies.stream_reply,
+            *model_calls,  # for conversations that began before the Bedrock queue
             slack.post_message,
             slack.describe_users,
             slack.notify_ended,
+            slack.post_private,
             conversations.open_conversation,
             budgets.check_budget,
             budgets.charge_tokens,
@@ -63,18 +72,36 @@ def build_worker(
         # A dead worker's sticky queue would otherwise hold the next workflow task for 10 s.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
         # On SIGTERM, running activities get this long to finish before being cancelled.
-        graceful_shutdown_timeout=timedelta(seconds=25),
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
     )
+    calls = settings.bedrock.max_concurrent_calls
+    model = Worker(
+        client,
+        task_queue=settings.temporal.bedrock_task_queue,
+        activities=model_calls,
+        activity_executor=ThreadPoolExecutor(calls, thread_name_prefix="bedrock"),
+        max_concurrent_activities=calls,
+        # Enforced by the server across every worker of the queue: one Bedrock quota. The
+        # server's bucket lets a short burst through; each worker also paces its own calls.
+        max_task_queue_activities_per_second=settings.bedrock.max_calls_per_second,
+        max_activities_per_second=settings.bedrock.max_calls_per_second,
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+    )
+    return [main, model]
 
 
-async def run_worker(worker: Worker, stop: asyncio.Event) -> None:
+async def run_workers(workers: list[Worker], stop: asyncio.Event) -> None:
     """Run until `stop` is set, then drain gracefully."""
-    async with worker:
-        log.info("worker polling task queue %s", worker.task_queue)
-        counting = asyncio.create_task(count_active_conversations(worker.client))
+    async with contextlib.AsyncExitStack() as running:
+        for worker in workers:
+            await running.enter_async_context(worker)
+            log.info("worker polling task queue %s", worker.task_queue)
+        counting = asyncio.create_task(count_active_conversations(workers[0].client))
         await stop.wait()
         counting.cancel()
         log.info("worker draining")
+        # Both queues drain at once: a long reply must not hold up the other's drain.
+        await asyncio.gather(*(worker.shutdown() for worker in workers))
 
 
 async def count_active_conversations(client: Client, every: float = 30) -> None:

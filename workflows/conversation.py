@@ -1,5 +1,6 @@
 """The conversation workflow: one Slack thread, from the first mention to its summary."""
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
@@ -7,12 +8,12 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.bedrock import CONTEXT_OVERFLOW, BedrockActivities
+    from activities.bedrock import CONTEXT_OVERFLOW, SUMMARY_PROMPT, BedrockActivities
     from activities.budgets import BudgetActivities
     from activities.conversations import ConversationActivities
     from activities.replies import ReplyActivities
     from activities.slack import SlackActivities
-    from threadchat import context, dedupe, telemetry, texts
+    from threadchat import context, dedupe, inference, telemetry, texts
     from threadchat.model import (
         BudgetCheck,
         BudgetVerdict,
@@ -23,6 +24,11 @@ with workflow.unsafe.imports_passed_through():
         DeliveredReply,
         EndNotice,
         EndRequest,
+        Feedback,
+        InferenceSettings,
+        PrivateNote,
+        RegenerateRequest,
+        ReplyRef,
         ReplyRequest,
         SlackPost,
         SummaryRequest,
@@ -57,6 +63,8 @@ STREAMING_TIMEOUT = timedelta(minutes=10)
 MAX_KEPT_BUDGETS = 4
 # Continue as new well before Temporal's 4 MiB suggestion when turns are large.
 HISTORY_SIZE_CAP = 2 * 1024 * 1024
+# Ratings kept in the state (the newest); counts in metrics are not bounded by it.
+MAX_FEEDBACK = 200
 
 
 def _failure_type(err: ActivityError) -> str | None:
@@ -82,12 +90,17 @@ class ConversationWorkflow:
             if self._history_is_long():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(ConversationStart(self.state.thread, self.state))
-            if not await self._wait_for_messages_or_silence():
+            if not await self._wait_for_work_or_silence():
                 self.end(EndRequest(requested_by="", via="inactivity"))
             if self.state.end_request is not None:
                 return await self._close()
-            await self._answer(self._take_pending())
-            await self._fold_old_turns()
+            if self.state.regenerate is not None:
+                # Kept until done: a click meanwhile is refused as already regenerating.
+                await self._answer_again(self.state.regenerate)
+                self.state.regenerate = None
+            else:
+                await self._answer(self._take_pending())
+                await self._fold_old_turns()
 
     # -- Messages from the bot -----------------------------------------------------------
 
@@ -115,6 +128,40 @@ class ConversationWorkflow:
         if self.state.end_request is None:
             self.state.end_request = request
 
+    @workflow.update
+    async def regenerate(self, request: RegenerateRequest) -> None:
+        """Answer the latest turn again, in place of its reply (the Regenerate button)."""
+        # Checked again here: two clicks in one workflow task both pass the validator before
+        # either handler runs.
+        self._may_regenerate(request)
+        self.state.regenerate = request
+
+    @regenerate.validator
+    def _may_regenerate(self, request: RegenerateRequest) -> None:
+        """Refused requests never reach the history: the clicker learns why, privately."""
+        refusal = self._regenerate_refusal(request)
+        if refusal:
+            raise ApplicationError(refusal, type=refusal, non_retryable=True)
+
+    @workflow.signal
+    def feedback(self, feedback: Feedback) -> None:
+        """A 👍 or 👎 under a reply. A person's later rating of the same reply replaces their
+        earlier one, and a repeated click counts once."""
+        if feedback.rating not in ("up", "down"):
+            return
+        if feedback.reply.conversation_key != self.state.conversation_key:
+            return  # a button left from an earlier conversation in this thread
+        same_reply = [
+            f
+            for f in self.state.feedback
+            if f.user == feedback.user and f.reply.turn == feedback.reply.turn
+        ]
+        if same_reply and same_reply[-1].rating == feedback.rating:
+            return
+        kept = [f for f in self.state.feedback if f not in same_reply]
+        self.state.feedback = [*kept, feedback][-MAX_FEEDBACK:]
+        telemetry.count_feedback(feedback.rating)
+
     @workflow.query
     def status(self) -> ConversationStatus:
         return ConversationStatus(
@@ -126,6 +173,8 @@ class ConversationWorkflow:
             input_tokens=self.state.input_tokens,
             output_tokens=self.state.output_tokens,
             last_activity=self.state.last_activity,
+            feedback_up=sum(f.rating == "up" for f in self.state.feedback),
+            feedback_down=sum(f.rating == "down" for f in self.state.feedback),
         )
 
     # -- The steps of a conversation ------------------------------------------------------
@@ -145,12 +194,17 @@ class ConversationWorkflow:
         self.state.conversation_key = workflow.info().run_id
         self.state.started_at = workflow.now().timestamp()
 
-    async def _wait_for_messages_or_silence(self) -> bool:
-        """Wait for new messages or an end request; False when the thread went quiet."""
+    async def _wait_for_work_or_silence(self) -> bool:
+        """Wait for new messages, a regenerate or an end request; False when the thread went
+        quiet."""
         workflow.set_current_details(f"Waiting for messages after turn {self.state.turn_count}.")
         try:
             await workflow.wait_condition(
-                lambda: bool(self.state.pending) or self.state.end_request is not None,
+                lambda: (
+                    bool(self.state.pending)
+                    or self.state.end_request is not None
+                    or self.state.regenerate is not None
+                ),
                 timeout=timedelta(seconds=self.state.settings.inactivity_timeout_seconds),
                 timeout_summary="inactivity",
             )
@@ -182,7 +236,7 @@ class ConversationWorkflow:
         else:
             await self._reply(turn)
             if turn.reply is not None and verdict.charge_user:
-                await self._charge(payer, turn.input_tokens + turn.output_tokens)
+                await self._charge(payer, turn.input_tokens + turn.output_tokens, "")
         self.state.turns.append(turn)
         self.state.last_activity = workflow.now().timestamp()
 
@@ -196,10 +250,64 @@ class ConversationWorkflow:
             await self._post(texts.turn_failure(failure), f"turn-{self.state.turn_count}-notice")
             telemetry.count_turn("failed")
             return
-        telemetry.count_turn("replied")
-        turn.reply = reply.text
+        blocked = reply.stop_reason in inference.BLOCKED
+        telemetry.count_turn("blocked" if blocked else "replied")
+        turn.reply, turn.stop_reason = reply.text, reply.stop_reason
+        turn.reply_ts = reply.parts or [reply.ts]
         turn.input_tokens, turn.output_tokens = reply.input_tokens, reply.output_tokens
         self._spend(reply.input_tokens, reply.output_tokens)
+
+    async def _answer_again(self, request: RegenerateRequest) -> None:
+        """Regenerate: answer the latest turn once more, sampling more freely, and keep only
+        the new answer. A failure leaves the old answer in place and tells the clicker."""
+        turn, number = self.state.turns[-1], self.state.turn_count
+        version = turn.version + 1
+        key = f"turn-{number}-regenerate-{version}"
+        verdict = await self._check_budget(request.user)
+        if verdict.over:
+            await self._tell(
+                request.user,
+                texts.over_budget(
+                    verdict.over, request.user, verdict.limit, self._seconds_to_midnight()
+                ),
+                key,
+            )
+            return
+        reply_request = ReplyRequest(
+            thread=self.state.thread,
+            messages=context.prompt_messages(
+                self.state.turns[:-1],
+                turn.messages,
+                self.state.names,
+                self.state.settings.context_budget_tokens,
+            ),
+            context_notes=context.context_notes(
+                self.state.previous_summary, self.state.rolling_summary
+            ),
+            idempotency_key=self._key(key),
+            recipient_user=request.user,
+            inference=self._inference("regenerate"),
+            kind="regenerate",
+            actions=ReplyRef(self.state.conversation_key, number, version),
+            replace_ts=turn.reply_ts,
+        )
+        try:
+            reply = await self._stream_reply(reply_request, f"regenerate reply {number}")
+        except ActivityError as err:
+            failure = _failure_type(err)
+            workflow.logger.warning("regenerating turn %s failed: %s", number, failure)
+            await self._tell(request.user, texts.turn_failure(failure), f"{key}-notice")
+            return
+        telemetry.count_turn("regenerated")
+        turn.version = version
+        turn.reply, turn.stop_reason = reply.text, reply.stop_reason
+        turn.reply_ts = reply.parts or turn.reply_ts
+        turn.input_tokens += reply.input_tokens
+        turn.output_tokens += reply.output_tokens
+        self._spend(reply.input_tokens, reply.output_tokens)
+        if verdict.charge_user:
+            await self._charge(request.user, reply.input_tokens + reply.output_tokens, key)
+        self.state.last_activity = workflow.now().timestamp()
 
     async def _reply_within_context(self, messages: list[UserMessage]) -> DeliveredReply:
         """Reply with as much recent context as the budget allows; on overflow, once more
@@ -222,7 +330,26 @@ class ConversationWorkflow:
             ),
             idempotency_key=self._key(f"turn-{self.state.turn_count}-reply"),
             recipient_user=messages[-1].user,
+            inference=self._inference("reply"),
+            actions=ReplyRef(self.state.conversation_key, self.state.turn_count),
         )
+
+    def _inference(self, kind: str) -> InferenceSettings | None:
+        """The conversation's model settings for a call of `kind`; None in conversations from
+        before they were carried (the worker's own then apply)."""
+        settings = self.state.settings
+        if settings.inference is None:
+            return None
+        if kind == "regenerate":
+            return inference.for_regenerate(settings.inference)
+        if kind in ("rolling_summary", "final_summary"):
+            model = settings.summary_model_id if kind == "final_summary" else ""
+            return dataclasses.replace(
+                settings.inference,
+                model_id=model or settings.inference.model_id,
+                system_prompt=SUMMARY_PROMPT,
+            )
+        return settings.inference
 
     async def _deliver_reply(self, request: ReplyRequest) -> DeliveredReply:
         """Generate the reply with Bedrock and get it into the thread.
@@ -231,24 +358,23 @@ class ConversationWorkflow:
         as the model writes, or generated and then posted by two.
         """
         if self.state.settings.streaming:
-            return await workflow.execute_activity_method(
-                ReplyActivities.stream_reply,
-                request,
-                start_to_close_timeout=STREAMING_TIMEOUT,
-                heartbeat_timeout=timedelta(seconds=10),
-                retry_policy=BEDROCK_RETRY,
-                summary=f"stream reply {self.state.turn_count}",
-            )
+            return await self._stream_reply(request, f"stream reply {self.state.turn_count}")
         generated = await workflow.execute_activity_method(
             BedrockActivities.generate_reply,
             request,
+            task_queue=self._bedrock_queue(),
             start_to_close_timeout=timedelta(seconds=self.state.settings.model_timeout_seconds),
             retry_policy=BEDROCK_RETRY,
             summary=f"generate reply {self.state.turn_count}",
         )
         posted = await workflow.execute_activity_method(
             SlackActivities.post_message,
-            SlackPost(request.thread, generated.text, request.idempotency_key),
+            SlackPost(
+                request.thread,
+                texts.reply_text(generated.text, generated.stop_reason),
+                request.idempotency_key,
+                actions=request.actions,
+            ),
             start_to_close_timeout=SLACK_TIMEOUT,
             retry_policy=SLACK_RETRY,
             summary=f"post reply {self.state.turn_count}",
@@ -258,7 +384,25 @@ class ConversationWorkflow:
             input_tokens=generated.input_tokens,
             output_tokens=generated.output_tokens,
             ts=posted.ts,
+            stop_reason=generated.stop_reason,
+            call=generated.call,
+            parts=posted.parts,
         )
+
+    async def _stream_reply(self, request: ReplyRequest, summary: str) -> DeliveredReply:
+        return await workflow.execute_activity_method(
+            ReplyActivities.stream_reply,
+            request,
+            task_queue=self._bedrock_queue(),
+            start_to_close_timeout=STREAMING_TIMEOUT,
+            heartbeat_timeout=timedelta(seconds=10),
+            retry_policy=BEDROCK_RETRY,
+            summary=summary,
+        )
+
+    def _bedrock_queue(self) -> str | None:
+        """Model calls' own task queue; None (the workflow's queue) in older conversations."""
+        return self.state.settings.bedrock_task_queue or None
 
     async def _learn_names(self, messages: list[UserMessage]) -> None:
         """Look up display names of new speakers, so the model sees who said what."""
@@ -304,7 +448,9 @@ class ConversationWorkflow:
                 turns=turns,
                 names=self.state.names,
                 final=final,
+                inference=self._inference("final_summary" if final else "rolling_summary"),
             ),
+            task_queue=self._bedrock_queue(),
             start_to_close_timeout=timedelta(seconds=self.state.settings.model_timeout_seconds),
             retry_policy=BEDROCK_RETRY,
             summary="final summary" if final else "rolling summary",
@@ -351,6 +497,7 @@ class ConversationWorkflow:
             ended_by=ended_by,
             input_tokens=self.state.input_tokens,
             output_tokens=self.state.output_tokens,
+            feedback=self.state.feedback,
         )
 
     def _open_next_conversation(self, summary: str) -> None:
@@ -401,7 +548,8 @@ class ConversationWorkflow:
             workflow.logger.warning("token budget check failed: %s", _failure_type(err))
             return BudgetVerdict()
 
-    async def _charge(self, user: str, tokens: int) -> None:
+    async def _charge(self, user: str, tokens: int, what: str) -> None:
+        """Charge `user` for the current turn (`what` names a regenerate of it)."""
         try:
             await workflow.execute_local_activity_method(
                 BudgetActivities.charge_tokens,
@@ -410,7 +558,7 @@ class ConversationWorkflow:
                     user=user,
                     day=self.state.budget_day,
                     tokens=tokens,
-                    key=self._key(f"turn-{self.state.turn_count}"),
+                    key=self._key(what or f"turn-{self.state.turn_count}"),
                 ),
                 start_to_close_timeout=BUDGET_TIMEOUT,
                 retry_policy=BUDGET_RETRY,
@@ -466,6 +614,39 @@ class ConversationWorkflow:
             workflow.logger.error("could not post %s: %s", key, _failure_type(err))
             return None
         return posted.ts
+
+    async def _tell(self, user: str, text: str, key: str) -> None:
+        """A note only `user` sees in the thread; best effort."""
+        try:
+            await workflow.execute_activity_method(
+                SlackActivities.post_private,
+                PrivateNote(thread=self.state.thread, user=user, text=text),
+                start_to_close_timeout=SLACK_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_attempts=3),
+                summary=f"tell {key}",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("could not tell %s: %s", key, _failure_type(err))
+
+    def _regenerate_refusal(self, request: RegenerateRequest) -> str:
+        """Why `request` may not regenerate (a texts.REGENERATE_REFUSED key), or ""."""
+        state = self.state
+        latest = state.turns[-1] if state.turns else None
+        if state.end_request is not None:
+            return "Ending"
+        if request.user not in state.participants:
+            return "NotParticipant"
+        reply = request.reply
+        if (
+            latest is None
+            or latest.reply is None
+            or reply.conversation_key != state.conversation_key
+            or reply.turn != state.turn_count
+        ):
+            return "NotLatest"
+        if state.regenerate is not None or reply.version != latest.version:
+            return "AlreadyRegenerating"
+        return ""
 
     def _key(self, name: str) -> str:
         """An idempotency key unique to this conversation (a thread can host several)."""

@@ -3,7 +3,7 @@
 from slack_bolt.async_app import AsyncApp
 
 from bot.conversations import Conversations
-from bot.listeners import ending, messages
+from bot.listeners import ending, messages, replies
 from threadchat.config import SlackSettings
 
 
@@ -11,4 +11,5 @@ def register_listeners(
     app: AsyncApp, conversations: Conversations, settings: SlackSettings
 ) -> None:
     ending.register(app, conversations, settings)
+    replies.register(app, conversations, settings)
     messages.register(app, conversations, settings)  # last: it holds the catch-all event listener

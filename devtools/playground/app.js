@@ -3,7 +3,8 @@
 // It loads the workspace from GET /api/state, follows every change LocalSlack reports over
 // the Server-Sent Events of GET /api/events (the first event is a full snapshot, so a
 // reconnect resynchronises), and sends what the user types to POST /api/messages,
-// /api/commands and /api/shortcuts, which deliver it to the bot as Slack would.
+// /api/commands and /api/shortcuts, and the buttons they click to POST /api/action, which
+// deliver it to the bot as Slack would.
 "use strict";
 
 (() => {
@@ -210,6 +211,7 @@
     thread: null,            // {channel, ts} of the open thread
     menu: null,              // "where/ts" of the open message menu
     highlight: null,         // ts of a message reached through a link
+    clicking: new Set(),     // "channel/ts/action_id" of button clicks not yet acked
     unread: new Set(),
   };
 
@@ -400,6 +402,20 @@
     if (!result.ok) notice(explainFailure(result, "the shortcut"), state.thread && state.thread.ts);
   }
 
+  async function clickAction(actionId, channel, messageTs, threadTs) {
+    const key = `${channel}/${messageTs}/${actionId}`;
+    // Slack holds a clicked button until the app acks, so one click is one delivery.
+    if (state.clicking.has(key)) return;
+    state.clicking.add(key);
+    scheduleRender();
+    const result = await api("/api/action", {
+      channel, user: state.user, message_ts: messageTs, action_id: actionId,
+    });
+    state.clicking.delete(key);
+    scheduleRender();
+    if (!result.ok) notice(explainFailure(result, "the button"), threadTs);
+  }
+
   // ---- Rendering -------------------------------------------------------------------------
 
   function formatTime(ts) {
@@ -419,8 +435,9 @@
     const ctx = {
       me: state.user,
       userName,
-      // The bot writes standard Markdown (markdown_text); people and plain `text` use mrkdwn.
-      mrkdwn: message.markdown_text === undefined,
+      // The bot writes standard Markdown (markdown_text, or a markdown block whose fallback
+      // `text` is the same body); people and plain `text` use mrkdwn.
+      mrkdwn: message.markdown_text === undefined && !hasBlock(message, "markdown"),
     };
     let html = message.text ? renderMarkdown(message.text, ctx) : "";
     if (!html && Array.isArray(message.blocks)) {
@@ -431,6 +448,29 @@
       }).join("");
     }
     return html || "<p></p>";
+  }
+
+  function hasBlock(message, type) {
+    return Array.isArray(message.blocks) && message.blocks.some((block) => block && block.type === type);
+  }
+
+  // Buttons of the message's actions blocks, under its text, as Slack shows them. Only stored
+  // messages get them: a click is delivered with the message LocalSlack keeps.
+  function blockActionsHtml(channel, message) {
+    if (message.kind !== "message" || !Array.isArray(message.blocks)) return "";
+    return message.blocks.filter((block) => block && block.type === "actions" && Array.isArray(block.elements))
+      .map((block) => {
+        const buttons = block.elements.filter((e) => e && e.type === "button" && e.action_id).map((button) => {
+          const label = button.text && button.text.text ? button.text.text : button.action_id;
+          const shown = escapeHtml(label).replace(/:([a-z0-9_+-]+):/g, (m, name) => EMOJI[name] || m);
+          const style = ["primary", "danger"].includes(button.style) ? ` ${button.style}` : "";
+          const busy = state.clicking.has(`${channel}/${message.ts}/${button.action_id}`);
+          return `<button type="button" class="block-button${style}${busy ? " busy" : ""}"${busy ? " disabled" : ""} ` +
+            `data-action-id="${escapeHtml(button.action_id)}" data-ts="${escapeHtml(message.ts)}" ` +
+            `title="${escapeHtml(label)}">${shown}</button>`;
+        }).join("");
+        return buttons ? `<div class="block-actions">${buttons}</div>` : "";
+      }).join("");
   }
 
   function avatarHtml(message) {
@@ -492,7 +532,8 @@
     return `<div class="${classes.join(" ")}" data-ts="${escapeHtml(message.ts)}" data-user="${escapeHtml(message.user || "")}">` +
       `${avatarHtml(message)}<div class="content"><div class="meta"><span class="author">${escapeHtml(author)}</span>` +
       `${badge}<span class="time">${formatTime(message.ts)}</span>${edited}</div>` +
-      `<div class="text">${textHtml(message)}</div>${only}${summary}</div>${actionsHtml(where, message)}</div>`;
+      `<div class="text">${textHtml(message)}</div>${blockActionsHtml(channel, message)}${only}${summary}</div>` +
+      `${actionsHtml(where, message)}</div>`;
   }
 
   function privateFor(channel, threadTs) {
@@ -688,6 +729,12 @@
           state.menu = null;
           render();
           runShortcut(item.dataset.shortcut, state.channel, item.dataset.ts);
+          return;
+        }
+        const button = event.target.closest("[data-action-id]");
+        if (button && !button.disabled) {
+          const threadTs = list.dataset.where === "thread" && state.thread ? state.thread.ts : null;
+          clickAction(button.dataset.actionId, state.channel, button.dataset.ts, threadTs);
         }
       });
     }

@@ -1,0 +1,58 @@
+"""The buttons under each reply: Regenerate, 👍 and 👎."""
+
+import logging
+import re
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+
+from bot.conversations import Conversations
+from bot.parsing import parse_reply_action
+from threadchat import actions, texts
+from threadchat.config import SlackSettings
+from threadchat.model import Feedback, RegenerateRequest
+
+log = logging.getLogger(__name__)
+
+
+def register(app: AsyncApp, conversations: Conversations, settings: SlackSettings) -> None:
+    async def answer(respond: AsyncRespond, text: str, thread_ts: str) -> None:
+        """A note only the clicker sees; never replaces the message the button is on."""
+        try:
+            await respond(
+                text, response_type="ephemeral", replace_original=False, thread_ts=thread_ts
+            )
+        except Exception as err:
+            log.warning("could not answer a button click: %s", type(err).__name__)
+
+    @app.action(actions.REGENERATE)
+    async def regenerate(ack: AsyncAck, body: dict, respond: AsyncRespond) -> None:
+        await ack()
+        click = parse_reply_action(body)
+        if click is None:
+            return
+        if not settings.allows(click.thread.channel, click.user):
+            await answer(respond, texts.NOT_ENABLED, click.thread.thread_ts)
+            return
+        refusal = await conversations.regenerate(
+            click.thread, RegenerateRequest(user=click.user, reply=click.reply)
+        )
+        if refusal:
+            log.info("regenerate refused: %s", refusal)
+            text = texts.REGENERATE_REFUSED.get(refusal)
+            if refusal == "Ended":
+                text = texts.CONVERSATION_OVER
+            await answer(respond, text or texts.TRY_AGAIN, click.thread.thread_ts)
+
+    @app.action(re.compile(f"^({actions.FEEDBACK_UP}|{actions.FEEDBACK_DOWN})$"))
+    async def feedback(ack: AsyncAck, body: dict, respond: AsyncRespond) -> None:
+        await ack()
+        click = parse_reply_action(body)
+        if click is None or click.action_id not in actions.RATINGS:
+            return
+        rating = actions.RATINGS[click.action_id]
+        if not await conversations.feedback(
+            click.thread, Feedback(user=click.user, reply=click.reply, rating=rating)
+        ):
+            await answer(respond, texts.FEEDBACK_TOO_LATE, click.thread.thread_ts)
+            return
+        await answer(respond, texts.FEEDBACK_THANKS[rating], click.thread.thread_ts)
