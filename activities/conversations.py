@@ -32,12 +32,18 @@ class ConversationActivities:
         )
 
     @activity.defn
-    async def open_conversation(self, thread: ThreadRef) -> ConversationSetup:
-        """Settings for a new conversation, and the summary of the thread's last one.
+    async def open_conversation(
+        self, thread: ThreadRef, look_back: bool = True
+    ) -> ConversationSetup:
+        """Settings for a new conversation, and (with `look_back`) the summary of the
+        thread's last one.
 
         A mention in a thread whose conversation ended starts a new run of the same workflow
-        id; the earlier run's result holds the summary the new one should remember.
+        id; the earlier run's result holds the summary the new one should remember. Looking
+        it up is a visibility query: skipped where no earlier conversation can exist.
         """
+        if not look_back:
+            return ConversationSetup(settings=self.settings)
         try:
             previous = await self._previous_summary(thread)
         except Exception as err:

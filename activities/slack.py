@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import aiohttp
+from cachetools import TTLCache
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from temporalio import activity
@@ -138,11 +139,18 @@ async def messages_since_scheduled(client: AsyncWebClient, thread: ThreadRef) ->
             return messages
 
 
+# Display names change rarely: each worker keeps them for an hour, for the people of many
+# conversations, instead of a users.info call per person per new conversation.
+NAMES_KEPT = 10_000
+NAMES_TTL_SECONDS = 3600
+
+
 class SlackActivities:
     """Activities that call the Slack Web API."""
 
     def __init__(self, client: AsyncWebClient):
         self.client = client
+        self.names: TTLCache[str, str] = TTLCache(maxsize=NAMES_KEPT, ttl=NAMES_TTL_SECONDS)
 
     @activity.defn
     async def post_message(self, post: SlackPost) -> PostedMessage:
@@ -210,6 +218,9 @@ class SlackActivities:
         """Display names for user ids; ids that cannot be looked up are left out."""
         names: dict[str, str] = {}
         for user_id in user_ids:
+            if user_id in self.names:
+                names[user_id] = self.names[user_id]
+                continue
             try:
                 response = await self.client.users_info(user=user_id)
             except SlackApiError as err:
@@ -221,5 +232,5 @@ class SlackActivities:
             profile = user.get("profile") or {}
             name = profile.get("display_name") or profile.get("real_name") or user.get("name")
             if name:
-                names[user_id] = name
+                names[user_id] = self.names[user_id] = name
         return names

@@ -105,7 +105,7 @@ def threadchat_command() -> list[str]:
     found = shutil.which("threadchat")
     if found:
         return [found]
-    return [sys.executable, "-c", "from threadchat.cli import main; main()"]
+    return [sys.executable, "-c", "from threadchat.commands.cli import main; main()"]
 
 
 def _die_with_parent() -> None:

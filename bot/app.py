@@ -14,7 +14,7 @@ from temporalio.client import Client
 from temporalio.converter import PayloadCodec
 
 from activities.slack import CountingWebClient
-from bot.conversations import Conversations
+from bot.conversations import Conversations, request_arrived
 from bot.listeners import register_listeners
 from bot.parsing import malformed
 from threadchat import telemetry
@@ -51,6 +51,7 @@ def build_web_app(
 
     async def slack_events(request: web.Request) -> web.Response:
         started = time.monotonic()
+        request_arrived(started)
         with telemetry.span("slack.request"):
             bolt_response = await dispatch(request)
         telemetry.metrics.ack_latency.record(timedelta(seconds=time.monotonic() - started))
@@ -162,6 +163,7 @@ async def _serve_socket_mode(app: AsyncApp, app_token: str, stop: asyncio.Event)
     listeners = handler.client.socket_mode_request_listeners
 
     async def tracked(client, request) -> None:
+        request_arrived(time.monotonic())
         task = asyncio.current_task()
         in_flight.add(task)
         try:

@@ -4,7 +4,9 @@ Each call is one RPC of a few milliseconds that needs no live worker, so listene
 before acking and still answer Slack well within its 3 seconds.
 """
 
+import contextvars
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 from temporalio.client import (
@@ -30,8 +32,38 @@ from threadchat.temporal import CONVERSATION_STARTED, SLACK_CHANNEL, SLACK_PARTI
 from workflows.conversation import ConversationWorkflow
 
 _SLACK_ID = re.compile(r"^[A-Z0-9]+$")
-# Slack waits 3 s for the ack: past that, fail fast with a 5xx so Slack delivers again.
-HAND_OVER_TIMEOUT = timedelta(seconds=2)
+# Slack waits 3 s for the ack, counted from when it sent the request. The hand-over gets what
+# is left of that when the listener runs (a burst can queue requests inside the bot), less a
+# margin for the answer's way back; past it, fail fast with a 5xx so Slack delivers again.
+SLACK_ACK_SECONDS = 3.0
+SAFETY_MARGIN_SECONDS = 0.5
+# Too little time for an RPC to succeed: answer 5xx at once instead.
+MIN_RPC_SECONDS = 0.05
+# Calls made outside a Slack request (none today) get this long.
+HAND_OVER_TIMEOUT = timedelta(seconds=SLACK_ACK_SECONDS - SAFETY_MARGIN_SECONDS)
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "hand_over_deadline", default=None
+)
+
+
+class TooLateToHandOver(Exception):
+    """The request waited so long in the bot that no RPC could finish before Slack gives up."""
+
+
+def request_arrived(at: float) -> None:
+    """Note when the Slack request being handled arrived (time.monotonic())."""
+    _deadline.set(at + SLACK_ACK_SECONDS - SAFETY_MARGIN_SECONDS)
+
+
+def rpc_timeout() -> timedelta:
+    """What is left of this request's hand-over budget."""
+    due = _deadline.get()
+    if due is None:
+        return HAND_OVER_TIMEOUT
+    left = due - time.monotonic()
+    if left < MIN_RPC_SECONDS:
+        raise TooLateToHandOver(f"{left:.3f} s left of Slack's ack window")
+    return timedelta(seconds=left)
 
 
 def _conversation(thread: ThreadRef) -> str:
@@ -55,7 +87,7 @@ class Conversations:
             task_queue=self.task_queue,
             start_signal="user_message",
             start_signal_args=[message],
-            rpc_timeout=HAND_OVER_TIMEOUT,
+            rpc_timeout=rpc_timeout(),
             search_attributes=TypedSearchAttributes(
                 [
                     SearchAttributePair(SLACK_CHANNEL, thread.channel),
@@ -85,7 +117,7 @@ class Conversations:
         prefix = conversation_id(team, channel, "")
         running = [
             execution
-            async for execution in self.client.list_workflows(query)
+            async for execution in self.client.list_workflows(query, rpc_timeout=rpc_timeout())
             if execution.id.startswith(prefix)
         ]
         if not running:
@@ -103,7 +135,7 @@ class Conversations:
         """Whether `user` takes part in the thread's running conversation."""
         handle = self.client.get_workflow_handle(_conversation(thread))
         try:
-            description = await handle.describe()
+            description = await handle.describe(rpc_timeout=rpc_timeout())
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 return False
@@ -117,7 +149,7 @@ class Conversations:
         try:
             # An update, not a signal: the workflow says at once whether it will regenerate.
             await handle.execute_update(
-                ConversationWorkflow.regenerate, request, rpc_timeout=HAND_OVER_TIMEOUT
+                ConversationWorkflow.regenerate, request, rpc_timeout=rpc_timeout()
             )
         except WorkflowUpdateFailedError as err:
             cause = err.cause
@@ -135,7 +167,7 @@ class Conversations:
     async def _signal(self, thread: ThreadRef, signal, arg) -> bool:
         handle = self.client.get_workflow_handle(_conversation(thread))
         try:
-            await handle.signal(signal, arg, rpc_timeout=HAND_OVER_TIMEOUT)
+            await handle.signal(signal, arg, rpc_timeout=rpc_timeout())
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 return False

@@ -18,10 +18,10 @@ from bot.app import EVENTS_PATH, bound_port, build_app, build_web_app, start_htt
 from devtools.bedrock import LocalBedrock
 from devtools.slack import LocalSlack
 from devtools.slack_events import EventSender, app_mention_event, block_action, message_event
+from threadchat.commands.worker import build_workers
 from threadchat.config import BedrockSettings, Settings, SlackSettings, TemporalSettings
 from threadchat.ids import conversation_id
 from threadchat.model import ConversationResult, ConversationSettings
-from threadchat.worker import build_workers
 
 SIGNING_SECRET = "local-signing-secret"
 TEAM = "T0LOCAL"

@@ -3,7 +3,8 @@ what came back, and `threadchat show --invocations` rebuilds the list from histo
 
 from devtools.bedrock import GUARDRAIL_MESSAGE
 from devtools.stack import ALICE, eventually
-from threadchat import actions, operator, texts
+from threadchat import actions, texts
+from threadchat.commands import operator
 from threadchat.config import DEFAULT_SYSTEM_PROMPT
 from threadchat.ids import conversation_id
 from threadchat.inference import prompt_hash

@@ -28,7 +28,7 @@ from threadchat import actions
 SLOW_STREAM = {"stream_chunk_chars": 10, "stream_delay_s": 0.05}
 # About 600 characters: the reply quotes it whole, so it streams for about 3 seconds.
 QUESTION = " ".join(f"crash{i:03d}" for i in range(75))
-# The worker's graceful_shutdown_timeout (threadchat/worker.py).
+# The worker's graceful_shutdown_timeout (threadchat/commands/worker.py).
 GRACEFUL_SHUTDOWN = 25
 
 

@@ -63,6 +63,11 @@ STREAMING_TIMEOUT = timedelta(minutes=10)
 MAX_KEPT_BUDGETS = 4
 # Continue as new well before Temporal's 4 MiB suggestion when turns are large.
 HISTORY_SIZE_CAP = 2 * 1024 * 1024
+# A first turn costs what a later one does: opening the conversation and looking up names
+# run as local activities (no round trip to the server each), and the participants the bot
+# started the conversation with are not written again. (A patch: earlier histories did
+# both the long way.)
+LEAN_FIRST_TURN = "lean-first-turn"
 # Ratings kept in the state (the newest); counts in metrics are not bounded by it.
 MAX_FEEDBACK = 200
 
@@ -118,9 +123,7 @@ class ConversationWorkflow:
         self.state.last_activity = workflow.now().timestamp()
         if message.user not in self.state.participants:
             self.state.participants.append(message.user)
-            workflow.upsert_search_attributes(
-                [SLACK_PARTICIPANTS.value_set(list(self.state.participants))]
-            )
+            self._note_participants()
 
     @workflow.signal
     def end(self, request: EndRequest) -> None:
@@ -180,14 +183,32 @@ class ConversationWorkflow:
     # -- The steps of a conversation ------------------------------------------------------
 
     async def _open(self) -> None:
-        """Fetch the worker's settings and what an earlier conversation in this thread left."""
-        setup = await workflow.execute_activity_method(
-            ConversationActivities.open_conversation,
-            self.state.thread,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=SLACK_RETRY,
-            summary="open conversation",
+        """Fetch the worker's settings and what an earlier conversation in this thread left.
+
+        A conversation opened by its thread's first message (a mention at the top level, a
+        DM), or by a mention during the last one's end, which carries that one's summary,
+        has nothing earlier to look up.
+        """
+        thread = self.state.thread
+        look_back = not self.state.previous_summary and all(
+            m.ts != thread.thread_ts for m in self.state.pending
         )
+        if workflow.patched(LEAN_FIRST_TURN):
+            setup = await workflow.execute_local_activity_method(
+                ConversationActivities.open_conversation,
+                args=[thread, look_back],
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=SLACK_RETRY,
+                summary="open conversation",
+            )
+        else:
+            setup = await workflow.execute_activity_method(
+                ConversationActivities.open_conversation,
+                thread,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=SLACK_RETRY,
+                summary="open conversation",
+            )
         self.state.settings = setup.settings
         # A conversation opened by a mention during the last one's end already carries it.
         self.state.previous_summary = self.state.previous_summary or setup.previous_summary
@@ -409,8 +430,13 @@ class ConversationWorkflow:
         unknown = sorted({m.user for m in messages} - set(self.state.names))
         if not unknown:
             return
+        lookup = (
+            workflow.execute_local_activity_method
+            if workflow.patched(LEAN_FIRST_TURN)
+            else workflow.execute_activity_method
+        )
         try:
-            names = await workflow.execute_activity_method(
+            names = await lookup(
                 SlackActivities.describe_users,
                 unknown,
                 start_to_close_timeout=SLACK_TIMEOUT,
@@ -647,6 +673,16 @@ class ConversationWorkflow:
         if state.regenerate is not None or reply.version != latest.version:
             return "AlreadyRegenerating"
         return ""
+
+    def _note_participants(self) -> None:
+        """Keep the SlackParticipants search attribute current. The bot starts a
+        conversation with its first writer there already: writing the same list again
+        would only cost the server a visibility update per new conversation."""
+        participants = list(self.state.participants)
+        noted = workflow.info().typed_search_attributes.get(SLACK_PARTICIPANTS)
+        if noted == participants and workflow.patched(LEAN_FIRST_TURN):
+            return
+        workflow.upsert_search_attributes([SLACK_PARTICIPANTS.value_set(participants)])
 
     def _key(self, name: str) -> str:
         """An idempotency key unique to this conversation (a thread can host several)."""

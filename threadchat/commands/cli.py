@@ -8,8 +8,8 @@ import os
 import signal
 import sys
 
+from threadchat.commands.operator import OperatorError
 from threadchat.config import ConfigError, Settings, load_settings
-from threadchat.operator import OperatorError
 from threadchat.telemetry import configure_logging, make_runtime, tracing_interceptors
 
 log = logging.getLogger("threadchat")
@@ -38,8 +38,8 @@ def _data_converter(settings: Settings):
 
 async def _worker(settings: Settings) -> None:
     from activities.slack import pooled_client
+    from threadchat.commands.worker import build_workers, run_workers
     from threadchat.temporal import connect, ensure_search_attributes
-    from threadchat.worker import build_workers, run_workers
 
     client = await connect(
         settings.temporal,
@@ -66,7 +66,7 @@ async def _bot(settings: Settings) -> None:
 
 
 async def _dev(settings: Settings, bedrock: str = "auto") -> None:
-    from threadchat.dev import run_dev
+    from threadchat.commands.dev import run_dev
 
     await run_dev(settings, _stop_event(), bedrock=bedrock)
 
@@ -74,7 +74,7 @@ async def _dev(settings: Settings, bedrock: str = "auto") -> None:
 async def _conversations(
     settings: Settings, channel: str | None = None, user: str | None = None, as_json: bool = False
 ) -> None:
-    from threadchat import operator
+    from threadchat.commands import operator
     from threadchat.temporal import connect
 
     operator.running_query(channel=channel, user=user)  # bad ids fail before connecting
@@ -88,7 +88,7 @@ async def _conversations(
 async def _show(
     settings: Settings, ref: str, as_json: bool = False, invocations: bool = False
 ) -> None:
-    from threadchat import operator
+    from threadchat.commands import operator
     from threadchat.temporal import connect
 
     operator.parse_ref(ref)  # a bad link fails before connecting

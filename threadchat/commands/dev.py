@@ -21,9 +21,9 @@ from devtools.playground import Playground
 from devtools.slack import LocalSlack
 from devtools.temporal_server import TemporalDevServer
 from threadchat.codec import CODEC_PATH, data_converter
+from threadchat.commands.worker import build_workers, run_workers
 from threadchat.config import Settings
 from threadchat.temporal import ensure_search_attributes
-from threadchat.worker import build_workers, run_workers
 
 log = logging.getLogger(__name__)
 

@@ -408,6 +408,10 @@ async def _read_history(client: Client, workflow_id: str, run_id: str) -> _Histo
             attrs = event.activity_task_completed_event_attributes
             name, final = scheduled.get(attrs.scheduled_event_id, ("", False))
             await _apply_result(client, facts, name, final, attrs.result)
+        elif kind == "marker_recorded_event_attributes":
+            local = _local_activity(event.marker_recorded_event_attributes)
+            if local is not None:
+                await _apply_result(client, facts, local[0], False, local[1])
         elif kind in (
             "activity_task_failed_event_attributes",
             "activity_task_timed_out_event_attributes",
@@ -419,6 +423,19 @@ async def _read_history(client: Client, workflow_id: str, run_id: str) -> _Histo
     if history.events:
         facts.last_event = history.events[-1].event_time.ToDatetime().replace(tzinfo=UTC)
     return facts
+
+
+def _local_activity(marker: Any) -> tuple[str, Any] | None:
+    """(activity type, result payloads) of a local activity's marker. The SDK writes its
+    bookkeeping as plain JSON, also under a payload codec; the result is encoded."""
+    if marker.marker_name != "core_local_activity" or "result" not in marker.details:
+        return None
+    try:
+        [data] = marker.details["data"].payloads
+        activity_type = json.loads(data.data)["activity_type"]
+    except (KeyError, ValueError, TypeError):
+        return None
+    return activity_type, marker.details["result"]
 
 
 async def _apply_result(
