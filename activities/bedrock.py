@@ -6,6 +6,7 @@ cannot help. The workflow's retry policy then backs off on throttling, 5xx and t
 """
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,9 +18,9 @@ import urllib3.exceptions
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from threadchat import telemetry, texts
+from threadchat import caching, telemetry, texts
 from threadchat.config import BedrockSettings
-from threadchat.context import transcript_text
+from threadchat.context import answered, transcript_text
 from threadchat.inference import prompt_hash
 from threadchat.model import (
     GeneratedReply,
@@ -57,6 +58,16 @@ SUMMARY_PROMPT = (
     "Write a short summary: the questions asked, the answers and decisions reached, and any "
     "open follow-ups. Use at most 8 bullet points of Markdown. Mention people by the names "
     "shown in brackets."
+)
+
+
+# A rolling summary asked of the conversation itself, after its own turns.
+FOLD_PROMPT = (
+    "Summarize, for your own later reference (this request is not from a person), the summary "
+    "of this conversation's earlier part, if your instructions hold one, together with the "
+    "first {count} exchange(s) above. Write only the summary: the questions asked, the answers "
+    "and decisions reached, and any open follow-ups, in at most 8 bullet points of Markdown. "
+    "Mention people by the names shown in brackets."
 )
 
 
@@ -136,6 +147,7 @@ class ModelRequest:
     kind: str
     inference: InferenceSettings
     arguments: dict
+    cached: bool = False  # the arguments carry cache points
 
     def record(self, response: dict, usage: dict, stop_reason: str, started: float) -> ModelCall:
         """What the history keeps of the call once it has answered."""
@@ -173,6 +185,9 @@ class BedrockActivities:
     def __init__(self, settings: BedrockSettings, client: Any = None):
         self.settings = settings
         self.client = client or make_client(settings)
+        # Models that refused cache points: asked without them from then on.
+        self.uncacheable: set[str] = set()
+        self._lock = threading.Lock()
 
     def reply_request(self, request: ReplyRequest, *, streaming: bool) -> ModelRequest:
         """Converse arguments for answering `request`; shared by the plain and streaming calls.
@@ -184,9 +199,35 @@ class BedrockActivities:
         if request.context_notes:
             system += "\n\n" + request.context_notes
         messages = [{"role": m.role, "content": [{"text": m.text}]} for m in request.messages]
-        return ModelRequest(
-            request.kind, inference, self._arguments(inference, system, messages, streaming)
-        )
+        arguments = self._arguments(inference, system, messages, streaming)
+        cached = request.cache and self._caches(inference.model_id)
+        if cached:
+            arguments = caching.with_cache_points(arguments)
+        return ModelRequest(request.kind, inference, arguments, cached)
+
+    def _caches(self, model_id: str) -> bool:
+        with self._lock:
+            return caching.supported(model_id) and model_id not in self.uncacheable
+
+    def invoke(self, method: Any, request: ModelRequest) -> dict:
+        """Call `method` (converse or converse_stream) with the request; a model that refuses
+        cache points is asked again without them, and remembered."""
+        try:
+            return method(**request.arguments)
+        except botocore.exceptions.ClientError as err:
+            error = err.response.get("Error", {})
+            code, message = error.get("Code", ""), error.get("Message", "")
+            if not (request.cached and code == "ValidationException" and caching.refused(message)):
+                raise
+        model = request.inference.model_id
+        with self._lock:
+            first = model not in self.uncacheable
+            self.uncacheable.add(model)
+        if first:
+            log.warning("model %s refused prompt cache points; calling it without them", model)
+        request.arguments = caching.without_cache_points(request.arguments)
+        request.cached = False
+        return method(**request.arguments)
 
     def _arguments(
         self, inference: InferenceSettings, system: str, messages: list[dict], streaming: bool
@@ -218,7 +259,7 @@ class BedrockActivities:
     def _converse(self, request: ModelRequest) -> tuple[dict, ModelCall]:
         started = time.time()
         try:
-            response = self.client.converse(**request.arguments)
+            response = self.invoke(self.client.converse, request)
         except Exception as err:
             raise classify(err) from err
         usage = response.get("usage", {})
@@ -250,6 +291,19 @@ class BedrockActivities:
     @activity.defn
     def summarize_conversation(self, request: SummaryRequest) -> Summary:
         """Fold turns into a summary: a rolling one mid-conversation, or the closing one."""
+        model_request = (
+            self._continuation(request) if request.conversation else self._summary(request)
+        )
+        response, call = self._converse(model_request)
+        return Summary(
+            text=response_text(response),
+            input_tokens=call.input_tokens,
+            output_tokens=call.output_tokens,
+            call=call,
+        )
+
+    def _summary(self, request: SummaryRequest) -> ModelRequest:
+        """The summariser's own prompt: the summary so far and the turns, as a transcript."""
         parts = []
         if request.earlier_summary:
             parts.append(f"Summary so far:\n{request.earlier_summary}")
@@ -259,7 +313,7 @@ class BedrockActivities:
         inference = request.inference or self.summary_inference(request.final)
         # The summariser has its own instructions: the conversation's system prompt is for
         # answering, and a guardrail applies to summaries as to replies.
-        model_request = ModelRequest(
+        return ModelRequest(
             "final_summary" if request.final else "rolling_summary",
             inference,
             self._arguments(
@@ -269,13 +323,27 @@ class BedrockActivities:
                 streaming=False,
             ),
         )
-        response, call = self._converse(model_request)
-        return Summary(
-            text=response_text(response),
-            input_tokens=call.input_tokens,
-            output_tokens=call.output_tokens,
-            call=call,
+
+    def _continuation(self, request: SummaryRequest) -> ModelRequest:
+        """The conversation's last prompt, its answer and a request to fold the oldest
+        turns: all but the last exchange is read from the prompt cache."""
+        inference = request.inference or self.settings.inference()
+        system = inference.system_prompt
+        if request.context_notes:
+            system += "\n\n" + request.context_notes
+        messages = [{"role": m.role, "content": [{"text": m.text}]} for m in request.conversation]
+        messages.append(
+            {
+                "role": "user",
+                "content": [{"text": FOLD_PROMPT.format(count=len(answered(request.turns)))}],
+            }
         )
+        arguments = self._arguments(inference, system, messages, streaming=False)
+        cached = request.cache and self._caches(inference.model_id)
+        if cached:
+            # Where the last reply's prompt had its cache point: read back, nothing written.
+            arguments = caching.with_cache_points(arguments, answer=-4)
+        return ModelRequest("rolling_summary", inference, arguments, cached)
 
     def summary_inference(self, final: bool) -> InferenceSettings:
         """The worker's summary settings, for requests that carry none."""

@@ -2,7 +2,8 @@
 
 Per-person use lives in a `TokenBudgetWorkflow` per person and UTC day, so it survives
 restarts and every worker sees the same count. The limits are read from this worker's config
-at each check, so a changed limit applies from the next turn of every conversation.
+at each check, so a changed limit applies from the next turn of every conversation; a
+channel's own limits (THREADCHAT_CHANNELS_FILE) are those its conversation started with.
 """
 
 import logging
@@ -29,7 +30,8 @@ class BudgetActivities:
 
     @activity.defn
     async def check_budget(self, check: BudgetCheck) -> BudgetVerdict:
-        per_user, per_conversation = self.limits.per_user, self.limits.per_conversation
+        limits = check.limits or self.limits
+        per_user, per_conversation = limits.per_user, limits.per_conversation
         charge_user = per_user > 0
         if per_conversation and check.conversation_tokens >= per_conversation:
             return BudgetVerdict("conversation", per_conversation, charge_user)

@@ -2,33 +2,97 @@
 
 import dataclasses
 import logging
+import os
 
 from temporalio import activity
 from temporalio.client import Client
 
-from threadchat.config import BedrockSettings
+from threadchat.channels import ChannelSettings, ChannelsFileError
+from threadchat.channels import load as load_channels
+from threadchat.channels import lookup as lookup_channel
+from threadchat.config import Settings
 from threadchat.ids import conversation_id
-from threadchat.model import ConversationResult, ConversationSettings, ConversationSetup, ThreadRef
+from threadchat.model import (
+    ConversationResult,
+    ConversationSettings,
+    ConversationSetup,
+    ThreadRef,
+    TokenLimits,
+)
 
 log = logging.getLogger(__name__)
 
 
+def _either(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+class ChannelDirectory:
+    """THREADCHAT_CHANNELS_FILE as it is now: read again when it changes, so that new
+    conversations pick up an operator's edit without a restart. An edit that breaks the
+    file is logged, and the last good settings stay."""
+
+    def __init__(self, path: str | None, channels: dict[str, ChannelSettings]):
+        self.path = path
+        self.channels = channels
+        self.seen = self._stamp()
+
+    def _stamp(self) -> tuple[float, int] | None:
+        try:
+            stat = os.stat(self.path) if self.path else None
+        except OSError:
+            return None
+        return (stat.st_mtime, stat.st_size) if stat else None
+
+    def lookup(self, channel: str) -> ChannelSettings | None:
+        stamp = self._stamp()
+        if stamp != self.seen:
+            self.seen = stamp
+            try:
+                self.channels = load_channels(self.path)
+                log.info("channel settings read again from %s", self.path)
+            except ChannelsFileError as err:
+                log.error("THREADCHAT_CHANNELS_FILE: %s; keeping the settings read before", err)
+        return lookup_channel(self.channels, channel)
+
+
 class ConversationActivities:
-    def __init__(
-        self,
-        client: Client,
-        settings: ConversationSettings,
-        bedrock: BedrockSettings,
-        bedrock_task_queue: str,
-    ):
+    def __init__(self, client: Client, settings: Settings):
         self.client = client
-        # A conversation keeps the model, parameters and prompt it opened with: a changed
-        # setting applies to the next conversation, and every call's request names them.
-        self.settings = dataclasses.replace(
-            settings,
-            inference=bedrock.inference(),
-            summary_model_id=bedrock.summary_model_id,
-            bedrock_task_queue=bedrock_task_queue,
+        self.settings = settings
+        self.channels = ChannelDirectory(settings.channels_file, settings.channels)
+
+    def conversation_settings(self, channel: str) -> ConversationSettings:
+        """What a new conversation in `channel` runs with, for all of its life: the model,
+        its parameters and prompt (the channel's own where it sets them) and where model
+        calls go. A changed setting applies to the next conversation."""
+        bedrock, per_channel = self.settings.bedrock, self.channels.lookup(channel)
+        inference = bedrock.inference()
+        summary_model = bedrock.summary_model_id
+        limits = None  # the worker's own, read at each check
+        if per_channel is not None:
+            inference = dataclasses.replace(
+                inference,
+                model_id=per_channel.model_id or inference.model_id,
+                system_prompt=per_channel.system_prompt or inference.system_prompt,
+            )
+            summary_model = per_channel.summary_model_id or per_channel.model_id or summary_model
+            own = self.settings.token_limits
+            if (per_channel.user_daily_tokens, per_channel.conversation_daily_tokens) != (
+                None,
+            ) * 2:
+                limits = TokenLimits(
+                    per_user=_either(per_channel.user_daily_tokens, own.per_user),
+                    per_conversation=_either(
+                        per_channel.conversation_daily_tokens, own.per_conversation
+                    ),
+                )
+        return dataclasses.replace(
+            self.settings.conversation,
+            inference=inference,
+            summary_model_id=summary_model,
+            bedrock_task_queue=self.settings.temporal.bedrock_task_queue,
+            token_limits=limits,
         )
 
     @activity.defn
@@ -42,15 +106,16 @@ class ConversationActivities:
         id; the earlier run's result holds the summary the new one should remember. Looking
         it up is a visibility query: skipped where no earlier conversation can exist.
         """
+        settings = self.conversation_settings(thread.channel)
         if not look_back:
-            return ConversationSetup(settings=self.settings)
+            return ConversationSetup(settings=settings)
         try:
             previous = await self._previous_summary(thread)
         except Exception as err:
             # Remembering the last conversation is a nicety; never block a new one on it.
             log.warning("could not read the thread's earlier conversation: %s", err)
             previous = ""
-        return ConversationSetup(settings=self.settings, previous_summary=previous)
+        return ConversationSetup(settings=settings, previous_summary=previous)
 
     async def _previous_summary(self, thread: ThreadRef) -> str:
         workflow_id = conversation_id(thread.team, thread.channel, thread.thread_ts)

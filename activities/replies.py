@@ -417,7 +417,7 @@ class ReplyActivities:
 
         def read() -> None:
             try:
-                response = self.bedrock.client.converse_stream(**request.arguments)
+                response = self.bedrock.invoke(self.bedrock.client.converse_stream, request)
                 metadata = {"ResponseMetadata": response.get("ResponseMetadata") or {}}
                 loop.call_soon_threadsafe(queue.put_nowait, metadata)
                 for event in response["stream"]:

@@ -62,9 +62,14 @@ def body_tokens(body: dict[str, Any]) -> int:
 
 
 def is_summary_request(body: dict[str, Any]) -> bool:
-    """The summariser's system prompt asks for a summary in its first sentence."""
-    first = re.split(r"[.!?\n]", system_text(body).strip(), maxsplit=1)[0]
-    return "summar" in first.lower()
+    """The summariser's system prompt asks for a summary in its first sentence, or (a rolling
+    summary asked of the conversation itself) its last message does."""
+    messages = body.get("messages") or []
+    last = message_text(messages[-1]) if messages else ""
+    return any(
+        "summar" in re.split(r"[.!?\n]", text.strip(), maxsplit=1)[0].lower()
+        for text in (system_text(body), last)
+    )
 
 
 class ScriptedModel:

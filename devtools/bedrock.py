@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import ipaddress
 import json
 import math
@@ -359,6 +360,94 @@ def echo_responder(body: dict[str, Any]) -> str:
     return f"Echo of your message, in full: {text} (end of echo)"
 
 
+# Prompt caching, as Bedrock documents it: models that take cache points, the fewest prompt
+# tokens each cache checkpoint needs (counted from the one before; an earlier checkpoint is
+# accepted and ignored), and at most 4 checkpoints a request.
+_CACHEABLE = re.compile(
+    r"anthropic\.claude-(3-5-haiku|3-7-sonnet|sonnet-4|opus-4|haiku-4)|amazon\.nova"
+)
+_CACHE_MINIMUM = (("claude-haiku-4", 4096), ("claude-3-5-haiku", 2048))
+_CACHE_MINIMUM_DEFAULT = 1024
+MAX_CACHE_POINTS = 4
+_KEPT_CACHE_ENTRIES = 100_000
+
+
+class PromptCache:
+    """What a Bedrock account has cached: prompt prefixes by model, each kept for the TTL
+    after it was last written or read."""
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float]) -> None:
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._expiry: dict[str, float] = {}
+
+    @staticmethod
+    def minimum_tokens(model_id: str) -> int:
+        return next((n for name, n in _CACHE_MINIMUM if name in model_id), _CACHE_MINIMUM_DEFAULT)
+
+    def account(
+        self, model_id: str, system: Any, messages: list[Any], input_tokens: int
+    ) -> dict[str, int]:
+        """The prompt's usage: tokens read from the cache, written to it, and the rest."""
+        blocks = [("system", b) for b in system or []] + [
+            (m["role"], b) for m in messages for b in m.get("content") or []
+        ]
+        points = [b for _, b in blocks if isinstance(b, dict) and "cachePoint" in b]
+        if not points:
+            return {"inputTokens": input_tokens}
+        if not _CACHEABLE.search(model_id):
+            raise _BedrockError(
+                "ValidationException", "Prompt caching is not supported for this model."
+            )
+        if len(points) > MAX_CACHE_POINTS:
+            raise _BedrockError(
+                "ValidationException",
+                f"The number of cache points exceeds the maximum of {MAX_CACHE_POINTS}.",
+            )
+        if any(p["cachePoint"] != {"type": "default"} for p in points):
+            raise _BedrockError("ValidationException", "cachePoint.type must be default.")
+        # Each block boundary: the prefix's tokens, its digest, whether a checkpoint is there.
+        digest = hashlib.sha256(model_id.encode())
+        tokens, boundaries = 0, []
+        for where, block in blocks:
+            if "cachePoint" in block:
+                boundaries.append((tokens, digest.hexdigest(), True))
+                continue
+            digest.update(json.dumps([where, block], sort_keys=True).encode())
+            tokens += estimate_tokens(block.get("text", "")) if isinstance(block, dict) else 0
+            boundaries.append((tokens, digest.hexdigest(), False))
+        minimum, last, checkpoints = self.minimum_tokens(model_id), 0, []
+        for at, key, is_point in boundaries:
+            if is_point and at - last >= minimum:
+                checkpoints.append((at, key))
+                last = at
+        if not checkpoints:
+            return {
+                "inputTokens": input_tokens,
+                "cacheReadInputTokens": 0,
+                "cacheWriteInputTokens": 0,
+            }
+        now = self.clock()
+        end = checkpoints[-1][0]
+        hits = [
+            (at, key) for at, key, _ in boundaries if at <= end and self._expiry.get(key, -1) > now
+        ]
+        read, read_key = max(hits, default=(0, None))
+        if read_key is not None:
+            self._expiry[read_key] = now + self.ttl_s  # a hit renews the entry
+        for at, key in checkpoints:
+            if at > read:
+                self._expiry[key] = now + self.ttl_s
+        if len(self._expiry) > _KEPT_CACHE_ENTRIES:
+            self._expiry = {k: t for k, t in self._expiry.items() if t > now}
+        written = end - read
+        return {
+            "inputTokens": max(0, input_tokens - read - written),
+            "cacheReadInputTokens": read,
+            "cacheWriteInputTokens": written,
+        }
+
+
 class LocalBedrock:
     """A local server speaking the Bedrock Runtime wire protocol.
 
@@ -382,6 +471,8 @@ class LocalBedrock:
         stream_delay_s: float = 0.03,
         responder: Callable[[dict[str, Any]], str] | None = None,
         guardrail_words: tuple[str, ...] = (),
+        cache_ttl_s: float = 300,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if context_limit_tokens < 1:
             raise ValueError(f"context_limit_tokens must be positive: {context_limit_tokens}")
@@ -397,6 +488,7 @@ class LocalBedrock:
         # A request with a guardrailConfig whose user text has one of these words is blocked,
         # as a Bedrock guardrail with a word filter blocks it.
         self._guardrail_words = tuple(w.lower() for w in guardrail_words)
+        self.cache = PromptCache(ttl_s=cache_ttl_s, clock=clock)
         self._faults: list[_PendingFault] = []
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
@@ -540,16 +632,19 @@ class LocalBedrock:
         record.status = response.status
         return response
 
-    def _prepare_turn(self, body: dict[str, Any], streaming: bool) -> tuple[str, str, int]:
-        """Validate a Converse request and compute (reply, stopReason, inputTokens)."""
+    def _prepare_turn(
+        self, model_id: str, body: dict[str, Any], streaming: bool
+    ) -> tuple[str, str, dict[str, int]]:
+        """Validate a Converse request and compute (reply, stopReason, the prompt's usage)."""
         messages, system = body.get("messages"), body.get("system")
         _validate_conversation(messages, system)
         guardrail = _validate_guardrail(body.get("guardrailConfig"), streaming)
         input_tokens = _input_tokens(messages, system)
         if input_tokens > self._context_limit_tokens:
             raise _BedrockError("ValidationException", _TOO_LONG_MESSAGE)
+        prompt = self.cache.account(model_id, system, messages, input_tokens)
         if guardrail and self._blocked(messages):
-            return GUARDRAIL_MESSAGE, "guardrail_intervened", input_tokens
+            return GUARDRAIL_MESSAGE, "guardrail_intervened", prompt
         try:
             reply = self._responder(body)
         except Exception as error:  # a broken responder is a model failure, not a server crash
@@ -560,7 +655,7 @@ class LocalBedrock:
         if isinstance(max_tokens, int) and estimate_tokens(reply) > max_tokens:
             reply = reply[: max_tokens * 4]
             stop_reason = "max_tokens"
-        return reply, stop_reason, input_tokens
+        return reply, stop_reason, prompt
 
     def _blocked(self, messages: list[Any]) -> bool:
         text = "\n".join(
@@ -571,7 +666,7 @@ class LocalBedrock:
     async def _converse(
         self, body: dict[str, Any], arrived: float, record: RecordedRequest
     ) -> web.Response:
-        reply, stop_reason, input_tokens = self._prepare_turn(body, streaming=False)
+        reply, stop_reason, prompt = self._prepare_turn(record.model_id, body, streaming=False)
         # A model writes at the same pace whether or not it streams: the whole answer is
         # ready only after as long as streaming it would take.
         chunks = math.ceil(len(reply) / self._stream_chunk_chars)
@@ -581,7 +676,7 @@ class LocalBedrock:
             {
                 "output": {"message": {"role": "assistant", "content": [{"text": reply}]}},
                 "stopReason": stop_reason,
-                "usage": _usage(input_tokens, output_tokens),
+                "usage": _usage(prompt, output_tokens),
                 "metrics": {"latencyMs": _elapsed_ms(arrived)},
             },
             headers=_request_id_header(record),
@@ -595,7 +690,7 @@ class LocalBedrock:
         arrived: float,
         fault: Fault | None,
     ) -> web.StreamResponse:
-        reply, stop_reason, input_tokens = self._prepare_turn(body, streaming=True)
+        reply, stop_reason, prompt = self._prepare_turn(record.model_id, body, streaming=True)
         await asyncio.sleep(self._model_latency_s)
         size = self._stream_chunk_chars
         deltas = [
@@ -607,7 +702,7 @@ class LocalBedrock:
             *deltas,
             ("contentBlockStop", {"contentBlockIndex": 0}),
             ("messageStop", {"stopReason": stop_reason}),
-            ("metadata", {"usage": _usage(input_tokens, estimate_tokens(reply))}),
+            ("metadata", {"usage": _usage(prompt, estimate_tokens(reply))}),
         ]
         if fault is not None:
             events = events[: fault.cut_stream_after_events]
@@ -661,11 +756,11 @@ class LocalBedrock:
         )
 
 
-def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
+def _usage(prompt: dict[str, int], output_tokens: int) -> dict[str, int]:
     return {
-        "inputTokens": input_tokens,
+        **prompt,
         "outputTokens": output_tokens,
-        "totalTokens": input_tokens + output_tokens,
+        "totalTokens": sum(prompt.values()) + output_tokens,
     }
 
 

@@ -18,6 +18,7 @@ from bot.app import EVENTS_PATH, bound_port, build_app, build_web_app, start_htt
 from devtools.bedrock import LocalBedrock
 from devtools.slack import LocalSlack
 from devtools.slack_events import EventSender, app_mention_event, block_action, message_event
+from threadchat.channels import load as load_channels
 from threadchat.commands.worker import build_workers
 from threadchat.config import BedrockSettings, Settings, SlackSettings, TemporalSettings
 from threadchat.ids import conversation_id
@@ -189,11 +190,12 @@ async def start_stack(
     bedrock_options: dict[str, Any] | None = None,
     max_tokens: int = 2048,
     bedrock_settings: dict[str, Any] | None = None,
+    channels_file: str | None = None,
     **overrides: Any,
 ) -> Stack:
     """Start the local Slack and Bedrock servers, and (by default) a worker and the bot on a
     fresh task queue. `overrides` are ConversationSettings fields, `bedrock_settings`
-    BedrockSettings fields."""
+    BedrockSettings fields; `channels_file` is THREADCHAT_CHANNELS_FILE."""
     slack, bedrock = LocalSlack(), LocalBedrock(**{"stream_delay_s": 0, **(bedrock_options or {})})
     api_url = await slack.start()
     endpoint = await bedrock.start()
@@ -212,6 +214,8 @@ async def start_stack(
             **(bedrock_settings or {}),
         ),
         conversation=conversation_settings(**overrides),
+        channels_file=channels_file,
+        channels=load_channels(channels_file) if channels_file else {},
     )
     stack = Stack(client=client, slack=slack, bedrock=bedrock, settings=settings)
     stack._closers += [slack.stop, bedrock.stop]

@@ -19,7 +19,6 @@ from bot.conversations import (
 from devtools.slack_events import EventSender, app_mention_event
 from devtools.stack import ALICE, BOB, SIGNING_SECRET, TEAM
 from devtools.temporal_server import TemporalDevServer
-from threadchat.config import BedrockSettings
 from threadchat.model import EndRequest, ThreadRef, UserMessage
 from workflows.conversation import ConversationWorkflow
 
@@ -113,9 +112,7 @@ async def test_only_a_thread_with_history_is_looked_back_on(client, make_stack):
     handle = stack.handle(stack.channel, ts)
     await handle.signal(ConversationWorkflow.end, EndRequest(requested_by=ALICE, via="command"))
     summary = (await handle.result()).summary
-    opening = ConversationActivities(
-        client, stack.settings.conversation, BedrockSettings(), "unused-bedrock-queue"
-    )
+    opening = ConversationActivities(client, stack.settings)
     thread = ThreadRef(TEAM, stack.channel, ts)
     assert (await opening.open_conversation(thread, True)).previous_summary == summary
     assert (await opening.open_conversation(thread, False)).previous_summary == ""

@@ -102,3 +102,15 @@ def test_help_lists_the_commands():
     assert result.returncode == 0
     for command in ("dev", "worker", "bot"):
         assert command in result.stdout
+
+
+def test_a_bad_channels_file_is_one_line_naming_the_file_the_line_and_the_key(tmp_path):
+    path = tmp_path / "channels.yml"
+    path.write_text("C0SUPPORT:\n  system_prompt: hello\n  modle_id: x\n")
+    result = run(["worker"], SLACK_BOT_TOKEN="x", THREADCHAT_CHANNELS_FILE=str(path))
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "THREADCHAT_CHANNELS_FILE" in line and "channels.yml line 3" in line, line
+    assert "C0SUPPORT.modle_id" in line and "Traceback" not in result.stderr
+    missing = run(["worker"], SLACK_BOT_TOKEN="x", THREADCHAT_CHANNELS_FILE=str(tmp_path / "no"))
+    assert missing.returncode == 2 and "cannot be read" in missing.stderr

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from activities.bedrock import SUMMARY_PROMPT
+from activities.bedrock import FOLD_PROMPT, SUMMARY_PROMPT
 from devtools.bedrock import Fault
 from devtools.stack import ALICE, BOB, eventually
 from threadchat.ids import conversation_id
@@ -15,9 +15,13 @@ from workflows.conversation import ConversationWorkflow
 
 
 def reply_requests(stack) -> list[dict]:
-    """Converse requests that answered turns (not summaries)."""
+    """Converse requests that answered turns: not the closing summary (its own prompt), and
+    not rolling summaries (asked after the conversation's turns)."""
     return [
-        body for body in stack.converse_requests() if body["system"][0]["text"] != SUMMARY_PROMPT
+        body
+        for body in stack.converse_requests()
+        if body["system"][0]["text"] != SUMMARY_PROMPT
+        and not last_user_text(body).startswith(FOLD_PROMPT[:40])
     ]
 
 

@@ -416,3 +416,99 @@ async def test_stop_is_idempotent_and_url_needs_a_running_server() -> None:
 async def test_only_loopback_binding_is_allowed() -> None:
     with pytest.raises(ValueError, match="loopback"):
         await LocalBedrock().start(host="0.0.0.0")
+
+
+# -- prompt caching ---------------------------------------------------------------------------
+
+CACHED_MODEL = "us.anthropic.claude-sonnet-4-20250514-v1:0"  # 1,024 tokens a checkpoint
+POINT = {"cachePoint": {"type": "default"}}
+LONG = "x" * 8000  # 2,000 tokens
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def caching_bedrock(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Any, Clock]]:
+    monkeypatch.delenv("AWS_BEARER_TOKEN_BEDROCK", raising=False)
+    clock = Clock()
+    server = LocalBedrock(stream_delay_s=0.0, clock=clock)
+    await server.start()
+    yield make_client(server.url), clock
+    await server.stop()
+
+
+def cached_turn(history: list[str]) -> dict[str, Any]:
+    """A prompt of `history` (alternating user/assistant texts, then a question), with a cache
+    point after the system text and after the last answer, as threadchat sends it."""
+    messages = [user(t) if i % 2 == 0 else assistant(t) for i, t in enumerate(history)]
+    if len(messages) >= 3:
+        messages[-2]["content"].append(POINT)
+    return {
+        "modelId": CACHED_MODEL,
+        "system": [{"text": "be brief"}, POINT],
+        "messages": messages,
+    }
+
+
+async def test_a_prompt_prefix_is_written_then_read_within_the_ttl(caching_bedrock) -> None:
+    client, clock = caching_bedrock
+    first = await call(client.converse, **cached_turn([LONG, "answer one", "question two"]))
+    usage = first["usage"]
+    assert usage["cacheReadInputTokens"] == 0 and usage["cacheWriteInputTokens"] > 2000
+    written = usage["cacheWriteInputTokens"]
+
+    clock.now += 240  # within the 5 minutes
+    second = await call(
+        client.converse,
+        **cached_turn([LONG, "answer one", "question two", "answer two", "question three"]),
+    )
+    usage = second["usage"]
+    assert usage["cacheReadInputTokens"] == written  # the whole earlier prefix
+    assert 0 < usage["cacheWriteInputTokens"] < 20  # only what this turn added
+    assert usage["totalTokens"] == (
+        usage["inputTokens"]
+        + usage["cacheReadInputTokens"]
+        + usage["cacheWriteInputTokens"]
+        + usage["outputTokens"]
+    )
+
+
+async def test_a_prefix_expires_after_the_ttl_unless_read(caching_bedrock) -> None:
+    client, clock = caching_bedrock
+    turn = cached_turn([LONG, "answer", "question"])
+    await call(client.converse, **turn)
+    clock.now += 299
+    assert (await call(client.converse, **turn))["usage"]["cacheReadInputTokens"] > 0
+    clock.now += 299  # the read renewed it
+    assert (await call(client.converse, **turn))["usage"]["cacheReadInputTokens"] > 0
+    clock.now += 301
+    usage = (await call(client.converse, **turn))["usage"]
+    assert usage["cacheReadInputTokens"] == 0 and usage["cacheWriteInputTokens"] > 0
+
+
+async def test_a_checkpoint_under_the_minimum_is_ignored(caching_bedrock) -> None:
+    client, _ = caching_bedrock
+    usage = (await call(client.converse, **cached_turn(["short", "answer", "short"])))["usage"]
+    assert (usage["cacheReadInputTokens"], usage["cacheWriteInputTokens"]) == (0, 0)
+    haiku = {**cached_turn([LONG, "answer", "question"]), "modelId": MODEL_ID}
+    usage = (await call(client.converse, **haiku))["usage"]  # Haiku 4.5 needs 4,096 tokens
+    assert usage["cacheWriteInputTokens"] == 0
+
+
+async def test_cache_points_are_refused_where_bedrock_refuses_them(caching_bedrock) -> None:
+    client, _ = caching_bedrock
+    llama = {**cached_turn([LONG]), "modelId": "meta.llama3-70b-instruct-v1:0"}
+    error = await client_error(client.converse, **llama)
+    assert error.response["Error"]["Code"] == "ValidationException"
+    assert "caching is not supported" in error.response["Error"]["Message"]
+    too_many = cached_turn([LONG])
+    too_many["system"] = [{"text": "a"}, POINT, {"text": "b"}, POINT, {"text": "c"}, POINT]
+    too_many["messages"][0]["content"] += [POINT, POINT]
+    error = await client_error(client.converse, **too_many)
+    assert "maximum of 4" in error.response["Error"]["Message"]

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from threadchat.channels import ChannelSettings, ChannelsFileError
+from threadchat.channels import load as load_channels
 from threadchat.durations import parse_duration
 from threadchat.model import ConversationSettings, InferenceSettings, TokenLimits
 
@@ -128,6 +130,10 @@ class Settings:
     encryption_keys: tuple[bytes, ...] = field(default=(), repr=False)
     codec_token: str | None = field(default=None, repr=False)  # bearer token for /codec/*
     codec_origins: tuple[str, ...] = DEFAULT_CODEC_ORIGINS  # web UIs that may call /codec/*
+    # Per-channel settings (THREADCHAT_CHANNELS_FILE), as read at start; workers read the
+    # file again when it changes.
+    channels_file: str | None = None
+    channels: dict[str, ChannelSettings] = field(default_factory=dict)
 
     def require_slack_token(self) -> None:
         if not self.slack.bot_token:
@@ -316,6 +322,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("LOG_LEVEL", f"must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
 
     guardrail_id, guardrail_version = _guardrail(env)
+    channels_file = _get(env, "THREADCHAT_CHANNELS_FILE")
+    try:
+        per_channel = load_channels(channels_file) if channels_file else {}
+    except ChannelsFileError as err:
+        raise ConfigError("THREADCHAT_CHANNELS_FILE", str(err)) from None
 
     return Settings(
         slack=SlackSettings(
@@ -372,4 +383,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         encryption_keys=_encryption_keys(env),
         codec_token=_get(env, "THREADCHAT_CODEC_TOKEN"),
         codec_origins=_codec_origins(env),
+        channels_file=channels_file,
+        channels=per_channel,
     )

@@ -42,38 +42,52 @@ def prompt_messages(
 
     The new messages always go in, even alone over budget, so the model (not us) decides
     whether they are too long. Failed turns are left out: they have no answer to pair with.
+    The kept turns are taken whole from the oldest that fits, so that between folds each
+    prompt starts with the one before it (what prompt caching reads back).
     """
     question = user_turn_text(new_messages, names)
     remaining = budget_tokens - estimate_tokens(question)
     kept: list[Turn] = []
-    for turn in reversed(turns):
-        if not (turn.reply or "").strip() or turn.stop_reason in BLOCKED:
-            continue  # failed or blocked turns, and any blank answer Bedrock would reject
+    for turn in reversed(answered(turns)):
         cost = turn_tokens(turn, names)
         if cost > remaining:
             break
         kept.append(turn)
         remaining -= cost
-    prompt: list[ChatMessage] = []
-    for turn in reversed(kept):
-        prompt.append(ChatMessage("user", user_turn_text(turn.messages, names)))
-        prompt.append(ChatMessage("assistant", turn.reply or ""))
-    prompt.append(ChatMessage("user", question))
-    return prompt
+    return [*history_messages(list(reversed(kept)), names), ChatMessage("user", question)]
 
 
-def turns_to_fold(turns: list[Turn], names: dict[str, str], budget_tokens: int) -> int:
+def history_messages(turns: list[Turn], names: dict[str, str]) -> list[ChatMessage]:
+    """The answered turns as alternating user and assistant messages, as prompts carry them."""
+    messages: list[ChatMessage] = []
+    for turn in answered(turns):
+        messages.append(ChatMessage("user", user_turn_text(turn.messages, names)))
+        messages.append(ChatMessage("assistant", turn.reply or ""))
+    return messages
+
+
+def answered(turns: list[Turn]) -> list[Turn]:
+    """The turns a prompt carries: failed or blocked turns, and any blank answer Bedrock
+    would reject, stay out."""
+    return [t for t in turns if (t.reply or "").strip() and t.stop_reason not in BLOCKED]
+
+
+def turns_to_fold(
+    turns: list[Turn], names: dict[str, str], budget_tokens: int, keep_tokens: int | None = None
+) -> int:
     """How many of the oldest turns to fold into the rolling summary now (0 = none).
 
-    Folding starts once the kept turns exceed the budget, and then goes down to half of it,
-    so that summaries are written every few turns rather than on every turn.
+    Folding starts once the kept turns exceed the budget, and then goes down to
+    `keep_tokens` (half of it unless given), so that summaries are written every few turns
+    rather than on every turn.
     """
+    keep = budget_tokens // 2 if keep_tokens is None else keep_tokens
     total = sum(turn_tokens(t, names) for t in turns)
     if total <= budget_tokens:
         return 0
     count = 0
     for turn in turns[:-1]:  # the newest turn always stays verbatim
-        if total <= budget_tokens // 2:
+        if total <= keep:
             break
         total -= turn_tokens(turn, names)
         count += 1

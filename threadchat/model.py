@@ -131,6 +131,11 @@ class ConversationSettings:
     summary_model_id: str = ""
     # Model calls go to this task queue (rate limited across workers); "" = the workflow's.
     bedrock_task_queue: str = ""
+    # Prompts carry cache points while turns come sooner than this apart: Bedrock keeps a
+    # cached prompt 5 minutes, and writing one that expires unread costs more than none.
+    prompt_cache_seconds: float = 300
+    # The channel's own daily allowances; None: the worker's, read at each turn.
+    token_limits: "TokenLimits | None" = None
 
 
 @dataclass
@@ -163,6 +168,10 @@ class ConversationState:
     # Tokens spent on `budget_day` (a UTC date), for the per-conversation daily allowance.
     budget_day: str = ""
     day_tokens: int = 0
+    # Prompt tokens Bedrock read from its cache, and wrote to it (input_tokens are the rest).
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    answered_at: float = 0.0  # epoch seconds of the last turn's answer
     regenerate: RegenerateRequest | None = None  # accepted, not yet done
     feedback: list[Feedback] = field(default_factory=list)
 
@@ -206,6 +215,8 @@ class ReplyRequest:
     actions: ReplyRef | None = None
     # Regenerate: the messages of the answer being replaced, edited in place.
     replace_ts: list[str] = field(default_factory=list)
+    # Send cache points: the turns come often enough for the cache (5 minutes) to pay.
+    cache: bool = False
 
 
 @dataclass
@@ -241,6 +252,12 @@ class SummaryRequest:
     names: dict[str, str]
     final: bool  # the closing summary (summary model) rather than a rolling fold
     inference: InferenceSettings | None = None
+    # A rolling summary asked as the conversation's own continuation: the kept turns as the
+    # last reply's prompt had them (`turns` are the first of them), which the model reads
+    # from the prompt cache. Empty: the summariser's own prompt of `turns`.
+    conversation: list[ChatMessage] = field(default_factory=list)
+    context_notes: str = ""
+    cache: bool = False  # send cache points
 
 
 @dataclass
@@ -299,6 +316,8 @@ class ConversationResult:
     input_tokens: int
     output_tokens: int
     feedback: list[Feedback] = field(default_factory=list)
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 @dataclass
@@ -313,6 +332,8 @@ class ConversationStatus:
     input_tokens: int
     output_tokens: int
     last_activity: float = 0.0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     feedback_up: int = 0
     feedback_down: int = 0
 
@@ -333,6 +354,7 @@ class BudgetCheck:
     user: str
     day: str
     conversation_tokens: int  # what the conversation has spent on `day`
+    limits: "TokenLimits | None" = None  # the channel's own; None: the worker's
 
 
 @dataclass

@@ -34,7 +34,9 @@ class Metrics:
             "threadchat_bedrock_latency", "Time of one Bedrock call, to its last token", "ms"
         )
         self.tokens = meter.create_counter(
-            "threadchat_tokens", "Bedrock tokens, by direction (in/out)", "tokens"
+            "threadchat_tokens",
+            "Bedrock tokens, by direction (in/out, and cache_read/cache_write of the prompt)",
+            "tokens",
         )
         self.errors = meter.create_counter(
             "threadchat_errors", "Failed Bedrock and Slack calls, by type"
@@ -83,6 +85,8 @@ def record_model_call(call: ModelCall) -> None:
     metrics.bedrock_latency.record(timedelta(milliseconds=call.latency_ms))
     metrics.tokens.add(call.input_tokens, {"direction": "in"})
     metrics.tokens.add(call.output_tokens, {"direction": "out"})
+    metrics.tokens.add(call.cache_read_tokens, {"direction": "cache_read"})
+    metrics.tokens.add(call.cache_write_tokens, {"direction": "cache_write"})
     metrics.model_stops.add(1, {"reason": call.stop_reason or "unknown"})
 
 

@@ -17,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from threadchat.model import (
         BudgetCheck,
         BudgetVerdict,
+        ChatMessage,
         ConversationResult,
         ConversationStart,
         ConversationState,
@@ -31,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         ReplyRef,
         ReplyRequest,
         SlackPost,
+        Summary,
         SummaryRequest,
         TokenCharge,
         Turn,
@@ -68,6 +70,9 @@ HISTORY_SIZE_CAP = 2 * 1024 * 1024
 # started the conversation with are not written again. (A patch: earlier histories did
 # both the long way.)
 LEAN_FIRST_TURN = "lean-first-turn"
+# Rolling summaries with prompt caching in mind: deeper folds, asked of the conversation
+# itself (see _fold_old_turns). A patch: earlier histories folded to half the budget.
+CACHED_FOLDS = "cached-folds"
 # Ratings kept in the state (the newest); counts in metrics are not bounded by it.
 MAX_FEEDBACK = 200
 
@@ -176,6 +181,8 @@ class ConversationWorkflow:
             input_tokens=self.state.input_tokens,
             output_tokens=self.state.output_tokens,
             last_activity=self.state.last_activity,
+            cache_read_tokens=self.state.cache_read_tokens,
+            cache_write_tokens=self.state.cache_write_tokens,
             feedback_up=sum(f.rating == "up" for f in self.state.feedback),
             feedback_down=sum(f.rating == "down" for f in self.state.feedback),
         )
@@ -234,6 +241,18 @@ class ConversationWorkflow:
             return bool(self.state.pending) and workflow.patched("message-with-timer")
         return True
 
+    def _last_exchange_continued(self) -> list[ChatMessage]:
+        """The last reply's prompt with its answer, as a summary would continue it; empty
+        when that prompt left out kept turns (it was over the budget), as the summary must
+        see every turn it folds."""
+        turns, names = self.state.turns, self.state.names
+        if not turns or turns[-1].reply is None:
+            return []
+        budget = self.state.settings.context_budget_tokens
+        prompt = context.prompt_messages(turns[:-1], turns[-1].messages, names, budget)
+        history = context.history_messages(turns, names)
+        return history if len(history) == len(prompt) + 1 else []
+
     def _take_pending(self) -> list[UserMessage]:
         messages, self.state.pending = self.state.pending, []
         return messages
@@ -255,14 +274,15 @@ class ConversationWorkflow:
             )
             telemetry.count_turn("over_budget")
         else:
-            await self._reply(turn)
+            used = await self._reply(turn)
             if turn.reply is not None and verdict.charge_user:
-                await self._charge(payer, turn.input_tokens + turn.output_tokens, "")
+                await self._charge(payer, used, "")
         self.state.turns.append(turn)
-        self.state.last_activity = workflow.now().timestamp()
+        self.state.last_activity = self.state.answered_at = workflow.now().timestamp()
 
-    async def _reply(self, turn: Turn) -> None:
-        """The model's answer in the thread, or a short notice there if it cannot be had."""
+    async def _reply(self, turn: Turn) -> int:
+        """The model's answer in the thread, or a short notice there if it cannot be had;
+        returns the tokens it used."""
         try:
             reply = await self._reply_within_context(turn.messages)
         except ActivityError as err:
@@ -270,13 +290,13 @@ class ConversationWorkflow:
             workflow.logger.warning("turn %s failed: %s", self.state.turn_count, failure)
             await self._post(texts.turn_failure(failure), f"turn-{self.state.turn_count}-notice")
             telemetry.count_turn("failed")
-            return
+            return 0
         blocked = reply.stop_reason in inference.BLOCKED
         telemetry.count_turn("blocked" if blocked else "replied")
         turn.reply, turn.stop_reason = reply.text, reply.stop_reason
         turn.reply_ts = reply.parts or [reply.ts]
         turn.input_tokens, turn.output_tokens = reply.input_tokens, reply.output_tokens
-        self._spend(reply.input_tokens, reply.output_tokens)
+        return self._spend(reply)
 
     async def _answer_again(self, request: RegenerateRequest) -> None:
         """Regenerate: answer the latest turn once more, sampling more freely, and keep only
@@ -311,6 +331,7 @@ class ConversationWorkflow:
             kind="regenerate",
             actions=ReplyRef(self.state.conversation_key, number, version),
             replace_ts=turn.reply_ts,
+            cache=self._worth_caching(),
         )
         try:
             reply = await self._stream_reply(reply_request, f"regenerate reply {number}")
@@ -325,9 +346,9 @@ class ConversationWorkflow:
         turn.reply_ts = reply.parts or turn.reply_ts
         turn.input_tokens += reply.input_tokens
         turn.output_tokens += reply.output_tokens
-        self._spend(reply.input_tokens, reply.output_tokens)
+        used = self._spend(reply)
         if verdict.charge_user:
-            await self._charge(request.user, reply.input_tokens + reply.output_tokens, key)
+            await self._charge(request.user, used, key)
         self.state.last_activity = workflow.now().timestamp()
 
     async def _reply_within_context(self, messages: list[UserMessage]) -> DeliveredReply:
@@ -353,7 +374,15 @@ class ConversationWorkflow:
             recipient_user=messages[-1].user,
             inference=self._inference("reply"),
             actions=ReplyRef(self.state.conversation_key, self.state.turn_count),
+            cache=self._worth_caching(),
         )
+
+    def _worth_caching(self) -> bool:
+        """Cache points pay when the next turn comes while the cache holds this prompt (5
+        minutes): a conversation whose last turn came sooner than that is taken for one."""
+        last = self.state.answered_at
+        window = self.state.settings.prompt_cache_seconds
+        return not last or workflow.now().timestamp() - last < window
 
     def _inference(self, kind: str) -> InferenceSettings | None:
         """The conversation's model settings for a call of `kind`; None in conversations from
@@ -448,12 +477,23 @@ class ConversationWorkflow:
         self.state.names.update({user: names.get(user, user) for user in unknown})
 
     async def _fold_old_turns(self) -> None:
-        """Fold the oldest turns into the rolling summary once they outgrow the budget."""
+        """Fold the oldest turns into the rolling summary once they outgrow the budget.
+
+        With prompt caching, folds go deeper (to a quarter of the budget, not half): every
+        fold rewrites the cached prompt, and between folds each turn reads it back at a tenth
+        of the price. The summary is asked of the conversation itself, after its own turns,
+        which the model reads back from the cache too.
+        """
         budget = self.state.settings.context_budget_tokens
-        count = context.turns_to_fold(self.state.turns, self.state.names, budget)
+        cached_folds = workflow.patched(CACHED_FOLDS)
+        count = context.turns_to_fold(
+            self.state.turns, self.state.names, budget, budget // 4 if cached_folds else None
+        )
         if count:
             try:
-                summary = await self._summarize(self.state.turns[:count], final=False)
+                summary = await self._summarize(
+                    self.state.turns[:count], final=False, continuation=cached_folds
+                )
             except ActivityError as err:
                 workflow.logger.warning("rolling summary failed: %s", _failure_type(err))
             else:
@@ -466,22 +506,33 @@ class ConversationWorkflow:
         ):
             del self.state.turns[0]
 
-    async def _summarize(self, turns: list[Turn], *, final: bool) -> str:
+    async def _summarize(
+        self, turns: list[Turn], *, final: bool, continuation: bool = False
+    ) -> str:
+        request = SummaryRequest(
+            earlier_summary=self.state.rolling_summary,
+            turns=turns,
+            names=self.state.names,
+            final=final,
+            inference=self._inference("final_summary" if final else "rolling_summary"),
+        )
+        conversation = self._last_exchange_continued() if continuation else []
+        if conversation:
+            request.inference = self._inference("reply")
+            request.conversation = conversation
+            request.context_notes = context.context_notes(
+                self.state.previous_summary, self.state.rolling_summary
+            )
+            request.cache = self._worth_caching()
         summary = await workflow.execute_activity_method(
             BedrockActivities.summarize_conversation,
-            SummaryRequest(
-                earlier_summary=self.state.rolling_summary,
-                turns=turns,
-                names=self.state.names,
-                final=final,
-                inference=self._inference("final_summary" if final else "rolling_summary"),
-            ),
+            request,
             task_queue=self._bedrock_queue(),
             start_to_close_timeout=timedelta(seconds=self.state.settings.model_timeout_seconds),
             retry_policy=BEDROCK_RETRY,
             summary="final summary" if final else "rolling summary",
         )
-        self._spend(summary.input_tokens, summary.output_tokens)
+        self._spend(summary)
         return summary.text
 
     async def _close(self) -> ConversationResult:
@@ -524,6 +575,8 @@ class ConversationWorkflow:
             input_tokens=self.state.input_tokens,
             output_tokens=self.state.output_tokens,
             feedback=self.state.feedback,
+            cache_read_tokens=self.state.cache_read_tokens,
+            cache_write_tokens=self.state.cache_write_tokens,
         )
 
     def _open_next_conversation(self, summary: str) -> None:
@@ -565,6 +618,7 @@ class ConversationWorkflow:
                     user=user,
                     day=self.state.budget_day,
                     conversation_tokens=self.state.day_tokens,
+                    limits=self.state.settings.token_limits,
                 ),
                 start_to_close_timeout=BUDGET_TIMEOUT,
                 retry_policy=BUDGET_RETRY,
@@ -593,11 +647,19 @@ class ConversationWorkflow:
         except ActivityError as err:
             workflow.logger.warning("could not charge tokens: %s", _failure_type(err))
 
-    def _spend(self, input_tokens: int, output_tokens: int) -> None:
-        self.state.input_tokens += input_tokens
-        self.state.output_tokens += output_tokens
+    def _spend(self, result: DeliveredReply | Summary) -> int:
+        """Count what a model call cost the conversation; returns the tokens it used, prompt
+        tokens read from or written to the cache included."""
+        call = result.call
+        read, written = (call.cache_read_tokens, call.cache_write_tokens) if call else (0, 0)
+        self.state.input_tokens += result.input_tokens
+        self.state.output_tokens += result.output_tokens
+        self.state.cache_read_tokens += read
+        self.state.cache_write_tokens += written
+        used = result.input_tokens + result.output_tokens + read + written
         self._roll_day()
-        self.state.day_tokens += input_tokens + output_tokens
+        self.state.day_tokens += used
+        return used
 
     def _roll_day(self) -> None:
         """Start a new count of the conversation's tokens when the UTC day changes."""

@@ -266,6 +266,8 @@ class ConversationView:
     turns: int | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     ending: bool = False
     ended_by: str = ""
     started: datetime | None = None
@@ -509,6 +511,8 @@ async def load_conversation(client: Client, ref: str) -> ConversationView:
         view.participants = list(result.participants)
         view.turns = result.turn_count
         view.input_tokens, view.output_tokens = result.input_tokens, result.output_tokens
+        view.cache_read_tokens = result.cache_read_tokens
+        view.cache_write_tokens = result.cache_write_tokens
         view.ended_by = result.ended_by
         view.rolling_summary = result.rolling_summary
         view.summary = result.summary
@@ -525,6 +529,8 @@ async def load_conversation(client: Client, ref: str) -> ConversationView:
             view.participants = list(live.participants) or view.participants
             view.turns = live.turn_count
             view.input_tokens, view.output_tokens = live.input_tokens, live.output_tokens
+            view.cache_read_tokens = getattr(live, "cache_read_tokens", 0)
+            view.cache_write_tokens = getattr(live, "cache_write_tokens", 0)
             view.ending = live.ending
             view.last_activity = _last_activity(live) or view.last_activity
     else:
@@ -552,7 +558,14 @@ def format_conversation(view: ConversationView, now: datetime | None = None) -> 
 
     state = view.status + (" (ending)" if view.ending else "")
     tokens = (
-        "?" if view.input_tokens is None else f"{view.input_tokens} in / {view.output_tokens} out"
+        "?"
+        if view.input_tokens is None
+        else f"{view.input_tokens} in / {view.output_tokens} out"
+        + (
+            f" (prompt cache: {view.cache_read_tokens} read, {view.cache_write_tokens} written)"
+            if view.cache_read_tokens or view.cache_write_tokens
+            else ""
+        )
     )
     header = [
         ("conversation", view.workflow_id),

@@ -48,9 +48,7 @@ def build_workers(
     )
     slack = SlackActivities(slack_client)
     replies = ReplyActivities(bedrock, slack_client)
-    conversations = ConversationActivities(
-        client, settings.conversation, settings.bedrock, settings.temporal.bedrock_task_queue
-    )
+    conversations = ConversationActivities(client, settings)
     budgets = BudgetActivities(client, settings.temporal.task_queue, settings.token_limits)
     model_calls = [bedrock.generate_reply, bedrock.summarize_conversation, replies.stream_reply]
     main = Worker(
