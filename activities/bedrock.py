@@ -8,7 +8,7 @@ cannot help. The workflow's retry policy then backs off on throttling, 5xx and t
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
@@ -18,11 +18,13 @@ import urllib3.exceptions
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from threadchat import caching, telemetry, texts
+from activities.files import FileUnavailable, SlackFiles
+from threadchat import attachments, caching, telemetry, texts
 from threadchat.config import BedrockSettings
 from threadchat.context import answered, transcript_text
 from threadchat.inference import prompt_hash
 from threadchat.model import (
+    FileRef,
     GeneratedReply,
     InferenceSettings,
     ModelCall,
@@ -148,6 +150,8 @@ class ModelRequest:
     inference: InferenceSettings
     arguments: dict
     cached: bool = False  # the arguments carry cache points
+    # Files of the question that did not reach the model: (name, why), for the notes.
+    unread: list[tuple[str, str]] = field(default_factory=list)
 
     def record(self, response: dict, usage: dict, stop_reason: str, started: float) -> ModelCall:
         """What the history keeps of the call once it has answered."""
@@ -178,13 +182,23 @@ class ModelRequest:
         )
 
 
+def _file_block(kind: tuple[str, str], file: FileRef, data: bytes, names: set[str]) -> dict:
+    if kind[0] == "image":
+        return {"image": {"format": kind[1], "source": {"bytes": data}}}
+    name = attachments.document_name(file.name, names)
+    return {"document": {"format": kind[1], "name": name, "source": {"bytes": data}}}
+
+
 class BedrockActivities:
     """Activities that call Bedrock. Synchronous: boto3 blocks, so the worker runs them in
     a thread pool."""
 
-    def __init__(self, settings: BedrockSettings, client: Any = None):
+    def __init__(
+        self, settings: BedrockSettings, client: Any = None, files: SlackFiles | None = None
+    ):
         self.settings = settings
         self.client = client or make_client(settings)
+        self.files = files
         # Models that refused cache points: asked without them from then on.
         self.uncacheable: set[str] = set()
         self._lock = threading.Lock()
@@ -198,12 +212,57 @@ class BedrockActivities:
         system = inference.system_prompt
         if request.context_notes:
             system += "\n\n" + request.context_notes
-        messages = [{"role": m.role, "content": [{"text": m.text}]} for m in request.messages]
+        messages, unread = self._messages(request, inference.model_id)
         arguments = self._arguments(inference, system, messages, streaming)
         cached = request.cache and self._caches(inference.model_id)
         if cached:
             arguments = caching.with_cache_points(arguments)
-        return ModelRequest(request.kind, inference, arguments, cached)
+        return ModelRequest(request.kind, inference, arguments, cached, unread)
+
+    def _messages(
+        self, request: ReplyRequest, model_id: str
+    ) -> tuple[list[dict], list[tuple[str, str]]]:
+        """Converse messages, with the files they carry fetched from Slack as image and
+        document blocks, newest first within Bedrock's count per request. The question's
+        files that cannot be read are returned as (name, why); earlier turns' files that
+        cannot are left out quietly (they were noted when they were asked about)."""
+        unread: list[tuple[str, str]] = []
+        room = {"image": attachments.MAX_IMAGES, "document": attachments.MAX_DOCUMENTS}
+        names: set[str] = set()
+        built: list[dict] = []
+        last = len(request.messages) - 1
+        for index, message in reversed(list(enumerate(request.messages))):
+            content: list[dict] = [{"text": message.text}]
+            for file in message.files:
+                reason = attachments.problem(file, model_id)
+                kind = attachments.kind(file)
+                if not reason and room[kind[0]] == 0:
+                    reason = "too_many"
+                block = None
+                if not reason:
+                    try:
+                        data = self._fetch(file, request.thread.channel)
+                    except FileUnavailable as err:
+                        reason = err.reason
+                    else:
+                        room[kind[0]] -= 1
+                        block = _file_block(kind, file, data, names)
+                if block is not None:
+                    content += [{"text": attachments.label(file)}, block]
+                elif index == last:
+                    why = texts.file_problem(
+                        reason,
+                        size=attachments.megabytes(file.size),
+                        limit=attachments.megabytes(attachments.limit(file)),
+                    )
+                    unread.append((file.name, why))
+            built.append({"role": message.role, "content": content})
+        return list(reversed(built)), unread
+
+    def _fetch(self, file: FileRef, channel: str) -> bytes:
+        if self.files is None:
+            raise FileUnavailable("not_served")
+        return self.files.fetch(file, channel)
 
     def _caches(self, model_id: str) -> bool:
         with self._lock:
@@ -271,7 +330,8 @@ class BedrockActivities:
     @activity.defn
     def generate_reply(self, request: ReplyRequest) -> GeneratedReply:
         """Answer the latest user turn with the prompt the workflow built."""
-        response, call = self._converse(self.reply_request(request, streaming=False))
+        model_request = self.reply_request(request, streaming=False)
+        response, call = self._converse(model_request)
         check_stop_reason(call.stop_reason)
         log.info(
             "bedrock reply: model=%s in=%s out=%s stop=%s",
@@ -281,6 +341,7 @@ class BedrockActivities:
             call.stop_reason,
         )
         return GeneratedReply(
+            notes=texts.file_notes(model_request.unread),
             text=response_text(response) or texts.EMPTY_ANSWER,
             input_tokens=call.input_tokens,
             output_tokens=call.output_tokens,

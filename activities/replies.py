@@ -16,6 +16,7 @@ to a single post of the whole answer.
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -313,7 +314,10 @@ class ReplyActivities:
         waited = time.time() - info.scheduled_time.timestamp()
         slow = info.attempt > 1 and waited > SLOW_TURN_SECONDS
         await self._set_status(request, THINKING_RETRYING if slow else THINKING)
-        model_request = self.bedrock.reply_request(request, streaming=True)
+        # Files are downloaded while the request is built: off the event loop.
+        model_request = await asyncio.get_running_loop().run_in_executor(
+            self.executor, functools.partial(self.bedrock.reply_request, request, streaming=True)
+        )
         started = time.time()
         text, usage, response, stop_reason = "", {}, {}, "end_turn"
         async for kind, value in self._model_events(model_request):
@@ -332,7 +336,7 @@ class ReplyActivities:
         call = model_request.record(response, usage, stop_reason, started)
         telemetry.record_model_call(call)
         text = text.strip() or texts.EMPTY_ANSWER
-        shown = texts.reply_text(text, stop_reason)
+        shown = texts.reply_text(text, stop_reason, texts.file_notes(model_request.unread))
         if shown.startswith(text):
             await writer.append(shown[len(text) :])  # a note after the answer streams too
         tokens = {"input_tokens": call.input_tokens, "output_tokens": call.output_tokens}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from threadchat import actions
-from threadchat.model import ReplyRef, ThreadRef, UserMessage
+from threadchat.model import FileRef, ReplyRef, ThreadRef, UserMessage
 
 # Slack ids and timestamps, as Slack sends them. Anything else is not from Slack, and would
 # make a workflow id or search attribute Temporal refuses.
@@ -62,6 +62,7 @@ def parse_message_event(
         return None
     if user == bot_user_id or (thread_ts is not None and not _ts(thread_ts)):
         return None
+    files = _files(event.get("files"))
     mentioned = is_mention_event or bool(bot_user_id and f"<@{bot_user_id}" in text)
     top_level_dm = event.get("channel_type") == "im" and not thread_ts
     if not (mentioned or top_level_dm or thread_ts):
@@ -70,10 +71,37 @@ def parse_message_event(
     return Incoming(
         thread=ThreadRef(team=team_id, channel=channel, thread_ts=thread_ts or ts),
         message=UserMessage(
-            ts=ts, user=user, text=_without_mention(text, bot_user_id), may_start=may_start
+            ts=ts,
+            user=user,
+            text=_without_mention(text, bot_user_id),
+            may_start=may_start,
+            files=files,
         ),
         may_start=may_start,
     )
+
+
+_FILE_ID = re.compile(r"^F[A-Z0-9]{1,31}$")
+MAX_FILES_PER_MESSAGE = 20  # what Slack lets a person attach to one message
+
+
+def _files(files: object) -> list[FileRef]:
+    """References to the files of a message; files Slack only lists (deleted, hidden by
+    the workspace's limits, external links) are left out."""
+    if not isinstance(files, list):
+        return []
+    refs = []
+    for file in files[:MAX_FILES_PER_MESSAGE]:
+        if not isinstance(file, dict) or file.get("mode") in ("tombstone", "hidden_by_limit"):
+            continue
+        file_id, name, size = file.get("id"), file.get("name"), file.get("size")
+        mimetype = file.get("mimetype") or "application/octet-stream"
+        if not (isinstance(file_id, str) and _FILE_ID.fullmatch(file_id)):
+            continue
+        if not (isinstance(name, str) and isinstance(mimetype, str) and isinstance(size, int)):
+            continue
+        refs.append(FileRef(id=file_id, name=name[:200], mimetype=mimetype[:200], size=size))
+    return refs
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import contextlib
 import hashlib
 import ipaddress
@@ -195,11 +197,20 @@ def _system_text(system: Any) -> str:
 
 
 def _input_tokens(messages: Any, system: Any) -> int:
-    """Estimated prompt size: the system prompt plus every message's text."""
+    """Estimated prompt size: the system prompt plus every message's text, and its files
+    (an image about 1,600 tokens, a document a token per 50 bytes)."""
     parts = [_system_text(system)]
+    files = 0
     if isinstance(messages, list):
         parts.extend(_message_text(m) for m in messages)
-    return estimate_tokens("\n".join(p for p in parts if p))
+        for message in messages:
+            for block in (message.get("content") or []) if isinstance(message, dict) else []:
+                if isinstance(block, dict) and isinstance(block.get("image"), dict):
+                    files += 1600
+                elif isinstance(block, dict) and isinstance(block.get("document"), dict):
+                    data = _file_bytes(block["document"].get("source")) or b""
+                    files += len(data) // 50
+    return estimate_tokens("\n".join(p for p in parts if p)) + files
 
 
 def _asks_for_summary(text: str) -> bool:
@@ -218,11 +229,12 @@ def offline_reply(body: dict[str, Any]) -> str:
     summary-shaped answer. Pure: the same body always gives the same reply.
     """
     messages = body.get("messages")
-    user_texts = [
-        _message_text(m)
+    user_turns = [
+        m
         for m in (messages if isinstance(messages, list) else [])
         if isinstance(m, dict) and m.get("role") == "user"
     ]
+    user_texts = [_message_text(m) for m in user_turns]
     n = len(user_texts)
     last = user_texts[-1] if user_texts else ""
     prev = user_texts[-2] if n >= 2 else ""
@@ -233,12 +245,104 @@ def offline_reply(body: dict[str, Any]) -> str:
     reply = f'(offline model) Turn {n}. You said: "{last[:200]}".'
     if prev:
         reply += f' Before that: "{prev[:200]}".'
+    received = _files_received(user_turns[-1] if user_turns else {})
+    if received:
+        reply += f" Files received: {received}."
     inference = body.get("inferenceConfig")
     temperature = inference.get("temperature") if isinstance(inference, dict) else None
     if isinstance(temperature, int | float) and temperature != DEFAULT_TEMPERATURE:
         # A real model answers differently when sampled differently (a regenerate).
         reply += f" (Sampled at temperature {temperature}.)"
     return reply
+
+
+# Converse's limits on files, per request (Bedrock's documentation).
+_IMAGE_FORMATS = {"png", "jpeg", "gif", "webp"}
+_DOCUMENT_FORMATS = {"pdf", "csv", "doc", "docx", "xls", "xlsx", "html", "txt", "md"}
+_MAX_IMAGE_BYTES, _MAX_IMAGES = 3_750_000, 20
+_MAX_DOCUMENT_BYTES, _MAX_DOCUMENTS = 4_500_000, 5
+_DOCUMENT_NAME = re.compile(r"^[A-Za-z0-9\-()\[\]]+( [A-Za-z0-9\-()\[\]]+)*$")
+_READS_FILES = re.compile(
+    r"anthropic\.claude-(3|sonnet-4|opus-4|haiku-4)|amazon\.nova-(lite|pro|premier)"
+)
+
+
+def _file_bytes(source: Any) -> bytes | None:
+    """The bytes of an image or document source, as boto3 sends them (base64 in JSON)."""
+    raw = source.get("bytes") if isinstance(source, dict) else None
+    if not isinstance(raw, str):
+        return None
+    try:
+        return base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _validate_files(model_id: str, messages: list[Any]) -> None:
+    """Refuse image and document blocks as Bedrock does: formats, sizes, counts, names, and
+    models that cannot read them."""
+    images = documents = 0
+    names: set[str] = set()
+    for i, message in enumerate(messages):
+        for j, block in enumerate(message.get("content") or []):
+            if not isinstance(block, dict) or not ({"image", "document"} & block.keys()):
+                continue
+            where = f"messages.{i}.content.{j}"
+            if not _READS_FILES.search(model_id):
+                raise _BedrockError(
+                    "ValidationException", "This model doesn't support image or document input."
+                )
+            if "image" in block:
+                image = block["image"] if isinstance(block["image"], dict) else {}
+                data = _file_bytes(image.get("source"))
+                if image.get("format") not in _IMAGE_FORMATS or data is None:
+                    raise _BedrockError(
+                        "ValidationException", f"The image at {where} is not valid."
+                    )
+                if len(data) > _MAX_IMAGE_BYTES:
+                    raise _BedrockError(
+                        "ValidationException", f"The image at {where} is too large."
+                    )
+                images += 1
+            else:
+                document = block["document"] if isinstance(block["document"], dict) else {}
+                data, name = _file_bytes(document.get("source")), document.get("name")
+                if document.get("format") not in _DOCUMENT_FORMATS or data is None:
+                    raise _BedrockError(
+                        "ValidationException", f"The document at {where} is not valid."
+                    )
+                if not (isinstance(name, str) and _DOCUMENT_NAME.fullmatch(name)):
+                    raise _BedrockError(
+                        "ValidationException", f"The document name at {where} is not valid."
+                    )
+                if name in names:
+                    raise _BedrockError("ValidationException", f"Duplicate document name: {name}.")
+                if len(data) > _MAX_DOCUMENT_BYTES:
+                    raise _BedrockError(
+                        "ValidationException", f"The document at {where} is too large."
+                    )
+                names.add(name)
+                documents += 1
+    if images > _MAX_IMAGES or documents > _MAX_DOCUMENTS:
+        raise _BedrockError(
+            "ValidationException",
+            f"Too many files: at most {_MAX_IMAGES} images and {_MAX_DOCUMENTS} documents.",
+        )
+
+
+def _files_received(message: Any) -> str:
+    """What the model was shown in `message`, for the offline model to say."""
+    seen = []
+    for block in message.get("content") or [] if isinstance(message, dict) else []:
+        if not isinstance(block, dict):
+            continue
+        for kind in ("image", "document"):
+            part = block.get(kind)
+            if isinstance(part, dict):
+                data = _file_bytes(part.get("source")) or b""
+                name = f' "{part["name"]}"' if kind == "document" else ""
+                seen.append(f"{kind}{name} ({part.get('format')}, {len(data):,} bytes)")
+    return "; ".join(seen)
 
 
 def _validate_conversation(messages: Any, system: Any) -> None:
@@ -638,6 +742,7 @@ class LocalBedrock:
         """Validate a Converse request and compute (reply, stopReason, the prompt's usage)."""
         messages, system = body.get("messages"), body.get("system")
         _validate_conversation(messages, system)
+        _validate_files(model_id, messages)
         guardrail = _validate_guardrail(body.get("guardrailConfig"), streaming)
         input_tokens = _input_tokens(messages, system)
         if input_tokens > self._context_limit_tokens:

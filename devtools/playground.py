@@ -23,12 +23,23 @@ HTTP endpoints (JSON; POST bodies must be ``application/json``):
     "state": <as /api/state>}``, then every LocalSlack change notification as
     `LocalSlack.subscribe` describes it ("message", "message_changed", "message_deleted",
     "ephemeral", "status", "stream_append", "stream_stop").
-``POST /api/messages`` ``{"channel", "user", "text", "thread_ts"?}``
+``POST /api/upload`` ``{"user", "name", "mimetype", "data"}``
+    A user uploads a file (`data` is its bytes in base64, at most `MAX_FILE_BYTES`), not yet
+    shared anywhere: it goes to `LocalSlack.add_file`. Answers ``{"ok", "file"}`` with Slack's
+    file object; the file is shared by naming its id in a message's ``files``.
+``GET /api/files/{id}``
+    The bytes of an image uploaded here, for the page's thumbnails; a message's files carry
+    this as ``"preview_url"`` on the page only. (The bot downloads files from LocalSlack's
+    url_private_download with its token, as from Slack.)
+``POST /api/messages`` ``{"channel", "user", "text", "thread_ts"?, "files"?: [file id]}``
     A user types a message. ``@name`` becomes ``<@USER_ID>`` for the bot and known users. The
     message is stored, then delivered as a ``message`` event (channel_type "channel" or "im"),
     and, when it mentions the bot outside a DM, also as an ``app_mention`` with the same ts
-    (Slack's double delivery). Answers ``{"ok", "ts", "message", "deliveries": [{"event",
-    "status"}]}``; 502 with ``{"ok": false, "error": "bot_unreachable"}`` when the bot is down.
+    (Slack's double delivery). With ``files`` each file is shared in the channel, the stored
+    message lists them under ``"files"``, the ``message`` event is a ``file_share`` and both
+    events carry them; the text may then be empty. Answers ``{"ok", "ts", "message",
+    "deliveries": [{"event", "status"}]}``; 502 with ``{"ok": false, "error":
+    "bot_unreachable"}`` when the bot is down.
 ``POST /api/commands`` ``{"channel", "user", "command", "text"}``
     A slash command, form-encoded, with ``response_url`` = ``LocalSlack.response_url(channel,
     user)``. The bot's immediate answer is shown as Slack shows it, through that response_url,
@@ -49,6 +60,8 @@ Errors are ``{"ok": false, "error": ...}`` with a 4xx status (5xx when the bot i
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import ipaddress
 import json
@@ -87,6 +100,17 @@ DELIVERY_TIMEOUT_S = 10
 # A comment line this often keeps idle event streams open through proxies and lets the server
 # notice clients that went away.
 KEEPALIVE_S = 15
+
+# Big enough that a file past every limit of the bot's (Bedrock takes images up to 3.75 MB
+# and documents up to 4.5 MB) can still be shared, so its "too large" answer can be tried.
+MAX_FILE_BYTES = 10 * 1024 * 1024
+# Slack takes up to 10 files on one message.
+MAX_FILES_PER_MESSAGE = 10
+# An upload arrives as base64 in JSON: a third larger than the file, plus the other fields.
+MAX_REQUEST_BYTES = MAX_FILE_BYTES * 4 // 3 + 64 * 1024
+# Only these are served back to the page as thumbnails: none of them can run script in the
+# page's origin, as an SVG or HTML "image" could.
+THUMBNAIL_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 
 _MENTION = re.compile(r"(?<![\w<@])@([A-Za-z0-9_-]+)")
 
@@ -139,6 +163,11 @@ class Playground:
         self._runner: web.AppRunner | None = None
         self._allowed_hosts: set[str] = set()
         self._url: str | None = None
+        # LocalSlack stores a user's message without its files, so the playground keeps them,
+        # by (channel, ts), to show them on the page.
+        self._message_files: dict[tuple[str, str], list[Json]] = {}
+        self._sharing: tuple[str, str, list[Json]] | None = None
+        self._thumbnails: dict[str, tuple[str, bytes]] = {}
 
     # ----------------------------------------------------------------------------------------
     # Lifecycle
@@ -150,12 +179,14 @@ class Playground:
             raise ValueError(f"the playground only listens on loopback, not {host!r}")
         if self._runner is not None:
             raise RuntimeError("the playground is already running")
-        app = web.Application(middlewares=[self._guard])
+        app = web.Application(middlewares=[self._guard], client_max_size=MAX_REQUEST_BYTES)
         app.router.add_get("/", self._index)
         app.router.add_static("/static/", STATIC_DIR)
         app.router.add_get("/api/state", self._get_state)
         app.router.add_get("/api/events", self._get_events)
         app.router.add_post("/api/messages", self._post_message)
+        app.router.add_post("/api/upload", self._post_upload)
+        app.router.add_get("/api/files/{file}", self._get_file)
         app.router.add_post("/api/commands", self._post_command)
         app.router.add_post("/api/shortcuts", self._post_shortcut)
         app.router.add_post("/api/action", self._post_action)
@@ -221,7 +252,18 @@ class Playground:
         messages = sorted(found.values(), key=lambda m: ts_key(m["ts"]))
         for message in messages:
             message["streaming"] = self.slack.is_streaming(channel, message["ts"])
+            self._with_files(channel, message)
         return messages
+
+    def _with_files(self, channel: str, message: Json) -> Json:
+        files = self._message_files.get((channel, message.get("ts", "")))
+        if files is not None:
+            # The preview link goes on a copy: it is the page's own and must not reach the bot.
+            message["files"] = [
+                {**f, "preview_url": f"/api/files/{f['id']}"} if f["id"] in self._thumbnails else f
+                for f in files
+            ]
+        return message
 
     def state(self) -> Json:
         """What the page shows, as ``GET /api/state`` answers it."""
@@ -270,17 +312,57 @@ class Playground:
     # ----------------------------------------------------------------------------------------
     # What users do
 
-    async def post_message(
-        self, channel: str, user: str, text: str, thread_ts: str | None = None
-    ) -> Json:
-        """Store what `user` typed and deliver it to the bot as Slack would."""
+    def upload_file(self, user: str, name: str, mimetype: str, content: bytes) -> Json:
+        """Upload a file as `user`, shared nowhere yet; returns Slack's file object."""
         self._check_user(user)
-        if not text.strip():
+        if not content:
+            raise PlaygroundError("no_file_data")  # as Slack refuses an empty upload
+        if len(content) > MAX_FILE_BYTES:
+            raise PlaygroundError("file_too_large", 413)
+        # The name is a path segment of the file's url_private, which the bot downloads.
+        if "/" in name or "\\" in name or not name.strip():
+            raise PlaygroundError("invalid_name")
+        file = self.slack.add_file(user=user, name=name, mimetype=mimetype, content=content)
+        if mimetype in THUMBNAIL_TYPES:
+            self._thumbnails[file["id"]] = (mimetype, content)
+        return file
+
+    async def post_message(
+        self,
+        channel: str,
+        user: str,
+        text: str,
+        thread_ts: str | None = None,
+        files: list[str] | None = None,
+    ) -> Json:
+        """Store what `user` typed, with the files they attached (ids from `upload_file`), and
+        deliver it to the bot as Slack would."""
+        self._check_user(user)
+        file_ids = list(dict.fromkeys(files or []))
+        # Slack posts a file with no comment, but never an empty message.
+        if not text.strip() and not file_ids:
             raise PlaygroundError("no_text")
+        if len(file_ids) > MAX_FILES_PER_MESSAGE:
+            raise PlaygroundError("too_many_files")
+        for file_id in file_ids:
+            # A user can share only what they uploaded, as nobody else sees it before then.
+            known = self.slack.files.get(file_id)
+            if known is None or known.get("user") != user:
+                raise PlaygroundError("file_not_found", 404)
         if thread_ts and self.slack.message(channel, thread_ts) is None:
             raise PlaygroundError("thread_not_found", 404)
         text = self.with_mentions(text)
-        message = self.slack.add_message(channel, user=user, text=text, thread_ts=thread_ts)
+        shared = [self.slack.share_file(file_id, channel) for file_id in file_ids]
+        # LocalSlack tells the page about the new message while add_message runs, before its
+        # ts is known here; _on_change puts the files on that notification.
+        self._sharing = (channel, user, shared) if shared else None
+        try:
+            message = self.slack.add_message(channel, user=user, text=text, thread_ts=thread_ts)
+        finally:
+            self._sharing = None
+        if shared:
+            self._message_files[(channel, message["ts"])] = shared
+            self._with_files(channel, message)
         thread_ts = message.get("thread_ts")  # a reply to a reply lands in the same thread
         parent = self.slack.message(channel, thread_ts) if thread_ts else None
         is_dm = channel.startswith("D")
@@ -294,6 +376,7 @@ class Playground:
                 channel_type="im" if is_dm else "channel",
                 team=self.slack.team_id,
                 parent_user_id=parent.get("user") if parent else None,
+                files=shared or None,
             )
         ]
         # Slack sends app_mention only where the app is a member of a conversation, not for
@@ -307,6 +390,7 @@ class Playground:
                     ts=message["ts"],
                     thread_ts=thread_ts,
                     team=self.slack.team_id,
+                    files=shared or None,
                 )
             )
         # Both deliveries go out together, as Slack sends them: the bot must cope with either
@@ -478,18 +562,57 @@ class Playground:
         return response
 
     def _on_change(self, event: Json) -> None:
+        channel, message = event.get("channel"), event.get("message")
+        if isinstance(channel, str) and isinstance(message, dict):
+            sharing = self._sharing
+            if (
+                event["type"] == "message"
+                and sharing is not None
+                and sharing[:2] == (channel, message.get("user"))
+            ):
+                self._message_files[(channel, message["ts"])] = sharing[2]
+            self._with_files(channel, message)
         for queue in self._streams:
             queue.put_nowait(event)
 
     async def _post_message(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
+        files = body.get("files") or []
+        if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
+            raise PlaygroundError("invalid_files")
+        # A file shared with no comment has no text; anything else must have some.
+        text = str(body.get("text") or "") if files else _field(body, "text")
         result = await self.post_message(
             _field(body, "channel"),
             _field(body, "user"),
-            _field(body, "text"),
+            text,
             thread_ts=body.get("thread_ts") or None,
+            files=files,
         )
         return web.json_response(result)
+
+    async def _post_upload(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        user, name = _field(body, "user"), _field(body, "name")
+        mimetype, data = _field(body, "mimetype"), _field(body, "data")
+        try:
+            content = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError) as err:
+            raise PlaygroundError("invalid_data") from err
+        return web.json_response(
+            {"ok": True, "file": self.upload_file(user, name, mimetype, content)}
+        )
+
+    async def _get_file(self, request: web.Request) -> web.Response:
+        found = self._thumbnails.get(request.match_info["file"])
+        if found is None:
+            raise PlaygroundError("file_not_found", 404)
+        mimetype, content = found
+        return web.Response(
+            body=content,
+            content_type=mimetype,
+            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600"},
+        )
 
     async def _post_command(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -545,6 +668,8 @@ def _sse(event: Json) -> bytes:
 async def _json_body(request: web.Request) -> Json:
     try:
         body = await request.json()
+    except web.HTTPRequestEntityTooLarge as err:
+        raise PlaygroundError("request_too_large", 413) from err
     except ValueError as err:
         raise PlaygroundError("invalid_json") from err
     if not isinstance(body, dict):

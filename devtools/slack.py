@@ -28,6 +28,7 @@ import json
 import logging
 import signal
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -221,6 +222,13 @@ class LocalSlack:
         self._sockets: list[web.WebSocketResponse] = []
         self._pending_acks: dict[str, tuple[web.WebSocketResponse, asyncio.Future[Json]]] = {}
         self._socket_waiters: list[asyncio.Future[None]] = []
+        # Uploaded files: their metadata, their bytes, and files Slack will not serve.
+        self.files: dict[str, Json] = {}
+        self._file_bytes: dict[str, bytes] = {}
+        self._withheld: set[str] = set()
+        self.downloads: list[str] = []  # file ids served, in order
+        self.download_requests: list[str] = []  # file ids asked for, as the requests arrive
+        self.download_delay_s = 0.0  # a slow file server, to kill a worker mid-download
 
         self._methods: dict[str, Callable[[Json], Json]] = {
             "api.test": self._api_test,
@@ -232,6 +240,7 @@ class LocalSlack:
             "chat.postEphemeral": self._chat_post_ephemeral,
             "chat.getPermalink": self._chat_get_permalink,
             "users.info": self._users_info,
+            "files.info": self._files_info,
             "conversations.replies": self._conversations_replies,
             "assistant.threads.setStatus": self._assistant_set_status,
             "chat.startStream": self._chat_start_stream,
@@ -250,6 +259,7 @@ class LocalSlack:
         app.router.add_route("*", "/api/{method}", self._handle)
         app.router.add_post("/response/{channel}/{user}", self._handle_response_url)
         app.router.add_get("/socket/{ticket}", self._handle_socket)
+        app.router.add_get("/files/{file}/{name}", self._handle_download)
         # A short shutdown timeout: stop() must not hang on idle keep-alive connections.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -342,8 +352,10 @@ class LocalSlack:
         text: str,
         thread_ts: str | None = None,
         ts: str | None = None,
+        files: list[Json] | None = None,
     ) -> Json:
-        """Store a message a human typed and return it (ts auto-assigned when None).
+        """Store a message a human typed (with `files` shared) and return it (ts
+        auto-assigned when None).
 
         Tests call this to mirror the events they send, so that conversations.replies and
         chat.getPermalink see the user's side of the thread too.
@@ -366,8 +378,57 @@ class LocalSlack:
         }
         if thread_ts is not None and thread_ts != ts:
             message["thread_ts"] = self._resolve_thread(channel, thread_ts)
+        if files:
+            message["files"] = [self.share_file(f["id"], channel) for f in files]
+            message["upload"] = False
         self._store(channel, message)
         return copy.deepcopy(message)
+
+    def add_file(
+        self, *, user: str, name: str, mimetype: str, content: bytes, served: bool = True
+    ) -> Json:
+        """A file a user uploaded, not yet shared anywhere; returns its metadata as Slack
+        puts it on a message. With `served` false, downloads of it are refused (a file Slack
+        will not serve: deleted, or hidden by the workspace's limits)."""
+        file_id = "F" + uuid.uuid4().hex[:10].upper()
+        filetype = name.rsplit(".", 1)[-1].lower() if "." in name else "binary"
+        quoted = urllib.parse.quote(name, safe="")
+        self.files[file_id] = {
+            "id": file_id,
+            "created": int(time.time()),
+            "name": name,
+            "title": name,
+            "mimetype": mimetype,
+            "filetype": filetype,
+            "user": user,
+            "size": len(content),
+            "mode": "hosted",
+            "url_private": f"{self.base_url.removesuffix('/api/')}/files/{file_id}/{quoted}",
+            "url_private_download": (
+                f"{self.base_url.removesuffix('/api/')}/files/{file_id}/{quoted}?download=1"
+            ),
+            "channels": [],
+            "groups": [],
+            "ims": [],
+        }
+        self._file_bytes[file_id] = content
+        if not served:
+            self._withheld.add(file_id)
+        return copy.deepcopy(self.files[file_id])
+
+    def share_file(self, file_id: str, channel: str) -> Json:
+        """Note that the file was shared in `channel` (its message was posted there)."""
+        file = self.files[file_id]
+        kind = (
+            "ims"
+            if channel.startswith("D")
+            else "groups"
+            if channel.startswith("G")
+            else "channels"
+        )
+        if channel not in file[kind]:
+            file[kind].append(channel)
+        return copy.deepcopy(file)
 
     def inject(
         self,
@@ -933,6 +994,28 @@ class LocalSlack:
         self.ephemerals.append(ephemeral)
         self._emit({"type": "ephemeral", **ephemeral})
         return {"message_ts": ephemeral["message_ts"]}
+
+    def _files_info(self, params: Json) -> Json:
+        file = self.files.get(str(params.get("file", "")))
+        if file is None:
+            raise SlackError("file_not_found")
+        return {"file": copy.deepcopy(file)}
+
+    async def _handle_download(self, request: web.Request) -> web.StreamResponse:
+        """url_private(_download): the bytes, for the bot token only, as Slack serves them."""
+        file_id = request.match_info["file"]
+        self.download_requests.append(file_id)
+        if self.download_delay_s:
+            await asyncio.sleep(self.download_delay_s)
+        if request.headers.get("Authorization") != f"Bearer {self.bot_token}":
+            # Slack answers a missing or wrong token with its sign-in page, not the file.
+            return web.Response(status=302, headers={"Location": "https://slack.com/signin"})
+        if file_id not in self._file_bytes or file_id in self._withheld:
+            return web.Response(status=404, text="file not found")
+        self.downloads.append(file_id)
+        return web.Response(
+            body=self._file_bytes[file_id], content_type=self.files[file_id]["mimetype"]
+        )
 
     def _chat_get_permalink(self, params: Json) -> Json:
         channel = self._channel(params)

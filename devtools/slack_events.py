@@ -114,16 +114,23 @@ def message_event(
     bot_id: str | None = None,
     team: str = "T0LOCAL",
     parent_user_id: str | None = None,
+    files: list[Json] | None = None,
 ) -> Json:
     """A ``message`` event (message.channels / message.im / … subscriptions).
 
     `channel_type` is "channel", "group", "im" or "mpim". Human messages carry a
-    ``client_msg_id``; messages from bots carry ``bot_id`` instead.
+    ``client_msg_id``; messages from bots carry ``bot_id`` instead. With `files` (as
+    LocalSlack.add_file returns them) it is a ``file_share`` message, as Slack sends one.
     """
     event: Json = {"type": "message"}
+    if files:
+        subtype = subtype or "file_share"
     if subtype is not None:
         event["subtype"] = subtype
     event.update({"user": user, "text": text, "ts": ts, "team": team})
+    if files:
+        event["files"] = files
+        event["upload"] = False
     if bot_id is not None:
         event["bot_id"] = bot_id
     else:
@@ -144,8 +151,10 @@ def app_mention_event(
     ts: str,
     thread_ts: str | None = None,
     team: str = "T0LOCAL",
+    files: list[Json] | None = None,
 ) -> Json:
-    """An ``app_mention`` event; `text` should contain the mention, e.g. ``"<@U0BOT> hi"``."""
+    """An ``app_mention`` event; `text` should contain the mention, e.g. ``"<@U0BOT> hi"``.
+    A mention with files attached carries them, as Slack sends it."""
     event: Json = {
         "type": "app_mention",
         "client_msg_id": str(uuid.uuid4()),
@@ -158,6 +167,8 @@ def app_mention_event(
     }
     if thread_ts is not None:
         event["thread_ts"] = thread_ts
+    if files:
+        event["files"] = files
     return event
 
 

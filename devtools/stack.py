@@ -103,24 +103,55 @@ class Stack:
         self._closers.append(self.sender.close)
 
     async def mention(
-        self, channel: str, text: str, *, user: str = ALICE, thread_ts: str | None = None
+        self,
+        channel: str,
+        text: str,
+        *,
+        user: str = ALICE,
+        thread_ts: str | None = None,
+        files: list[dict] | None = None,
     ) -> str:
-        """A user mentions the bot; returns the message ts (the thread, when top level)."""
+        """A user mentions the bot (with `files` from LocalSlack.add_file attached); returns
+        the message ts (the thread, when top level)."""
         message = self.slack.add_message(
-            channel, user=user, text=f"<@{self.slack.bot_user_id}> {text}", thread_ts=thread_ts
+            channel,
+            user=user,
+            text=f"<@{self.slack.bot_user_id}> {text}",
+            thread_ts=thread_ts,
+            files=files,
         )
         event = app_mention_event(
-            channel=channel, user=user, text=message["text"], ts=message["ts"], thread_ts=thread_ts
+            channel=channel,
+            user=user,
+            text=message["text"],
+            ts=message["ts"],
+            thread_ts=thread_ts,
+            files=message.get("files"),
         )
         status, _ = await self.sender.send_event(event)
         assert status == 200
         return message["ts"]
 
-    async def say(self, channel: str, thread_ts: str, text: str, *, user: str = ALICE) -> str:
-        """A plain message in a thread, without a mention."""
-        message = self.slack.add_message(channel, user=user, text=text, thread_ts=thread_ts)
+    async def say(
+        self,
+        channel: str,
+        thread_ts: str,
+        text: str,
+        *,
+        user: str = ALICE,
+        files: list[dict] | None = None,
+    ) -> str:
+        """A plain message in a thread, without a mention (with `files` attached)."""
+        message = self.slack.add_message(
+            channel, user=user, text=text, thread_ts=thread_ts, files=files
+        )
         event = message_event(
-            channel=channel, user=user, text=text, ts=message["ts"], thread_ts=thread_ts
+            channel=channel,
+            user=user,
+            text=text,
+            ts=message["ts"],
+            thread_ts=thread_ts,
+            files=message.get("files"),
         )
         status, _ = await self.sender.send_event(event)
         assert status == 200

@@ -10,6 +10,8 @@ docs/playground.png, the README's picture, mid-conversation.
 import contextlib
 import os
 import re
+import struct
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -185,3 +187,81 @@ async def test_the_buttons_under_a_reply_rate_it_and_regenerate_it(make_stack):
         await expect(reply.locator('[data-action-id="threadchat_regenerate"]')).to_be_visible()
         await expect(replies).to_have_count(count)
         assert len(stack.slack.bot_replies(channel, thread_ts)) == stored
+
+
+def png(width: int, height: int) -> bytes:
+    """A valid PNG of `width` x `height` red and blue pixels (8-bit RGB)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(
+        b"\x00"
+        + b"".join(b"\xff\x00\x00" if (x + y) % 2 else b"\x00\x00\xff" for x in range(width))
+        for y in range(height)
+    )
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+PDF = (
+    b"%PDF-1.4\n"
+    b"1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n"
+    b"2 0 obj << /Type /Pages /Kids [3 0 R] /Count 1 >> endobj\n"
+    b"3 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] >> endobj\n"
+    b"trailer << /Root 1 0 R >>\n"
+    b"%%EOF\n"
+)
+
+
+async def test_an_image_and_a_pdf_attached_to_a_mention_reach_the_model(make_stack):
+    require_browser()
+    from playwright.async_api import expect
+
+    async with playground_page(make_stack) as (stack, page):
+        composer = page.locator("#channel-composer")
+        await composer.locator("input[type=file]").set_input_files(
+            [
+                {"name": "chart.png", "mimeType": "image/png", "buffer": png(2, 2)},
+                {"name": "plan.pdf", "mimeType": "application/pdf", "buffer": PDF},
+            ]
+        )
+        chips = composer.locator(".attachment")
+        await expect(chips).to_have_count(2)
+        await expect(chips.nth(0)).to_contain_text("chart.png")
+        await expect(chips.nth(1)).to_contain_text("plan.pdf")
+        # A chip can be taken off again before sending.
+        await composer.locator("input[type=file]").set_input_files(
+            [{"name": "oops.txt", "mimeType": "text/plain", "buffer": b"not this one"}]
+        )
+        await expect(chips).to_have_count(3)
+        await chips.filter(has_text="oops.txt").locator(".attachment-remove").click()
+        await expect(chips).to_have_count(2)
+
+        box = composer.locator("textarea")
+        await box.fill("@threadchat what do these show?")
+        await box.press("Enter")
+        await expect(chips).to_have_count(0)
+        mention = page.locator("#channel-messages .message", has_text="what do these show?")
+        cards = mention.locator(".file-card")
+        await expect(cards).to_have_count(2)
+        await expect(cards.nth(0)).to_contain_text("chart.png")
+        await expect(cards.nth(1)).to_contain_text("plan.pdf")
+        # The image shows as itself: its thumbnail loaded and decoded in the page.
+        await expect(cards.nth(0).locator("img.file-thumb")).to_have_js_property("naturalWidth", 2)
+        assert sorted(f["name"] for f in stack.slack.files.values()) == ["chart.png", "plan.pdf"]
+
+        await mention.locator(".thread-summary").click()
+        replies = page.locator("#thread-messages .message.bot:not(.ephemeral):not(.notice)")
+        # The bot downloaded both and the offline model names what it was given.
+        await expect(
+            replies.filter(has_text="chart.png").filter(has_text="plan.pdf").first
+        ).to_be_visible()
+        # It read their bytes, with its token, as from Slack.
+        assert set(stack.slack.downloads) == set(stack.slack.files)

@@ -29,6 +29,7 @@ def test_scopes_match_what_the_bot_calls():
         "users:read",
         "commands",
         "app_mentions:read",
+        "files:read",  # files.info and url_private_download
     } <= scopes
 
 

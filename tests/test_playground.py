@@ -2,7 +2,10 @@
 the same path the page in the browser takes, without the browser."""
 
 import asyncio
+import base64
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from urllib.parse import parse_qs
 
@@ -12,7 +15,7 @@ from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from devtools.playground import Playground
+from devtools.playground import MAX_FILE_BYTES, Playground, PlaygroundError
 from devtools.slack import LocalSlack
 from devtools.stack import ALICE, BOB, SIGNING_SECRET, eventually
 
@@ -314,3 +317,222 @@ async def test_a_button_click_reaches_the_bot_signed_and_its_answer_shows_privat
         await server.stop()
         await bot_runner.cleanup()
         await slack.stop()
+
+
+# Only its first bytes need to look like a PNG: neither the playground nor LocalSlack decodes it.
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24
+PDF = b"%PDF-1.4\n%%EOF\n"
+
+
+@contextlib.asynccontextmanager
+async def recording_bot() -> AsyncIterator[tuple[str, list[tuple[dict[str, str], str]]]]:
+    """A stand-in for the bot's Request URL that acks every event and keeps what it got."""
+    received: list[tuple[dict[str, str], str]] = []
+
+    async def bot(request: web.Request) -> web.Response:
+        received.append((dict(request.headers), await request.text()))
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/slack/events", bot)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events", received
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def files_playground() -> AsyncIterator[SimpleNamespace]:
+    """A playground on LocalSlack whose bot is `recording_bot`."""
+    slack = LocalSlack()
+    await slack.start()
+    try:
+        async with recording_bot() as (bot_url, received):
+            server = Playground(slack, bot_url, SIGNING_SECRET)
+            url = await server.start()
+            try:
+                async with aiohttp.ClientSession(base_url=url) as http:
+                    yield SimpleNamespace(
+                        slack=slack,
+                        server=server,
+                        http=http,
+                        received=received,
+                        general=server.channels[0].id,
+                    )
+            finally:
+                await server.stop()
+    finally:
+        await slack.stop()
+
+
+async def upload(pg, name: str, mimetype: str, content: bytes, *, user: str = ALICE) -> dict:
+    body = {"user": user, "name": name, "mimetype": mimetype}
+    status, result = await post(
+        pg.http, "/api/upload", {**body, "data": base64.b64encode(content).decode()}
+    )
+    assert status == 200 and result["ok"], result
+    return result["file"]
+
+
+def events_received(pg) -> list[dict]:
+    """The events the bot got, each checked to be signed as Slack signs them."""
+    events = []
+    for headers, raw in pg.received:
+        assert SignatureVerifier(SIGNING_SECRET).is_valid(
+            raw, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"]
+        )
+        events.append(json.loads(raw)["event"])
+    return events
+
+
+async def test_files_attached_to_a_mention_are_shared_and_reach_the_bot(files_playground):
+    pg = files_playground
+    chart = await upload(pg, "chart.png", "image/png", PNG)
+    plan = await upload(pg, "plan.pdf", "application/pdf", PDF)
+    assert chart["id"].startswith("F") and chart["size"] == len(PNG)
+    assert (plan["name"], plan["mimetype"], plan["filetype"]) == (
+        "plan.pdf",
+        "application/pdf",
+        "pdf",
+    )
+    assert pg.slack.files[chart["id"]]["channels"] == []  # uploaded, shared nowhere yet
+    ids = [chart["id"], plan["id"]]
+
+    async with pg.http.get("/api/events") as stream:
+
+        async def next_event() -> dict:
+            while True:
+                line = (await stream.content.readline()).decode()
+                if line.startswith("data: "):
+                    return json.loads(line.removeprefix("data: "))
+
+        assert (await asyncio.wait_for(next_event(), 5))["type"] == "snapshot"
+        status, sent = await post(
+            pg.http,
+            "/api/messages",
+            {
+                "channel": pg.general,
+                "user": ALICE,
+                "text": "@threadchat what do these show?",
+                "files": ids,
+            },
+        )
+        assert status == 200 and sent["ok"], sent
+        # The page hears of the message with its files, in the one notification.
+        shown = await asyncio.wait_for(next_event(), 5)
+    assert shown["type"] == "message" and shown["message"]["ts"] == sent["ts"]
+    assert [f["id"] for f in shown["message"]["files"]] == ids
+
+    # Both deliveries carry the files, as Slack sends a mention with files in a channel.
+    assert sorted(d["event"] for d in sent["deliveries"]) == ["app_mention", "message"]
+    events = {event["type"]: event for event in events_received(pg)}
+    assert events["message"]["subtype"] == "file_share"
+    assert events["app_mention"]["text"] == "<@U0BOT> what do these show?"
+    for event in events.values():
+        assert event["ts"] == sent["ts"]
+        assert [f["id"] for f in event["files"]] == ids
+        assert all(f["channels"] == [pg.general] for f in event["files"])
+        # The page's own thumbnail link stays on the page.
+        assert not any("preview_url" in f for f in event["files"])
+
+    # Shared in the channel, and LocalSlack answers for them as Slack would: files.info, and
+    # the bytes at url_private_download for the bot's token.
+    web_api = AsyncWebClient(token=pg.slack.bot_token, base_url=pg.slack.base_url)
+    info = await web_api.files_info(file=plan["id"])
+    assert info["file"]["channels"] == [pg.general]
+    headers = {"Authorization": f"Bearer {pg.slack.bot_token}"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(events["message"]["files"][0]["url_private_download"], headers=headers) as got,
+    ):
+        assert got.status == 200 and await got.read() == PNG
+
+    # The page shows them on the message, and the image's thumbnail comes from the page.
+    async with pg.http.get("/api/state") as response:
+        state = await response.json()
+    [message] = state["messages"][pg.general]
+    assert [(f["name"], f["size"]) for f in message["files"]] == [
+        ("chart.png", len(PNG)),
+        ("plan.pdf", len(PDF)),
+    ]
+    thumbnail, document = message["files"]
+    async with pg.http.get(thumbnail["preview_url"]) as response:
+        assert response.status == 200 and response.content_type == "image/png"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert await response.read() == PNG
+    assert "preview_url" not in document
+    async with pg.http.get(f"/api/files/{plan['id']}") as response:
+        assert response.status == 404
+
+
+async def test_a_file_shared_without_a_comment_is_a_message(files_playground):
+    pg = files_playground
+    status, first = await post(
+        pg.http, "/api/messages", {"channel": pg.general, "user": ALICE, "text": "the numbers:"}
+    )
+    assert status == 200, first
+    chart = await upload(pg, "chart.png", "image/png", PNG)
+    body = {"channel": pg.general, "user": ALICE, "thread_ts": first["ts"], "files": [chart["id"]]}
+    for text in ({"text": ""}, {}):
+        status, sent = await post(pg.http, "/api/messages", {**body, **text})
+        assert status == 200 and sent["ok"], sent
+        # No mention: the message event alone, a file_share in the thread.
+        assert [d["event"] for d in sent["deliveries"]] == ["message"]
+        assert sent["message"]["text"] == "" and sent["message"]["thread_ts"] == first["ts"]
+    *_, reply = events_received(pg)
+    assert (reply["subtype"], reply["text"], reply["thread_ts"]) == ("file_share", "", first["ts"])
+    assert [f["id"] for f in reply["files"]] == [chart["id"]]
+    assert pg.slack.files[chart["id"]]["channels"] == [pg.general]
+
+    # Without files, an empty message is still refused, and reaches nobody.
+    before = len(pg.received)
+    status, result = await post(pg.http, "/api/messages", {**body, "files": [], "text": ""})
+    assert (status, result["error"]) == (400, "missing_text")
+    with pytest.raises(PlaygroundError, match="no_text"):
+        await pg.server.post_message(pg.general, ALICE, "  ")
+    assert len(pg.received) == before
+
+
+async def test_bad_uploads_and_unknown_files_are_refused(files_playground):
+    pg = files_playground
+    good = {"user": ALICE, "name": "chart.png", "mimetype": "image/png", "data": "iVBORw0KGgo="}
+    for wrong, error in [
+        ({"data": "not base64!"}, "invalid_data"),
+        ({"data": "iVBORw0KGgo"}, "invalid_data"),  # padding missing
+        ({"data": ""}, "missing_data"),
+        ({"name": None}, "missing_name"),
+        ({"mimetype": 7}, "missing_mimetype"),
+        ({"user": "U0NOBODY"}, "user_not_found"),
+        ({"name": "../chart.png"}, "invalid_name"),
+    ]:
+        status, result = await post(pg.http, "/api/upload", {**good, **wrong})
+        assert (status, result) == (400, {"ok": False, "error": error}), wrong
+    assert pg.slack.files == {}
+
+    # Big enough for a file past the bot's limits, so its "too large" answer can be tried;
+    # past the playground's own limit, refused.
+    big = await upload(pg, "scan.png", "image/png", PNG + bytes(6_000_000))
+    assert big["size"] == len(PNG) + 6_000_000
+    status, result = await post(
+        pg.http,
+        "/api/upload",
+        {**good, "data": base64.b64encode(bytes(MAX_FILE_BYTES + 1)).decode()},
+    )
+    assert (status, result) == (413, {"ok": False, "error": "file_too_large"})
+
+    bobs = await upload(pg, "bob.pdf", "application/pdf", PDF, user=BOB)
+    message = {"channel": pg.general, "user": ALICE, "text": "look"}
+    for files, status, error in [
+        (["F0NOSUCHFILE"], 404, "file_not_found"),
+        ([bobs["id"]], 404, "file_not_found"),  # nobody shares another's upload
+        ("F0NOTALIST", 400, "invalid_files"),
+        ([""], 400, "invalid_files"),
+        ([big["id"]] * 2 + [7], 400, "invalid_files"),
+    ]:
+        answer = await post(pg.http, "/api/messages", {**message, "files": files})
+        assert answer == (status, {"ok": False, "error": error}), files
+    assert pg.slack.files[bobs["id"]]["channels"] == []
+    assert pg.received == [] and pg.slack.messages(pg.general) == []

@@ -217,3 +217,31 @@ async def test_worker_killed_mid_regenerate_leaves_one_final_answer(make_stack, 
         assert converse_streams(stack) == 4, workers.logs()
     finally:
         workers.stop_all()
+
+
+async def test_worker_killed_mid_download_leaves_one_reply(make_stack, temporal_server):
+    server, _ = temporal_server
+    stack = await make_stack(worker=False)
+    workers = Workers(stack, server.address)
+    try:
+        channel = stack.channel
+        first = await workers.start("A")
+        stack.slack.download_delay_s = 3  # the kill lands while the file is on its way
+        chart = stack.slack.add_file(
+            user="U0ALICE", name="chart.png", mimetype="image/png", content=b"\x89PNG\r\n\x1a\n"
+        )
+        thread_ts = await stack.mention(channel, "what does this chart show?", files=[chart])
+        await until(lambda: stack.slack.download_requests, 20, "the download", workers.logs)
+        first.send(signal.SIGKILL)
+        assert await first.wait_exit(10) == -signal.SIGKILL, workers.logs()
+        assert stack.slack.bot_replies(channel, thread_ts) == []
+        stack.slack.download_delay_s = 0
+
+        await workers.start("B")
+        [reply] = await wait_replies(stack, channel, thread_ts, 1, workers, last_has="chart.png")
+        await wait_turns(stack, channel, thread_ts, 1, workers)
+        assert len(stack.slack.bot_replies(channel, thread_ts)) == 1, workers.logs()
+        assert "Files received: image (png" in reply["text"], reply["text"]
+        assert stack.slack.download_requests == [chart["id"]] * 2  # fetched again by the retry
+    finally:
+        workers.stop_all()

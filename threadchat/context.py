@@ -6,8 +6,9 @@ prompt under a budget; Bedrock's `usage.inputTokens` reports the exact figure af
 
 import math
 
+from threadchat import attachments
 from threadchat.inference import BLOCKED
-from threadchat.model import ChatMessage, Turn, UserMessage
+from threadchat.model import ChatMessage, FileRef, Turn, UserMessage
 
 CHARS_PER_TOKEN = 4
 
@@ -26,9 +27,23 @@ def user_turn_text(messages: list[UserMessage], names: dict[str, str]) -> str:
     Labels let the model tell people apart in shared threads, and merging keeps Bedrock's
     roles alternating when people write while the bot is still answering.
     """
-    return "\n".join(
-        f"[{speaker(m.user, names)}] {m.text.strip() or '(no text)'}" for m in messages
-    )
+    return "\n".join(f"[{speaker(m.user, names)}] {_message_text(m)}" for m in messages)
+
+
+def _message_text(message: UserMessage) -> str:
+    text = message.text.strip()
+    if message.files:
+        shared = f"(shared {', '.join(f.name for f in message.files)})"
+        return f"{text} {shared}" if text else shared
+    return text or "(no text)"
+
+
+def turn_files(turn: Turn) -> list[FileRef]:
+    return [f for m in turn.messages for f in m.files]
+
+
+def files_tokens(files: list[FileRef]) -> int:
+    return sum(attachments.estimate_tokens(f) for f in files)
 
 
 def turn_tokens(turn: Turn, names: dict[str, str]) -> int:
@@ -40,21 +55,39 @@ def prompt_messages(
 ) -> list[ChatMessage]:
     """The prompt for answering `new_messages`: the newest answered turns that fit the budget.
 
-    The new messages always go in, even alone over budget, so the model (not us) decides
-    whether they are too long. Failed turns are left out: they have no answer to pair with.
-    The kept turns are taken whole from the oldest that fits, so that between folds each
-    prompt starts with the one before it (what prompt caching reads back).
+    The new messages always go in, with their files, even alone over budget, so the model
+    (not us) decides whether they are too long. Failed turns are left out: they have no
+    answer to pair with. Earlier turns keep their files while the budget has room for them;
+    from the first that has no room, older turns go in without theirs. The kept turns are
+    taken whole from the oldest that fits, so that between folds each prompt starts with the
+    one before it (what prompt caching reads back).
     """
     question = user_turn_text(new_messages, names)
-    remaining = budget_tokens - estimate_tokens(question)
-    kept: list[Turn] = []
+    new_files = [f for m in new_messages for f in m.files]
+    remaining = budget_tokens - estimate_tokens(question) - files_tokens(new_files)
+    kept: list[tuple[Turn, bool]] = []
+    with_files = True
     for turn in reversed(answered(turns)):
         cost = turn_tokens(turn, names)
         if cost > remaining:
             break
-        kept.append(turn)
-        remaining -= cost
-    return [*history_messages(list(reversed(kept)), names), ChatMessage("user", question)]
+        extra = files_tokens(turn_files(turn))
+        with_files = with_files and cost + extra <= remaining
+        remaining -= cost + (extra if with_files else 0)
+        kept.append((turn, with_files))
+    prompt: list[ChatMessage] = []
+    for turn, files in reversed(kept):
+        text = user_turn_text(turn.messages, names)
+        prompt.append(ChatMessage("user", text, turn_files(turn) if files else []))
+        prompt.append(ChatMessage("assistant", turn.reply or ""))
+    prompt.append(ChatMessage("user", question, new_files))
+    return prompt
+
+
+def files_left_out(shared: list[FileRef], prompt: list[ChatMessage]) -> list[FileRef]:
+    """Files shared in the conversation that `prompt` does not show the model."""
+    shown = {f.id for m in prompt for f in m.files}
+    return [f for f in shared if f.id not in shown]
 
 
 def history_messages(turns: list[Turn], names: dict[str, str]) -> list[ChatMessage]:
@@ -108,9 +141,17 @@ def transcript_text(turns: list[Turn], names: dict[str, str], bot_name: str = "a
     return "\n".join(lines)
 
 
-def context_notes(previous_summary: str, rolling_summary: str) -> str:
+def context_notes(
+    previous_summary: str, rolling_summary: str, earlier_files: list[FileRef] | None = None
+) -> str:
     """What the model should know beyond the verbatim turns, for the system prompt."""
     notes = []
+    if earlier_files:
+        names = ", ".join(f.name for f in earlier_files)
+        notes.append(
+            f"Files shared earlier in this conversation, which you can no longer see: {names}. "
+            "If asked about them, say so, and ask for them to be shared again."
+        )
     if previous_summary:
         notes.append(
             f"An earlier conversation in this thread ended with this summary:\n{previous_summary}"

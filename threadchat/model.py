@@ -17,6 +17,17 @@ class ThreadRef:
     thread_ts: str
 
 
+@dataclass(frozen=True)
+class FileRef:
+    """A file shared in the thread: what Slack says of it, never its bytes (the reply
+    fetches those from Slack when it calls the model)."""
+
+    id: str
+    name: str
+    mimetype: str
+    size: int
+
+
 @dataclass
 class UserMessage:
     """A message someone wrote in the thread (the `user_message` signal)."""
@@ -26,6 +37,7 @@ class UserMessage:
     text: str
     # A mention (or a top-level DM): it may start a conversation, even right after one ended.
     may_start: bool = False
+    files: list[FileRef] = field(default_factory=list)
 
 
 @dataclass
@@ -172,6 +184,7 @@ class ConversationState:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     answered_at: float = 0.0  # epoch seconds of the last turn's answer
+    shared_files: list[FileRef] = field(default_factory=list)  # in the thread, oldest first
     regenerate: RegenerateRequest | None = None  # accepted, not yet done
     feedback: list[Feedback] = field(default_factory=list)
 
@@ -198,6 +211,7 @@ class ChatMessage:
 
     role: str  # "user" or "assistant"
     text: str
+    files: list[FileRef] = field(default_factory=list)  # to fetch and show the model
 
 
 @dataclass
@@ -228,6 +242,7 @@ class GeneratedReply:
     output_tokens: int
     stop_reason: str = "end_turn"
     call: ModelCall | None = None
+    notes: str = ""  # shown under the answer: files that did not reach the model
 
 
 @dataclass

@@ -108,14 +108,16 @@ ANSWER_BLOCKED = (
 )
 
 
-def reply_text(text: str, stop_reason: str) -> str:
-    """What the thread shows of an answer: a note when it was cut short, and the guardrail's
-    own message (or ours) when a policy blocked it."""
+def reply_text(text: str, stop_reason: str, notes: str = "") -> str:
+    """What the thread shows of an answer: a note when it was cut short, the guardrail's own
+    message (or ours) when a policy blocked it, and `notes` (files it could not read)."""
     if stop_reason in BLOCKED:
-        return text.strip().removesuffix(EMPTY_ANSWER) or ANSWER_BLOCKED
-    if stop_reason == CUT:
-        return f"{text}\n\n{ANSWER_CUT}"
-    return text
+        shown = text.strip().removesuffix(EMPTY_ANSWER) or ANSWER_BLOCKED
+    elif stop_reason == CUT:
+        shown = f"{text}\n\n{ANSWER_CUT}"
+    else:
+        shown = text
+    return f"{shown}\n\n{notes}" if notes else shown
 
 
 # Answers to the buttons under a reply, shown only to whoever clicked.
@@ -132,3 +134,25 @@ REGENERATE_REFUSED = {
 FEEDBACK_TOO_LATE = "This conversation has ended, so I couldn't record your feedback."
 CONVERSATION_OVER = "This conversation has ended, so its answers can't be regenerated."
 TRY_AGAIN = ":warning: I couldn't do that just now. Please try again in a moment."
+
+
+# Why a shared file did not reach the model: one short note under the answer, per file.
+FILE_PROBLEMS = {
+    "no_vision": "the model in use here can't read files",
+    "unsupported": "I can't read that kind of file (images, PDF, Word, Excel, CSV, HTML "
+    "and text files work)",
+    "too_large": "it is too large ({size}; the limit is {limit})",
+    "too_many": "that is more files than I can read at once",
+    "not_served": "Slack wouldn't let me download it",
+    "not_here": "it isn't shared in this channel",
+}
+
+
+def file_problem(key: str, size: str = "", limit: str = "") -> str:
+    return FILE_PROBLEMS[key].format(size=size, limit=limit)
+
+
+def file_notes(problems: list[tuple[str, str]]) -> str:
+    """(file name, why) for each file that did not reach the model → the notes under the
+    answer."""
+    return "\n".join(f"_:paperclip: I couldn't read {name}: {why}._" for name, why in problems)

@@ -73,6 +73,8 @@ LEAN_FIRST_TURN = "lean-first-turn"
 # Rolling summaries with prompt caching in mind: deeper folds, asked of the conversation
 # itself (see _fold_old_turns). A patch: earlier histories folded to half the budget.
 CACHED_FOLDS = "cached-folds"
+# Files of the conversation remembered by name, for the note once they are out of the prompt.
+MAX_SHARED_FILES = 100
 # Ratings kept in the state (the newest); counts in metrics are not bounded by it.
 MAX_FEEDBACK = 200
 
@@ -265,6 +267,8 @@ class ConversationWorkflow:
         workflow.set_current_details(f"Answering turn {self.state.turn_count}.")
         await self._learn_names(messages)
         turn = Turn(messages=messages, reply=None)
+        shared = [f for m in messages for f in m.files]
+        self.state.shared_files = (self.state.shared_files + shared)[-MAX_SHARED_FILES:]
         payer = messages[-1].user
         verdict = await self._check_budget(payer)
         if verdict.over:
@@ -314,17 +318,16 @@ class ConversationWorkflow:
                 key,
             )
             return
+        prompt = context.prompt_messages(
+            self.state.turns[:-1],
+            turn.messages,
+            self.state.names,
+            self.state.settings.context_budget_tokens,
+        )
         reply_request = ReplyRequest(
             thread=self.state.thread,
-            messages=context.prompt_messages(
-                self.state.turns[:-1],
-                turn.messages,
-                self.state.names,
-                self.state.settings.context_budget_tokens,
-            ),
-            context_notes=context.context_notes(
-                self.state.previous_summary, self.state.rolling_summary
-            ),
+            messages=prompt,
+            context_notes=self._notes(prompt),
             idempotency_key=self._key(key),
             recipient_user=request.user,
             inference=self._inference("regenerate"),
@@ -364,17 +367,24 @@ class ConversationWorkflow:
             return await self._deliver_reply(self._reply_request(messages, budget // 4))
 
     def _reply_request(self, messages: list[UserMessage], budget: int) -> ReplyRequest:
+        prompt = context.prompt_messages(self.state.turns, messages, self.state.names, budget)
         return ReplyRequest(
             thread=self.state.thread,
-            messages=context.prompt_messages(self.state.turns, messages, self.state.names, budget),
-            context_notes=context.context_notes(
-                self.state.previous_summary, self.state.rolling_summary
-            ),
+            messages=prompt,
+            context_notes=self._notes(prompt),
             idempotency_key=self._key(f"turn-{self.state.turn_count}-reply"),
             recipient_user=messages[-1].user,
             inference=self._inference("reply"),
             actions=ReplyRef(self.state.conversation_key, self.state.turn_count),
             cache=self._worth_caching(),
+        )
+
+    def _notes(self, prompt: list[ChatMessage]) -> str:
+        """The summaries, and the files shared earlier that `prompt` no longer shows."""
+        return context.context_notes(
+            self.state.previous_summary,
+            self.state.rolling_summary,
+            context.files_left_out(self.state.shared_files, prompt),
         )
 
     def _worth_caching(self) -> bool:
@@ -421,7 +431,7 @@ class ConversationWorkflow:
             SlackActivities.post_message,
             SlackPost(
                 request.thread,
-                texts.reply_text(generated.text, generated.stop_reason),
+                texts.reply_text(generated.text, generated.stop_reason, generated.notes),
                 request.idempotency_key,
                 actions=request.actions,
             ),

@@ -4,7 +4,8 @@
 // the Server-Sent Events of GET /api/events (the first event is a full snapshot, so a
 // reconnect resynchronises), and sends what the user types to POST /api/messages,
 // /api/commands and /api/shortcuts, and the buttons they click to POST /api/action, which
-// deliver it to the bot as Slack would.
+// deliver it to the bot as Slack would. Attached files go to POST /api/upload first, and the
+// message names them by id.
 "use strict";
 
 (() => {
@@ -213,6 +214,8 @@
     highlight: null,         // ts of a message reached through a link
     clicking: new Set(),     // "channel/ts/action_id" of button clicks not yet acked
     unread: new Set(),
+    // Files chosen in each composer, not sent yet: [{key, file, preview}].
+    attachments: { channel: [], thread: [] },
   };
 
   const $ = (selector) => document.querySelector(selector);
@@ -367,9 +370,13 @@
     return `:warning: Could not send ${what}: \`${result.error}\`.`;
   }
 
-  async function send(where, text) {
+  const COMMAND = /^(\/\S+)(?:\s+([\s\S]*))?$/;
+
+  async function send(where, text, attachments) {
     const threadTs = where === "thread" && state.thread ? state.thread.ts : null;
-    const command = text.trim().match(/^(\/\S+)(?:\s+([\s\S]*))?$/);
+    // Where and as whom it was sent, even if the user switches while files upload.
+    const { channel, user } = state;
+    const command = attachments.length ? null : text.trim().match(COMMAND);
     if (command) {
       const [, name, argument] = command;
       if (threadTs) {
@@ -389,10 +396,58 @@
       if (!result.ok) notice(explainFailure(result, name));
       return;
     }
+    let files = [];
+    if (attachments.length) {
+      const uploads = await Promise.all(attachments.map((a) => upload(a.file, user)));
+      const failed = uploads.findIndex((result) => !result.ok);
+      if (failed >= 0) {
+        restoreAttachments(where, attachments, text);
+        notice(explainUpload(uploads[failed], attachments[failed].file), threadTs);
+        return;
+      }
+      files = uploads.map((result) => result.file.id);
+      for (const a of attachments) if (a.preview) URL.revokeObjectURL(a.preview);
+    }
     const result = await api("/api/messages", {
-      channel: state.channel, user: state.user, text, thread_ts: threadTs,
+      channel, user, text: text.trim() ? text : "", thread_ts: threadTs, files,
     });
     if (!result.ok) notice(explainFailure(result, "the message"), threadTs);
+  }
+
+  async function upload(file, user) {
+    let data;
+    try {
+      data = await readBase64(file);
+    } catch (err) {
+      return { ok: false, error: "unreadable" };
+    }
+    return api("/api/upload", {
+      user, name: file.name, mimetype: file.type || "application/octet-stream", data,
+    });
+  }
+
+  function readBase64(file) {
+    return new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => {
+        const url = String(reader.result);  // data:<type>;base64,<data>
+        const comma = url.indexOf(",");
+        resolve(comma >= 0 ? url.slice(comma + 1) : "");
+      };
+      reader.onerror = () => reject(reader.error);
+      reader.readAsDataURL(file);
+    });
+  }
+
+  function explainUpload(result, file) {
+    const name = `\`${file.name}\``;
+    if (result.error === "file_too_large" || result.error === "request_too_large") {
+      return `:warning: ${name} is too large for the playground (${formatSize(file.size)}).`;
+    }
+    if (result.error === "missing_data" || result.error === "no_file_data") {
+      return `:warning: ${name} is empty: Slack does not take empty files.`;
+    }
+    return explainFailure(result, name);
   }
 
   async function runShortcut(callbackId, channel, messageTs) {
@@ -448,6 +503,38 @@
       }).join("");
     }
     return html || "<p></p>";
+  }
+
+  function formatSize(bytes) {
+    if (bytes < 1000) return `${bytes} B`;
+    if (bytes < 1_000_000) return `${Math.ceil(bytes / 1000)} KB`;
+    return `${(bytes / 1_000_000).toFixed(1)} MB`;
+  }
+
+  // A short label for a file's icon, from its type as Slack names it ("png", "pdf", …).
+  function fileBadge(name, filetype) {
+    const type = filetype || (String(name).includes(".") ? String(name).split(".").pop() : "file");
+    return escapeHtml(String(type).slice(0, 4).toUpperCase());
+  }
+
+  // Files shared with a message, as small cards under its text; images uploaded here show a
+  // thumbnail (the page cannot fetch url_private, which needs the bot's token).
+  function filesHtml(message) {
+    if (!Array.isArray(message.files) || !message.files.length) return "";
+    const cards = message.files.filter((f) => f && f.id).map((file) => {
+      const name = escapeHtml(file.name || file.title || file.id);
+      const size = typeof file.size === "number" ? formatSize(file.size) : "";
+      const info = `<span class="file-info"><span class="file-name">${name}</span>` +
+        `<span class="file-size">${size}</span></span>`;
+      const attrs = `data-file-id="${escapeHtml(file.id)}" title="${name}"`;
+      if (file.preview_url) {
+        const url = escapeHtml(file.preview_url);
+        return `<a class="file-card image" ${attrs} href="${url}" target="_blank" rel="noopener noreferrer">` +
+          `<img class="file-thumb" src="${url}" alt="">${info}</a>`;
+      }
+      return `<div class="file-card" ${attrs}><span class="file-icon">${fileBadge(file.name, file.filetype)}</span>${info}</div>`;
+    }).join("");
+    return `<div class="files">${cards}</div>`;
   }
 
   function hasBlock(message, type) {
@@ -532,8 +619,15 @@
     return `<div class="${classes.join(" ")}" data-ts="${escapeHtml(message.ts)}" data-user="${escapeHtml(message.user || "")}">` +
       `${avatarHtml(message)}<div class="content"><div class="meta"><span class="author">${escapeHtml(author)}</span>` +
       `${badge}<span class="time">${formatTime(message.ts)}</span>${edited}</div>` +
-      `<div class="text">${textHtml(message)}</div>${blockActionsHtml(channel, message)}${only}${summary}</div>` +
+      `${bodyHtml(message)}${blockActionsHtml(channel, message)}${only}${summary}</div>` +
       `${actionsHtml(where, message)}</div>`;
+  }
+
+  function bodyHtml(message) {
+    const files = filesHtml(message);
+    // A file shared without a comment has no text line at all, as in Slack.
+    const text = files && !message.text ? "" : `<div class="text">${textHtml(message)}</div>`;
+    return text + files;
   }
 
   function privateFor(channel, threadTs) {
@@ -747,15 +841,32 @@
     });
 
     for (const form of document.querySelectorAll(".composer")) {
+      const where = form.dataset.where;
       const textarea = form.querySelector("textarea");
+      const input = form.querySelector('input[type="file"]');
       const submit = () => {
         const text = textarea.value;
-        if (!text.trim() || !state.config) return;
+        const pending = state.attachments[where];
+        if ((!text.trim() && !pending.length) || !state.config) return;
+        // A slash command takes no files: they wait in the composer for the next message.
+        const attachments = COMMAND.test(text.trim()) ? [] : pending.splice(0);
         textarea.value = "";
         textarea.style.height = "";
+        renderAttachments(where);
         jumpToBottom = true;
-        send(form.dataset.where, text);
+        send(where, text, attachments);
       };
+      input.addEventListener("change", () => {
+        addAttachments(where, [...input.files]);
+        input.value = "";  // choosing the same file again is a change too
+        textarea.focus();
+      });
+      form.querySelector(".attachments").addEventListener("click", (event) => {
+        const remove = event.target.closest("[data-remove]");
+        if (!remove) return;
+        removeAttachment(where, Number(remove.dataset.remove));
+        textarea.focus();
+      });
       form.addEventListener("submit", (event) => {
         event.preventDefault();
         submit();
@@ -771,6 +882,53 @@
         textarea.style.height = `${Math.min(textarea.scrollHeight, 200)}px`;
       });
     }
+  }
+
+  // ---- Attachments in the composers ------------------------------------------------------
+
+  let attachmentKey = 0;
+
+  function addAttachments(where, files) {
+    for (const file of files) {
+      const preview = /^image\/(png|jpeg|gif|webp)$/.test(file.type) ? URL.createObjectURL(file) : null;
+      state.attachments[where].push({ key: ++attachmentKey, file, preview });
+    }
+    renderAttachments(where);
+  }
+
+  function removeAttachment(where, key) {
+    const list = state.attachments[where];
+    const index = list.findIndex((a) => a.key === key);
+    if (index < 0) return;
+    const [removed] = list.splice(index, 1);
+    if (removed.preview) URL.revokeObjectURL(removed.preview);
+    renderAttachments(where);
+  }
+
+  // After a failed upload nothing is lost: the files, and the text if the box is still
+  // empty, go back into the composer.
+  function restoreAttachments(where, attachments, text) {
+    state.attachments[where].unshift(...attachments);
+    const textarea = $(`#${where}-composer textarea`);
+    if (!textarea.value) textarea.value = text;
+    renderAttachments(where);
+  }
+
+  function renderAttachments(where) {
+    const box = $(`#${where}-composer .attachments`);
+    const list = state.attachments[where];
+    box.hidden = !list.length;
+    box.innerHTML = list.map(({ key, file, preview }) => {
+      const name = escapeHtml(file.name);
+      const icon = preview
+        ? `<img class="attachment-thumb" src="${escapeHtml(preview)}" alt="">`
+        : `<span class="file-icon">${fileBadge(file.name, "")}</span>`;
+      return `<div class="attachment" data-key="${key}" title="${name}">${icon}` +
+        `<span class="file-info"><span class="file-name">${name}</span>` +
+        `<span class="file-size">${formatSize(file.size)}</span></span>` +
+        `<button type="button" class="attachment-remove" data-remove="${key}" ` +
+        `aria-label="Remove ${name}" title="Remove">×</button></div>`;
+    }).join("");
   }
 
   function connect() {

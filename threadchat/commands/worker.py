@@ -18,6 +18,7 @@ from activities import slack as slack_activities
 from activities.bedrock import BedrockActivities
 from activities.budgets import BudgetActivities
 from activities.conversations import ConversationActivities
+from activities.files import SlackFiles
 from activities.replies import ReplyActivities
 from activities.slack import SlackActivities
 from threadchat import telemetry
@@ -42,7 +43,9 @@ def build_workers(
 ) -> list[Worker]:
     """The main worker (conversations, Slack, budgets) and the model-call worker, on their
     two task queues. Tests pass their own clients."""
-    bedrock = BedrockActivities(settings.bedrock, bedrock_client)
+    token = settings.slack.bot_token or ""
+    files = SlackFiles(token, settings.slack.api_url)
+    bedrock = BedrockActivities(settings.bedrock, bedrock_client, files)
     slack_client = slack_client or slack_activities.make_client(
         settings.slack.bot_token or "", settings.slack.api_url
     )

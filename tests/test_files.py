@@ -1,0 +1,169 @@
+"""Files and images people share in a thread reach the model: fetched from Slack by the reply,
+never stored in Temporal, never sent with another thread's prompt, and a short note for any
+file that cannot be read."""
+
+import base64
+import json
+import struct
+import zlib
+
+from devtools.slack_events import message_event
+from devtools.stack import ALICE, Stack, eventually
+from threadchat import texts
+
+
+def png(width: int = 2, height: int = 2) -> bytes:
+    """A small, valid PNG."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+PNG = png()
+PDF = b"%PDF-1.4\n1 0 obj <</Type /Catalog>> endobj\ntrailer <</Root 1 0 R>>\n%%EOF\n"
+
+
+def upload(stack: Stack, name: str, mimetype: str, content: bytes, **options) -> dict:
+    return stack.slack.add_file(
+        user=ALICE, name=name, mimetype=mimetype, content=content, **options
+    )
+
+
+def payload_bytes(node) -> list[bytes]:
+    """Every payload's data in a history's JSON, decoded (the JSON carries it as base64)."""
+    if isinstance(node, dict):
+        if "metadata" in node and isinstance(node.get("data"), str):
+            return [base64.b64decode(node["data"])]
+        return [b for value in node.values() for b in payload_bytes(value)]
+    if isinstance(node, list):
+        return [b for value in node for b in payload_bytes(value)]
+    return []
+
+
+def blocks(stack: Stack, kind: str) -> list[list[dict]]:
+    """The `kind` (image/document) blocks of each model call's last message."""
+    return [
+        [b[kind] for b in r.body["messages"][-1]["content"] if kind in b]
+        for r in stack.bedrock.requests
+        if r.operation == "converse-stream"
+    ]
+
+
+async def test_an_image_reaches_the_model_and_never_the_history(make_stack):
+    stack = await make_stack()
+    chart = upload(stack, "chart.png", "image/png", PNG)
+    thread = await stack.mention(stack.channel, "what does this show?", files=[chart])
+    [reply] = await stack.replies(stack.channel, thread, 1)
+    assert "chart.png" in reply["text"]
+    assert f"Files received: image (png, {len(PNG):,} bytes)" in reply["text"]
+    [[image]] = blocks(stack, "image")
+    assert base64.b64decode(image["source"]["bytes"]) == PNG
+    assert stack.slack.downloads == [chart["id"]]
+    history = await stack.handle(stack.channel, thread).fetch_history()
+    stored = b"".join(payload_bytes(json.loads(history.to_json())))
+    assert chart["id"].encode() in stored  # the reference...
+    assert PNG not in stored and base64.b64encode(PNG) not in stored  # ...never the bytes
+
+
+async def test_a_pdf_is_a_document_named_for_bedrock(make_stack):
+    stack = await make_stack()
+    plan = upload(stack, "plan v2.pdf", "application/pdf", PDF)
+    chart = upload(stack, "chart.png", "image/png", PNG)
+    thread = await stack.mention(stack.channel, "compare these", files=[plan, chart])
+    [reply] = await stack.replies(stack.channel, thread, 1)
+    assert f'document "plan v2" (pdf, {len(PDF):,} bytes)' in reply["text"]
+    assert "image (png" in reply["text"]
+    assert "plan v2.pdf" in reply["text"] and "chart.png" in reply["text"]
+
+
+async def test_files_that_cannot_be_read_get_a_note_and_the_text_is_answered(make_stack):
+    stack = await make_stack()
+    big = upload(stack, "scan.pdf", "application/pdf", b"%PDF" + b"0" * 5_000_000)
+    tool = upload(stack, "setup.exe", "application/x-msdownload", b"MZ\x90\x00")
+    gone = upload(stack, "old.png", "image/png", PNG, served=False)
+    thread = await stack.mention(stack.channel, "can you read these?", files=[big, tool, gone])
+    [reply] = await stack.replies(stack.channel, thread, 1)
+    text = reply["text"]
+    assert 'You said: "[alice] can you read these?' in text  # the question is answered
+    assert "I couldn't read scan.pdf: it is too large (5.0 MB; the limit is 4.5 MB)" in text
+    assert "I couldn't read setup.exe: I can't read that kind of file" in text
+    assert f"I couldn't read old.png: {texts.FILE_PROBLEMS['not_served']}" in text
+    assert stack.slack.download_requests == [gone["id"]]  # the others were not even fetched
+    assert blocks(stack, "image") == [[]] and blocks(stack, "document") == [[]]
+
+
+async def test_a_file_alone_in_a_follow_up_is_answered(make_stack):
+    stack = await make_stack()
+    thread = await stack.mention(stack.channel, "I will send you a chart")
+    await stack.replies(stack.channel, thread, 1)
+    chart = upload(stack, "chart.png", "image/png", PNG)
+    await stack.say(stack.channel, thread, "", files=[chart])
+    replies = await stack.replies(stack.channel, thread, 2)
+    assert "[alice] (shared chart.png)" in replies[1]["text"]
+    assert "Files received: image (png" in replies[1]["text"]
+
+
+async def test_files_stay_in_context_until_the_budget_is_full_and_are_then_named(make_stack):
+    stack = await make_stack(context_budget_tokens=2000)
+    chart = upload(stack, "chart.png", "image/png", PNG)
+    thread = await stack.mention(stack.channel, "look at this", files=[chart])
+    await stack.replies(stack.channel, thread, 1)
+    await stack.say(stack.channel, thread, "and the colours?")
+    await stack.replies(stack.channel, thread, 2)
+    await stack.say(stack.channel, thread, "now a long question: " + "why " * 450)
+    await stack.replies(stack.channel, thread, 3)
+    calls = [r.body for r in stack.bedrock.requests if r.operation == "converse-stream"]
+    shown = [[b for m in body["messages"] for b in m["content"] if "image" in b] for body in calls]
+    assert [len(images) for images in shown] == [1, 1, 0]  # kept, then out of the budget
+    assert "which you can no longer see: chart.png" in calls[2]["system"][0]["text"]
+    assert "no longer see" not in calls[1]["system"][0]["text"]
+
+
+async def test_files_in_a_thread_without_a_conversation_are_ignored(make_stack):
+    stack = await make_stack()
+    root = stack.slack.add_message(stack.channel, user=ALICE, text="people talking")
+    chart = upload(stack, "chart.png", "image/png", PNG)
+    await stack.say(stack.channel, root["ts"], "a chart for you all", files=[chart])
+    # A conversation elsewhere proves the bot is working; only then is silence meaningful.
+    other = await stack.mention(stack.channel, "hello")
+    await stack.replies(stack.channel, other, 1)
+    assert stack.slack.bot_replies(stack.channel, root["ts"]) == []
+    assert stack.slack.calls_to("files.info") == [] and stack.slack.download_requests == []
+
+
+async def test_a_file_from_another_channel_is_never_read(make_stack):
+    stack = await make_stack()
+    secret = upload(stack, "salaries.xlsx", "application/vnd.ms-excel", b"PK\x03\x04")
+    stack.slack.share_file(secret["id"], "C0PRIVATE")
+    message = stack.slack.add_message(stack.channel, user=ALICE, text="<@U0BOT> read this")
+    forged = message_event(
+        channel=stack.channel,
+        user=ALICE,
+        text=message["text"],
+        ts=message["ts"],
+        files=[stack.slack.files[secret["id"]]],
+    )
+    status, _ = await stack.sender.send_event(forged)
+    assert status == 200
+    [reply] = await stack.replies(stack.channel, message["ts"], 1)
+    assert f"I couldn't read salaries.xlsx: {texts.FILE_PROBLEMS['not_here']}" in reply["text"]
+    assert stack.slack.download_requests == []
+
+
+async def test_a_model_that_cannot_read_files_says_so(make_stack):
+    stack = await make_stack(bedrock_settings={"model_id": "meta.llama3-70b-instruct-v1:0"})
+    chart = upload(stack, "chart.png", "image/png", PNG)
+    thread = await stack.mention(stack.channel, "what is this?", files=[chart])
+    [reply] = await stack.replies(stack.channel, thread, 1)
+    assert f"I couldn't read chart.png: {texts.FILE_PROBLEMS['no_vision']}" in reply["text"]
+    await eventually(lambda: stack.slack.download_requests == [], what="no download")
