@@ -5,6 +5,7 @@ ApplicationError whose type is the Bedrock error code, marked non-retryable wher
 cannot help. The workflow's retry policy then backs off on throttling, 5xx and timeouts.
 """
 
+import dataclasses
 import logging
 import threading
 import time
@@ -18,6 +19,7 @@ import urllib3.exceptions
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.channel_context import ChannelReader
 from activities.files import FileUnavailable, SlackFiles
 from threadchat import attachments, caching, telemetry, texts
 from threadchat.config import BedrockSettings
@@ -31,6 +33,7 @@ from threadchat.model import (
     ReplyRequest,
     Summary,
     SummaryRequest,
+    TitleRequest,
 )
 
 log = logging.getLogger(__name__)
@@ -194,11 +197,16 @@ class BedrockActivities:
     a thread pool."""
 
     def __init__(
-        self, settings: BedrockSettings, client: Any = None, files: SlackFiles | None = None
+        self,
+        settings: BedrockSettings,
+        client: Any = None,
+        files: SlackFiles | None = None,
+        channels: ChannelReader | None = None,
     ):
         self.settings = settings
         self.client = client or make_client(settings)
         self.files = files
+        self.channels = channels
         # Models that refused cache points: asked without them from then on.
         self.uncacheable: set[str] = set()
         self._lock = threading.Lock()
@@ -212,6 +220,10 @@ class BedrockActivities:
         system = inference.system_prompt
         if request.context_notes:
             system += "\n\n" + request.context_notes
+        if request.context_channel and self.channels is not None:
+            recent = self.channels.recent(request.context_channel, request.context_user)
+            if recent:
+                system += "\n\n" + texts.channel_context(request.context_channel, recent)
         messages, unread = self._messages(request, inference.model_id)
         arguments = self._arguments(inference, system, messages, streaming)
         cached = request.cache and self._caches(inference.model_id)
@@ -405,6 +417,31 @@ class BedrockActivities:
             # Where the last reply's prompt had its cache point: read back, nothing written.
             arguments = caching.with_cache_points(arguments, answer=-4)
         return ModelRequest("rolling_summary", inference, arguments, cached)
+
+    @activity.defn
+    def name_conversation(self, request: TitleRequest) -> Summary:
+        """A short title for the assistant panel's thread, from its first exchange."""
+        inference = dataclasses.replace(
+            request.inference or self.summary_inference(final=False),
+            system_prompt=texts.TITLE_PROMPT,
+            max_tokens=30,
+        )
+        exchange = f"Question: {request.question[:2000]}\n\nAnswer: {request.answer[:2000]}"
+        model_request = ModelRequest(
+            "title",
+            inference,
+            self._arguments(
+                inference,
+                texts.TITLE_PROMPT,
+                [{"role": "user", "content": [{"text": exchange}]}],
+                streaming=False,
+            ),
+        )
+        response, call = self._converse(model_request)
+        title = texts.clean_title(response_text(response))
+        return Summary(
+            text=title, input_tokens=call.input_tokens, output_tokens=call.output_tokens, call=call
+        )
 
     def summary_inference(self, final: bool) -> InferenceSettings:
         """The worker's summary settings, for requests that carry none."""

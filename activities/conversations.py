@@ -7,6 +7,7 @@ import os
 from temporalio import activity
 from temporalio.client import Client
 
+from threadchat import texts
 from threadchat.channels import ChannelSettings, ChannelsFileError
 from threadchat.channels import load as load_channels
 from threadchat.channels import lookup as lookup_channel
@@ -55,12 +56,25 @@ class ChannelDirectory:
                 log.error("THREADCHAT_CHANNELS_FILE: %s; keeping the settings read before", err)
         return lookup_channel(self.channels, channel)
 
+    def prompts(self, channel: str) -> list[dict[str, str]]:
+        """The assistant panel's suggested prompts while `channel` is in view: the channel's
+        own (and a way to end), or the defaults."""
+        own = self.lookup(channel) if channel else None
+        if own is None or not own.suggested_prompts:
+            return texts.suggested_prompts(channel)
+        prompts = [{"title": p[:75], "message": p} for p in own.suggested_prompts]
+        if len(prompts) < 4:
+            prompts.append({"title": texts.END_PROMPT, "message": texts.END_PROMPT})
+        return prompts
+
 
 class ConversationActivities:
-    def __init__(self, client: Client, settings: Settings):
+    def __init__(
+        self, client: Client, settings: Settings, channels: ChannelDirectory | None = None
+    ):
         self.client = client
         self.settings = settings
-        self.channels = ChannelDirectory(settings.channels_file, settings.channels)
+        self.channels = channels or ChannelDirectory(settings.channels_file, settings.channels)
 
     def conversation_settings(self, channel: str) -> ConversationSettings:
         """What a new conversation in `channel` runs with, for all of its life: the model,

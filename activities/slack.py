@@ -8,7 +8,7 @@ the message's metadata.
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import aiohttp
@@ -21,7 +21,15 @@ from temporalio.exceptions import ApplicationError
 from threadchat import telemetry, texts
 from threadchat.actions import message_body
 from threadchat.formatting import slack_markdown, split_markdown
-from threadchat.model import EndNotice, PostedMessage, PrivateNote, SlackPost, ThreadRef
+from threadchat.model import (
+    AssistantGreeting,
+    EndNotice,
+    PostedMessage,
+    PrivateNote,
+    SlackPost,
+    ThreadRef,
+    ThreadTitle,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +156,40 @@ NAMES_TTL_SECONDS = 3600
 class SlackActivities:
     """Activities that call the Slack Web API."""
 
-    def __init__(self, client: AsyncWebClient):
+    def __init__(self, client: AsyncWebClient, prompts_for: Callable[[str], list] | None = None):
         self.client = client
         self.names: TTLCache[str, str] = TTLCache(maxsize=NAMES_KEPT, ttl=NAMES_TTL_SECONDS)
+        # The suggested prompts for a channel in view: operators' (per-channel settings)
+        # or the defaults.
+        self.prompts_for = prompts_for or texts.suggested_prompts
+
+    @activity.defn
+    async def greet(self, greeting: AssistantGreeting) -> None:
+        """The assistant panel's greeting, once, and prompts for the channel in view."""
+        text = (
+            texts.GREETING_IN_CHANNEL.format(user=greeting.user, channel=greeting.context_channel)
+            if greeting.context_channel
+            else texts.GREETING.format(user=greeting.user)
+        )
+        await self.post_message(SlackPost(greeting.thread, text, greeting.idempotency_key))
+        try:
+            await self.client.assistant_threads_setSuggestedPrompts(
+                channel_id=greeting.thread.channel,
+                thread_ts=greeting.thread.thread_ts,
+                prompts=self.prompts_for(greeting.context_channel),
+            )
+        except SlackApiError as err:
+            raise classify(err) from err
+
+    @activity.defn
+    async def set_title(self, title: ThreadTitle) -> None:
+        """The assistant panel thread's title."""
+        try:
+            await self.client.assistant_threads_setTitle(
+                channel_id=title.thread.channel, thread_ts=title.thread.thread_ts, title=title.title
+            )
+        except SlackApiError as err:
+            raise classify(err) from err
 
     @activity.defn
     async def post_message(self, post: SlackPost) -> PostedMessage:

@@ -20,13 +20,19 @@ from bot.parsing import malformed
 from threadchat import telemetry
 from threadchat.codec import CODEC_PATH, EncryptionCodec, codec_routes
 from threadchat.config import DEFAULT_CODEC_ORIGINS, ConfigError, Settings, SlackSettings
+from threadchat.model import TokenLimits
 
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 
 
-def build_app(settings: SlackSettings, temporal: Client, task_queue: str) -> AsyncApp:
+def build_app(
+    settings: SlackSettings,
+    temporal: Client,
+    task_queue: str,
+    limits: TokenLimits | None = None,
+) -> AsyncApp:
     app = AsyncApp(
         client=CountingWebClient(token=settings.bot_token, base_url=settings.api_url),
         signing_secret=settings.signing_secret or "",
@@ -34,7 +40,7 @@ def build_app(settings: SlackSettings, temporal: Client, task_queue: str) -> Asy
         request_verification_enabled=not settings.socket_mode,
         process_before_response=True,
     )
-    register_listeners(app, Conversations(temporal, task_queue), settings)
+    register_listeners(app, Conversations(temporal, task_queue), settings, limits or TokenLimits())
     return app
 
 
@@ -116,7 +122,7 @@ async def serve(settings: Settings, temporal: Client, stop: asyncio.Event, host:
 
     `/healthz` is served on PORT in both modes, for load balancers and orchestrators.
     """
-    app = build_app(settings.slack, temporal, settings.temporal.task_queue)
+    app = build_app(settings.slack, temporal, settings.temporal.task_queue, settings.token_limits)
     socket_mode = settings.slack.socket_mode
     codec = EncryptionCodec(settings.encryption_keys) if settings.encryption_keys else None
     web_app = build_web_app(

@@ -7,6 +7,7 @@ before acking and still answer Slack well within its 3 seconds.
 import contextvars
 import re
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from temporalio.client import (
@@ -19,8 +20,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from threadchat import telemetry
-from threadchat.ids import conversation_id
+from threadchat.ids import budget_id, conversation_id, thread_of
 from threadchat.model import (
+    AssistantThread,
     ConversationStart,
     EndRequest,
     Feedback,
@@ -28,7 +30,13 @@ from threadchat.model import (
     ThreadRef,
     UserMessage,
 )
-from threadchat.temporal import CONVERSATION_STARTED, SLACK_CHANNEL, SLACK_PARTICIPANTS
+from threadchat.temporal import (
+    CONVERSATION_STARTED,
+    CONVERSATION_TITLE,
+    SLACK_CHANNEL,
+    SLACK_PARTICIPANTS,
+)
+from workflows.budget import TokenBudgetWorkflow
 from workflows.conversation import ConversationWorkflow
 
 _SLACK_ID = re.compile(r"^[A-Z0-9]+$")
@@ -44,6 +52,16 @@ HAND_OVER_TIMEOUT = timedelta(seconds=SLACK_ACK_SECONDS - SAFETY_MARGIN_SECONDS)
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "hand_over_deadline", default=None
 )
+
+
+@dataclass
+class OpenConversation:
+    """A running conversation, as the App Home lists it."""
+
+    workflow_id: str
+    thread: ThreadRef
+    title: str
+    started: datetime
 
 
 class TooLateToHandOver(Exception):
@@ -80,23 +98,69 @@ class Conversations:
 
     async def start_or_continue(self, thread: ThreadRef, message: UserMessage) -> None:
         """Signal-with-start: the message starts the thread's conversation if none is running."""
+        await self._start(thread, "user_message", message, message.user)
+
+    async def open_assistant(self, thread: ThreadRef, opened: AssistantThread) -> None:
+        """The assistant panel's thread opened: its conversation starts, and greets."""
+        await self._start(thread, "assistant_opened", opened, opened.user)
+
+    async def change_context(self, thread: ThreadRef, changed: AssistantThread) -> bool:
+        """The panel's user views another channel; False if the thread has no conversation."""
+        return await self._signal(thread, ConversationWorkflow.context_changed, changed)
+
+    async def _start(self, thread: ThreadRef, signal: str, arg: object, user: str) -> None:
         await self.client.start_workflow(
             ConversationWorkflow.run,
             ConversationStart(thread=thread),
             id=_conversation(thread),
             task_queue=self.task_queue,
-            start_signal="user_message",
-            start_signal_args=[message],
+            start_signal=signal,
+            start_signal_args=[arg],
             rpc_timeout=rpc_timeout(),
             search_attributes=TypedSearchAttributes(
                 [
                     SearchAttributePair(SLACK_CHANNEL, thread.channel),
-                    SearchAttributePair(SLACK_PARTICIPANTS, [message.user]),
+                    SearchAttributePair(SLACK_PARTICIPANTS, [user]),
                     # Only a new run takes these, so this is when the conversation began.
                     SearchAttributePair(CONVERSATION_STARTED, datetime.now(UTC)),
                 ]
             ),
         )
+
+    async def open_for(self, team: str, user: str) -> list[OpenConversation]:
+        """The running conversations `user` takes part in, newest first (the App Home)."""
+        if not _SLACK_ID.fullmatch(user):
+            return []
+        query = (
+            f"WorkflowType = 'ConversationWorkflow' AND ExecutionStatus = 'Running' "
+            f"AND {SLACK_PARTICIPANTS.name} = '{user}'"
+        )
+        found = []
+        async for execution in self.client.list_workflows(query, rpc_timeout=rpc_timeout()):
+            thread = thread_of(execution.id)
+            if thread is None or thread.team != team:
+                continue
+            attributes = execution.typed_search_attributes
+            found.append(
+                OpenConversation(
+                    workflow_id=execution.id,
+                    thread=thread,
+                    title=attributes.get(CONVERSATION_TITLE) or "",
+                    started=attributes.get(CONVERSATION_STARTED) or execution.start_time,
+                )
+            )
+        return sorted(found, key=lambda c: c.started, reverse=True)
+
+    async def tokens_today(self, team: str, user: str) -> int | None:
+        """What `user`'s replies used today (UTC); None when it cannot be told."""
+        day = datetime.now(UTC).date().isoformat()
+        handle = self.client.get_workflow_handle(budget_id(team, user, day))
+        try:
+            return await handle.query(TokenBudgetWorkflow.tokens_used, rpc_timeout=rpc_timeout())
+        except RPCError as err:
+            return 0 if err.status == RPCStatusCode.NOT_FOUND else None
+        except Exception:  # a budget no worker answers for: unknown, not zero
+            return None
 
     async def continue_only(self, thread: ThreadRef, message: UserMessage) -> bool:
         """Add a message to a running conversation; False if the thread has none."""

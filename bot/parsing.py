@@ -64,10 +64,11 @@ def parse_message_event(
         return None
     files = _files(event.get("files"))
     mentioned = is_mention_event or bool(bot_user_id and f"<@{bot_user_id}" in text)
-    top_level_dm = event.get("channel_type") == "im" and not thread_ts
-    if not (mentioned or top_level_dm or thread_ts):
+    # Everything in a DM with the app is for it, threads too (the assistant panel's are).
+    in_dm = event.get("channel_type") == "im"
+    if not (mentioned or in_dm or thread_ts):
         return None  # channel chatter outside any thread of ours
-    may_start = mentioned or top_level_dm
+    may_start = mentioned or in_dm
     return Incoming(
         thread=ThreadRef(team=team_id, channel=channel, thread_ts=thread_ts or ts),
         message=UserMessage(
@@ -124,6 +125,27 @@ def parse_end_command(command: dict) -> EndCommand | None:
     return EndCommand(
         team, channel, user, text.strip(), domain if isinstance(domain, str) else "app"
     )
+
+
+@dataclass(frozen=True)
+class AssistantEvent:
+    """assistant_thread_started / _context_changed: the panel's thread and who is in it."""
+
+    thread: ThreadRef
+    user: str
+    context_channel: str
+
+
+def parse_assistant_event(event: dict, team_id: str) -> AssistantEvent | None:
+    panel = event.get("assistant_thread")
+    if not isinstance(panel, dict):
+        return None
+    user, channel, thread_ts = panel.get("user_id"), panel.get("channel_id"), panel.get("thread_ts")
+    context = panel.get("context") if isinstance(panel.get("context"), dict) else {}
+    in_view = context.get("channel_id") or ""
+    if not (_ids(user, channel, team_id) and _ts(thread_ts)) or (in_view and not _ids(in_view)):
+        return None
+    return AssistantEvent(ThreadRef(team_id, channel, thread_ts), user, in_view)
 
 
 def parse_end_shortcut(shortcut: dict) -> tuple[ThreadRef, str] | None:

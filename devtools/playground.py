@@ -16,13 +16,18 @@ HTTP endpoints (JSON; POST bodies must be ``application/json``):
     "name", "is_bot"}], "channels": [{"id", "name", "type": "channel"}], "dms": {user id:
     channel id}, "commands": ["/endchat"], "shortcuts": [{"callback_id", "name"}],
     "messages": {channel id: [message, ...]}, "ephemerals": [...], "statuses": {"C…/ts":
-    status}, "bot_events_url", "temporal_ui_url", "offline_model"}``. Messages are
-    LocalSlack's, top level and replies together in ts order, each with ``"streaming"``.
+    status}, "assistant_threads": [{"user", "channel", "thread_ts", "context_channel"}],
+    "titles": {"D…/ts": title}, "suggested_prompts": {"D…/ts": {"title", "prompts":
+    [{"title", "message"}]}}, "home_views": {user id: view}, "bot_events_url",
+    "temporal_ui_url", "offline_model"}``. Messages are LocalSlack's, top level and replies
+    together in ts order, each with ``"streaming"``.
 ``GET /api/events``
     Server-Sent Events, one JSON object per ``data:`` line. First ``{"type": "snapshot",
     "state": <as /api/state>}``, then every LocalSlack change notification as
     `LocalSlack.subscribe` describes it ("message", "message_changed", "message_deleted",
-    "ephemeral", "status", "stream_append", "stream_stop").
+    "ephemeral", "status", "stream_append", "stream_stop", "suggested_prompts", "title",
+    "home"), and the playground's own ``{"type": "assistant_thread", "user", "channel",
+    "thread_ts", "context_channel"}`` when a panel thread opens or its context changes.
 ``POST /api/upload`` ``{"user", "name", "mimetype", "data"}``
     A user uploads a file (`data` is its bytes in base64, at most `MAX_FILE_BYTES`), not yet
     shared anywhere: it goes to `LocalSlack.add_file`. Answers ``{"ok", "file"}`` with Slack's
@@ -53,6 +58,26 @@ HTTP endpoints (JSON; POST bodies must be ``application/json``):
     with the button's value, the whole message and a ``response_url`` whose answers land in
     ``LocalSlack.ephemerals``. Answers ``{"ok", "status"}``; 404 when the message or a button
     with that action_id is not there.
+``POST /api/assistant/open`` ``{"user", "context_channel"?}``
+    The user opens the assistant side panel (or starts a new chat in it) while viewing
+    `context_channel` (a channel; none for a DM). As in Slack, the panel's conversation is a
+    new thread in the user's DM with the app: its root is stored, then the bot gets
+    ``assistant_thread_started``. Answers ``{"ok", "status", "channel", "thread_ts"}``.
+``POST /api/assistant/context`` ``{"user", "channel", "thread_ts", "context_channel"?}``
+    The user, with that panel thread open, moved the main view to another channel: the bot
+    gets ``assistant_thread_context_changed``. Answers ``{"ok", "status"}``; 404 for a thread
+    that is not one of the user's panel threads. What the user writes in the panel, a
+    suggested prompt clicked included, goes through ``POST /api/messages`` with the DM and
+    the thread's ts, as any DM thread reply.
+``POST /api/home/open`` ``{"user"}``
+    The user opens the app's Home tab: ``app_home_opened`` for their DM with the app. The bot
+    publishes the view with ``views.publish``; it reaches the page as a "home" change.
+    Answers ``{"ok", "status"}``.
+``POST /api/home/action`` ``{"user", "action_id", "value"?}``
+    A click on a button of the user's published Home view (the one with that action_id and,
+    when given, that value: several buttons may share an action_id): a ``block_actions``
+    payload whose container is the view. Answers ``{"ok", "status"}``; 404 when no view is
+    published or no such button is in it.
 
 Errors are ``{"ok": false, "error": ...}`` with a 4xx status (5xx when the bot is unreachable).
 """
@@ -78,11 +103,14 @@ from aiohttp import web
 from devtools.slack import Json, LocalSlack, ts_key
 from devtools.slack_events import (
     EventSender,
+    app_home_opened_event,
     app_mention_event,
+    assistant_thread_event,
     block_action,
     message_event,
     message_shortcut,
     slash_command,
+    view_action,
 )
 from threadchat.ids import conversation_id
 
@@ -114,6 +142,10 @@ THUMBNAIL_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp
 
 _MENTION = re.compile(r"(?<![\w<@])@([A-Za-z0-9_-]+)")
 
+# The text of a panel thread's root message, which the panel itself never shows. In Slack it
+# is the user's, with the subtype "assistant_app_thread".
+ASSISTANT_THREAD_ROOT = "New chat"
+
 
 @dataclass(frozen=True)
 class Channel:
@@ -122,6 +154,16 @@ class Channel:
     id: str
     name: str
     type: str = "channel"
+
+
+@dataclass
+class AssistantThread:
+    """A conversation in a user's assistant panel: a thread in their DM with the app."""
+
+    user: str
+    channel: str
+    thread_ts: str
+    context_channel: str | None  # the channel in view when it last started or changed
 
 
 class PlaygroundError(Exception):
@@ -168,6 +210,7 @@ class Playground:
         self._message_files: dict[tuple[str, str], list[Json]] = {}
         self._sharing: tuple[str, str, list[Json]] | None = None
         self._thumbnails: dict[str, tuple[str, bytes]] = {}
+        self._assistant_threads: dict[tuple[str, str], AssistantThread] = {}
 
     # ----------------------------------------------------------------------------------------
     # Lifecycle
@@ -190,6 +233,10 @@ class Playground:
         app.router.add_post("/api/commands", self._post_command)
         app.router.add_post("/api/shortcuts", self._post_shortcut)
         app.router.add_post("/api/action", self._post_action)
+        app.router.add_post("/api/assistant/open", self._post_assistant_open)
+        app.router.add_post("/api/assistant/context", self._post_assistant_context)
+        app.router.add_post("/api/home/open", self._post_home_open)
+        app.router.add_post("/api/home/action", self._post_home_action)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         try:
@@ -201,6 +248,7 @@ class Playground:
         url_host = f"[{host}]" if ":" in host else host
         self._allowed_hosts = {f"{url_host}:{bound}", f"localhost:{bound}"}
         self._runner = runner
+        self._join_everyone()
         self.slack.subscribe(self._on_change)
         self._url = f"http://{url_host}:{bound}"
         return self._url
@@ -229,7 +277,17 @@ class Playground:
         """The id of `user`'s DM with the bot (each user has their own, as in Slack)."""
         if user not in self._dms:
             self._dms[user] = _random_id("D")
+            self.slack.join(self._dms[user], user, self.slack.bot_user_id)
         return self._dms[user]
+
+    def _join_everyone(self) -> None:
+        # As in a small workspace: everyone is in every channel and the app was invited, so
+        # the bot may read a channel (conversations.history) and users.conversations answers
+        # for each user.
+        for channel in self.channels:
+            self.slack.join(channel.id, self.slack.bot_user_id, *self.slack.users)
+        for user in self.slack.users:
+            self.dm_channel(user)
 
     def channel_ids(self) -> list[str]:
         """Every channel the page shows: the channels, then each user's DM with the bot."""
@@ -289,6 +347,12 @@ class Playground:
             "messages": messages,
             "ephemerals": list(self.slack.ephemerals),
             "statuses": statuses,
+            "assistant_threads": [asdict(t) for t in self._assistant_threads.values()],
+            "titles": {f"{c}/{ts}": title for (c, ts), title in self.slack.titles.items()},
+            "suggested_prompts": {
+                f"{c}/{ts}": prompts for (c, ts), prompts in self.slack.suggested_prompts.items()
+            },
+            "home_views": dict(self.slack.home_views),
             "bot_events_url": self.bot_events_url,
             "temporal_ui_url": self.temporal_ui_url,
             # Each thread links to its conversation's workflow in the Temporal UI.
@@ -489,6 +553,94 @@ class Playground:
         status, _ = await self._deliver(self._sender.send_action(body))
         return {"ok": 200 <= status < 300, "status": status}
 
+    async def open_assistant(self, user: str, context_channel: str | None = None) -> Json:
+        """Open a new conversation in `user`'s assistant panel while they view
+        `context_channel`: a new thread in their DM with the app, announced to the bot."""
+        self._check_user(user)
+        context_channel = self._context_channel(context_channel)
+        channel = self.dm_channel(user)
+        root = self.slack.add_message(channel, user=user, text=ASSISTANT_THREAD_ROOT)
+        thread = AssistantThread(user, channel, root["ts"], context_channel)
+        self._assistant_threads[(channel, thread.thread_ts)] = thread
+        self._broadcast({"type": "assistant_thread", **asdict(thread)})
+        status = await self._deliver_event(
+            assistant_thread_event(
+                "started",
+                user=user,
+                channel=channel,
+                thread_ts=thread.thread_ts,
+                context_channel=context_channel,
+                team=self.slack.team_id,
+            )
+        )
+        return {
+            "ok": 200 <= status < 300,
+            "status": status,
+            "channel": channel,
+            "thread_ts": thread.thread_ts,
+        }
+
+    async def change_assistant_context(
+        self, user: str, channel: str, thread_ts: str, context_channel: str | None
+    ) -> Json:
+        """Tell the bot that `user`, with a panel thread open, now views `context_channel`."""
+        self._check_user(user)
+        thread = self._assistant_threads.get((channel, thread_ts))
+        if thread is None or thread.user != user:
+            raise PlaygroundError("assistant_thread_not_found", 404)
+        thread.context_channel = self._context_channel(context_channel)
+        self._broadcast({"type": "assistant_thread", **asdict(thread)})
+        status = await self._deliver_event(
+            assistant_thread_event(
+                "context_changed",
+                user=user,
+                channel=channel,
+                thread_ts=thread_ts,
+                context_channel=thread.context_channel,
+                team=self.slack.team_id,
+            )
+        )
+        return {"ok": 200 <= status < 300, "status": status}
+
+    def _context_channel(self, channel: str | None) -> str | None:
+        """The panel's context for the main view `channel`: a channel, or none for a DM."""
+        if not channel or channel in self._dms.values():
+            return None
+        if channel not in {c.id for c in self.channels}:
+            raise PlaygroundError("channel_not_found", 404)
+        return channel
+
+    async def open_home(self, user: str) -> Json:
+        """`user` opens the app's Home tab; the bot answers by publishing the view."""
+        self._check_user(user)
+        status = await self._deliver_event(
+            app_home_opened_event(user=user, channel=self.dm_channel(user))
+        )
+        return {"ok": 200 <= status < 300, "status": status}
+
+    async def click_home_action(self, user: str, action_id: str, value: str | None = None) -> Json:
+        """Click, as `user`, a button of their published Home view."""
+        self._check_user(user)
+        view = self.slack.home_views.get(user)
+        if view is None:
+            raise PlaygroundError("view_not_found", 404)
+        found = _find_button(view, action_id, value)
+        if found is None:
+            raise PlaygroundError("action_not_found", 404)
+        block_id, button = found
+        body = view_action(
+            action_id=action_id,
+            value=str(button.get("value", "")),
+            user_id=user,
+            view=view,
+            team_id=self.slack.team_id,
+            team_domain=self.slack.team_domain,
+            block_id=block_id,
+            user_name=self.slack.users[user],
+        )
+        status, _ = await self._deliver(self._sender.send_action(body))
+        return {"ok": 200 <= status < 300, "status": status}
+
     def _check_user(self, user: str) -> None:
         if user not in self.slack.users:
             raise PlaygroundError("user_not_found")
@@ -572,6 +724,9 @@ class Playground:
             ):
                 self._message_files[(channel, message["ts"])] = sharing[2]
             self._with_files(channel, message)
+        self._broadcast(event)
+
+    def _broadcast(self, event: Json) -> None:
         for queue in self._streams:
             queue.put_nowait(event)
 
@@ -644,17 +799,55 @@ class Playground:
         )
         return web.json_response(result)
 
+    async def _post_assistant_open(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        result = await self.open_assistant(
+            _field(body, "user"), _optional_field(body, "context_channel")
+        )
+        return web.json_response(result)
 
-def _find_button(message: Json, action_id: str) -> tuple[str, Json] | None:
-    """The block_id and element of the button `action_id` in `message`'s actions blocks."""
+    async def _post_assistant_context(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        result = await self.change_assistant_context(
+            _field(body, "user"),
+            _field(body, "channel"),
+            _field(body, "thread_ts"),
+            _optional_field(body, "context_channel"),
+        )
+        return web.json_response(result)
+
+    async def _post_home_open(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        return web.json_response(await self.open_home(_field(body, "user")))
+
+    async def _post_home_action(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        result = await self.click_home_action(
+            _field(body, "user"), _field(body, "action_id"), _optional_field(body, "value")
+        )
+        return web.json_response(result)
+
+
+def _find_button(
+    message: Json, action_id: str, value: str | None = None
+) -> tuple[str, Json] | None:
+    """The block_id and element of the button `action_id` (with `value`, when given) in a
+    message's or view's blocks: in an actions block, or a section's accessory."""
     for index, block in enumerate(message.get("blocks") or []):
-        if not isinstance(block, dict) or block.get("type") != "actions":
+        if not isinstance(block, dict):
             continue
-        for element in block.get("elements") or []:
+        if block.get("type") == "actions":
+            elements = block.get("elements") or []
+        elif block.get("type") == "section":
+            elements = [block.get("accessory")]
+        else:
+            continue
+        for element in elements:
             if (
                 isinstance(element, dict)
                 and element.get("type") == "button"
                 and element.get("action_id") == action_id
+                and (value is None or str(element.get("value", "")) == value)
             ):
                 # Slack makes up a block_id, stable for the message, for a block sent without.
                 return str(block.get("block_id") or f"block{index}"), element
@@ -681,4 +874,13 @@ def _field(body: Json, name: str) -> str:
     value = body.get(name)
     if not isinstance(value, str) or not value:
         raise PlaygroundError(f"missing_{name}")
+    return value
+
+
+def _optional_field(body: Json, name: str) -> str | None:
+    value = body.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise PlaygroundError(f"invalid_{name}")
     return value

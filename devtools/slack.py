@@ -226,6 +226,12 @@ class LocalSlack:
         self.files: dict[str, Json] = {}
         self._file_bytes: dict[str, bytes] = {}
         self._withheld: set[str] = set()
+        # The assistant panel and App Home: suggested prompts and titles by (channel, thread),
+        # each user's published Home view, and channel members (for users.conversations).
+        self.suggested_prompts: dict[tuple[str, str], Json] = {}
+        self.titles: dict[tuple[str, str], str] = {}
+        self.home_views: dict[str, Json] = {}
+        self.members: dict[str, set[str]] = {}
         self.downloads: list[str] = []  # file ids served, in order
         self.download_requests: list[str] = []  # file ids asked for, as the requests arrive
         self.download_delay_s = 0.0  # a slow file server, to kill a worker mid-download
@@ -241,6 +247,11 @@ class LocalSlack:
             "chat.getPermalink": self._chat_get_permalink,
             "users.info": self._users_info,
             "files.info": self._files_info,
+            "assistant.threads.setSuggestedPrompts": self._assistant_set_prompts,
+            "assistant.threads.setTitle": self._assistant_set_title,
+            "conversations.history": self._conversations_history,
+            "users.conversations": self._users_conversations,
+            "views.publish": self._views_publish,
             "conversations.replies": self._conversations_replies,
             "assistant.threads.setStatus": self._assistant_set_status,
             "chat.startStream": self._chat_start_stream,
@@ -326,6 +337,10 @@ class LocalSlack:
         """One stored message by ts, or None."""
         found = self._channels.get(channel, {}).get(ts)
         return copy.deepcopy(found) if found is not None else None
+
+    def join(self, channel: str, *users: str) -> None:
+        """Make users members of a channel (users.conversations lists it for them)."""
+        self.members.setdefault(channel, set()).update(users)
 
     def status(self, channel: str, thread_ts: str) -> str:
         """The thread status last set with assistant.threads.setStatus ("" when cleared)."""
@@ -1131,6 +1146,66 @@ class LocalSlack:
             }
         )
         return {}
+
+    def _assistant_set_prompts(self, params: Json) -> Json:
+        channel = self._channel(params, "channel_id")
+        thread_ts = self._required(params, "thread_ts")
+        prompts = _json_param(params, "prompts", "invalid_arguments")
+        if not isinstance(prompts, list) or not 1 <= len(prompts) <= 4:
+            raise SlackError("invalid_arguments", detail="prompts: between 1 and 4 items")
+        for prompt in prompts:
+            if not (
+                isinstance(prompt, dict)
+                and isinstance(prompt.get("title"), str)
+                and isinstance(prompt.get("message"), str)
+                and prompt["title"].strip()
+                and prompt["message"].strip()
+            ):
+                raise SlackError("invalid_arguments", detail="each prompt needs title and message")
+        entry = {"title": params.get("title") or "", "prompts": prompts}
+        self.suggested_prompts[(channel, thread_ts)] = entry
+        self._emit(
+            {"type": "suggested_prompts", "channel": channel, "thread_ts": thread_ts, **entry}
+        )
+        return {}
+
+    def _assistant_set_title(self, params: Json) -> Json:
+        channel = self._channel(params, "channel_id")
+        thread_ts = self._required(params, "thread_ts")
+        title = str(params.get("title") or "").strip()
+        if not title:
+            raise SlackError("invalid_arguments", detail="missing required field: title")
+        self.titles[(channel, thread_ts)] = title
+        self._emit({"type": "title", "channel": channel, "thread_ts": thread_ts, "title": title})
+        return {}
+
+    def _conversations_history(self, params: Json) -> Json:
+        """A channel's top-level messages, newest first, as the bot may read them: in a
+        channel it is a member of."""
+        channel = self._channel(params)
+        if self.members.get(channel) is not None and self.bot_user_id not in self.members[channel]:
+            raise SlackError("not_in_channel")
+        limit = min(int(params.get("limit") or 100), 999)
+        top = [
+            m for m in self._sorted(channel) if not m.get("thread_ts") or m["thread_ts"] == m["ts"]
+        ]
+        newest = list(reversed(top))[:limit]
+        return {"messages": copy.deepcopy(newest), "has_more": len(top) > limit}
+
+    def _users_conversations(self, params: Json) -> Json:
+        user = str(params.get("user") or "")
+        channels = sorted(c for c, members in self.members.items() if user in members)
+        return {"channels": [{"id": c} for c in channels], "response_metadata": {"next_cursor": ""}}
+
+    def _views_publish(self, params: Json) -> Json:
+        user = self._required(params, "user_id")
+        view = _json_param(params, "view", "invalid_arguments")
+        if not isinstance(view, dict) or view.get("type") != "home":
+            raise SlackError("invalid_arguments", detail="view.type must be home")
+        blocks = self._blocks({"blocks": view.get("blocks")}) or []
+        self.home_views[user] = {**view, "blocks": blocks}
+        self._emit({"type": "home", "user": user, "view": self.home_views[user]})
+        return {"view": {"id": "V" + user, **view}}
 
     def _chat_start_stream(self, params: Json) -> Json:
         channel = self._channel(params)

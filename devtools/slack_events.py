@@ -172,6 +172,44 @@ def app_mention_event(
     return event
 
 
+def assistant_thread_event(
+    kind: str,
+    *,
+    user: str,
+    channel: str,
+    thread_ts: str,
+    context_channel: str | None = None,
+    team: str = "T0LOCAL",
+) -> Json:
+    """``assistant_thread_started`` or ``assistant_thread_context_changed`` (kind "started"
+    or "context_changed"): the user opened the assistant panel (a thread in their DM with
+    the app, `channel`), or moved to another channel while it is open."""
+    context: Json = {"team_id": team, "enterprise_id": None}
+    if context_channel is not None:
+        context["channel_id"] = context_channel
+    return {
+        "type": f"assistant_thread_{kind}",
+        "assistant_thread": {
+            "user_id": user,
+            "context": context,
+            "channel_id": channel,
+            "thread_ts": thread_ts,
+        },
+        "event_ts": _now_ts(),
+    }
+
+
+def app_home_opened_event(*, user: str, channel: str, tab: str = "home") -> Json:
+    """The user opened the app's Home tab (or its Messages tab)."""
+    return {
+        "type": "app_home_opened",
+        "user": user,
+        "channel": channel,
+        "tab": tab,
+        "event_ts": _now_ts(),
+    }
+
+
 def slash_command(
     *,
     command: str,
@@ -311,6 +349,48 @@ def block_action(
                 "value": value,
                 "text": {"type": "plain_text", "text": action_id},
                 "action_ts": action_ts or _now_ts(),
+            }
+        ],
+    }
+    return urlencode({"payload": json.dumps(payload)})
+
+
+def view_action(
+    *,
+    action_id: str,
+    value: str,
+    user_id: str,
+    view: Json,
+    team_id: str = "T0LOCAL",
+    team_domain: str = "local",
+    block_id: str = "home",
+    user_name: str | None = None,
+    trigger_id: str | None = None,
+) -> str:
+    """The ``payload=<json>`` Slack posts for a button in a view (the App Home tab): there is
+    no message, channel or response_url; ``container`` names the view."""
+    name = user_name or user_id.lower()
+    view_id = view.get("id") or f"V{user_id}"
+    payload = {
+        "type": "block_actions",
+        "token": VERIFICATION_TOKEN,
+        "api_app_id": "A0LOCAL",
+        "team": {"id": team_id, "domain": team_domain},
+        "user": {"id": user_id, "username": name, "team_id": team_id, "name": name},
+        "container": {"type": "view", "view_id": view_id},
+        "view": {**view, "id": view_id},
+        "is_enterprise_install": False,
+        "enterprise": None,
+        "trigger_id": trigger_id or _trigger_id(),
+        "state": {"values": {}},
+        "actions": [
+            {
+                "type": "button",
+                "action_id": action_id,
+                "block_id": block_id,
+                "value": value,
+                "text": {"type": "plain_text", "text": action_id},
+                "action_ts": _now_ts(),
             }
         ],
     }

@@ -17,7 +17,15 @@ from activities.slack import http_session, make_client
 from bot.app import EVENTS_PATH, bound_port, build_app, build_web_app, start_http
 from devtools.bedrock import LocalBedrock
 from devtools.slack import LocalSlack
-from devtools.slack_events import EventSender, app_mention_event, block_action, message_event
+from devtools.slack_events import (
+    EventSender,
+    app_home_opened_event,
+    app_mention_event,
+    assistant_thread_event,
+    block_action,
+    message_event,
+    view_action,
+)
 from threadchat.channels import load as load_channels
 from threadchat.commands.worker import build_workers
 from threadchat.config import BedrockSettings, Settings, SlackSettings, TemporalSettings
@@ -95,7 +103,12 @@ class Stack:
         self._closers.append(stop)
 
     async def start_bot(self) -> None:
-        app = build_app(self.settings.slack, self.client, self.settings.temporal.task_queue)
+        app = build_app(
+            self.settings.slack,
+            self.client,
+            self.settings.temporal.task_queue,
+            self.settings.token_limits,
+        )
         runner = await start_http(build_web_app(app, self.client), "127.0.0.1", 0)
         self.bot_url = f"http://127.0.0.1:{bound_port(runner)}{EVENTS_PATH}"
         self.sender = EventSender(self.bot_url, SIGNING_SECRET)
@@ -156,6 +169,53 @@ class Stack:
         status, _ = await self.sender.send_event(event)
         assert status == 200
         return message["ts"]
+
+    async def open_panel(self, *, user: str = ALICE, viewing: str | None = None) -> tuple[str, str]:
+        """`user` opens the assistant panel while viewing `viewing`; returns its thread (the
+        DM channel and thread ts), whose root Slack makes."""
+        dm = "D" + user.removeprefix("U")
+        root = self.slack.add_message(dm, user=user, text="")
+        await self.panel_event("started", dm, root["ts"], user=user, viewing=viewing)
+        return dm, root["ts"]
+
+    async def panel_event(
+        self, kind: str, dm: str, thread_ts: str, *, user: str = ALICE, viewing: str | None = None
+    ) -> None:
+        event = assistant_thread_event(
+            kind, user=user, channel=dm, thread_ts=thread_ts, context_channel=viewing
+        )
+        status, _ = await self.sender.send_event(event)
+        assert status == 200
+
+    async def panel_say(self, dm: str, thread_ts: str, text: str, *, user: str = ALICE) -> str:
+        """A message in the panel's thread (a DM thread)."""
+        message = self.slack.add_message(dm, user=user, text=text, thread_ts=thread_ts)
+        event = message_event(
+            channel=dm,
+            user=user,
+            text=text,
+            ts=message["ts"],
+            thread_ts=thread_ts,
+            channel_type="im",
+        )
+        status, _ = await self.sender.send_event(event)
+        assert status == 200
+        return message["ts"]
+
+    async def open_home(self, user: str = ALICE) -> dict:
+        """`user` opens the App Home tab; returns the view the bot published."""
+        self.slack.home_views.pop(user, None)
+        event = app_home_opened_event(user=user, channel="D" + user.removeprefix("U"))
+        status, _ = await self.sender.send_event(event)
+        assert status == 200
+        return await eventually(lambda: self.slack.home_views.get(user), what="the Home view")
+
+    async def click_home(self, action_id: str, value: str, *, user: str = ALICE) -> int:
+        body = view_action(
+            action_id=action_id, value=value, user_id=user, view=self.slack.home_views[user]
+        )
+        status, _ = await self.sender.send_action(body)
+        return status
 
     async def click(self, channel: str, ts: str, action_id: str, *, user: str = ALICE) -> int:
         """`user` clicks the button `action_id` on the bot's message `ts`; returns the status

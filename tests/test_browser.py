@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from devtools.playground import Playground
-from devtools.stack import SIGNING_SECRET, Stack
+from devtools.stack import ALICE, SIGNING_SECRET, Stack, eventually
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Without these, Chromium on a closed network keeps trying to reach Google's services and can
@@ -265,3 +265,62 @@ async def test_an_image_and_a_pdf_attached_to_a_mention_reach_the_model(make_sta
         ).to_be_visible()
         # It read their bytes, with its token, as from Slack.
         assert set(stack.slack.downloads) == set(stack.slack.files)
+
+
+async def test_the_assistant_panel_and_the_home_tab(make_stack):
+    require_browser()
+    from playwright.async_api import expect
+
+    async with playground_page(make_stack) as (stack, page):
+        # Alice, in #general, opens the app's side panel next to it.
+        await page.locator("#assistant-button").click()
+        await expect(page.locator("#assistant-pane")).to_be_visible()
+        await expect(page.locator("#assistant-context")).to_have_text("Viewing #general")
+        await page.wait_for_function("threadchatPlayground.state.assistant.ts")
+        panel_state = await page.evaluate("threadchatPlayground.state.assistant")
+        dm, thread_ts = panel_state["channel"], panel_state["ts"]
+        panel = page.locator("#assistant-messages")
+        bot = panel.locator(".message.bot:not(.ephemeral):not(.notice)")
+        # The app greets her in the new thread and suggests what to ask; the thread's root
+        # is only its anchor and is not shown.
+        await expect(bot.first).to_be_visible()
+        await expect(panel.locator(f'.message[data-ts="{thread_ts}"]')).to_have_count(0)
+        chips = page.locator("#assistant-prompts .suggested-prompt")
+        await expect(chips.first).to_be_visible()
+        first = stack.slack.suggested_prompts[(dm, thread_ts)]["prompts"][0]
+        await expect(chips.first).to_have_text(first["title"])
+
+        # A prompt clicked is her own message in the thread, answered there, streamed.
+        await chips.first.click()
+        own = panel.locator(".message:not(.bot)")
+        await expect(own).to_have_count(1)
+        await expect(own.locator(".author")).to_have_text("alice")
+        [_root, asked] = [m for m in stack.slack.messages(dm, thread_ts) if m["user"] == ALICE]
+        assert asked["text"] == first["message"]
+        answer = panel.locator(".message:not(.bot) ~ .message.bot:not(.ephemeral):not(.notice)")
+        await expect(answer.last).to_be_visible()
+        await expect(answer.last).not_to_have_class(re.compile(r"\bstreaming\b"))
+        await expect(answer.last.locator(".text")).to_contain_text(re.compile(r"\S"))
+        # After the first answer the app names the thread, and the panel shows the name.
+        title = await eventually(
+            lambda: stack.slack.titles.get((dm, thread_ts)), 20, "the thread's title"
+        )
+        await expect(page.locator("#assistant-title")).to_have_text(title)
+
+        # In her DM with the app the panel's thread is listed under that name; with a DM in
+        # view the panel has no channel context.
+        await page.locator(f'#dm-list [data-channel="{dm}"]').click()
+        await expect(page.locator("#assistant-context")).to_have_text("")
+        root = page.locator(f'#channel-messages .message[data-ts="{thread_ts}"]')
+        await expect(root.locator(".text")).to_have_text(title)
+
+        # The app's Home tab lists her open conversations, this one among them.
+        await page.locator("#home-tab").click()
+        home = page.locator("#home-view")
+        await expect(home).to_be_visible()
+        await expect(page.locator("#channel-messages")).to_be_hidden()
+        end = home.locator(f'[data-action-id="threadchat_end_conversation"][data-value*="{dm}"]')
+        await expect(end).to_have_count(1)
+        # Ending it from there posts its summary in the thread, in the panel.
+        await end.click()
+        await expect(bot.last).to_contain_text("Summary")

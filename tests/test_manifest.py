@@ -1,5 +1,6 @@
 """manifest.yml asks Slack for exactly what the bot listens to."""
 
+import re
 from pathlib import Path
 
 import yaml
@@ -35,3 +36,66 @@ def test_scopes_match_what_the_bot_calls():
 
 def test_socket_mode_is_on_for_paste_as_is():
     assert MANIFEST["settings"]["socket_mode_enabled"] is True
+
+
+# The scopes each Web API method the code uses needs (docs.slack.dev). A method the code calls
+# that is not listed fails the test below: add it, with its scopes.
+METHOD_SCOPES = {
+    "chat_postMessage": {"chat:write"},
+    "chat_update": {"chat:write"},
+    "chat_delete": {"chat:write"},
+    "chat_postEphemeral": {"chat:write"},
+    "chat_startStream": {"chat:write"},
+    "chat_appendStream": {"chat:write"},
+    "chat_stopStream": {"chat:write"},
+    "chat_getPermalink": set(),
+    "users_info": {"users:read"},
+    "users_conversations": {"channels:read", "groups:read"},
+    "conversations_replies": {"channels:history", "groups:history", "im:history"},
+    "conversations_history": {"channels:history", "groups:history"},
+    "files_info": {"files:read"},
+    "assistant_threads_setStatus": {"assistant:write"},
+    "assistant_threads_setSuggestedPrompts": {"assistant:write"},
+    "assistant_threads_setTitle": {"assistant:write"},
+    "views_publish": set(),
+    "auth_test": set(),
+    "apps_connections_open": set(),  # the app-level token's connections:write
+}
+CALLS = re.compile(
+    r"\.(chat_\w+|users_\w+|conversations_\w+|files_\w+|assistant_threads_\w+|views_\w+"
+    r"|auth_test|apps_\w+)\b"
+)
+ROOT = Path(__file__).parent.parent
+
+
+def test_every_web_api_method_the_code_calls_has_its_scopes():
+    called = {
+        match
+        for folder in ("bot", "activities", "threadchat")
+        for path in (ROOT / folder).rglob("*.py")
+        for match in CALLS.findall(path.read_text())
+    }
+    assert called, "the scan found no Web API calls"
+    unknown = called - METHOD_SCOPES.keys()
+    assert not unknown, f"add these methods and their scopes to METHOD_SCOPES: {unknown}"
+    scopes = set(MANIFEST["oauth_config"]["scopes"]["bot"])
+    for method in sorted(called):
+        assert METHOD_SCOPES[method] <= scopes, (method, METHOD_SCOPES[method] - scopes)
+
+
+def test_every_event_the_bot_listens_to_is_subscribed():
+    listened = {
+        name
+        for path in (ROOT / "bot").rglob("*.py")
+        for name in re.findall(r'@app\.event\("(\w+)"\)', path.read_text())
+    }
+    events = set(MANIFEST["settings"]["event_subscriptions"]["bot_events"])
+    subscribed = {e.split(".")[0] for e in events}
+    assert listened <= subscribed, listened - subscribed
+    assert {
+        "assistant_thread_started",
+        "assistant_thread_context_changed",
+        "app_home_opened",
+    } <= events
+    assert MANIFEST["features"]["app_home"]["home_tab_enabled"] is True
+    assert "assistant_view" in MANIFEST["features"]

@@ -345,7 +345,7 @@ async def recording_bot() -> AsyncIterator[tuple[str, list[tuple[dict[str, str],
 
 
 @pytest.fixture
-async def files_playground() -> AsyncIterator[SimpleNamespace]:
+async def recorded_playground() -> AsyncIterator[SimpleNamespace]:
     """A playground on LocalSlack whose bot is `recording_bot`."""
     slack = LocalSlack()
     await slack.start()
@@ -388,8 +388,8 @@ def events_received(pg) -> list[dict]:
     return events
 
 
-async def test_files_attached_to_a_mention_are_shared_and_reach_the_bot(files_playground):
-    pg = files_playground
+async def test_files_attached_to_a_mention_are_shared_and_reach_the_bot(recorded_playground):
+    pg = recorded_playground
     chart = await upload(pg, "chart.png", "image/png", PNG)
     plan = await upload(pg, "plan.pdf", "application/pdf", PDF)
     assert chart["id"].startswith("F") and chart["size"] == len(PNG)
@@ -468,8 +468,8 @@ async def test_files_attached_to_a_mention_are_shared_and_reach_the_bot(files_pl
         assert response.status == 404
 
 
-async def test_a_file_shared_without_a_comment_is_a_message(files_playground):
-    pg = files_playground
+async def test_a_file_shared_without_a_comment_is_a_message(recorded_playground):
+    pg = recorded_playground
     status, first = await post(
         pg.http, "/api/messages", {"channel": pg.general, "user": ALICE, "text": "the numbers:"}
     )
@@ -496,8 +496,8 @@ async def test_a_file_shared_without_a_comment_is_a_message(files_playground):
     assert len(pg.received) == before
 
 
-async def test_bad_uploads_and_unknown_files_are_refused(files_playground):
-    pg = files_playground
+async def test_bad_uploads_and_unknown_files_are_refused(recorded_playground):
+    pg = recorded_playground
     good = {"user": ALICE, "name": "chart.png", "mimetype": "image/png", "data": "iVBORw0KGgo="}
     for wrong, error in [
         ({"data": "not base64!"}, "invalid_data"),
@@ -536,3 +536,206 @@ async def test_bad_uploads_and_unknown_files_are_refused(files_playground):
         assert answer == (status, {"ok": False, "error": error}), files
     assert pg.slack.files[bobs["id"]]["channels"] == []
     assert pg.received == [] and pg.slack.messages(pg.general) == []
+
+
+def received_as_slack_sent(pg) -> list[dict]:
+    """Everything the bot got, each checked to be signed: events as their ``event``, button
+    clicks as their form's payload."""
+    bodies = []
+    for headers, raw in pg.received:
+        assert SignatureVerifier(SIGNING_SECRET).is_valid(
+            raw, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"]
+        )
+        if headers["Content-Type"] == "application/x-www-form-urlencoded":
+            bodies.append(json.loads(parse_qs(raw)["payload"][0]))
+        else:
+            bodies.append(json.loads(raw)["event"])
+    return bodies
+
+
+async def test_opening_the_assistant_panel_starts_a_thread_in_the_users_dm(recorded_playground):
+    pg = recorded_playground
+    dm = pg.server.dm_channel(ALICE)
+    random = pg.server.channels[1].id
+    status, opened = await post(
+        pg.http, "/api/assistant/open", {"user": ALICE, "context_channel": pg.general}
+    )
+    assert status == 200 and opened["ok"], opened
+    assert opened["channel"] == dm
+    thread_ts = opened["thread_ts"]
+    # As in Slack, the panel's conversation is a thread in Alice's DM with the app: its root
+    # is stored first, so the bot can post into the thread and read it back.
+    [root] = pg.slack.messages(dm)
+    assert (root["ts"], root["user"]) == (thread_ts, ALICE)
+    [started] = received_as_slack_sent(pg)
+    assert started["type"] == "assistant_thread_started"
+    assert started["assistant_thread"] == {
+        "user_id": ALICE,
+        "channel_id": dm,
+        "thread_ts": thread_ts,
+        "context": {"team_id": pg.slack.team_id, "enterprise_id": None, "channel_id": pg.general},
+    }
+
+    # Alice moves the main view to #random with the panel open.
+    context = {"user": ALICE, "channel": dm, "thread_ts": thread_ts, "context_channel": random}
+    assert await post(pg.http, "/api/assistant/context", context) == (
+        200,
+        {"ok": True, "status": 200},
+    )
+    changed = received_as_slack_sent(pg)[-1]
+    assert changed["type"] == "assistant_thread_context_changed"
+    assert changed["assistant_thread"]["thread_ts"] == thread_ts
+    assert changed["assistant_thread"]["context"]["channel_id"] == random
+    # A DM in view is no channel context.
+    status, _ = await post(pg.http, "/api/assistant/context", {**context, "context_channel": dm})
+    assert status == 200
+    assert "channel_id" not in received_as_slack_sent(pg)[-1]["assistant_thread"]["context"]
+
+    # A reload finds the panel's thread and what the page needs to show it.
+    async with pg.http.get("/api/state") as response:
+        state = await response.json()
+    assert state["assistant_threads"] == [
+        {"user": ALICE, "channel": dm, "thread_ts": thread_ts, "context_channel": None}
+    ]
+
+    # "New chat", opened from a DM: another thread, with no channel in view.
+    status, again = await post(pg.http, "/api/assistant/open", {"user": ALICE})
+    assert status == 200 and again["thread_ts"] != thread_ts
+    second = received_as_slack_sent(pg)[-1]
+    assert second["type"] == "assistant_thread_started"
+    assert second["assistant_thread"]["context"] == {
+        "team_id": pg.slack.team_id,
+        "enterprise_id": None,
+    }
+
+    before = len(pg.received)
+    change, open_ = "/api/assistant/context", "/api/assistant/open"
+    for path, body, error in [
+        (change, {**context, "user": BOB}, (404, "assistant_thread_not_found")),
+        (change, {**context, "thread_ts": "1.000001"}, (404, "assistant_thread_not_found")),
+        (change, {**context, "context_channel": "C0NOWHERE"}, (404, "channel_not_found")),
+        (change, {**context, "context_channel": 7}, (400, "invalid_context_channel")),
+        (open_, {"user": ALICE, "context_channel": "C0NOWHERE"}, (404, "channel_not_found")),
+        (open_, {"user": "U0NOBODY"}, (400, "user_not_found")),
+    ]:
+        status, result = await post(pg.http, path, body)
+        assert (status, result["error"]) == error, body
+    assert len(pg.received) == before
+
+
+async def test_the_panel_shows_what_the_bot_sets_and_a_suggested_prompt_is_a_dm_reply(
+    recorded_playground,
+):
+    pg = recorded_playground
+    dm = pg.server.dm_channel(ALICE)
+    _, opened = await post(pg.http, "/api/assistant/open", {"user": ALICE})
+    thread_ts = opened["thread_ts"]
+    web_api = AsyncWebClient(token=pg.slack.bot_token, base_url=pg.slack.base_url)
+    prompts = [{"title": "Summarize this channel", "message": "Summarize #general for me"}]
+    header = {"type": "header", "text": {"type": "plain_text", "text": "Hi"}}
+    home = {"type": "home", "blocks": [header]}
+
+    async with pg.http.get("/api/events") as stream:
+
+        async def next_event() -> dict:
+            while True:
+                line = (await stream.content.readline()).decode()
+                if line.startswith("data: "):
+                    return json.loads(line.removeprefix("data: "))
+
+        assert (await asyncio.wait_for(next_event(), 5))["type"] == "snapshot"
+        # What the bot sets through the Web API reaches the page live.
+        await web_api.assistant_threads_setSuggestedPrompts(
+            channel_id=dm, thread_ts=thread_ts, title="Try one of these", prompts=prompts
+        )
+        await web_api.assistant_threads_setTitle(
+            channel_id=dm, thread_ts=thread_ts, title="Launch plans"
+        )
+        await web_api.views_publish(user_id=ALICE, view=home)
+        seen = [await asyncio.wait_for(next_event(), 5) for _ in range(3)]
+    assert [e["type"] for e in seen] == ["suggested_prompts", "title", "home"]
+    assert seen[0]["prompts"] == prompts and seen[0]["thread_ts"] == thread_ts
+    assert (seen[1]["channel"], seen[1]["title"]) == (dm, "Launch plans")
+    assert seen[2]["user"] == ALICE and seen[2]["view"]["blocks"] == [header]
+
+    # And a reload shows them too.
+    async with pg.http.get("/api/state") as response:
+        state = await response.json()
+    key = f"{dm}/{thread_ts}"
+    assert state["suggested_prompts"][key] == {"title": "Try one of these", "prompts": prompts}
+    assert state["titles"][key] == "Launch plans"
+    assert state["home_views"][ALICE]["blocks"] == [header]
+
+    # A click on the prompt is Alice's message in the panel's thread, as Slack posts it: the
+    # page sends it as any reply in a DM thread.
+    sent = await say(pg, prompts[0]["message"], channel=dm, thread_ts=thread_ts)
+    assert [d["event"] for d in sent["deliveries"]] == ["message"]
+    message = received_as_slack_sent(pg)[-1]
+    assert message["type"] == "message" and message["channel_type"] == "im"
+    assert (message["channel"], message["thread_ts"]) == (dm, thread_ts)
+    assert (message["user"], message["text"]) == (ALICE, "Summarize #general for me")
+    assert message["parent_user_id"] == ALICE
+
+
+async def test_the_home_tab_is_opened_and_its_buttons_clicked_as_in_slack(recorded_playground):
+    pg = recorded_playground
+    dm = pg.server.dm_channel(ALICE)
+    assert await post(pg.http, "/api/home/open", {"user": ALICE}) == (
+        200,
+        {"ok": True, "status": 200},
+    )
+    [opened] = received_as_slack_sent(pg)
+    assert (opened["type"], opened["user"], opened["channel"], opened["tab"]) == (
+        "app_home_opened",
+        ALICE,
+        dm,
+        "home",
+    )
+
+    # One button per conversation under one action_id: the value tells them apart.
+    end = [
+        {
+            "type": "button",
+            "action_id": "threadchat_end_conversation",
+            "text": {"type": "plain_text", "text": "End"},
+            "value": value,
+        }
+        for value in ("conversation-1", "conversation-2")
+    ]
+    view = {
+        "type": "home",
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": "Your conversations"}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": "*Launch plans*"}},
+            {"type": "actions", "block_id": "conversations", "elements": end},
+        ],
+    }
+    web_api = AsyncWebClient(token=pg.slack.bot_token, base_url=pg.slack.base_url)
+    await web_api.views_publish(user_id=ALICE, view=view)
+    click = {"user": ALICE, "action_id": "threadchat_end_conversation", "value": "conversation-2"}
+    assert await post(pg.http, "/api/home/action", click) == (200, {"ok": True, "status": 200})
+    payload = received_as_slack_sent(pg)[-1]
+    assert payload["type"] == "block_actions"
+    # A click in a view has no channel, message or response_url: the container is the view.
+    assert payload["container"]["type"] == "view"
+    assert payload["view"]["id"] == payload["container"]["view_id"]
+    assert payload["view"]["blocks"] == view["blocks"]
+    assert not {"channel", "message", "response_url"} & payload.keys()
+    [action] = payload["actions"]
+    assert (action["action_id"], action["value"], action["block_id"]) == (
+        "threadchat_end_conversation",
+        "conversation-2",
+        "conversations",
+    )
+    assert payload["user"]["id"] == ALICE and payload["team"]["id"] == pg.slack.team_id
+
+    before = len(pg.received)
+    for body, error in [
+        ({**click, "user": BOB}, (404, "view_not_found")),  # Bob's Home was never published
+        ({**click, "value": "conversation-3"}, (404, "action_not_found")),
+        ({**click, "action_id": "threadchat_nothing"}, (404, "action_not_found")),
+        ({**click, "user": "U0NOBODY"}, (400, "user_not_found")),
+    ]:
+        status, result = await post(pg.http, "/api/home/action", body)
+        assert (status, result["error"]) == error, body
+    assert len(pg.received) == before

@@ -10,6 +10,7 @@ Operators write them in one YAML file, named by THREADCHAT_CHANNELS_FILE:
       conversation_daily_tokens: 20000
     default:                      # every other channel
       model_id: us.anthropic.claude-haiku-4-5-20251001-v1:0
+      suggested_prompts: [What changed this week?, Summarize this channel]
 
 Every problem is reported with the file, the line and the key.
 """
@@ -34,6 +35,8 @@ class ChannelSettings:
     summary_model_id: str | None = None
     user_daily_tokens: int | None = None
     conversation_daily_tokens: int | None = None
+    # Under the assistant panel's greeting while the channel is in view: 1 to 4 prompts.
+    suggested_prompts: tuple[str, ...] | None = None
 
 
 KEYS = tuple(ChannelSettings.__dataclass_fields__)
@@ -111,6 +114,14 @@ def _value(node: yaml.Node) -> object:
 
 
 def _check(path: str, line: int, name: str, key: str, value: object) -> object:
+    if key == "suggested_prompts":
+        if not (
+            isinstance(value, list)
+            and 1 <= len(value) <= 4
+            and all(isinstance(v, str) and v.strip() and len(v) <= 200 for v in value)
+        ):
+            raise ChannelsFileError(path, line, name, "must list 1 to 4 prompts (text)")
+        return tuple(v.strip() for v in value)
     if key.endswith("_tokens"):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**12:
             raise ChannelsFileError(

@@ -8,12 +8,25 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlparse
 
+from threadchat.model import ThreadRef
+
 WORKFLOW_ID_PREFIX = "threadchat"
 
 
 def conversation_id(team: str, channel: str, thread_ts: str) -> str:
     """The Temporal workflow id of the conversation in one Slack thread."""
     return f"{WORKFLOW_ID_PREFIX}-{team}-{channel}-{thread_ts}"
+
+
+_CONVERSATION_ID = re.compile(
+    rf"^{WORKFLOW_ID_PREFIX}-(?P<team>[A-Z0-9]+)-(?P<channel>[A-Z0-9]+)-(?P<ts>\d+\.\d+)$"
+)
+
+
+def thread_of(workflow_id: str) -> ThreadRef | None:
+    """The thread a conversation's workflow id names; None for any other id."""
+    match = _CONVERSATION_ID.match(workflow_id)
+    return ThreadRef(match["team"], match["channel"], match["ts"]) if match else None
 
 
 def budget_id(team: str, user: str, day: str) -> str:

@@ -41,6 +41,41 @@ class UserMessage:
 
 
 @dataclass
+class AssistantThread:
+    """The assistant panel was opened, or its context changed (the `assistant_opened` and
+    `context_changed` signals): who, and which channel they are viewing ("" for none)."""
+
+    user: str
+    context_channel: str = ""
+
+
+@dataclass
+class AssistantGreeting:
+    """Greet whoever opened the panel, with prompts for the channel they are viewing."""
+
+    thread: ThreadRef
+    user: str
+    context_channel: str
+    idempotency_key: str
+
+
+@dataclass
+class TitleRequest:
+    """A short title for a conversation, from its first exchange."""
+
+    thread: ThreadRef
+    question: str
+    answer: str
+    inference: "InferenceSettings | None" = None
+
+
+@dataclass
+class ThreadTitle:
+    thread: ThreadRef
+    title: str
+
+
+@dataclass
 class EndRequest:
     """Someone asked to end the conversation (the `end` signal)."""
 
@@ -184,6 +219,10 @@ class ConversationState:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     answered_at: float = 0.0  # epoch seconds of the last turn's answer
+    # A conversation in Slack's assistant panel: who opened it and the channel in view.
+    assistant: AssistantThread | None = None
+    greeted: bool = False
+    title: str = ""
     shared_files: list[FileRef] = field(default_factory=list)  # in the thread, oldest first
     regenerate: RegenerateRequest | None = None  # accepted, not yet done
     feedback: list[Feedback] = field(default_factory=list)
@@ -227,6 +266,10 @@ class ReplyRequest:
     kind: str = "reply"  # or "regenerate"
     # The buttons under the reply; None in requests from before them.
     actions: ReplyRef | None = None
+    # In the assistant panel: the channel the user is viewing, whose recent messages the
+    # reply reads (if the user may), and that user.
+    context_channel: str = ""
+    context_user: str = ""
     # Regenerate: the messages of the answer being replaced, edited in place.
     replace_ts: list[str] = field(default_factory=list)
     # Send cache points: the turns come often enough for the cache (5 minutes) to pay.

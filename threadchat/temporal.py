@@ -20,16 +20,20 @@ SLACK_CHANNEL = SearchAttributeKey.for_keyword("SlackChannel")
 SLACK_PARTICIPANTS = SearchAttributeKey.for_keyword_list("SlackParticipants")
 # When the conversation (not the current run) began: continue-as-new keeps it.
 CONVERSATION_STARTED = SearchAttributeKey.for_datetime("ConversationStarted")
+# The assistant panel's thread title, written by the model after the first turn.
+CONVERSATION_TITLE = SearchAttributeKey.for_text("ConversationTitle")
 SEARCH_ATTRIBUTES = {
     SLACK_CHANNEL.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
     SLACK_PARTICIPANTS.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST,
     CONVERSATION_STARTED.name: IndexedValueType.INDEXED_VALUE_TYPE_DATETIME,
+    CONVERSATION_TITLE.name: IndexedValueType.INDEXED_VALUE_TYPE_TEXT,
 }
 # For `temporal server start-dev --search-attribute NAME=TYPE`.
 DEV_SERVER_SEARCH_ATTRIBUTES = [
     "SlackChannel=Keyword",
     "SlackParticipants=KeywordList",
     "ConversationStarted=Datetime",
+    "ConversationTitle=Text",
 ]
 
 

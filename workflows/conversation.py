@@ -15,6 +15,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.slack import SlackActivities
     from threadchat import context, dedupe, inference, telemetry, texts
     from threadchat.model import (
+        AssistantGreeting,
+        AssistantThread,
         BudgetCheck,
         BudgetVerdict,
         ChatMessage,
@@ -34,11 +36,13 @@ with workflow.unsafe.imports_passed_through():
         SlackPost,
         Summary,
         SummaryRequest,
+        ThreadTitle,
+        TitleRequest,
         TokenCharge,
         Turn,
         UserMessage,
     )
-    from threadchat.temporal import CONVERSATION_STARTED, SLACK_PARTICIPANTS
+    from threadchat.temporal import CONVERSATION_STARTED, CONVERSATION_TITLE, SLACK_PARTICIPANTS
 
 # Temporal owns retries (botocore makes one attempt). Throttling and 5xx back off up to about
 # a minute in all; errors that cannot succeed are non-retryable and fail at once.
@@ -106,7 +110,9 @@ class ConversationWorkflow:
                 self.end(EndRequest(requested_by="", via="inactivity"))
             if self.state.end_request is not None:
                 return await self._close()
-            if self.state.regenerate is not None:
+            if self._greeting_due():
+                await self._greet()
+            elif self.state.regenerate is not None:
                 # Kept until done: a click meanwhile is refused as already regenerating.
                 await self._answer_again(self.state.regenerate)
                 self.state.regenerate = None
@@ -126,11 +132,29 @@ class ConversationWorkflow:
         if self.state.end_request is not None:
             self.state.next_conversation.append(message)
             return
+        if self.state.assistant is not None and message.text.strip() == texts.END_PROMPT:
+            self.end(EndRequest(requested_by=message.user, via="prompt"))
+            return
         self.state.pending.append(message)
         self.state.last_activity = workflow.now().timestamp()
-        if message.user not in self.state.participants:
-            self.state.participants.append(message.user)
-            self._note_participants()
+        self._join(message.user)
+
+    @workflow.signal
+    def assistant_opened(self, opened: AssistantThread) -> None:
+        """The thread is in Slack's assistant panel: greet whoever opened it (once, however
+        often Slack delivers the event)."""
+        if self.state.assistant is None:
+            self.state.assistant = opened
+            self._join(opened.user)
+
+    @workflow.signal
+    def context_changed(self, changed: AssistantThread) -> None:
+        """The assistant panel's user moved to another channel: later turns see that one."""
+        if self.state.assistant is None:
+            self.state.assistant = changed
+            self._join(changed.user)
+        else:
+            self.state.assistant.context_channel = changed.context_channel
 
     @workflow.signal
     def end(self, request: EndRequest) -> None:
@@ -199,8 +223,10 @@ class ConversationWorkflow:
         has nothing earlier to look up.
         """
         thread = self.state.thread
-        look_back = not self.state.previous_summary and all(
-            m.ts != thread.thread_ts for m in self.state.pending
+        look_back = (
+            not self.state.previous_summary
+            and self.state.assistant is None  # a new panel thread has no past
+            and all(m.ts != thread.thread_ts for m in self.state.pending)
         )
         if workflow.patched(LEAN_FIRST_TURN):
             setup = await workflow.execute_local_activity_method(
@@ -234,6 +260,7 @@ class ConversationWorkflow:
                     bool(self.state.pending)
                     or self.state.end_request is not None
                     or self.state.regenerate is not None
+                    or self._greeting_due()
                 ),
                 timeout=timedelta(seconds=self.state.settings.inactivity_timeout_seconds),
                 timeout_summary="inactivity",
@@ -283,6 +310,8 @@ class ConversationWorkflow:
                 await self._charge(payer, used, "")
         self.state.turns.append(turn)
         self.state.last_activity = self.state.answered_at = workflow.now().timestamp()
+        if self.state.assistant is not None and not self.state.title and turn.reply:
+            await self._name(turn)
 
     async def _reply(self, turn: Turn) -> int:
         """The model's answer in the thread, or a short notice there if it cannot be had;
@@ -335,6 +364,7 @@ class ConversationWorkflow:
             actions=ReplyRef(self.state.conversation_key, number, version),
             replace_ts=turn.reply_ts,
             cache=self._worth_caching(),
+            **self._panel_context(),
         )
         try:
             reply = await self._stream_reply(reply_request, f"regenerate reply {number}")
@@ -377,7 +407,15 @@ class ConversationWorkflow:
             inference=self._inference("reply"),
             actions=ReplyRef(self.state.conversation_key, self.state.turn_count),
             cache=self._worth_caching(),
+            **self._panel_context(),
         )
+
+    def _panel_context(self) -> dict[str, str]:
+        """In the assistant panel: the channel in view, and who views it."""
+        panel = self.state.assistant
+        if panel is None or not panel.context_channel:
+            return {}
+        return {"context_channel": panel.context_channel, "context_user": panel.user}
 
     def _notes(self, prompt: list[ChatMessage]) -> str:
         """The summaries, and the files shared earlier that `prompt` no longer shows."""
@@ -713,6 +751,62 @@ class ConversationWorkflow:
             return None
         return posted.ts
 
+    # -- The assistant panel -----------------------------------------------------------------
+
+    def _greeting_due(self) -> bool:
+        return self.state.assistant is not None and not self.state.greeted
+
+    async def _greet(self) -> None:
+        """Greet whoever opened the panel, with prompts for the channel they are viewing."""
+        self.state.greeted = True
+        panel = self.state.assistant
+        try:
+            await workflow.execute_activity_method(
+                SlackActivities.greet,
+                AssistantGreeting(
+                    thread=self.state.thread,
+                    user=panel.user,
+                    context_channel=panel.context_channel,
+                    idempotency_key=self._key("greeting"),
+                ),
+                start_to_close_timeout=SLACK_TIMEOUT,
+                retry_policy=SLACK_RETRY,
+                summary="greet",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("could not greet: %s", _failure_type(err))
+
+    async def _name(self, turn: Turn) -> None:
+        """Title the panel's thread after its first answer; the title is also a search
+        attribute, so operators see it. A nicety: failing it changes nothing else."""
+        try:
+            named = await workflow.execute_activity_method(
+                BedrockActivities.name_conversation,
+                TitleRequest(
+                    thread=self.state.thread,
+                    question=context.user_turn_text(turn.messages, self.state.names),
+                    answer=turn.reply or "",
+                    inference=self._inference("rolling_summary"),
+                ),
+                task_queue=self._bedrock_queue(),
+                start_to_close_timeout=timedelta(seconds=self.state.settings.model_timeout_seconds),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+                summary="write a title",
+            )
+            self._spend(named)
+            await workflow.execute_activity_method(
+                SlackActivities.set_title,
+                ThreadTitle(self.state.thread, named.text),
+                start_to_close_timeout=SLACK_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_attempts=3),
+                summary="set the title",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("could not title the thread: %s", _failure_type(err))
+            return
+        self.state.title = named.text
+        workflow.upsert_search_attributes([CONVERSATION_TITLE.value_set(named.text)])
+
     async def _tell(self, user: str, text: str, key: str) -> None:
         """A note only `user` sees in the thread; best effort."""
         try:
@@ -745,6 +839,11 @@ class ConversationWorkflow:
         if state.regenerate is not None or reply.version != latest.version:
             return "AlreadyRegenerating"
         return ""
+
+    def _join(self, user: str) -> None:
+        if user not in self.state.participants:
+            self.state.participants.append(user)
+            self._note_participants()
 
     def _note_participants(self) -> None:
         """Keep the SlackParticipants search attribute current. The bot starts a

@@ -3,13 +3,15 @@
 from slack_bolt.async_app import AsyncApp
 
 from bot.conversations import Conversations
-from bot.listeners import ending, messages, replies
+from bot.listeners import assistant, ending, messages, replies
 from threadchat.config import SlackSettings
+from threadchat.model import TokenLimits
 
 
 def register_listeners(
-    app: AsyncApp, conversations: Conversations, settings: SlackSettings
+    app: AsyncApp, conversations: Conversations, settings: SlackSettings, limits: TokenLimits
 ) -> None:
     ending.register(app, conversations, settings)
     replies.register(app, conversations, settings)
+    assistant.register(app, conversations, settings, limits)
     messages.register(app, conversations, settings)  # last: it holds the catch-all event listener

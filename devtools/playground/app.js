@@ -5,7 +5,9 @@
 // reconnect resynchronises), and sends what the user types to POST /api/messages,
 // /api/commands and /api/shortcuts, and the buttons they click to POST /api/action, which
 // deliver it to the bot as Slack would. Attached files go to POST /api/upload first, and the
-// message names them by id.
+// message names them by id. The assistant side panel opens threads in the user's DM with the
+// app through POST /api/assistant/open (and /api/assistant/context as the main view moves);
+// the app's Home tab goes through POST /api/home/open and /api/home/action.
 "use strict";
 
 (() => {
@@ -44,13 +46,15 @@
 
     s = s.replace(/```([^`]+?)```|`([^`\n]+)`/g,
       (_, triple, single) => hold(`<code>${escapeHtml(triple ?? single)}</code>`));
+    // A date Slack formats in the reader's time zone; its fallback text says the same.
+    s = s.replace(/<!date\^\d+\^[^|<>]*\|([^<>]*)>/g, (_, fallback) => hold(escapeHtml(fallback)));
     // Slack's angle-bracket tokens: <@U123>, <#C123|name>, <!here>, <https://…|label>.
     s = s.replace(/<([@#!]?)([^<>\s|]+)(?:\|([^<>]*))?>/g, (match, sigil, target, label) => {
       if (sigil === "@") {
         const mine = target === ctx.me ? " me" : "";
         return hold(`<span class="mention${mine}">@${escapeHtml(ctx.userName(target))}</span>`);
       }
-      if (sigil === "#") return hold(`<span class="mention">#${escapeHtml(label || target)}</span>`);
+      if (sigil === "#") return hold(`<span class="mention">#${escapeHtml(label || channelName(target))}</span>`);
       if (sigil === "!") return hold(`<span class="mention">@${escapeHtml(label || target)}</span>`);
       if (/^(https?:\/\/|mailto:)/i.test(target)) {
         return hold(linkHtml(target, escapeHtml(label || target)));
@@ -215,7 +219,16 @@
     clicking: new Set(),     // "channel/ts/action_id" of button clicks not yet acked
     unread: new Set(),
     // Files chosen in each composer, not sent yet: [{key, file, preview}].
-    attachments: { channel: [], thread: [] },
+    attachments: { channel: [], thread: [], assistant: [] },
+    // The assistant side panel: whose it is and the thread it shows (ts null while opening).
+    assistant: { open: false, user: null, channel: null, ts: null, error: null },
+    assistantThreads: new Map(),  // "channel/thread_ts" -> {user, channel, thread_ts, context_channel}
+    titles: new Map(),            // "channel/thread_ts" -> title
+    prompts: new Map(),           // "channel/thread_ts" -> {title, prompts, after: ts}
+    homeViews: new Map(),         // user id -> published Home view
+    home: false,                  // the main pane shows the app's Home tab
+    homeOpening: false,
+    homeError: null,         // why the last Home request failed, shown in the tab
   };
 
   const $ = (selector) => document.querySelector(selector);
@@ -230,6 +243,12 @@
   function tsParts(ts) {
     const [seconds, fraction = ""] = String(ts).split(".");
     return [Number(seconds), Number(fraction.padEnd(6, "0").slice(0, 6))];
+  }
+
+  // A known channel's name, for <#C123> sent without one (as apps often do).
+  function channelName(id) {
+    const known = state.config && state.config.channels.find((c) => c.id === id);
+    return known ? known.name : id;
   }
 
   function userName(id) {
@@ -271,6 +290,17 @@
     }
     state.ephemerals = snapshot.ephemerals.slice();
     state.statuses = new Map(Object.entries(snapshot.statuses));
+    state.assistantThreads = new Map(
+      (snapshot.assistant_threads || []).map((t) => [`${t.channel}/${t.thread_ts}`, t]));
+    state.titles = new Map(Object.entries(snapshot.titles || {}));
+    // When prompts were set is not kept; from the thread's start, they go once the user writes.
+    state.prompts = new Map(Object.entries(snapshot.suggested_prompts || {}).map(
+      ([key, entry]) => [key, { ...entry, after: key.slice(key.indexOf("/") + 1) }]));
+    state.homeViews = new Map(Object.entries(snapshot.home_views || {}));
+    const panel = state.assistant;
+    if (panel.ts && !state.assistantThreads.has(`${panel.channel}/${panel.ts}`)) {
+      closeAssistant();  // a restarted playground knows nothing of it
+    }
     const humans = snapshot.users.filter((u) => !u.is_bot);
     if (!state.user || !humans.some((u) => u.id === state.user)) state.user = humans[0].id;
     if (!state.channel || !isKnownChannel(state.channel)) state.channel = snapshot.channels[0].id;
@@ -295,7 +325,9 @@
           // Slack clears an app's thread status when the app replies in the thread.
           state.statuses.delete(`${channel}/${message.thread_ts}`);
         }
-        if (channel !== state.channel && message.user !== state.user) state.unread.add(channel);
+        const inPanel = state.assistant.open && channel === state.assistant.channel &&
+          (message.thread_ts === state.assistant.ts || message.ts === state.assistant.ts);
+        if (channel !== state.channel && message.user !== state.user && !inPanel) state.unread.add(channel);
         break;
       }
       case "message_changed": {
@@ -320,21 +352,43 @@
       case "status":
         state.statuses.set(`${channel}/${event.thread_ts}`, event.status);
         break;
+      case "suggested_prompts":
+        state.prompts.set(`${channel}/${event.thread_ts}`, {
+          title: event.title, prompts: event.prompts, after: latestTs(channel, event.thread_ts),
+        });
+        break;
+      case "title":
+        state.titles.set(`${channel}/${event.thread_ts}`, event.title);
+        break;
+      case "home":
+        state.homeViews.set(event.user, event.view);
+        break;
+      case "assistant_thread": {
+        const { type, ...thread } = event;
+        state.assistantThreads.set(`${thread.channel}/${thread.thread_ts}`, thread);
+        break;
+      }
       default:
         return;
     }
     scheduleRender();
   }
 
-  function notice(text, threadTs) {
+  // The ts of a thread's newest message (the root's when it has no replies).
+  function latestTs(channel, threadTs) {
+    const replies = repliesOf(channel, threadTs);
+    return replies.length ? replies[replies.length - 1].ts : threadTs;
+  }
+
+  function notice(text, threadTs, channel = state.channel) {
     // LocalSlack's ts values run on their own clock, so a notice takes its place from them.
     const known = [
-      ...channelMessages(state.channel).values(),
+      ...channelMessages(channel).values(),
       ...state.ephemerals.map((e) => ({ ts: e.message_ts })),
     ].sort(byTs);
     const ts = known.length ? known[known.length - 1].ts : (Date.now() / 1000).toFixed(6);
     state.notices.push({
-      channel: state.channel, user: state.user, thread_ts: threadTs || null, ts, text, after: true,
+      channel, user: state.user, thread_ts: threadTs || null, ts, text, after: true,
     });
     scheduleRender();
   }
@@ -372,17 +426,24 @@
 
   const COMMAND = /^(\/\S+)(?:\s+([\s\S]*))?$/;
 
+  // The channel and thread a composer writes to: the assistant panel's is a thread in the
+  // user's DM with the app, whatever the main pane shows.
+  function composerTarget(where) {
+    if (where === "assistant") return { channel: state.assistant.channel, threadTs: state.assistant.ts };
+    return { channel: state.channel, threadTs: where === "thread" && state.thread ? state.thread.ts : null };
+  }
+
   async function send(where, text, attachments) {
-    const threadTs = where === "thread" && state.thread ? state.thread.ts : null;
     // Where and as whom it was sent, even if the user switches while files upload.
-    const { channel, user } = state;
+    const { channel, threadTs } = composerTarget(where);
+    const { user } = state;
     const command = attachments.length ? null : text.trim().match(COMMAND);
     if (command) {
       const [, name, argument] = command;
       if (threadTs) {
         notice(`\`${name}\` is not supported in threads. Sorry! Slack runs slash commands only ` +
           "in the channel: type it there, or use ⋮ *More actions* → *End chat* on a message " +
-          "in this thread.", threadTs);
+          "in this thread.", threadTs, channel);
         return;
       }
       if (!state.config.commands.includes(name)) {
@@ -402,7 +463,7 @@
       const failed = uploads.findIndex((result) => !result.ok);
       if (failed >= 0) {
         restoreAttachments(where, attachments, text);
-        notice(explainUpload(uploads[failed], attachments[failed].file), threadTs);
+        notice(explainUpload(uploads[failed], attachments[failed].file), threadTs, channel);
         return;
       }
       files = uploads.map((result) => result.file.id);
@@ -411,7 +472,7 @@
     const result = await api("/api/messages", {
       channel, user, text: text.trim() ? text : "", thread_ts: threadTs, files,
     });
-    if (!result.ok) notice(explainFailure(result, "the message"), threadTs);
+    if (!result.ok) notice(explainFailure(result, "the message"), threadTs, channel);
   }
 
   async function upload(file, user) {
@@ -450,11 +511,11 @@
     return explainFailure(result, name);
   }
 
-  async function runShortcut(callbackId, channel, messageTs) {
+  async function runShortcut(callbackId, channel, messageTs, threadTs) {
     const result = await api("/api/shortcuts", {
       channel, user: state.user, message_ts: messageTs, callback_id: callbackId,
     });
-    if (!result.ok) notice(explainFailure(result, "the shortcut"), state.thread && state.thread.ts);
+    if (!result.ok) notice(explainFailure(result, "the shortcut"), threadTs, channel);
   }
 
   async function clickAction(actionId, channel, messageTs, threadTs) {
@@ -468,7 +529,124 @@
     });
     state.clicking.delete(key);
     scheduleRender();
-    if (!result.ok) notice(explainFailure(result, "the button"), threadTs);
+    if (!result.ok) notice(explainFailure(result, "the button"), threadTs, channel);
+  }
+
+  // ---- The assistant panel and the Home tab ----------------------------------------------
+
+  // What the panel is told the user is looking at: a channel, or nothing in a DM.
+  function contextOf(channel) {
+    return channel && !isDm(channel) ? channel : null;
+  }
+
+  // The user's latest panel thread the app has answered in; one it never answered (the bot
+  // was down, say) is not worth going back to.
+  function latestAssistantThread(user) {
+    const threads = [...state.assistantThreads.values()]
+      .filter((t) => t.user === user && repliesOf(t.channel, t.thread_ts).length)
+      .sort((a, b) => byTs({ ts: a.thread_ts }, { ts: b.thread_ts }));
+    return threads.length ? threads[threads.length - 1] : null;
+  }
+
+  // Opens the panel for the current user: back on their latest conversation, as Slack does,
+  // unless `fresh` (New chat) or there is none, which starts a new thread.
+  async function openAssistant(fresh) {
+    const user = state.user;
+    const context = contextOf(state.channel);
+    // Slack's side panel is the one the thread pane uses: one at a time.
+    state.thread = null;
+    state.menu = null;
+    jumpToBottom = true;
+    const resumed = fresh ? null : latestAssistantThread(user);
+    if (resumed) {
+      state.assistant = { open: true, user, channel: resumed.channel, ts: resumed.thread_ts, error: null };
+      render();
+      $("#assistant-composer textarea").focus();
+      syncAssistantContext();
+      return;
+    }
+    const opening = { open: true, user, channel: state.config.dms[user], ts: null, error: null };
+    state.assistant = opening;
+    render();
+    const result = await api("/api/assistant/open", { user, context_channel: context });
+    if (state.assistant !== opening) return;  // closed, or another chat began meanwhile
+    if (result.thread_ts) {
+      opening.ts = result.thread_ts;
+      const key = `${result.channel}/${result.thread_ts}`;
+      if (!state.assistantThreads.has(key)) {
+        state.assistantThreads.set(key, {
+          user, channel: result.channel, thread_ts: result.thread_ts, context_channel: context,
+        });
+      }
+    }
+    if (!result.ok) opening.error = explainFailure(result, "`assistant_thread_started`");
+    render();
+    $("#assistant-composer textarea").focus();
+  }
+
+  function closeAssistant() {
+    state.assistant = { open: false, user: null, channel: null, ts: null, error: null };
+  }
+
+  // Slack tells the app when the user, with the panel open, moves to another channel.
+  async function syncAssistantContext() {
+    const panel = state.assistant;
+    if (!panel.open || !panel.ts || panel.user !== state.user) return;
+    const thread = state.assistantThreads.get(`${panel.channel}/${panel.ts}`);
+    const context = contextOf(state.channel);
+    if (!thread || (thread.context_channel || null) === context) return;
+    thread.context_channel = context;  // now, so that quick moves send one change each
+    scheduleRender();
+    const result = await api("/api/assistant/context", {
+      user: panel.user, channel: panel.channel, thread_ts: panel.ts, context_channel: context,
+    });
+    if (!result.ok) {
+      notice(explainFailure(result, "`assistant_thread_context_changed`"), panel.ts, panel.channel);
+    }
+  }
+
+  // A suggested prompt is sent as the user's own message in the thread, as Slack sends it.
+  async function sendPrompt(index) {
+    const { channel, ts, user } = state.assistant;
+    const entry = state.prompts.get(`${channel}/${ts}`);
+    const prompt = entry && entry.prompts[index];
+    if (!prompt || user !== state.user) return;
+    jumpToBottom = true;
+    const result = await api("/api/messages", { channel, user, text: prompt.message, thread_ts: ts });
+    if (!result.ok) notice(explainFailure(result, "the prompt"), ts, channel);
+  }
+
+  function showHome(home) {
+    if (home === state.home) return;
+    state.home = home;
+    state.thread = null;
+    state.menu = null;
+    jumpToBottom = true;
+    render();
+    if (home) openHome();
+  }
+
+  // Slack sends app_home_opened each time the tab is opened; the app publishes its view.
+  async function openHome() {
+    const user = state.user;
+    state.homeOpening = true;
+    scheduleRender();
+    const result = await api("/api/home/open", { user });
+    state.homeOpening = false;
+    scheduleRender();
+    if (state.user === user) state.homeError = result.ok ? null : explainFailure(result, "`app_home_opened`");
+  }
+
+  async function clickHomeAction(actionId, value) {
+    const user = state.user;
+    const key = `home/${user}/${actionId}/${value}`;
+    if (state.clicking.has(key)) return;
+    state.clicking.add(key);
+    scheduleRender();
+    const result = await api("/api/home/action", { user, action_id: actionId, value });
+    state.clicking.delete(key);
+    scheduleRender();
+    if (state.user === user) state.homeError = result.ok ? null : explainFailure(result, "the button");
   }
 
   // ---- Rendering -------------------------------------------------------------------------
@@ -547,17 +725,84 @@
     if (message.kind !== "message" || !Array.isArray(message.blocks)) return "";
     return message.blocks.filter((block) => block && block.type === "actions" && Array.isArray(block.elements))
       .map((block) => {
-        const buttons = block.elements.filter((e) => e && e.type === "button" && e.action_id).map((button) => {
-          const label = button.text && button.text.text ? button.text.text : button.action_id;
-          const shown = escapeHtml(label).replace(/:([a-z0-9_+-]+):/g, (m, name) => EMOJI[name] || m);
-          const style = ["primary", "danger"].includes(button.style) ? ` ${button.style}` : "";
-          const busy = state.clicking.has(`${channel}/${message.ts}/${button.action_id}`);
-          return `<button type="button" class="block-button${style}${busy ? " busy" : ""}"${busy ? " disabled" : ""} ` +
-            `data-action-id="${escapeHtml(button.action_id)}" data-ts="${escapeHtml(message.ts)}" ` +
-            `title="${escapeHtml(label)}">${shown}</button>`;
-        }).join("");
+        const buttons = block.elements.filter(isButton).map((button) => buttonHtml(button,
+          `data-ts="${escapeHtml(message.ts)}"`,
+          state.clicking.has(`${channel}/${message.ts}/${button.action_id}`))).join("");
         return buttons ? `<div class="block-actions">${buttons}</div>` : "";
       }).join("");
+  }
+
+  function isButton(element) {
+    return Boolean(element && element.type === "button" && element.action_id);
+  }
+
+  function buttonHtml(button, attributes, busy) {
+    const label = button.text && button.text.text ? button.text.text : button.action_id;
+    const shown = escapeHtml(label).replace(/:([a-z0-9_+-]+):/g, (m, name) => EMOJI[name] || m);
+    const style = ["primary", "danger"].includes(button.style) ? ` ${button.style}` : "";
+    return `<button type="button" class="block-button${style}${busy ? " busy" : ""}"${busy ? " disabled" : ""} ` +
+      `data-action-id="${escapeHtml(button.action_id)}" ${attributes} ` +
+      `title="${escapeHtml(label)}">${shown}</button>`;
+  }
+
+  // A Block Kit text object: mrkdwn rendered, plain_text as is.
+  function textObjectHtml(text, ctx) {
+    if (!text || typeof text.text !== "string") return "";
+    if (text.type === "mrkdwn") return renderMarkdown(text.text, ctx);
+    return `<p>${escapeHtml(text.text).replace(/:([a-z0-9_+-]+):/g, (m, name) => EMOJI[name] || m)}</p>`;
+  }
+
+  // A published view's blocks, drawn simply: the kinds an App Home is made of. Buttons carry
+  // their value, since a Home lists one button per conversation under a shared action_id.
+  function viewBlocksHtml(blocks, user) {
+    const ctx = { me: state.user, userName, mrkdwn: true };
+    const homeButton = (button) => {
+      const value = button.value === undefined ? "" : String(button.value);
+      return buttonHtml(button, `data-value="${escapeHtml(value)}"`,
+        state.clicking.has(`home/${user}/${button.action_id}/${value}`));
+    };
+    return (Array.isArray(blocks) ? blocks : []).map((block) => {
+      if (!block || typeof block !== "object") return "";
+      const id = block.block_id ? ` data-block-id="${escapeHtml(block.block_id)}"` : "";
+      switch (block.type) {
+        case "header":
+          return `<h2 class="home-block block-header"${id}>${escapeHtml((block.text && block.text.text) || "")}</h2>`;
+        case "section": {
+          const fields = Array.isArray(block.fields) && block.fields.length
+            ? `<div class="block-fields">${block.fields.map((f) => `<div>${textObjectHtml(f, ctx)}</div>`).join("")}</div>`
+            : "";
+          const accessory = isButton(block.accessory) ? `<div class="block-accessory">${homeButton(block.accessory)}</div>` : "";
+          return `<div class="home-block block-section"${id}><div class="text">${textObjectHtml(block.text, ctx)}` +
+            `${fields}</div>${accessory}</div>`;
+        }
+        case "markdown":
+          return `<div class="home-block block-markdown text"${id}>${renderMarkdown(block.text, { ...ctx, mrkdwn: false })}</div>`;
+        case "context": {
+          const parts = (Array.isArray(block.elements) ? block.elements : [])
+            .filter((e) => e && (e.type === "mrkdwn" || e.type === "plain_text"))
+            .map((e) => `<span class="text">${textObjectHtml(e, ctx)}</span>`).join("");
+          return `<div class="home-block block-context"${id}>${parts}</div>`;
+        }
+        case "divider":
+          return `<hr class="home-block block-divider"${id}>`;
+        case "actions": {
+          const buttons = (Array.isArray(block.elements) ? block.elements : []).filter(isButton).map(homeButton).join("");
+          return buttons ? `<div class="home-block block-actions"${id}>${buttons}</div>` : "";
+        }
+        default:
+          return "";
+      }
+    }).join("");
+  }
+
+  function homeHtml() {
+    const view = state.homeViews.get(state.user);
+    const error = state.homeError ? `<div class="home-error text">${renderMarkdown(state.homeError, { me: state.user, userName, mrkdwn: true })}</div>` : "";
+    if (!view) {
+      const waiting = state.homeOpening ? "Opening the app's Home…" : "The app has not published a Home view yet.";
+      return `${error}<div class="intro">${waiting}</div>`;
+    }
+    return error + viewBlocksHtml(view.blocks, state.user);
   }
 
   function avatarHtml(message) {
@@ -685,12 +930,29 @@
     $("#channel-title").textContent = label;
     $("#channel-composer textarea").placeholder = `Message ${label.replace("# ", "#")}`;
 
+    // The app's DM has its tabs, as in Slack: Messages, and the Home the app publishes.
+    const appDm = isDm(channel);
+    if (!appDm) state.home = false;
+    $("#channel-tabs").hidden = !appDm;
+    $("#messages-tab").setAttribute("aria-selected", String(!state.home));
+    $("#home-tab").setAttribute("aria-selected", String(state.home));
+    $("#channel-messages").hidden = state.home;
+    $("#channel-composer").hidden = state.home;
+    $("#home-view").hidden = !state.home;
+    if (state.home) setHtml($("#home-view"), homeHtml(), false);
+
     const top = [...channelMessages(channel).values()].filter(
       (m) => !m.thread_ts || m.thread_ts === m.ts || m.subtype === "thread_broadcast",
-    ).map((m) => ({ ...m, kind: "message" }));
+    ).map((m) => {
+      // A panel thread's root is listed in the DM under the title the app gave the thread.
+      const title = state.assistantThreads.has(`${channel}/${m.ts}`) && state.titles.get(`${channel}/${m.ts}`);
+      return { ...m, kind: "message", ...(title ? { text: title } : {}) };
+    });
     const listed = [...top, ...privateFor(channel, null)].sort(byTs);
     setHtml($("#channel-messages"),
       introHtml(channel) + listed.map((m) => messageHtml("channel", channel, m)).join(""), jumpToBottom);
+
+    renderAssistant();
 
     const panel = $("#thread-panel");
     const thread = state.thread && state.thread.channel === channel ? state.thread : null;
@@ -713,12 +975,56 @@
           .replace("{thread_ts}", thread.ts);
       }
       setHtml($("#thread-messages"), html, jumpToBottom);
-      const status = state.statuses.get(`${channel}/${thread.ts}`);
-      $("#thread-status").innerHTML = status
-        ? `<b>${escapeHtml(state.config.bot.name)}</b> <span class="dots">${escapeHtml(status.replace(/[.…]+$/, ""))}</span>`
-        : "";
+      $("#thread-status").innerHTML = statusHtml(channel, thread.ts);
     }
     jumpToBottom = false;
+  }
+
+  function statusHtml(channel, threadTs) {
+    const status = state.statuses.get(`${channel}/${threadTs}`);
+    return status
+      ? `<b>${escapeHtml(state.config.bot.name)}</b> <span class="dots">${escapeHtml(status.replace(/[.…]+$/, ""))}</span>`
+      : "";
+  }
+
+  // The side panel shows its thread without the root, which is only the thread's anchor, and
+  // the app's suggested prompts until the user writes after they were set.
+  function renderAssistant() {
+    const panel = state.assistant;
+    const button = $("#assistant-button");
+    button.setAttribute("aria-pressed", String(panel.open));
+    button.classList.toggle("active", panel.open);
+    $("#assistant-pane").hidden = !panel.open;
+    if (!panel.open) return;
+    const { channel, ts } = panel;
+    const key = `${channel}/${ts}`;
+    $("#assistant-title").textContent = (ts && state.titles.get(key)) || "New chat";
+    const thread = ts && state.assistantThreads.get(key);
+    const context = thread && thread.context_channel;
+    $("#assistant-context").textContent = context ? `Viewing ${channelLabel(context).replace("# ", "#")}` : "";
+
+    const replies = ts ? repliesOf(channel, ts).map((m) => ({ ...m, kind: "message" })) : [];
+    const listed = ts ? [...replies, ...privateFor(channel, ts)].sort(byTs) : [];
+    const intro = `<div class="intro"><h2>${escapeHtml(state.config.bot.name)}</h2>` +
+      (ts ? "Ask anything; the app sees the channel you are viewing." : "Starting a new chat…") + "</div>";
+    const error = panel.error
+      ? messageHtml("assistant", channel, {
+        kind: "notice", ts: ts || (Date.now() / 1000).toFixed(6), text: panel.error, user: panel.user,
+      })
+      : "";
+    setHtml($("#assistant-messages"),
+      intro + listed.map((m) => messageHtml("assistant", channel, m)).join("") + error, jumpToBottom);
+
+    const entry = ts && state.prompts.get(key);
+    const answeredAfter = entry && replies.some((m) => !m.bot_id && byTs(m, { ts: entry.after }) > 0);
+    const prompts = $("#assistant-prompts");
+    prompts.hidden = !entry || answeredAfter || panel.user !== state.user;
+    const chips = prompts.hidden ? "" : (entry.title ? `<div class="suggested-title">${escapeHtml(entry.title)}</div>` : "") +
+      entry.prompts.map((prompt, index) =>
+        `<button type="button" class="suggested-prompt" data-prompt="${index}" title="${escapeHtml(prompt.message)}">` +
+        `${escapeHtml(prompt.title)}</button>`).join("");
+    setHtml(prompts, chips, false);
+    $("#assistant-status").innerHTML = ts ? statusHtml(channel, ts) : "";
   }
 
   // ---- Interaction -----------------------------------------------------------------------
@@ -729,15 +1035,20 @@
       state.thread = null;
       state.menu = null;
     }
+    state.home = false;
     jumpToBottom = true;
     render();
     $("#channel-composer textarea").focus();
+    syncAssistantContext();
   }
 
   function openThread(channel, ts) {
     state.channel = channel;
     state.thread = { channel, ts };
     state.menu = null;
+    state.home = false;
+    // The thread takes the side panel's place, as in Slack.
+    closeAssistant();
     jumpToBottom = true;
     render();
     $("#thread-composer textarea").focus();
@@ -781,12 +1092,46 @@
       const wasDm = state.config && isDm(state.channel);
       state.user = event.target.value;
       state.menu = null;
+      state.homeError = null;
+      // The side panel is one person's: theirs opens again from the Assistant button.
+      closeAssistant();
       if (wasDm) {
         state.channel = state.config.dms[state.user];
         state.thread = null;
       }
       jumpToBottom = true;
       render();
+      if (wasDm && state.home) openHome();
+    });
+
+    $("#assistant-button").addEventListener("click", () => {
+      if (!state.config) return;
+      if (state.assistant.open) {
+        closeAssistant();
+        render();
+      } else {
+        openAssistant(false);
+      }
+    });
+    $("#assistant-new").addEventListener("click", () => openAssistant(true));
+    $("#assistant-close").addEventListener("click", () => {
+      closeAssistant();
+      render();
+    });
+    $("#assistant-prompts").addEventListener("click", (event) => {
+      const chip = event.target.closest("[data-prompt]");
+      if (chip) sendPrompt(Number(chip.dataset.prompt));
+    });
+    $("#messages-tab").addEventListener("click", () => showHome(false));
+    $("#home-tab").addEventListener("click", () => showHome(true));
+    $("#home-view").addEventListener("click", (event) => {
+      const anchor = event.target.closest("a[href]");
+      if (anchor && followPermalink(anchor.href)) {
+        event.preventDefault();
+        return;
+      }
+      const button = event.target.closest("[data-action-id]");
+      if (button && !button.disabled) clickHomeAction(button.dataset.actionId, button.dataset.value);
     });
 
     document.querySelector(".sidebar").addEventListener("click", (event) => {
@@ -807,9 +1152,11 @@
           event.preventDefault();
           return;
         }
+        // The assistant panel's list is a thread of the user's DM, wherever the main pane is.
+        const { channel, threadTs } = composerTarget(list.dataset.where);
         const opener = event.target.closest("[data-open-thread]");
         if (opener) {
-          openThread(state.channel, opener.dataset.openThread);
+          openThread(channel, opener.dataset.openThread);
           return;
         }
         const more = event.target.closest("[data-menu]");
@@ -822,13 +1169,12 @@
         if (item) {
           state.menu = null;
           render();
-          runShortcut(item.dataset.shortcut, state.channel, item.dataset.ts);
+          runShortcut(item.dataset.shortcut, channel, item.dataset.ts, threadTs);
           return;
         }
         const button = event.target.closest("[data-action-id]");
         if (button && !button.disabled) {
-          const threadTs = list.dataset.where === "thread" && state.thread ? state.thread.ts : null;
-          clickAction(button.dataset.actionId, state.channel, button.dataset.ts, threadTs);
+          clickAction(button.dataset.actionId, channel, button.dataset.ts, threadTs);
         }
       });
     }
@@ -848,6 +1194,7 @@
         const text = textarea.value;
         const pending = state.attachments[where];
         if ((!text.trim() && !pending.length) || !state.config) return;
+        if (where === "assistant" && !state.assistant.ts) return;  // the thread is not there yet
         // A slash command takes no files: they wait in the composer for the next message.
         const attachments = COMMAND.test(text.trim()) ? [] : pending.splice(0);
         textarea.value = "";

@@ -34,7 +34,12 @@ from threadchat.model import (
     Turn,
     UserMessage,
 )
-from threadchat.temporal import CONVERSATION_STARTED, SLACK_CHANNEL, SLACK_PARTICIPANTS
+from threadchat.temporal import (
+    CONVERSATION_STARTED,
+    CONVERSATION_TITLE,
+    SLACK_CHANNEL,
+    SLACK_PARTICIPANTS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +88,7 @@ class ConversationRow:
     output_tokens: int | None = None
     pending: int | None = None
     ending: bool | None = None
+    title: str = ""  # the assistant panel's thread title
 
     @property
     def status_known(self) -> bool:
@@ -177,6 +183,7 @@ async def list_conversations(
             participants=participants,
             started=attributes.get(CONVERSATION_STARTED) or execution.start_time,
             last_activity=_last_activity(status) or execution.start_time,
+            title=attributes.get(CONVERSATION_TITLE) or "",
         )
         if status is not None:
             result.turns = status.turn_count
@@ -207,7 +214,7 @@ def format_table(rows: list[ConversationRow], now: datetime | None = None) -> st
     """The rows as a plain-text table."""
     if not rows:
         return "No active conversations."
-    header = ("ID", "CHANNEL", "PARTICIPANTS", "TURNS", "LAST ACTIVITY", "TOKENS IN/OUT")
+    header = ("ID", "CHANNEL", "PARTICIPANTS", "TURNS", "LAST ACTIVITY", "TOKENS IN/OUT", "TITLE")
     lines = [
         (
             row.workflow_id,
@@ -216,6 +223,7 @@ def format_table(rows: list[ConversationRow], now: datetime | None = None) -> st
             "?" if row.turns is None else str(row.turns) + (" (ending)" if row.ending else ""),
             ago(row.last_activity, now),
             "?" if row.input_tokens is None else f"{row.input_tokens}/{row.output_tokens}",
+            row.title or "-",
         )
         for row in rows
     ]

@@ -17,7 +17,8 @@ from temporalio.worker import Worker
 from activities import slack as slack_activities
 from activities.bedrock import BedrockActivities
 from activities.budgets import BudgetActivities
-from activities.conversations import ConversationActivities
+from activities.channel_context import ChannelReader
+from activities.conversations import ChannelDirectory, ConversationActivities
 from activities.files import SlackFiles
 from activities.replies import ReplyActivities
 from activities.slack import SlackActivities
@@ -44,16 +45,26 @@ def build_workers(
     """The main worker (conversations, Slack, budgets) and the model-call worker, on their
     two task queues. Tests pass their own clients."""
     token = settings.slack.bot_token or ""
-    files = SlackFiles(token, settings.slack.api_url)
-    bedrock = BedrockActivities(settings.bedrock, bedrock_client, files)
+    bedrock = BedrockActivities(
+        settings.bedrock,
+        bedrock_client,
+        files=SlackFiles(token, settings.slack.api_url),
+        channels=ChannelReader(token, settings.slack.api_url),
+    )
+    channels = ChannelDirectory(settings.channels_file, settings.channels)
     slack_client = slack_client or slack_activities.make_client(
         settings.slack.bot_token or "", settings.slack.api_url
     )
-    slack = SlackActivities(slack_client)
+    slack = SlackActivities(slack_client, prompts_for=channels.prompts)
     replies = ReplyActivities(bedrock, slack_client)
-    conversations = ConversationActivities(client, settings)
+    conversations = ConversationActivities(client, settings, channels)
     budgets = BudgetActivities(client, settings.temporal.task_queue, settings.token_limits)
-    model_calls = [bedrock.generate_reply, bedrock.summarize_conversation, replies.stream_reply]
+    model_calls = [
+        bedrock.generate_reply,
+        bedrock.summarize_conversation,
+        bedrock.name_conversation,
+        replies.stream_reply,
+    ]
     main = Worker(
         client,
         task_queue=settings.temporal.task_queue,
@@ -64,6 +75,8 @@ def build_workers(
             slack.describe_users,
             slack.notify_ended,
             slack.post_private,
+            slack.greet,
+            slack.set_title,
             conversations.open_conversation,
             budgets.check_budget,
             budgets.charge_tokens,

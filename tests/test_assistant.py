@@ -1,0 +1,118 @@
+"""Slack's AI-app surface, end to end: the assistant panel's threads (greeting, suggested
+prompts, titles, the channel in view) and the App Home tab."""
+
+import uuid
+
+from devtools.stack import ALICE, BOB, Stack, eventually
+from threadchat import texts
+from threadchat.commands import operator
+from threadchat.temporal import CONVERSATION_TITLE
+from workflows.conversation import ConversationWorkflow
+
+CHANNEL = "C0DESIGN"
+
+
+def system_prompts(stack: Stack) -> list[str]:
+    return [
+        r.body["system"][0]["text"]
+        for r in stack.bedrock.requests
+        if r.operation == "converse-stream"
+    ]
+
+
+async def test_the_panel_greets_once_with_prompts_for_the_channel_in_view(make_stack):
+    stack = await make_stack()
+    dm, thread = await stack.open_panel(viewing=CHANNEL)
+    for _ in range(2):  # Slack delivers the event again
+        await stack.panel_event("started", dm, thread, viewing=CHANNEL)
+    [greeting] = await stack.replies(dm, thread, 1)
+    assert f"<@{ALICE}>" in greeting["text"] and f"<#{CHANNEL}>" in greeting["text"]
+    prompts = stack.slack.suggested_prompts[(dm, thread)]["prompts"]
+    assert prompts[0] == {
+        "title": "Summarize this channel",
+        "message": f"Summarize the recent discussion in <#{CHANNEL}>.",
+    }
+    assert prompts[-1]["message"] == texts.END_PROMPT
+    # Proof the workflow took all three deliveries: a message is answered as turn 1.
+    await stack.panel_say(dm, thread, "hello")
+    replies = await stack.replies(dm, thread, 2)
+    assert "Turn 1" in replies[1]["text"]
+    assert len(stack.slack.bot_replies(dm, thread)) == 2
+
+
+async def test_a_panel_thread_is_answered_titled_and_ended_with_its_prompt(make_stack):
+    stack = await make_stack()
+    dm, thread = await stack.open_panel()
+    await stack.replies(dm, thread, 1)
+    await stack.panel_say(dm, thread, "how do durable workflows work?")
+    await stack.replies(dm, thread, 2)
+    title = await eventually(lambda: stack.slack.titles.get((dm, thread)), what="a title")
+    handle = stack.handle(dm, thread)
+
+    async def titled() -> bool:
+        attributes = (await handle.describe()).typed_search_attributes
+        return attributes.get(CONVERSATION_TITLE) == title
+
+    await eventually(titled, what="the title as a search attribute")
+    rows = await operator.list_conversations(
+        stack.client, task_queue=stack.settings.temporal.task_queue
+    )
+    assert [r.title for r in rows] == [title] and title in operator.format_table(rows)
+
+    await stack.panel_say(dm, thread, texts.END_PROMPT)
+    result = await handle.result()
+    assert result.ended_by == "prompt" and result.turn_count == 1
+    assert "Conversation summary" in stack.slack.bot_replies(dm, thread)[-1]["text"]
+
+
+async def test_the_channel_in_view_is_read_only_where_the_user_is_a_member(make_stack):
+    stack = await make_stack()
+    stack.slack.join(CHANNEL, ALICE, BOB, stack.slack.bot_user_id)
+    stack.slack.join("C0SECRET", BOB, stack.slack.bot_user_id)  # Alice is not in this one
+    stack.slack.add_message(CHANNEL, user=BOB, text="the launch moves to Friday")
+    stack.slack.add_message("C0SECRET", user=BOB, text="the reorg is on Monday")
+    dm, thread = await stack.open_panel(viewing=CHANNEL)
+    await stack.replies(dm, thread, 1)
+    await stack.panel_say(dm, thread, "summarize this channel")
+    await stack.replies(dm, thread, 2)
+    assert "the launch moves to Friday" in system_prompts(stack)[-1]
+
+    # She switches to a channel she may not read: nothing of it reaches her prompt.
+    await stack.panel_event("context_changed", dm, thread, viewing="C0SECRET")
+    await stack.panel_say(dm, thread, "and this one?")
+    await stack.replies(dm, thread, 3)
+    prompt = system_prompts(stack)[-1]
+    assert "reorg" not in prompt and "C0SECRET" not in prompt and "launch" not in prompt
+    status = await stack.handle(dm, thread).query(ConversationWorkflow.status)
+    assert status.turn_count == 2
+
+
+async def test_app_home_lists_ones_own_conversations_and_ends_one(make_stack):
+    stack = await make_stack()
+    # People of this test alone: the Home lists every conversation of theirs on the server.
+    carol, dave = ("U" + uuid.uuid4().hex[:10].upper() for _ in range(2))
+    mine = await stack.mention(stack.channel, "first question", user=carol)
+    await stack.replies(stack.channel, mine, 1)
+    dm, panel = await stack.open_panel(user=carol)
+    await stack.replies(dm, panel, 1)
+    daves = await stack.mention(stack.channel, "dave asks", user=dave)
+    await stack.replies(stack.channel, daves, 1)
+
+    view = await stack.open_home(carol)
+    buttons = [
+        b["accessory"]["value"]
+        for b in view["blocks"]
+        if b.get("accessory", {}).get("action_id") == "threadchat_end_conversation"
+    ]
+    in_channel, in_panel = stack.handle(stack.channel, mine).id, stack.handle(dm, panel).id
+    assert buttons == [in_panel, in_channel]  # newest first, and not Dave's
+    assert any("Tokens used today" in str(b) for b in view["blocks"])
+
+    assert await stack.click_home("threadchat_end_conversation", in_channel, user=carol) == 200
+    result = await stack.handle(stack.channel, mine).result()
+    assert result.ended_by == "home"
+    # Someone else's conversation is not ended by a click naming it.
+    dave_id = stack.handle(stack.channel, daves).id
+    assert await stack.click_home("threadchat_end_conversation", dave_id, user=carol) == 200
+    status = await stack.handle(stack.channel, daves).query(ConversationWorkflow.status)
+    assert not status.ending
