@@ -445,14 +445,7 @@ class BedrockActivities:
 
     def summary_inference(self, final: bool) -> InferenceSettings:
         """The worker's summary settings, for requests that carry none."""
-        inference = self.settings.inference()
         model = self.settings.summary_model_id if final else self.settings.model_id
-        return InferenceSettings(
-            model_id=model,
-            max_tokens=inference.max_tokens,
-            temperature=inference.temperature,
-            top_p=inference.top_p,
-            system_prompt=SUMMARY_PROMPT,
-            guardrail_id=inference.guardrail_id,
-            guardrail_version=inference.guardrail_version,
+        return dataclasses.replace(
+            self.settings.inference(), model_id=model, system_prompt=SUMMARY_PROMPT
         )

@@ -239,6 +239,10 @@ def offline_reply(body: dict[str, Any]) -> str:
     last = user_texts[-1] if user_texts else ""
     prev = user_texts[-2] if n >= 2 else ""
     system = _system_text(body.get("system"))
+    if "title" in re.split(r"[.!?\n]", system.strip(), maxsplit=1)[0].lower():
+        # A title of the conversation: its question's first words.
+        words = re.sub(r"^Question:\s*(\[[^\]]*\]\s*)?", "", last).split()[:5]
+        return " ".join(words).strip(".,;:!?") or "A conversation"
     if _asks_for_summary(system) or _asks_for_summary(last):
         noun = "message" if n == 1 else "messages"
         return f'Summary (offline model): {n} {noun}. Latest: "{last[:80]}"'

@@ -153,6 +153,7 @@ class Stack:
         *,
         user: str = ALICE,
         files: list[dict] | None = None,
+        channel_type: str = "channel",
     ) -> str:
         """A plain message in a thread, without a mention (with `files` attached)."""
         message = self.slack.add_message(
@@ -165,6 +166,7 @@ class Stack:
             ts=message["ts"],
             thread_ts=thread_ts,
             files=message.get("files"),
+            channel_type=channel_type,
         )
         status, _ = await self.sender.send_event(event)
         assert status == 200
@@ -189,18 +191,7 @@ class Stack:
 
     async def panel_say(self, dm: str, thread_ts: str, text: str, *, user: str = ALICE) -> str:
         """A message in the panel's thread (a DM thread)."""
-        message = self.slack.add_message(dm, user=user, text=text, thread_ts=thread_ts)
-        event = message_event(
-            channel=dm,
-            user=user,
-            text=text,
-            ts=message["ts"],
-            thread_ts=thread_ts,
-            channel_type="im",
-        )
-        status, _ = await self.sender.send_event(event)
-        assert status == 200
-        return message["ts"]
+        return await self.say(dm, thread_ts, text, user=user, channel_type="im")
 
     async def open_home(self, user: str = ALICE) -> dict:
         """`user` opens the App Home tab; returns the view the bot published."""

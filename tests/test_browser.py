@@ -10,8 +10,6 @@ docs/playground.png, the README's picture, mid-conversation.
 import contextlib
 import os
 import re
-import struct
-import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import pytest
 
 from devtools.playground import Playground
+from devtools.samples import TINY_PDF, tiny_png
 from devtools.stack import ALICE, SIGNING_SECRET, Stack, eventually
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -189,37 +188,6 @@ async def test_the_buttons_under_a_reply_rate_it_and_regenerate_it(make_stack):
         assert len(stack.slack.bot_replies(channel, thread_ts)) == stored
 
 
-def png(width: int, height: int) -> bytes:
-    """A valid PNG of `width` x `height` red and blue pixels (8-bit RGB)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    rows = b"".join(
-        b"\x00"
-        + b"".join(b"\xff\x00\x00" if (x + y) % 2 else b"\x00\x00\xff" for x in range(width))
-        for y in range(height)
-    )
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
-
-
-PDF = (
-    b"%PDF-1.4\n"
-    b"1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n"
-    b"2 0 obj << /Type /Pages /Kids [3 0 R] /Count 1 >> endobj\n"
-    b"3 0 obj << /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] >> endobj\n"
-    b"trailer << /Root 1 0 R >>\n"
-    b"%%EOF\n"
-)
-
-
 async def test_an_image_and_a_pdf_attached_to_a_mention_reach_the_model(make_stack):
     require_browser()
     from playwright.async_api import expect
@@ -228,8 +196,8 @@ async def test_an_image_and_a_pdf_attached_to_a_mention_reach_the_model(make_sta
         composer = page.locator("#channel-composer")
         await composer.locator("input[type=file]").set_input_files(
             [
-                {"name": "chart.png", "mimeType": "image/png", "buffer": png(2, 2)},
-                {"name": "plan.pdf", "mimeType": "application/pdf", "buffer": PDF},
+                {"name": "chart.png", "mimeType": "image/png", "buffer": tiny_png(2, 2)},
+                {"name": "plan.pdf", "mimeType": "application/pdf", "buffer": TINY_PDF},
             ]
         )
         chips = composer.locator(".attachment")

@@ -4,33 +4,14 @@ file that cannot be read."""
 
 import base64
 import json
-import struct
-import zlib
 
+from devtools.samples import TINY_PDF, tiny_png
 from devtools.slack_events import message_event
 from devtools.stack import ALICE, Stack, eventually
 from threadchat import texts
 
-
-def png(width: int = 2, height: int = 2) -> bytes:
-    """A small, valid PNG."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    rows = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
-
-
-PNG = png()
-PDF = b"%PDF-1.4\n1 0 obj <</Type /Catalog>> endobj\ntrailer <</Root 1 0 R>>\n%%EOF\n"
+PNG = tiny_png()
+PDF = TINY_PDF
 
 
 def upload(stack: Stack, name: str, mimetype: str, content: bytes, **options) -> dict:

@@ -325,8 +325,9 @@
           // Slack clears an app's thread status when the app replies in the thread.
           state.statuses.delete(`${channel}/${message.thread_ts}`);
         }
+        // What lands in the open panel is seen there, even before the panel knows its ts.
         const inPanel = state.assistant.open && channel === state.assistant.channel &&
-          (message.thread_ts === state.assistant.ts || message.ts === state.assistant.ts);
+          state.assistantThreads.has(`${channel}/${message.thread_ts || message.ts}`);
         if (channel !== state.channel && message.user !== state.user && !inPanel) state.unread.add(channel);
         break;
       }
