@@ -116,3 +116,21 @@ async def test_app_home_lists_ones_own_conversations_and_ends_one(make_stack):
     assert await stack.click_home("threadchat_end_conversation", dave_id, user=carol) == 200
     status = await stack.handle(stack.channel, daves).query(ConversationWorkflow.status)
     assert not status.ending
+
+
+async def test_slack_retries_of_each_event_change_nothing(make_stack):
+    stack = await make_stack()
+    stack.slack.join(CHANNEL, ALICE, stack.slack.bot_user_id)
+    stack.slack.add_message(CHANNEL, user=BOB, text="the budget is approved")
+    dm, thread = await stack.open_panel()
+    await stack.replies(dm, thread, 1)
+    for _ in range(3):  # the context change, delivered again and again
+        await stack.panel_event("context_changed", dm, thread, viewing=CHANNEL)
+    await stack.panel_say(dm, thread, "what is new here?")
+    await stack.replies(dm, thread, 2)
+    assert "the budget is approved" in system_prompts(stack)[-1]
+    first = await stack.open_home(ALICE)
+    again = await stack.open_home(ALICE)  # a redelivered app_home_opened publishes it again
+    assert first == again
+    greetings = [m for m in stack.slack.bot_replies(dm, thread) if "I'm threadchat" in m["text"]]
+    assert len(greetings) == 1
