@@ -159,11 +159,6 @@ class ModelRequest:
     def record(self, response: dict, usage: dict, stop_reason: str, started: float) -> ModelCall:
         """What the history keeps of the call once it has answered."""
         inference = self.inference
-        guardrail = (
-            f"{inference.guardrail_id}:{inference.guardrail_version}"
-            if inference.guardrail_id
-            else ""
-        )
         elapsed = time.time() - started
         return ModelCall(
             kind=self.kind,
@@ -172,7 +167,7 @@ class ModelRequest:
             max_tokens=inference.max_tokens,
             top_p=inference.top_p,
             system_prompt_hash=prompt_hash(inference.system_prompt),
-            guardrail=guardrail,
+            guardrail=inference.guardrail,
             stop_reason=stop_reason,
             input_tokens=usage.get("inputTokens", 0),
             output_tokens=usage.get("outputTokens", 0),

@@ -3,12 +3,16 @@
 Each file is looked up with files.info first: it must still exist and be shared in the
 conversation's own channel, so a file id from another channel never reaches this thread's
 prompt. Then its bytes come from url_private_download with the bot token; a redirect (Slack's
-sign-in page) or an error means Slack will not serve it.
+sign-in page) or an error means Slack will not serve it. A file stays in the prompt for
+later turns while the budget has room, so the worker keeps the bytes it downloaded in memory
+for a few minutes (bounded in size); the files.info check is made again every time.
 """
 
 import logging
+import threading
 
 import urllib3
+from cachetools import TTLCache
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from temporalio.exceptions import ApplicationError
@@ -20,6 +24,8 @@ from threadchat.model import FileRef
 log = logging.getLogger(__name__)
 
 DOWNLOAD_TIMEOUT = urllib3.Timeout(connect=5, read=30)
+KEPT_BYTES = 64_000_000
+KEPT_SECONDS = 300
 
 
 class FileUnavailable(Exception):
@@ -45,6 +51,8 @@ class SlackFiles:
             token=token, base_url=api_url, timeout=HTTP_TIMEOUT_SECONDS, retry_handlers=[]
         )
         self.http = urllib3.PoolManager(timeout=DOWNLOAD_TIMEOUT, retries=False)
+        self.kept: TTLCache[str, bytes] = TTLCache(KEPT_BYTES, KEPT_SECONDS, getsizeof=len)
+        self._lock = threading.Lock()  # model calls run in several threads
 
     def fetch(self, file: FileRef, channel: str) -> bytes:
         try:
@@ -56,6 +64,10 @@ class SlackFiles:
             raise FileUnavailable("not_served") from None
         if not _shared_in(info, channel):
             raise FileUnavailable("not_here")
+        with self._lock:
+            kept = self.kept.get(file.id)
+        if kept is not None:
+            return kept
         url = info.get("url_private_download") or info.get("url_private")
         if not url:
             raise FileUnavailable("not_served")
@@ -84,4 +96,6 @@ class SlackFiles:
             response.release_conn()
         if len(data) > limit:
             raise FileUnavailable("too_large")
+        with self._lock:
+            self.kept[file.id] = data
         return data

@@ -318,7 +318,6 @@ def block_action(
     Slack includes it; ``container.thread_ts`` is how the app learns the thread. A double
     click is two payloads with different `action_ts`.
     """
-    name = user_name or user_id.lower()
     container: Json = {
         "type": "message",
         "message_ts": message["ts"],
@@ -327,32 +326,24 @@ def block_action(
     }
     if message.get("thread_ts"):
         container["thread_ts"] = message["thread_ts"]
-    payload = {
-        "type": "block_actions",
-        "token": VERIFICATION_TOKEN,
-        "api_app_id": "A0LOCAL",
-        "team": {"id": team_id, "domain": team_domain},
-        "user": {"id": user_id, "username": name, "team_id": team_id, "name": name},
+    where = {
         "container": container,
         "channel": {"id": channel_id, "name": channel_name},
         "message": message,
-        "is_enterprise_install": False,
-        "enterprise": None,
-        "trigger_id": trigger_id or _trigger_id(),
         "response_url": response_url,
-        "state": {"values": {}},
-        "actions": [
-            {
-                "type": "button",
-                "action_id": action_id,
-                "block_id": block_id,
-                "value": value,
-                "text": {"type": "plain_text", "text": action_id},
-                "action_ts": action_ts or _now_ts(),
-            }
-        ],
     }
-    return urlencode({"payload": json.dumps(payload)})
+    return _click(
+        where,
+        action_id,
+        value,
+        block_id,
+        user_id,
+        user_name,
+        team_id,
+        team_domain,
+        trigger_id,
+        action_ts,
+    )
 
 
 def view_action(
@@ -369,16 +360,34 @@ def view_action(
 ) -> str:
     """The ``payload=<json>`` Slack posts for a button in a view (the App Home tab): there is
     no message, channel or response_url; ``container`` names the view."""
-    name = user_name or user_id.lower()
     view_id = view.get("id") or f"V{user_id}"
+    where = {"container": {"type": "view", "view_id": view_id}, "view": {**view, "id": view_id}}
+    return _click(
+        where, action_id, value, block_id, user_id, user_name, team_id, team_domain, trigger_id
+    )
+
+
+def _click(
+    where: Json,
+    action_id: str,
+    value: str,
+    block_id: str,
+    user_id: str,
+    user_name: str | None,
+    team_id: str,
+    team_domain: str,
+    trigger_id: str | None,
+    action_ts: str | None = None,
+) -> str:
+    """A block_actions payload: who clicked which button, `where` (a message or a view)."""
+    name = user_name or user_id.lower()
     payload = {
         "type": "block_actions",
         "token": VERIFICATION_TOKEN,
         "api_app_id": "A0LOCAL",
         "team": {"id": team_id, "domain": team_domain},
         "user": {"id": user_id, "username": name, "team_id": team_id, "name": name},
-        "container": {"type": "view", "view_id": view_id},
-        "view": {**view, "id": view_id},
+        **where,
         "is_enterprise_install": False,
         "enterprise": None,
         "trigger_id": trigger_id or _trigger_id(),
@@ -390,7 +399,7 @@ def view_action(
                 "block_id": block_id,
                 "value": value,
                 "text": {"type": "plain_text", "text": action_id},
-                "action_ts": _now_ts(),
+                "action_ts": action_ts or _now_ts(),
             }
         ],
     }

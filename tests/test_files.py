@@ -106,6 +106,7 @@ async def test_files_stay_in_context_until_the_budget_is_full_and_are_then_named
     calls = [r.body for r in stack.bedrock.requests if r.operation == "converse-stream"]
     shown = [[b for m in body["messages"] for b in m["content"] if "image" in b] for body in calls]
     assert [len(images) for images in shown] == [1, 1, 0]  # kept, then out of the budget
+    assert stack.slack.download_requests == [chart["id"]]  # downloaded once, kept a while
     assert "which you can no longer see: chart.png" in calls[2]["system"][0]["text"]
     assert "no longer see" not in calls[1]["system"][0]["text"]
 

@@ -70,16 +70,6 @@ def limit(file: FileRef) -> int:
     return MAX_IMAGE_BYTES if found and found[0] == "image" else MAX_DOCUMENT_BYTES
 
 
-def over_count(files: list[FileRef]) -> list[FileRef]:
-    """The files past Bedrock's count per request (the newest are kept: they come last)."""
-    images = [f for f in files if (kind(f) or ("",))[0] == "image"]
-    documents = [f for f in files if (kind(f) or ("",))[0] == "document"]
-    return (
-        images[: max(0, len(images) - MAX_IMAGES)]
-        + documents[: max(0, len(documents) - MAX_DOCUMENTS)]
-    )
-
-
 def estimate_tokens(file: FileRef) -> int:
     found = kind(file)
     if found is None:

@@ -137,6 +137,11 @@ class InferenceSettings:
     guardrail_id: str = ""
     guardrail_version: str = ""
 
+    @property
+    def guardrail(self) -> str:
+        """ "id:version" when a guardrail applies, as a call's record names it."""
+        return f"{self.guardrail_id}:{self.guardrail_version}" if self.guardrail_id else ""
+
 
 @dataclass
 class ModelCall:

@@ -3,7 +3,6 @@
 import logging
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import home
 from bot.conversations import Conversations
@@ -38,7 +37,7 @@ def register(
             panel.thread, AssistantThread(panel.user, panel.context_channel)
         )
 
-    async def publish_home(client: AsyncWebClient, team: str, user: str) -> None:
+    async def publish_home(context: AsyncBoltContext, team: str, user: str) -> None:
         """The user's open conversations (visibility), their tokens today, an End button
         each. Best effort: the event is acked whatever Slack or Temporal say."""
         try:
@@ -47,9 +46,10 @@ def register(
                 await conversations.open_for(team, user),
                 await conversations.tokens_today(team, user),
                 limits.per_user,
-                (await client.auth_test()).get("team") or "app",
+                # Bolt's cached auth.test: no call of our own per Home opened.
+                (context.authorize_result and context.authorize_result.team) or "app",
             )
-            await client.views_publish(user_id=user, view=view)
+            await context.client.views_publish(user_id=user, view=view)
         except Exception as err:
             log.warning("could not publish the App Home: %s", type(err).__name__)
 
@@ -58,7 +58,7 @@ def register(
         user = event.get("user")
         if event.get("tab") != "home" or not isinstance(user, str) or not context.team_id:
             return
-        await publish_home(context.client, context.team_id, user)
+        await publish_home(context, context.team_id, user)
 
     @app.action(home.END_ACTION)
     async def end_from_home(ack: AsyncAck, body: dict, context: AsyncBoltContext) -> None:
@@ -71,4 +71,4 @@ def register(
             return
         if await conversations.includes(thread, user):
             await conversations.end(thread, EndRequest(requested_by=user, via="home"))
-        await publish_home(context.client, thread.team, user)
+        await publish_home(context, thread.team, user)

@@ -709,8 +709,7 @@ def _invocation(run_id: str, at: datetime, request: Any, result: Any) -> Invocat
     if inference is not None:
         row.model_id, row.temperature = inference.model_id, inference.temperature
         row.top_p, row.max_tokens = inference.top_p, inference.max_tokens
-        if inference.guardrail_id:
-            row.guardrail = f"{inference.guardrail_id}:{inference.guardrail_version}"
+        row.guardrail = inference.guardrail
     call = getattr(result, "call", None)
     if call is not None:
         for name in (
