@@ -4,6 +4,7 @@ Each call is one RPC of a few milliseconds that needs no live worker, so listene
 before acking and still answer Slack well within its 3 seconds.
 """
 
+import asyncio
 import contextvars
 import re
 import time
@@ -12,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio.client import (
     Client,
+    WorkflowExecution,
+    WorkflowExecutionStatus,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
@@ -47,6 +50,10 @@ SLACK_ACK_SECONDS = 3.0
 SAFETY_MARGIN_SECONDS = 0.5
 # Too little time for an RPC to succeed: answer 5xx at once instead.
 MIN_RPC_SECONDS = 0.05
+# Continue-as-new closes one run and opens the next, and visibility records the two apart: for
+# a moment a running conversation shows only its closed run (5 of 5,996 polls during 60 hops,
+# more under load). Runs that hopped this recently count, once a describe confirms the chain.
+RECENT_HOP = timedelta(minutes=1)
 # Calls made outside a Slack request (none today) get this long.
 HAND_OVER_TIMEOUT = timedelta(seconds=SLACK_ACK_SECONDS - SAFETY_MARGIN_SECONDS)
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
@@ -131,12 +138,8 @@ class Conversations:
         """The running conversations `user` takes part in, newest first (the App Home)."""
         if not _SLACK_ID.fullmatch(user):
             return []
-        query = (
-            f"WorkflowType = 'ConversationWorkflow' AND ExecutionStatus = 'Running' "
-            f"AND {SLACK_PARTICIPANTS.name} = '{user}'"
-        )
         found = []
-        async for execution in self.client.list_workflows(query, rpc_timeout=rpc_timeout()):
+        for execution in await self._running(f"{SLACK_PARTICIPANTS.name} = '{user}'"):
             thread = thread_of(execution.id)
             if thread is None or thread.team != team:
                 continue
@@ -174,16 +177,9 @@ class Conversations:
         """The most recently started running conversation `user` takes part in, in `channel`."""
         if not (_SLACK_ID.fullmatch(channel) and _SLACK_ID.fullmatch(user)):
             return None
-        query = (
-            f"WorkflowType = 'ConversationWorkflow' AND ExecutionStatus = 'Running' "
-            f"AND {SLACK_CHANNEL.name} = '{channel}' AND {SLACK_PARTICIPANTS.name} = '{user}'"
-        )
+        where = f"{SLACK_CHANNEL.name} = '{channel}' AND {SLACK_PARTICIPANTS.name} = '{user}'"
         prefix = conversation_id(team, channel, "")
-        running = [
-            execution
-            async for execution in self.client.list_workflows(query, rpc_timeout=rpc_timeout())
-            if execution.id.startswith(prefix)
-        ]
+        running = [e for e in await self._running(where) if e.id.startswith(prefix)]
         if not running:
             return None
         # Not the run's start time: continue-as-new renews that.
@@ -194,6 +190,26 @@ class Conversations:
             ),
         )
         return ThreadRef(team=team, channel=channel, thread_ts=latest.id[len(prefix) :])
+
+    async def _running(self, where: str) -> list[WorkflowExecution]:
+        """Running conversations matching `where`, one execution each, including any caught
+        between two runs by continue-as-new."""
+        since = (datetime.now(UTC) - RECENT_HOP).isoformat()
+        query = (
+            f"WorkflowType = 'ConversationWorkflow' AND {where} AND (ExecutionStatus = 'Running'"
+            f" OR (ExecutionStatus = 'ContinuedAsNew' AND CloseTime > '{since}'))"
+        )
+        by_id: dict[str, WorkflowExecution] = {}
+        async for execution in self.client.list_workflows(query, rpc_timeout=rpc_timeout()):
+            if execution.id not in by_id or execution.status == WorkflowExecutionStatus.RUNNING:
+                by_id[execution.id] = execution
+        hopped = [e.id for e in by_id.values() if e.status != WorkflowExecutionStatus.RUNNING]
+        describes = (
+            self.client.get_workflow_handle(i).describe(rpc_timeout=rpc_timeout()) for i in hopped
+        )
+        for current in await asyncio.gather(*describes):
+            by_id[current.id] = current
+        return [e for e in by_id.values() if e.status == WorkflowExecutionStatus.RUNNING]
 
     async def includes(self, thread: ThreadRef, user: str) -> bool:
         """Whether `user` takes part in the thread's running conversation."""

@@ -6,9 +6,10 @@ import json
 import aiohttp
 
 from activities.bedrock import SUMMARY_PROMPT
+from bot.conversations import Conversations
 from devtools.slack_events import message_event, message_shortcut, sign, slash_command
-from devtools.stack import ALICE, BOB, SIGNING_SECRET, eventually
-from threadchat.ids import thread_permalink
+from devtools.stack import ALICE, BOB, SIGNING_SECRET, TEAM, eventually
+from threadchat.ids import conversation_id, thread_permalink
 from threadchat.model import EndRequest
 from workflows.conversation import ConversationWorkflow
 
@@ -146,6 +147,35 @@ async def test_endchat_ends_the_users_latest_conversation(make_stack):
     result = await stack.handle(stack.channel, newer).result()
     assert result.ended_by == "command"
     assert (await stack.handle(stack.channel, older).describe()).status.name == "RUNNING"
+
+
+async def test_conversations_are_found_across_continue_as_new(make_stack):
+    """Continue-as-new leaves a closed run in visibility beside (for a moment, instead of) the
+    running one: the lookups count each chain once, and not at all once it has ended."""
+    stack = await make_stack(history_event_cap=10)  # continue as new after every turn
+    conversations = Conversations(stack.client, stack.settings.temporal.task_queue)
+
+    async def hopped(ts: str) -> bool:
+        workflow_id = conversation_id(TEAM, stack.channel, ts)
+        query = f"WorkflowId = '{workflow_id}' AND ExecutionStatus = 'ContinuedAsNew'"
+        return bool([e async for e in stack.client.list_workflows(query)])
+
+    ended = await stack.mention(stack.channel, "a thread that hops, then ends")
+    await stack.replies(stack.channel, ended, 1)
+    await eventually(lambda: hopped(ended), what="the first run closed as continued-as-new")
+    status, body = await stack.sender.send_command(
+        slash_command(command="/endchat", text="", channel_id=stack.channel, user_id=ALICE)
+    )
+    assert status == 200 and thread_permalink("local", stack.channel, ended) in body
+    assert (await stack.handle(stack.channel, ended).result()).ended_by == "command"
+
+    running = await stack.mention(stack.channel, "a thread that hops and goes on")
+    await stack.replies(stack.channel, running, 1)
+    await eventually(lambda: hopped(running), what="the first run closed as continued-as-new")
+    latest = await conversations.latest_for(TEAM, stack.channel, ALICE)
+    assert latest is not None and latest.thread_ts == running
+    listed = await conversations.open_for(TEAM, ALICE)
+    assert [c.thread.thread_ts for c in listed if c.thread.channel == stack.channel] == [running]
 
 
 async def test_bad_or_missing_signature_gets_401(make_stack):

@@ -32,7 +32,7 @@ from threadchat.codec import (
     key_id,
 )
 from threadchat.config import ConfigError, load_settings
-from threadchat.ids import conversation_id
+from threadchat.ids import conversation_id, thread_permalink
 
 THREADCHAT = str(Path(sys.executable).with_name("threadchat"))
 BASE_ENV = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
@@ -235,10 +235,10 @@ async def test_raw_history_holds_no_plaintext_and_the_codec_endpoint_decrypts(te
         await stack.say(stack.channel, ts, f"and my pin is {secrets_[1]}", user=BOB)
         replies = await stack.replies(stack.channel, ts, 2)
         assert secrets_[1] in replies[1]["text"]
-        status, _ = await stack.sender.send_command(
+        status, body = await stack.sender.send_command(
             slash_command(command="/endchat", text="", channel_id=stack.channel, user_id=ALICE)
         )
-        assert status == 200
+        assert status == 200 and thread_permalink("local", stack.channel, ts) in body, body
         result = await stack.handle(stack.channel, ts).result()  # decrypted by the codec
         assert result.summary and secrets_[0] in result.summary
         replies = await stack.replies(stack.channel, ts, 3)
