@@ -322,8 +322,6 @@ class ReplyActivities:
         text, usage, response, stop_reason = "", {}, {}, "end_turn"
         async for kind, value in self._model_events(model_request):
             if kind == "text":
-                if not text:
-                    await self._set_status(request, "")
                 text += value
                 await writer.append(value)
             elif kind == "response":
@@ -391,10 +389,12 @@ class ReplyActivities:
         return self.bot_user
 
     async def _heartbeat(self, writer: SlackReplyWriter) -> None:
-        """Keep heartbeating, also while the model is still thinking."""
+        """Keep heartbeating, also while the model is still thinking. Not at once: a beat
+        before any progress would only cost an RPC per turn, and most replies are done
+        before the first one is due."""
         while True:
-            activity.heartbeat(writer.progress())
             await asyncio.sleep(HEARTBEAT_SECONDS)
+            activity.heartbeat(writer.progress())
 
     async def _set_status(self, request: ReplyRequest, status: str) -> None:
         """The "is thinking…" indicator is a nicety: failing to set it never fails a turn."""

@@ -909,6 +909,7 @@ class LocalSlack:
         if message.get("thread_ts") and _truthy(params.get("reply_broadcast")):
             message["subtype"] = "thread_broadcast"
         self._store(channel, message)
+        self._replied(channel, message)
         return {"channel": channel, "ts": message["ts"], "message": copy.deepcopy(message)}
 
     def _chat_update(self, params: Json) -> Json:
@@ -1147,6 +1148,12 @@ class LocalSlack:
         )
         return {}
 
+    def _replied(self, channel: str, message: Json) -> None:
+        """Slack clears a thread's status when the app replies in it."""
+        thread_ts = message.get("thread_ts")
+        if thread_ts and self._statuses.pop((channel, thread_ts), ""):
+            self._emit({"type": "status", "channel": channel, "thread_ts": thread_ts, "status": ""})
+
     def _assistant_set_prompts(self, params: Json) -> Json:
         channel = self._channel(params, "channel_id")
         thread_ts = self._required(params, "thread_ts")
@@ -1225,6 +1232,7 @@ class LocalSlack:
         stream = _Stream(recipient_user, recipient_team, chunks=others)
         self._streams[(channel, message["ts"])] = stream
         self._store(channel, message, streaming=True)
+        self._replied(channel, message)
         return {"channel": channel, "ts": message["ts"]}
 
     def _streaming_message(self, params: Json) -> tuple[str, str, Json, _Stream]:

@@ -5,23 +5,16 @@ dispatches on its own; the worker's own limit smooths that. Both are token bucke
 full (one second's worth), so in any window of w seconds there are at most rate x (w + 1)
 calls: an idle queue lets one second's worth through at once, then calls keep to the rate.
 Bedrock counts its quotas per minute, where that burst is one second's worth in sixty. The
-test runs a server of its own with one partition, as a self-hosted cluster can set for the
-Bedrock queue, so that what it measures is the limit's own timing.
+dev server runs one partition per queue, as a self-hosted cluster can set for the Bedrock
+queue, so that what the test measures is the limit's own timing.
 """
 
 import asyncio
 
-import pytest
-
 from devtools.stack import eventually, start_stack
-from devtools.temporal_server import TemporalDevServer
 
 THREADS = 20
 LIMIT = 2  # calls per second
-ONE_PARTITION = [
-    *("--dynamic-config-value", "matching.numTaskqueueReadPartitions=1"),
-    *("--dynamic-config-value", "matching.numTaskqueueWritePartitions=1"),
-]
 
 
 def most_within(times: list[float], seconds: float) -> int:
@@ -29,20 +22,8 @@ def most_within(times: list[float], seconds: float) -> int:
     return max(sum(1 for t in times[i:] if t - start < seconds) for i, start in enumerate(times))
 
 
-@pytest.fixture
-async def one_partition_client():
-    server = TemporalDevServer(extra_args=ONE_PARTITION)
-    client = await server.start()
-    yield client
-    server.stop()
-
-
-async def test_bedrock_calls_keep_to_the_rate_limit_and_every_thread_is_answered(
-    one_partition_client,
-):
-    stack = await start_stack(
-        one_partition_client, bedrock_settings={"max_calls_per_second": LIMIT}
-    )
+async def test_bedrock_calls_keep_to_the_rate_limit_and_every_thread_is_answered(client):
+    stack = await start_stack(client, bedrock_settings={"max_calls_per_second": LIMIT})
     try:
         threads = await asyncio.gather(
             *(stack.mention(stack.channel, f"question {i}") for i in range(THREADS))

@@ -346,9 +346,10 @@ async def test_a_long_answer_reaches_slack_in_several_appends(make_stack):
     streamed = start.params["markdown_text"] + "".join(c.params["markdown_text"] for c in appends)
     assert streamed.strip() == answer == reply["text"].strip()
     assert stack.slack.calls_to("chat.stopStream")
-    # "is thinking…" was shown, then cleared as the first words arrived.
+    # "is thinking…" was shown until the answer began, which clears it: no call to clear it.
     statuses = [c.params["status"] for c in stack.slack.calls_to("assistant.threads.setStatus")]
-    assert statuses[0].startswith("is thinking") and statuses[-1] == ""
+    assert len(statuses) == 1 and statuses[0].startswith("is thinking")
+    assert stack.slack.status(stack.channel, ts) == ""
 
 
 async def test_a_turn_throttled_for_over_10_seconds_says_so(make_stack):
@@ -360,4 +361,4 @@ async def test_a_turn_throttled_for_over_10_seconds_says_so(make_stack):
     assert "patience" in reply["text"]
     statuses = [c.params["status"] for c in stack.slack.calls_to("assistant.threads.setStatus")]
     assert any("busy" in status for status in statuses), statuses
-    assert statuses[-1] == ""
+    assert stack.slack.status(stack.channel, ts) == ""

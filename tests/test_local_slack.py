@@ -408,6 +408,35 @@ async def test_set_status(slack: LocalSlack, client: AsyncWebClient) -> None:
     assert slack.status(CHANNEL, "1700000000.000100") == ""
 
 
+async def test_a_reply_in_the_thread_clears_its_status(
+    slack: LocalSlack, client: AsyncWebClient
+) -> None:
+    """As Slack documents: the status clears when the app replies, streamed or posted."""
+    seen: list[dict] = []
+    slack.subscribe(seen.append)
+    for start in (
+        lambda ts: client.chat_postMessage(channel=CHANNEL, thread_ts=ts, text="done"),
+        lambda ts: client.chat_startStream(
+            channel=CHANNEL, thread_ts=ts, recipient_user_id="U0A", recipient_team_id="T0A"
+        ),
+    ):
+        parent = slack.add_message(CHANNEL, user="U0ALICE", text="go")
+        other = slack.add_message(CHANNEL, user="U0ALICE", text="elsewhere")
+        for ts in (parent["ts"], other["ts"]):
+            await client.assistant_threads_setStatus(
+                channel_id=CHANNEL, thread_ts=ts, status="is thinking…"
+            )
+        await start(parent["ts"])
+        assert slack.status(CHANNEL, parent["ts"]) == ""
+        assert slack.status(CHANNEL, other["ts"]) == "is thinking…"
+        assert seen[-1] == {
+            "type": "status",
+            "channel": CHANNEL,
+            "thread_ts": parent["ts"],
+            "status": "",
+        }
+
+
 async def test_stream_methods(slack: LocalSlack, client: AsyncWebClient) -> None:
     parent = slack.add_message(CHANNEL, user="U0ALICE", text="go")
     err = await slack_error(client.chat_startStream(channel=CHANNEL, thread_ts=parent["ts"]))

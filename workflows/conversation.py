@@ -77,6 +77,22 @@ LEAN_FIRST_TURN = "lean-first-turn"
 # Rolling summaries with prompt caching in mind: deeper folds, asked of the conversation
 # itself (see _fold_old_turns). A patch: earlier histories folded to half the budget.
 CACHED_FOLDS = "cached-folds"
+# Every patch named in this module applies to a run that starts on this code, and one marker
+# says so: else each patch writes its own marker and upserts TemporalChangeVersion (a
+# visibility write) in every new run, three on a new conversation's first turn. Runs from
+# before still check each patch as they did. A patch added later is not one of these: a run
+# that started with this marker must still find it absent when it replays.
+PATCHES_SO_FAR = "patches-so-far"
+_SO_FAR = frozenset(
+    {
+        "token-budgets",
+        "message-with-timer",
+        "tell-who-ended-it",
+        "history-size-cap",
+        LEAN_FIRST_TURN,
+        CACHED_FOLDS,
+    }
+)
 # Files of the conversation remembered by name, for the note once they are out of the prompt.
 MAX_SHARED_FILES = 100
 # Ratings kept in the state (the newest); counts in metrics are not bounded by it.
@@ -97,6 +113,7 @@ class ConversationWorkflow:
     def __init__(self, start: ConversationStart) -> None:
         # Signals can arrive before run() starts, so the state exists from the first moment.
         self.state = start.state or ConversationState(thread=start.thread)
+        self._patches_so_far: bool | None = None
 
     @workflow.run
     async def run(self, start: ConversationStart) -> ConversationResult:
@@ -228,7 +245,7 @@ class ConversationWorkflow:
             and self.state.assistant is None  # a new panel thread has no past
             and all(m.ts != thread.thread_ts for m in self.state.pending)
         )
-        if workflow.patched(LEAN_FIRST_TURN):
+        if self._patched(LEAN_FIRST_TURN):
             setup = await workflow.execute_local_activity_method(
                 ConversationActivities.open_conversation,
                 args=[thread, look_back],
@@ -267,7 +284,7 @@ class ConversationWorkflow:
             )
         except TimeoutError:
             # A message that came with the timer still counts.
-            return bool(self.state.pending) and workflow.patched("message-with-timer")
+            return bool(self.state.pending) and self._patched("message-with-timer")
         return True
 
     def _last_exchange_continued(self) -> list[ChatMessage]:
@@ -509,7 +526,7 @@ class ConversationWorkflow:
             return
         lookup = (
             workflow.execute_local_activity_method
-            if workflow.patched(LEAN_FIRST_TURN)
+            if self._patched(LEAN_FIRST_TURN)
             else workflow.execute_activity_method
         )
         try:
@@ -533,7 +550,7 @@ class ConversationWorkflow:
         which the model reads back from the cache too.
         """
         budget = self.state.settings.context_budget_tokens
-        cached_folds = workflow.patched(CACHED_FOLDS)
+        cached_folds = self._patched(CACHED_FOLDS)
         count = context.turns_to_fold(
             self.state.turns, self.state.names, budget, budget // 4 if cached_folds else None
         )
@@ -608,7 +625,7 @@ class ConversationWorkflow:
             "summary",
         )
         requested_by = self.state.end_request.requested_by
-        if summary_ts and requested_by and workflow.patched("tell-who-ended-it"):
+        if summary_ts and requested_by and self._patched("tell-who-ended-it"):
             await self._tell_who_ended_it(requested_by, summary_ts)
         if self.state.next_conversation:
             self._open_next_conversation(summary)
@@ -655,7 +672,7 @@ class ConversationWorkflow:
         """Whether the person's or this conversation's allowance for today is used up.
         Conversations from before allowances, and failed checks, answer anyway: a Temporal
         hiccup should not silence the bot."""
-        if not workflow.patched("token-budgets"):
+        if not self._patched("token-budgets"):
             return BudgetVerdict()
         self._roll_day()
         try:
@@ -851,9 +868,17 @@ class ConversationWorkflow:
         would only cost the server a visibility update per new conversation."""
         participants = list(self.state.participants)
         noted = workflow.info().typed_search_attributes.get(SLACK_PARTICIPANTS)
-        if noted == participants and workflow.patched(LEAN_FIRST_TURN):
+        if noted == participants and self._patched(LEAN_FIRST_TURN):
             return
         workflow.upsert_search_attributes([SLACK_PARTICIPANTS.value_set(participants)])
+
+    def _patched(self, patch_id: str) -> bool:
+        """workflow.patched(), with one marker for all of PATCHES_SO_FAR in new runs."""
+        if patch_id not in _SO_FAR:
+            return workflow.patched(patch_id)
+        if self._patches_so_far is None:
+            self._patches_so_far = workflow.patched(PATCHES_SO_FAR)
+        return self._patches_so_far or workflow.patched(patch_id)
 
     def _key(self, name: str) -> str:
         """An idempotency key unique to this conversation (a thread can host several)."""
@@ -866,6 +891,6 @@ class ConversationWorkflow:
             or info.get_current_history_length() >= self.state.settings.history_event_cap
             or (
                 info.get_current_history_size() >= HISTORY_SIZE_CAP
-                and workflow.patched("history-size-cap")
+                and self._patched("history-size-cap")
             )
         )
