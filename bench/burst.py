@@ -151,6 +151,8 @@ async def main(
         print("|---|" + "---|" * (len(pids) + 1))
         labels = {"mention": "first, by mention", "direct": "first, by signal-with-start"}
         for kind, label in {**labels, "later": "later"}.items():
+            if not acks[kind]:
+                continue
             used = [cpu[kind][name] * 1000 / count for name in pids]
             print(f"| {label} | " + " | ".join(f"{u:.1f}" for u in used) + f" | {sum(used):.1f} |")
         ratio = percentile(acks["mention"], 0.99) / percentile(acks["direct"], 0.99)
