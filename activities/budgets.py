@@ -15,9 +15,13 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from threadchat.ids import budget_id
 from threadchat.model import BudgetCheck, BudgetVerdict, TokenCharge, TokenLimits
-from workflows.budget import TokenBudgetWorkflow
 
 log = logging.getLogger(__name__)
+
+# workflows/budget.py, by name: activities sit below the workflows and import none of them
+# (tests/test_layout.py checks both names against the workflow).
+BUDGET_WORKFLOW = "TokenBudgetWorkflow"
+TOKENS_USED_QUERY = "tokens_used"
 
 QUERY_TIMEOUT = timedelta(seconds=2)
 
@@ -43,7 +47,7 @@ class BudgetActivities:
     async def charge_tokens(self, charge: TokenCharge) -> None:
         # Signal-with-start: the day's first charge opens the person's budget.
         await self.client.start_workflow(
-            TokenBudgetWorkflow.run,
+            BUDGET_WORKFLOW,
             charge.day,
             id=budget_id(charge.team, charge.user, charge.day),
             task_queue=self.task_queue,
@@ -56,7 +60,7 @@ class BudgetActivities:
         try:
             # A budget left on a task queue no worker polls any more would hold the query
             # until its timeout: give up early and let the turn go ahead.
-            return await handle.query(TokenBudgetWorkflow.tokens_used, rpc_timeout=QUERY_TIMEOUT)
+            return await handle.query(TOKENS_USED_QUERY, result_type=int, rpc_timeout=QUERY_TIMEOUT)
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 return 0  # nothing spent today

@@ -12,7 +12,7 @@ from cachetools import TTLCache
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from activities.slack import HTTP_TIMEOUT_SECONDS
+from threadchat.slack_client import HTTP_TIMEOUT_SECONDS
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,10 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from temporalio.exceptions import ApplicationError
 
-from activities.slack import HTTP_TIMEOUT_SECONDS, classify
+from activities.slack import classify
 from threadchat import attachments
 from threadchat.model import FileRef
+from threadchat.slack_client import HTTP_TIMEOUT_SECONDS
 
 log = logging.getLogger(__name__)
 

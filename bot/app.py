@@ -13,7 +13,6 @@ from slack_bolt.response import BoltResponse
 from temporalio.client import Client
 from temporalio.converter import PayloadCodec
 
-from activities.slack import CountingWebClient
 from bot.conversations import Conversations, request_arrived
 from bot.listeners import register_listeners
 from bot.parsing import malformed
@@ -21,6 +20,7 @@ from threadchat import telemetry
 from threadchat.codec import CODEC_PATH, EncryptionCodec, codec_routes
 from threadchat.config import DEFAULT_CODEC_ORIGINS, ConfigError, Settings, SlackSettings
 from threadchat.model import TokenLimits
+from threadchat.slack_client import CountingWebClient
 
 log = logging.getLogger(__name__)
 

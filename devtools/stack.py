@@ -13,7 +13,6 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.slack import http_session, make_client
 from bot.app import EVENTS_PATH, bound_port, build_app, build_web_app, start_http
 from devtools.bedrock import LocalBedrock
 from devtools.slack import LocalSlack
@@ -31,6 +30,7 @@ from threadchat.commands.worker import build_workers
 from threadchat.config import BedrockSettings, Settings, SlackSettings, TemporalSettings
 from threadchat.ids import conversation_id
 from threadchat.model import ConversationResult, ConversationSettings
+from threadchat.slack_client import http_session, make_client
 
 SIGNING_SECRET = "local-signing-secret"
 TEAM = "T0LOCAL"
@@ -86,11 +86,13 @@ class Stack:
             conversation_id(TEAM, channel, thread_ts), result_type=ConversationResult
         )
 
-    async def start_worker(self) -> None:
-        slack = self.settings.slack
+    async def start_worker(self, settings: Settings | None = None) -> None:
+        """Workers for the stack's queues (with other `settings`: another build, say)."""
+        settings = settings or self.settings
+        slack = settings.slack
         session = http_session()
         slack_client = make_client(slack.bot_token or "", slack.api_url, session)
-        workers = build_workers(self.client, self.settings, slack_client=slack_client)
+        workers = build_workers(self.client, settings, slack_client=slack_client)
         self.workers = workers
         tasks = [asyncio.create_task(worker.run()) for worker in workers]
 

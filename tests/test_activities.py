@@ -11,6 +11,7 @@ from activities import slack as slack_activities
 from devtools.bedrock import Fault, LocalBedrock
 from devtools.slack import LocalSlack
 from threadchat.config import BedrockSettings
+from threadchat.slack_client import make_client
 
 
 @pytest.fixture
@@ -84,7 +85,7 @@ async def test_slack_errors_are_classified(error, status, retryable, delay):
     server = LocalSlack()
     await server.start()
     try:
-        client = slack_activities.make_client(server.bot_token, server.base_url)
+        client = make_client(server.bot_token, server.base_url)
         server.inject("chat.postMessage", error=error, status=status, retry_after=delay)
         with pytest.raises(SlackApiError) as raised:
             await client.chat_postMessage(channel="C1", text="hi")

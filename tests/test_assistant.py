@@ -129,6 +129,12 @@ async def test_slack_retries_of_each_event_change_nothing(make_stack):
     await stack.panel_say(dm, thread, "what is new here?")
     await stack.replies(dm, thread, 2)
     assert "the budget is approved" in system_prompts(stack)[-1]
+
+    async def titled() -> bool:  # the title is written just after the answer
+        described = await stack.handle(dm, thread).describe()
+        return CONVERSATION_TITLE in described.typed_search_attributes
+
+    await eventually(titled, what="the thread's title")
     first = await stack.open_home(ALICE)
     again = await stack.open_home(ALICE)  # a redelivered app_home_opened publishes it again
     assert first == again

@@ -277,8 +277,13 @@ async def test_continue_as_new_under_concurrent_messages_loses_nothing(make_stac
     await eventually(lambda: set(answered()) >= expected, timeout=60, what="all messages answered")
     assert sorted(answered()) == sorted(expected)  # each exactly once
     workflow_id = conversation_id("T0LOCAL", stack.channel, ts)
-    runs = [w async for w in stack.client.list_workflows(f"WorkflowId = '{workflow_id}'")]
-    assert len(runs) > 1
+
+    async def continued() -> bool:
+        query = f"WorkflowId = '{workflow_id}'"
+        return len([w async for w in stack.client.list_workflows(query)]) > 1
+
+    # Visibility indexes the new run a moment after the continue-as-new.
+    await eventually(continued, what="a second run")
     status = await stack.handle(stack.channel, ts).query(ConversationWorkflow.status)
     assert status.turn_count == len(reply_requests(stack))
 

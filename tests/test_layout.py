@@ -1,6 +1,7 @@
-"""The package's ground floor imports nothing of the rooms built on it: model, config, ids,
-context, texts, formatting, codec and telemetry stand alone, and only threadchat/commands/
-(the entry points) wires bot/, workflows/, activities/ and devtools/ together."""
+"""Layering. The package's ground floor imports nothing of the rooms built on it: model,
+config, ids, context, texts, formatting, codec, the Slack client and telemetry stand alone, and
+only threadchat/commands/ (the entry points) wires bot/, workflows/, activities/ and devtools/
+together. Activities import no workflow, and the Slack app no activity."""
 
 import ast
 from pathlib import Path
@@ -37,3 +38,31 @@ def test_the_entry_points_are_where_the_console_script_says():
         'threadchat = "threadchat.commands.cli:main"'
         in (PACKAGE.parent / "pyproject.toml").read_text()
     )
+
+
+ROOT = PACKAGE.parent
+# Who may not import whom: activities sit below the workflows (which schedule them), and the
+# Slack app reaches Slack through threadchat/slack_client.py, never through an activity.
+FORBIDDEN = {"activities": {"workflows", "bot"}, "bot": {"activities"}}
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for room in FORBIDDEN for p in (ROOT / room).rglob("*.py")),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_no_import_runs_the_wrong_way(path):
+    room = path.relative_to(ROOT).parts[0]
+    wrong = {m for m in imported(path) if m.split(".")[0] in FORBIDDEN[room]}
+    assert not wrong, f"{path.relative_to(ROOT)} imports {sorted(wrong)}"
+
+
+def test_the_budget_activities_name_the_budget_workflow_as_it_is_defined():
+    from temporalio import workflow
+
+    from activities.budgets import BUDGET_WORKFLOW, TOKENS_USED_QUERY
+    from workflows.budget import TokenBudgetWorkflow
+
+    definition = workflow._Definition.must_from_class(TokenBudgetWorkflow)
+    assert definition.name == BUDGET_WORKFLOW
+    assert TOKENS_USED_QUERY in definition.queries

@@ -66,6 +66,9 @@ class TemporalSettings:
     task_queue: str = "threadchat"
     # Model calls: their own queue, so Bedrock's quota can be rate limited across workers.
     bedrock_task_queue: str = "threadchat-bedrock"
+    # Worker Versioning (docs/upgrading.md): both set, or neither for an unversioned worker.
+    deployment_name: str = ""
+    build_id: str = ""
     # Remaining Client.connect arguments from temporalio.envconfig (api_key, tls, rpc_metadata).
     connect_options: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -269,11 +272,18 @@ def _temporal(env: Mapping[str, str]) -> TemporalSettings:
             "must differ from TEMPORAL_TASK_QUEUE (model calls "
             "get their own queue, so a Bedrock backlog never delays Slack)",
         )
+    deployment = _get(env, "TEMPORAL_DEPLOYMENT_NAME") or ""
+    build_id = _get(env, "TEMPORAL_WORKER_BUILD_ID") or ""
+    if bool(deployment) != bool(build_id):
+        missing = "TEMPORAL_WORKER_BUILD_ID" if deployment else "TEMPORAL_DEPLOYMENT_NAME"
+        raise ConfigError(missing, "must be set too: a versioned worker needs both")
     return TemporalSettings(
         target_host=target,
         namespace=namespace,
         task_queue=task_queue,
         bedrock_task_queue=bedrock_queue,
+        deployment_name=deployment,
+        build_id=build_id,
         connect_options=options,
     )
 

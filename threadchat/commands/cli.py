@@ -37,8 +37,8 @@ def _data_converter(settings: Settings):
 
 
 async def _worker(settings: Settings) -> None:
-    from activities.slack import pooled_client
     from threadchat.commands.worker import build_workers, run_workers
+    from threadchat.slack_client import pooled_client
     from threadchat.temporal import connect, ensure_search_attributes
 
     client = await connect(

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import boto3
 
-from activities.slack import pooled_client
 from devtools.bedrock import LocalBedrock
 from devtools.playground import Playground
 from devtools.slack import LocalSlack
@@ -23,6 +22,7 @@ from devtools.temporal_server import TemporalDevServer
 from threadchat.codec import CODEC_PATH, data_converter
 from threadchat.commands.worker import build_workers, run_workers
 from threadchat.config import Settings
+from threadchat.slack_client import pooled_client
 from threadchat.temporal import ensure_search_attributes
 
 log = logging.getLogger(__name__)

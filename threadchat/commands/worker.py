@@ -17,9 +17,9 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
+from temporalio.worker import Worker, WorkerDeploymentConfig
 
-from activities import slack as slack_activities
 from activities.bedrock import BedrockActivities
 from activities.budgets import BudgetActivities
 from activities.channel_context import ChannelReader
@@ -29,13 +29,12 @@ from activities.replies import ReplyActivities
 from activities.slack import SlackActivities
 from threadchat import telemetry
 from threadchat.config import Settings
+from threadchat.slack_client import make_client
 from workflows.budget import TokenBudgetWorkflow
 from workflows.conversation import ConversationWorkflow
 
 log = logging.getLogger(__name__)
 
-# Activity threads of the main worker. Its own activities are async; the threads serve the
-# Bedrock calls of conversations from before model calls had their own queue.
 MAX_CONCURRENT_ACTIVITIES = 64
 GRACEFUL_SHUTDOWN = timedelta(seconds=25)
 
@@ -72,7 +71,7 @@ def build_workers(
         channels=ChannelReader(token, settings.slack.api_url),
     )
     channels = ChannelDirectory(settings.channels_file, settings.channels)
-    slack_client = slack_client or slack_activities.make_client(
+    slack_client = slack_client or make_client(
         settings.slack.bot_token or "", settings.slack.api_url
     )
     slack = SlackActivities(slack_client, prompts_for=channels.prompts)
@@ -90,7 +89,6 @@ def build_workers(
         task_queue=settings.temporal.task_queue,
         workflows=[ConversationWorkflow, TokenBudgetWorkflow],
         activities=[
-            *model_calls,  # for conversations that began before the Bedrock queue
             slack.post_message,
             slack.describe_users,
             slack.notify_ended,
@@ -101,8 +99,8 @@ def build_workers(
             budgets.check_budget,
             budgets.charge_tokens,
         ],
-        activity_executor=ThreadPoolExecutor(MAX_CONCURRENT_ACTIVITIES),
         max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
+        deployment_config=deployment_config(settings),
         # A dead worker's sticky queue would otherwise hold the next workflow task for 10 s.
         sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
         # On SIGTERM, running activities get this long to finish before being cancelled.
@@ -119,9 +117,23 @@ def build_workers(
         # server's bucket lets a short burst through; each worker also paces its own calls.
         max_task_queue_activities_per_second=settings.bedrock.max_calls_per_second,
         max_activities_per_second=settings.bedrock.max_calls_per_second,
+        deployment_config=deployment_config(settings),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
     )
     return [main, model]
+
+
+def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
+    """Worker Versioning, when TEMPORAL_DEPLOYMENT_NAME and TEMPORAL_WORKER_BUILD_ID are set:
+    conversations are Pinned to the build they started on (docs/upgrading.md)."""
+    temporal = settings.temporal
+    if not temporal.deployment_name:
+        return None
+    return WorkerDeploymentConfig(
+        version=WorkerDeploymentVersion(temporal.deployment_name, temporal.build_id),
+        use_worker_versioning=True,
+        default_versioning_behavior=VersioningBehavior.PINNED,
+    )
 
 
 async def run_workers(workers: list[Worker], stop: asyncio.Event) -> None:

@@ -1,0 +1,243 @@
+"""The activities a conversation runs, each one awaitable step with its timeout and retries.
+
+Workflow code, deterministic: it only schedules activities. The conversation and its turns
+call these instead of spelling out activity options, so each reads as what it does.
+"""
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.bedrock import BedrockActivities
+    from activities.budgets import BudgetActivities
+    from activities.conversations import ConversationActivities
+    from activities.replies import ReplyActivities
+    from activities.slack import SlackActivities
+    from threadchat.model import (
+        AssistantGreeting,
+        BudgetCheck,
+        BudgetVerdict,
+        ConversationSettings,
+        ConversationSetup,
+        DeliveredReply,
+        EndNotice,
+        GeneratedReply,
+        PostedMessage,
+        PrivateNote,
+        ReplyRequest,
+        SlackPost,
+        Summary,
+        SummaryRequest,
+        ThreadRef,
+        ThreadTitle,
+        TitleRequest,
+        TokenCharge,
+    )
+
+# Temporal owns retries (botocore makes one attempt). Throttling and 5xx back off up to about
+# a minute in all; errors that cannot succeed are non-retryable and fail at once.
+BEDROCK_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=20),
+    maximum_attempts=6,
+)
+SLACK_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=10,
+)
+# Niceties (names, titles, private notes) give up sooner than the answer does.
+FEW_TRIES = RetryPolicy(maximum_attempts=3)
+SLACK_TIMEOUT = timedelta(seconds=30)
+# Budget calls are short Temporal RPCs, run as local activities: no extra round trip per turn.
+BUDGET_TIMEOUT = timedelta(seconds=5)
+# A streamed answer may take minutes in all; the heartbeat timeout catches a dead worker.
+STREAMING_TIMEOUT = timedelta(minutes=10)
+STREAMING_HEARTBEAT = timedelta(seconds=10)
+
+
+def failure_type(err: ActivityError) -> str | None:
+    """The error type an activity failed with, as texts.turn_failure knows them."""
+    cause = err.cause
+    return cause.type if isinstance(cause, ApplicationError) else type(cause).__name__
+
+
+# -- Opening ----------------------------------------------------------------------------------
+
+
+async def open_conversation(thread: ThreadRef, look_back: bool) -> ConversationSetup:
+    # Local: a first turn costs no more round trips to the server than a later one.
+    return await workflow.execute_local_activity_method(
+        ConversationActivities.open_conversation,
+        args=[thread, look_back],
+        start_to_close_timeout=timedelta(seconds=30),
+        retry_policy=SLACK_RETRY,
+        summary="open conversation",
+    )
+
+
+async def describe_users(users: list[str]) -> dict[str, str]:
+    """Display names; {} when Slack will not say (ids are labels enough)."""
+    try:
+        return await workflow.execute_local_activity_method(
+            SlackActivities.describe_users,
+            users,
+            start_to_close_timeout=SLACK_TIMEOUT,
+            retry_policy=FEW_TRIES,
+            summary="look up names",
+        )
+    except ActivityError:
+        return {}
+
+
+# -- The model ----------------------------------------------------------------------------------
+
+
+def _model_options(settings: ConversationSettings) -> dict:
+    return {
+        # Model calls' own queue, rate limited across workers.
+        "task_queue": settings.bedrock_task_queue or None,
+        "start_to_close_timeout": timedelta(seconds=settings.model_timeout_seconds),
+    }
+
+
+async def stream_reply(
+    settings: ConversationSettings, request: ReplyRequest, summary: str
+) -> DeliveredReply:
+    return await workflow.execute_activity_method(
+        ReplyActivities.stream_reply,
+        request,
+        task_queue=settings.bedrock_task_queue or None,
+        start_to_close_timeout=STREAMING_TIMEOUT,
+        heartbeat_timeout=STREAMING_HEARTBEAT,
+        retry_policy=BEDROCK_RETRY,
+        summary=summary,
+    )
+
+
+async def generate_reply(
+    settings: ConversationSettings, request: ReplyRequest, summary: str
+) -> GeneratedReply:
+    return await workflow.execute_activity_method(
+        BedrockActivities.generate_reply,
+        request,
+        **_model_options(settings),
+        retry_policy=BEDROCK_RETRY,
+        summary=summary,
+    )
+
+
+async def summarize(settings: ConversationSettings, request: SummaryRequest) -> Summary:
+    return await workflow.execute_activity_method(
+        BedrockActivities.summarize_conversation,
+        request,
+        **_model_options(settings),
+        retry_policy=BEDROCK_RETRY,
+        summary="final summary" if request.final else "rolling summary",
+    )
+
+
+async def write_title(settings: ConversationSettings, request: TitleRequest) -> Summary:
+    return await workflow.execute_activity_method(
+        BedrockActivities.name_conversation,
+        request,
+        **_model_options(settings),
+        retry_policy=FEW_TRIES,
+        summary="write a title",
+    )
+
+
+# -- Slack ------------------------------------------------------------------------------------
+
+
+async def post_message(post: SlackPost, summary: str) -> PostedMessage:
+    return await workflow.execute_activity_method(
+        SlackActivities.post_message,
+        post,
+        start_to_close_timeout=SLACK_TIMEOUT,
+        retry_policy=SLACK_RETRY,
+        summary=summary,
+    )
+
+
+async def post(thread: ThreadRef, text: str, key: str, what: str) -> str | None:
+    """Post a notice or summary (`what`) and return its ts; if Slack stays down, log it
+    rather than fail the conversation."""
+    try:
+        posted = await post_message(SlackPost(thread, text, key), f"post {what}")
+    except ActivityError as err:
+        workflow.logger.error("could not post %s: %s", what, failure_type(err))
+        return None
+    return posted.ts
+
+
+async def _best_effort(what: str, method, arg, retry: RetryPolicy = FEW_TRIES) -> None:
+    try:
+        await workflow.execute_activity_method(
+            method, arg, start_to_close_timeout=SLACK_TIMEOUT, retry_policy=retry, summary=what
+        )
+    except ActivityError as err:
+        workflow.logger.warning("could not %s: %s", what, failure_type(err))
+
+
+async def tell(thread: ThreadRef, user: str, text: str, key: str) -> None:
+    """A note only `user` sees in the thread; best effort."""
+    await _best_effort(f"tell {key}", SlackActivities.post_private, PrivateNote(thread, user, text))
+
+
+async def tell_who_ended_it(thread: ThreadRef, user: str, summary_ts: str) -> None:
+    """Answer the /endchat or End chat user privately, with a link to the summary."""
+    await _best_effort(
+        "tell who ended it", SlackActivities.notify_ended, EndNotice(thread, user, summary_ts)
+    )
+
+
+async def greet(greeting: AssistantGreeting) -> None:
+    await _best_effort("greet", SlackActivities.greet, greeting, SLACK_RETRY)
+
+
+async def set_title(title: ThreadTitle) -> None:
+    """Raises ActivityError: the caller keeps a title only once Slack has it."""
+    await workflow.execute_activity_method(
+        SlackActivities.set_title,
+        title,
+        start_to_close_timeout=SLACK_TIMEOUT,
+        retry_policy=FEW_TRIES,
+        summary="set the title",
+    )
+
+
+# -- Allowances ---------------------------------------------------------------------------------
+
+
+async def check_budget(check: BudgetCheck) -> BudgetVerdict:
+    """Failed checks answer anyway: a Temporal hiccup should not silence the bot."""
+    try:
+        return await workflow.execute_local_activity_method(
+            BudgetActivities.check_budget,
+            check,
+            start_to_close_timeout=BUDGET_TIMEOUT,
+            retry_policy=FEW_TRIES,
+            summary="check token budget",
+        )
+    except ActivityError as err:
+        workflow.logger.warning("token budget check failed: %s", failure_type(err))
+        return BudgetVerdict()
+
+
+async def charge_tokens(charge: TokenCharge) -> None:
+    try:
+        await workflow.execute_local_activity_method(
+            BudgetActivities.charge_tokens,
+            charge,
+            start_to_close_timeout=BUDGET_TIMEOUT,
+            retry_policy=FEW_TRIES,
+            summary="charge tokens",
+        )
+    except ActivityError as err:
+        workflow.logger.warning("could not charge tokens: %s", failure_type(err))

@@ -1,0 +1,395 @@
+"""A turn: from the messages to answer to the reply in the thread, and what it cost.
+
+The one place that knows how a model call becomes a reply in Slack: a turn's answer, a
+regenerate, the rolling and final summaries and the title. Workflow code, deterministic: the
+conversation drives it, and its only I/O is the activities in `steps`.
+"""
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+from workflows import steps
+
+with workflow.unsafe.imports_passed_through():
+    from activities.bedrock import CONTEXT_OVERFLOW, SUMMARY_PROMPT
+    from threadchat import context, inference, telemetry, texts
+    from threadchat.model import (
+        BudgetCheck,
+        BudgetVerdict,
+        ChatMessage,
+        ConversationState,
+        DeliveredReply,
+        InferenceSettings,
+        RegenerateRequest,
+        ReplyRef,
+        ReplyRequest,
+        SlackPost,
+        Summary,
+        SummaryRequest,
+        ThreadTitle,
+        TitleRequest,
+        TokenCharge,
+        Turn,
+        UserMessage,
+    )
+    from threadchat.temporal import CONVERSATION_TITLE
+
+# If rolling summaries keep failing, verbatim turns beyond this many budgets are dropped, so
+# the carried state stays small (continue-as-new fails for good past 2 MiB).
+MAX_KEPT_BUDGETS = 4
+# Files of the conversation remembered by name, for the note once they are out of the prompt.
+MAX_SHARED_FILES = 100
+
+
+class Responder:
+    """Answers a conversation's turns. It keeps no state of its own: everything lives in the
+    conversation's `ConversationState`, which continue-as-new carries."""
+
+    def __init__(self, state: ConversationState) -> None:
+        self.state = state
+
+    def key(self, name: str) -> str:
+        """An idempotency key unique to this conversation (a thread can host several)."""
+        return f"{self.state.conversation_key}:{name}"
+
+    # -- A turn -------------------------------------------------------------------------------
+
+    async def answer(self, messages: list[UserMessage]) -> None:
+        """Answer everything that arrived since the last turn as one turn, unless the day's
+        token allowance is used up. The turn is charged to whoever wrote last: the reply
+        answers them."""
+        state = self.state
+        state.turn_count += 1
+        workflow.set_current_details(f"Answering turn {state.turn_count}.")
+        await self._learn_names(messages)
+        turn = Turn(messages=messages, reply=None)
+        shared = [f for m in messages for f in m.files]
+        state.shared_files = (state.shared_files + shared)[-MAX_SHARED_FILES:]
+        payer = messages[-1].user
+        verdict = await self._check_budget(payer)
+        if verdict.over:
+            await self._post(self._over_budget(verdict, payer), f"turn-{state.turn_count}-budget")
+            telemetry.count_turn("over_budget")
+        else:
+            used = await self._reply(turn)
+            if turn.reply is not None and verdict.charge_user:
+                await self._charge(payer, used, f"turn-{state.turn_count}")
+        state.turns.append(turn)
+        state.last_activity = state.answered_at = workflow.now().timestamp()
+        if state.assistant is not None and not state.title and turn.reply:
+            await self._name(turn)
+
+    async def _reply(self, turn: Turn) -> int:
+        """The model's answer in the thread, or a short notice there if it cannot be had;
+        returns the tokens it used."""
+        number = self.state.turn_count
+        try:
+            reply = await self._reply_within_context(turn.messages)
+        except ActivityError as err:
+            failure = steps.failure_type(err)
+            workflow.logger.warning("turn %s failed: %s", number, failure)
+            await self._post(texts.turn_failure(failure), f"turn-{number}-notice")
+            telemetry.count_turn("failed")
+            return 0
+        telemetry.count_turn("blocked" if reply.stop_reason in inference.BLOCKED else "replied")
+        turn.reply, turn.stop_reason = reply.text, reply.stop_reason
+        turn.reply_ts = reply.parts or [reply.ts]
+        turn.input_tokens, turn.output_tokens = reply.input_tokens, reply.output_tokens
+        return self._spend(reply)
+
+    async def _reply_within_context(self, messages: list[UserMessage]) -> DeliveredReply:
+        """Reply with as much recent context as the budget allows; on overflow, once more
+        with a quarter of it."""
+        budget = self.state.settings.context_budget_tokens
+        try:
+            return await self._deliver(self._reply_request(messages, budget))
+        except ActivityError as err:
+            if steps.failure_type(err) != CONTEXT_OVERFLOW:
+                raise
+            workflow.logger.warning("context overflow; retrying with a smaller window")
+            return await self._deliver(self._reply_request(messages, budget // 4))
+
+    def _reply_request(self, messages: list[UserMessage], budget: int) -> ReplyRequest:
+        state = self.state
+        prompt = context.prompt_messages(state.turns, messages, state.names, budget)
+        return ReplyRequest(
+            thread=state.thread,
+            messages=prompt,
+            context_notes=self._notes(prompt),
+            idempotency_key=self.key(f"turn-{state.turn_count}-reply"),
+            recipient_user=messages[-1].user,
+            inference=self._inference("reply"),
+            actions=ReplyRef(state.conversation_key, state.turn_count),
+            cache=self._worth_caching(),
+            **self._panel_context(),
+        )
+
+    async def _deliver(self, request: ReplyRequest) -> DeliveredReply:
+        """Get the model's reply into the thread: streamed by one activity as the model
+        writes, or generated and then posted by two."""
+        settings, number = self.state.settings, self.state.turn_count
+        if settings.streaming:
+            return await steps.stream_reply(settings, request, f"stream reply {number}")
+        generated = await steps.generate_reply(settings, request, f"generate reply {number}")
+        posted = await steps.post_message(
+            SlackPost(
+                request.thread,
+                texts.reply_text(generated.text, generated.stop_reason, generated.notes),
+                request.idempotency_key,
+                actions=request.actions,
+            ),
+            f"post reply {number}",
+        )
+        return DeliveredReply(
+            text=generated.text,
+            input_tokens=generated.input_tokens,
+            output_tokens=generated.output_tokens,
+            ts=posted.ts,
+            stop_reason=generated.stop_reason,
+            call=generated.call,
+            parts=posted.parts,
+        )
+
+    # -- Regenerate ---------------------------------------------------------------------------
+
+    async def answer_again(self, request: RegenerateRequest) -> None:
+        """Regenerate: answer the latest turn once more, sampling more freely, and keep only
+        the new answer. A failure leaves the old answer in place and tells the clicker."""
+        state = self.state
+        turn, number = state.turns[-1], state.turn_count
+        version = turn.version + 1
+        key = f"turn-{number}-regenerate-{version}"
+        verdict = await self._check_budget(request.user)
+        if verdict.over:
+            await self._tell(request.user, self._over_budget(verdict, request.user), key)
+            return
+        prompt = context.prompt_messages(
+            state.turns[:-1], turn.messages, state.names, state.settings.context_budget_tokens
+        )
+        reply_request = ReplyRequest(
+            thread=state.thread,
+            messages=prompt,
+            context_notes=self._notes(prompt),
+            idempotency_key=self.key(key),
+            recipient_user=request.user,
+            inference=self._inference("regenerate"),
+            kind="regenerate",
+            actions=ReplyRef(state.conversation_key, number, version),
+            replace_ts=turn.reply_ts,
+            cache=self._worth_caching(),
+            **self._panel_context(),
+        )
+        try:
+            reply = await steps.stream_reply(
+                state.settings, reply_request, f"regenerate reply {number}"
+            )
+        except ActivityError as err:
+            failure = steps.failure_type(err)
+            workflow.logger.warning("regenerating turn %s failed: %s", number, failure)
+            await self._tell(request.user, texts.turn_failure(failure), f"{key}-notice")
+            return
+        telemetry.count_turn("regenerated")
+        turn.version = version
+        turn.reply, turn.stop_reason = reply.text, reply.stop_reason
+        turn.reply_ts = reply.parts or turn.reply_ts
+        turn.input_tokens += reply.input_tokens
+        turn.output_tokens += reply.output_tokens
+        used = self._spend(reply)
+        if verdict.charge_user:
+            await self._charge(request.user, used, key)
+        state.last_activity = workflow.now().timestamp()
+
+    # -- Summaries and the title ----------------------------------------------------------------
+
+    async def fold_old_turns(self) -> None:
+        """Fold the oldest turns into the rolling summary once they outgrow the budget.
+
+        Folds go deep (to a quarter of the budget): every fold rewrites the cached prompt,
+        and between folds each turn reads it back at a tenth of the price. The summary is
+        asked of the conversation itself, after its own turns, which the model reads back
+        from the cache too.
+        """
+        state = self.state
+        budget = state.settings.context_budget_tokens
+        count = context.turns_to_fold(state.turns, state.names, budget, budget // 4)
+        if count:
+            try:
+                summary = await self._summarize(state.turns[:count], final=False)
+            except ActivityError as err:
+                workflow.logger.warning("rolling summary failed: %s", steps.failure_type(err))
+            else:
+                state.rolling_summary = summary
+                del state.turns[:count]
+                state.folded_turns += count
+        while len(state.turns) > 1 and (
+            sum(context.turn_tokens(t, state.names) for t in state.turns)
+            > MAX_KEPT_BUDGETS * budget
+        ):
+            del state.turns[0]
+
+    async def final_summary(self) -> str:
+        """The whole conversation summarised for the thread; "" if the model cannot."""
+        try:
+            return await self._summarize(self.state.turns, final=True)
+        except ActivityError as err:
+            workflow.logger.warning("final summary failed: %s", steps.failure_type(err))
+            return ""
+
+    async def _summarize(self, turns: list[Turn], *, final: bool) -> str:
+        state = self.state
+        request = SummaryRequest(
+            earlier_summary=state.rolling_summary,
+            turns=turns,
+            names=state.names,
+            final=final,
+            inference=self._inference("final_summary" if final else "rolling_summary"),
+        )
+        conversation = [] if final else self._last_exchange_continued()
+        if conversation:
+            request.inference = self._inference("reply")
+            request.conversation = conversation
+            request.context_notes = context.context_notes(
+                state.previous_summary, state.rolling_summary
+            )
+            request.cache = self._worth_caching()
+        summary = await steps.summarize(state.settings, request)
+        self._spend(summary)
+        return summary.text
+
+    def _last_exchange_continued(self) -> list[ChatMessage]:
+        """The last reply's prompt with its answer, as a summary would continue it; empty
+        when that prompt left out kept turns (it was over the budget), as the summary must
+        see every turn it folds."""
+        turns, names = self.state.turns, self.state.names
+        if not turns or turns[-1].reply is None:
+            return []
+        budget = self.state.settings.context_budget_tokens
+        prompt = context.prompt_messages(turns[:-1], turns[-1].messages, names, budget)
+        history = context.history_messages(turns, names)
+        return history if len(history) == len(prompt) + 1 else []
+
+    async def _name(self, turn: Turn) -> None:
+        """Title the panel's thread after its first answer; the title is also a search
+        attribute, so operators see it. A nicety: failing it changes nothing else."""
+        state = self.state
+        try:
+            named = await steps.write_title(
+                state.settings,
+                TitleRequest(
+                    thread=state.thread,
+                    question=context.user_turn_text(turn.messages, state.names),
+                    answer=turn.reply or "",
+                    inference=self._inference("rolling_summary"),
+                ),
+            )
+            self._spend(named)
+            await steps.set_title(ThreadTitle(state.thread, named.text))
+        except ActivityError as err:
+            workflow.logger.warning("could not title the thread: %s", steps.failure_type(err))
+            return
+        state.title = named.text
+        workflow.upsert_search_attributes([CONVERSATION_TITLE.value_set(named.text)])
+
+    # -- What goes into a prompt ----------------------------------------------------------------
+
+    def _panel_context(self) -> dict[str, str]:
+        """In the assistant panel: the channel in view, and who views it."""
+        panel = self.state.assistant
+        if panel is None or not panel.context_channel:
+            return {}
+        return {"context_channel": panel.context_channel, "context_user": panel.user}
+
+    def _notes(self, prompt: list[ChatMessage]) -> str:
+        """The summaries, and the files shared earlier that `prompt` no longer shows."""
+        return context.context_notes(
+            self.state.previous_summary,
+            self.state.rolling_summary,
+            context.files_left_out(self.state.shared_files, prompt),
+        )
+
+    def _worth_caching(self) -> bool:
+        """Cache points pay when the next turn comes while the cache holds this prompt (5
+        minutes): a conversation whose last turn came sooner than that is taken for one."""
+        last = self.state.answered_at
+        window = self.state.settings.prompt_cache_seconds
+        return not last or workflow.now().timestamp() - last < window
+
+    def _inference(self, kind: str) -> InferenceSettings:
+        """The conversation's model settings for a call of `kind`."""
+        settings = self.state.settings
+        if kind == "regenerate":
+            return inference.for_regenerate(settings.inference)
+        if kind in ("rolling_summary", "final_summary"):
+            model = settings.summary_model_id if kind == "final_summary" else ""
+            return dataclasses.replace(
+                settings.inference,
+                model_id=model or settings.inference.model_id,
+                system_prompt=SUMMARY_PROMPT,
+            )
+        return settings.inference
+
+    async def _learn_names(self, messages: list[UserMessage]) -> None:
+        """Look up display names of new speakers, so the model sees who said what."""
+        unknown = sorted({m.user for m in messages} - set(self.state.names))
+        if unknown:
+            names = await steps.describe_users(unknown)
+            self.state.names.update({user: names.get(user, user) for user in unknown})
+
+    # -- What it costs ------------------------------------------------------------------------
+
+    async def _check_budget(self, user: str) -> BudgetVerdict:
+        """Whether the person's or this conversation's allowance for today is used up."""
+        state = self.state
+        self._roll_day()
+        return await steps.check_budget(
+            BudgetCheck(
+                team=state.thread.team,
+                user=user,
+                day=state.budget_day,
+                conversation_tokens=state.day_tokens,
+                limits=state.settings.token_limits,
+            )
+        )
+
+    async def _charge(self, user: str, tokens: int, name: str) -> None:
+        state = self.state
+        await steps.charge_tokens(
+            TokenCharge(state.thread.team, user, state.budget_day, tokens, self.key(name))
+        )
+
+    def _spend(self, result: DeliveredReply | Summary) -> int:
+        """Count what a model call cost the conversation; returns the tokens it used, prompt
+        tokens read from or written to the cache included."""
+        state, call = self.state, result.call
+        read, written = (call.cache_read_tokens, call.cache_write_tokens) if call else (0, 0)
+        state.input_tokens += result.input_tokens
+        state.output_tokens += result.output_tokens
+        state.cache_read_tokens += read
+        state.cache_write_tokens += written
+        used = result.input_tokens + result.output_tokens + read + written
+        self._roll_day()
+        state.day_tokens += used
+        return used
+
+    def _roll_day(self) -> None:
+        """Start a new count of the conversation's tokens when the UTC day changes."""
+        today = workflow.now().astimezone(UTC).date().isoformat()
+        if self.state.budget_day != today:
+            self.state.budget_day, self.state.day_tokens = today, 0
+
+    def _over_budget(self, verdict: BudgetVerdict, user: str) -> str:
+        now = workflow.now().astimezone(UTC)
+        midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
+        seconds = (midnight - now).total_seconds()
+        return texts.over_budget(verdict.over, user, verdict.limit, seconds)
+
+    # -- Notes in the thread --------------------------------------------------------------------
+
+    async def _post(self, text: str, name: str) -> None:
+        await steps.post(self.state.thread, text, self.key(name), name)
+
+    async def _tell(self, user: str, text: str, name: str) -> None:
+        await steps.tell(self.state.thread, user, text, name)
