@@ -29,6 +29,7 @@ from threadchat.model import (
     ConversationStart,
     EndRequest,
     Feedback,
+    MessageRevision,
     RegenerateRequest,
     ThreadRef,
     UserMessage,
@@ -168,6 +169,10 @@ class Conversations:
     async def continue_only(self, thread: ThreadRef, message: UserMessage) -> bool:
         """Add a message to a running conversation; False if the thread has none."""
         return await self._signal(thread, ConversationWorkflow.user_message, message)
+
+    async def revise(self, thread: ThreadRef, revision: MessageRevision) -> bool:
+        """Tell a running conversation that one of its messages was edited or deleted."""
+        return await self._signal(thread, ConversationWorkflow.revise, revision)
 
     async def end(self, thread: ThreadRef, request: EndRequest) -> bool:
         """Ask the thread's conversation to end; False if it has none running."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from threadchat import actions
-from threadchat.model import FileRef, ReplyRef, ThreadRef, UserMessage
+from threadchat.model import FileRef, MessageRevision, ReplyRef, ThreadRef, UserMessage
 
 # Slack ids and timestamps, as Slack sends them. Anything else is not from Slack, and would
 # make a workflow id or search attribute Temporal refuses.
@@ -38,6 +38,17 @@ class Incoming:
     thread: ThreadRef
     message: UserMessage
     may_start: bool
+
+    @property
+    def guest(self) -> bool:
+        """Written by a Slack Connect user of another organisation."""
+        return self.message.team != self.thread.team
+
+
+def _author_team(event: dict, team_id: str) -> str:
+    """The team of a message's author: in a Slack Connect channel, a guest's own."""
+    team = event.get("user_team") or event.get("source_team") or team_id
+    return team if _ids(team) else team_id
 
 
 def _without_mention(text: str, bot_user_id: str | None) -> str:
@@ -77,9 +88,36 @@ def parse_message_event(
             text=_without_mention(text, bot_user_id),
             may_start=may_start,
             files=files,
+            team=_author_team(event, team_id),
         ),
         may_start=may_start,
     )
+
+
+def parse_revision(
+    event: dict, team_id: str, bot_user_id: str | None
+) -> tuple[ThreadRef, MessageRevision] | None:
+    """A person's message edited (`message_changed`) or deleted (`message_deleted`), with the
+    thread it is in; None for anything else (the bot's own edits included)."""
+    subtype, channel = event.get("subtype"), event.get("channel")
+    if subtype == "message_changed":
+        message = event.get("message")
+        if not isinstance(message, dict) or message.get("bot_id"):
+            return None
+        ts, user, text = message.get("ts"), message.get("user"), message.get("text")
+        thread_ts = message.get("thread_ts") or ts
+        if not (_ids(channel, user, team_id) and _ts(ts, thread_ts) and isinstance(text, str)):
+            return None
+        revision = MessageRevision(ts, user, _without_mention(text, bot_user_id))
+    elif subtype == "message_deleted":
+        ts, previous = event.get("deleted_ts"), event.get("previous_message")
+        thread_ts = (previous.get("thread_ts") if isinstance(previous, dict) else None) or ts
+        if not (_ids(channel, team_id) and _ts(ts, thread_ts)):
+            return None
+        revision = MessageRevision(ts)
+    else:
+        return None
+    return ThreadRef(team_id, channel, thread_ts), revision
 
 
 _FILE_ID = re.compile(r"^F[A-Z0-9]{1,31}$")
@@ -148,6 +186,13 @@ def parse_assistant_event(event: dict, team_id: str) -> AssistantEvent | None:
     return AssistantEvent(ThreadRef(team_id, channel, thread_ts), user, in_view)
 
 
+def user_team(payload: dict) -> str:
+    """The team of whoever sent an interaction (a guest's own in a Slack Connect channel)."""
+    user, team = payload.get("user"), payload.get("team")
+    own = user.get("team_id") if isinstance(user, dict) else None
+    return own or (team.get("id") if isinstance(team, dict) else "") or ""
+
+
 def parse_end_shortcut(shortcut: dict) -> tuple[ThreadRef, str] | None:
     """The thread an End chat shortcut was used in, and who used it."""
 
@@ -173,6 +218,7 @@ class ReplyAction:
     user: str
     action_id: str
     reply: ReplyRef
+    guest: bool = False  # a Slack Connect user of another organisation
 
 
 def parse_reply_action(body: dict) -> ReplyAction | None:
@@ -198,6 +244,7 @@ def parse_reply_action(body: dict) -> ReplyAction | None:
         user=user,
         action_id=str(action.get("action_id")),
         reply=reply,
+        guest=user_team(body) not in ("", team),
     )
 
 

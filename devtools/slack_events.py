@@ -115,6 +115,7 @@ def message_event(
     team: str = "T0LOCAL",
     parent_user_id: str | None = None,
     files: list[Json] | None = None,
+    user_team: str | None = None,
 ) -> Json:
     """A ``message`` event (message.channels / message.im / … subscriptions).
 
@@ -140,7 +141,61 @@ def message_event(
         if parent_user_id is not None:
             event["parent_user_id"] = parent_user_id
     event.update({"channel": channel, "event_ts": ts, "channel_type": channel_type})
+    return _from_team(event, user_team)
+
+
+def _from_team(event: Json, user_team: str | None) -> Json:
+    """A message by a Slack Connect user of `user_team`, in a channel shared with us: Slack
+    names the author's team in `user_team` and `source_team`."""
+    if user_team:
+        event.update({"team": user_team, "user_team": user_team, "source_team": user_team})
     return event
+
+
+def message_changed_event(
+    *, channel: str, user: str, ts: str, text: str, previous_text: str, thread_ts: str | None
+) -> Json:
+    """What Slack sends when a person edits their message: the whole new message, and the
+    old one, under a ``message_changed`` message event of its own ts."""
+    message: Json = {"type": "message", "user": user, "text": text, "ts": ts}
+    message["edited"] = {"user": user, "ts": _now_ts()}
+    previous: Json = {"type": "message", "user": user, "text": previous_text, "ts": ts}
+    if thread_ts is not None:
+        message["thread_ts"] = previous["thread_ts"] = thread_ts
+    now = _now_ts()
+    return {
+        "type": "message",
+        "subtype": "message_changed",
+        "message": message,
+        "previous_message": previous,
+        "channel": channel,
+        "hidden": True,
+        "ts": now,
+        "event_ts": now,
+        "channel_type": "channel",
+    }
+
+
+def message_deleted_event(
+    *, channel: str, user: str, ts: str, text: str, thread_ts: str | None
+) -> Json:
+    """What Slack sends when a message is deleted: its ts as ``deleted_ts``, and the message
+    as it was."""
+    previous: Json = {"type": "message", "user": user, "text": text, "ts": ts}
+    if thread_ts is not None:
+        previous["thread_ts"] = thread_ts
+    now = _now_ts()
+    return {
+        "type": "message",
+        "subtype": "message_deleted",
+        "deleted_ts": ts,
+        "previous_message": previous,
+        "channel": channel,
+        "hidden": True,
+        "ts": now,
+        "event_ts": now,
+        "channel_type": "channel",
+    }
 
 
 def app_mention_event(
@@ -152,6 +207,7 @@ def app_mention_event(
     thread_ts: str | None = None,
     team: str = "T0LOCAL",
     files: list[Json] | None = None,
+    user_team: str | None = None,
 ) -> Json:
     """An ``app_mention`` event; `text` should contain the mention, e.g. ``"<@U0BOT> hi"``.
     A mention with files attached carries them, as Slack sends it."""
@@ -169,7 +225,7 @@ def app_mention_event(
         event["thread_ts"] = thread_ts
     if files:
         event["files"] = files
-    return event
+    return _from_team(event, user_team)
 
 
 def assistant_thread_event(
@@ -261,6 +317,7 @@ def message_shortcut(
     user_name: str | None = None,
     channel_name: str = "general",
     trigger_id: str | None = None,
+    user_team: str | None = None,
 ) -> str:
     """The form-encoded ``payload=<json>`` Slack posts for a message shortcut.
 
@@ -283,7 +340,7 @@ def message_shortcut(
         "token": VERIFICATION_TOKEN,
         "action_ts": _now_ts(),
         "team": {"id": team_id, "domain": team_domain},
-        "user": {"id": user_id, "username": name, "team_id": team_id, "name": name},
+        "user": {"id": user_id, "username": name, "team_id": user_team or team_id, "name": name},
         "channel": {"id": channel_id, "name": channel_name},
         "is_enterprise_install": False,
         "enterprise": None,
@@ -311,6 +368,7 @@ def block_action(
     channel_name: str = "general",
     trigger_id: str | None = None,
     action_ts: str | None = None,
+    user_team: str | None = None,
 ) -> str:
     """The form-encoded ``payload=<json>`` Slack posts when someone clicks a button.
 
@@ -343,6 +401,7 @@ def block_action(
         team_domain,
         trigger_id,
         action_ts,
+        user_team,
     )
 
 
@@ -378,15 +437,17 @@ def _click(
     team_domain: str,
     trigger_id: str | None,
     action_ts: str | None = None,
+    user_team: str | None = None,
 ) -> str:
-    """A block_actions payload: who clicked which button, `where` (a message or a view)."""
+    """A block_actions payload: who clicked which button, `where` (a message or a view);
+    `user_team` for a Slack Connect user of another organisation."""
     name = user_name or user_id.lower()
     payload = {
         "type": "block_actions",
         "token": VERIFICATION_TOKEN,
         "api_app_id": "A0LOCAL",
         "team": {"id": team_id, "domain": team_domain},
-        "user": {"id": user_id, "username": name, "team_id": team_id, "name": name},
+        "user": {"id": user_id, "username": name, "team_id": user_team or team_id, "name": name},
         **where,
         "is_enterprise_install": False,
         "enterprise": None,

@@ -48,14 +48,19 @@ class SlackSettings:
     # Who may use the bot, by Slack id; empty means everyone.
     allowed_channels: frozenset[str] = frozenset()
     allowed_users: frozenset[str] = frozenset()
+    # Slack Connect users of other organisations; refused unless allowed.
+    allow_external_users: bool = False
 
     @property
     def socket_mode(self) -> bool:
         return bool(self.app_token)
 
-    def allows(self, channel: str, user: str) -> bool:
-        return (not self.allowed_channels or channel in self.allowed_channels) and (
-            not self.allowed_users or user in self.allowed_users
+    def allows(self, channel: str, user: str, *, guest: bool = False) -> bool:
+        """May `user` (a Slack Connect `guest` of another organisation?) use the bot here."""
+        return (
+            (not self.allowed_channels or channel in self.allowed_channels)
+            and (not self.allowed_users or user in self.allowed_users)
+            and (not guest or self.allow_external_users)
         )
 
 
@@ -338,6 +343,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     except ChannelsFileError as err:
         raise ConfigError("THREADCHAT_CHANNELS_FILE", str(err)) from None
 
+    allow_external = _flag(env, "THREADCHAT_ALLOW_EXTERNAL_USERS", False)
     return Settings(
         slack=SlackSettings(
             bot_token=_get(env, "SLACK_BOT_TOKEN"),
@@ -347,6 +353,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             port=_number(env, "PORT", 3000, int, 0, 65535),
             allowed_channels=_slack_ids(env, "THREADCHAT_ALLOWED_CHANNELS"),
             allowed_users=_slack_ids(env, "THREADCHAT_ALLOWED_USERS"),
+            allow_external_users=allow_external,
         ),
         temporal=_temporal(env),
         bedrock=BedrockSettings(
@@ -377,6 +384,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             # call that botocore would still finish.
             model_timeout_seconds=read_timeout + 15,
             streaming=_flag(env, "THREADCHAT_STREAMING", True),
+            allow_external_users=allow_external,
         ),
         token_limits=TokenLimits(
             per_user=_number(env, "THREADCHAT_USER_DAILY_TOKENS", 0, int, 0, 10**12),

@@ -38,6 +38,18 @@ class UserMessage:
     # A mention (or a top-level DM): it may start a conversation, even right after one ended.
     may_start: bool = False
     files: list[FileRef] = field(default_factory=list)
+    # The author's Slack team: another than the thread's for a Slack Connect guest.
+    team: str = ""
+
+
+@dataclass
+class MessageRevision:
+    """A message of the thread was edited (`text`) or deleted (`text` None) in Slack (the
+    `revise` signal)."""
+
+    ts: str
+    user: str = ""  # the author, for an edit; Slack does not say who deleted
+    text: str | None = None
 
 
 @dataclass
@@ -80,7 +92,9 @@ class EndRequest:
     """Someone asked to end the conversation (the `end` signal)."""
 
     requested_by: str
-    via: str  # "command" or "shortcut"
+    # "command", "shortcut", "home" or "prompt" (a participant's); "inactivity"; "operator"
+    # (sent with `temporal workflow signal`, needs no participant).
+    via: str
 
 
 @dataclass
@@ -188,6 +202,8 @@ class ConversationSettings:
     prompt_cache_seconds: float = 300
     # The channel's own daily allowances; None: the worker's, read at each turn.
     token_limits: "TokenLimits | None" = None
+    # Slack Connect guests (users of another organisation) may take part.
+    allow_external_users: bool = False
 
 
 @dataclass
@@ -205,6 +221,7 @@ class ConversationState:
     previous_summary: str = ""  # summary of an earlier, ended conversation in the same thread
     rolling_summary: str = ""
     folded_turns: int = 0
+    folded_ts: list[str] = field(default_factory=list)  # messages in the rolling summary
     turns: list[Turn] = field(default_factory=list)
     turn_count: int = 0
     participants: list[str] = field(default_factory=list)

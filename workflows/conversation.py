@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         ConversationStatus,
         EndRequest,
         Feedback,
+        MessageRevision,
         RegenerateRequest,
         Turn,
         UserMessage,
@@ -36,6 +37,8 @@ with workflow.unsafe.imports_passed_through():
 HISTORY_SIZE_CAP = 2 * 1024 * 1024
 # Ratings kept in the state (the newest); counts in metrics are not bounded by it.
 MAX_FEEDBACK = 200
+# Ends that no participant asks for: a quiet thread, an operator's signal.
+ENDED_BY_NOBODY = {"inactivity", "operator"}
 
 
 # Under Worker Versioning a conversation is Pinned to the build it started on (the worker's
@@ -56,6 +59,8 @@ class ConversationWorkflow:
     async def run(self, start: ConversationStart) -> ConversationResult:
         if self.state.settings is None:
             await self._open()
+            if not (self.state.pending or self.state.assistant):
+                return self._result("", "refused")  # only a refused guest asked
         while True:
             if self._history_is_long():
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -81,6 +86,8 @@ class ConversationWorkflow:
         """A message in the thread. Repeats (Slack retries, double delivery) are ignored."""
         if self.state.end_request is not None and not message.may_start:
             return  # the conversation is over; only a new mention starts another
+        if self._refuses(message):
+            return
         if not dedupe.remember(self.state.seen_ts, message.ts):
             return
         if self.state.end_request is not None:
@@ -111,8 +118,37 @@ class ConversationWorkflow:
             self.state.assistant.context_channel = changed.context_channel
 
     @workflow.signal
+    def revise(self, revision: MessageRevision) -> None:
+        """A message was edited or deleted in Slack: the conversation keeps what the thread
+        shows now. An edit is not answered again; a deleted message leaves the prompt, the
+        kept turns and every summary still to be written."""
+        state = self.state
+        turns = state.turns + [t for t in [self.responder.current] if t is not None]
+        if revision.text is not None:
+            for message in state.pending + [m for t in turns for m in t.messages]:
+                if message.ts == revision.ts and message.user == revision.user:
+                    message.text = revision.text
+            return
+        state.pending = [m for m in state.pending if m.ts != revision.ts]
+        for turn in turns:
+            turn.messages = [m for m in turn.messages if m.ts != revision.ts]
+        # A turn whose every message was deleted goes with its answer, which would tell it.
+        state.turns = [t for t in state.turns if t.messages]
+        if revision.ts in state.folded_ts:
+            # The rolling summary cannot be rewritten without the turns it folded, which are
+            # gone: it goes, so the deleted words never reach a prompt or a summary again.
+            state.rolling_summary = ""
+
+    @workflow.signal
     def end(self, request: EndRequest) -> None:
-        """End the conversation. Only the first request counts, so ending is idempotent."""
+        """End the conversation: only a participant may (or silence, or an operator), so no
+        path into the workflow can skip the check. The first request counts."""
+        if (
+            request.via not in ENDED_BY_NOBODY
+            and request.requested_by not in self.state.participants
+        ):
+            workflow.logger.warning("ignored an end request from a non-participant")
+            return
         if self.state.end_request is None:
             self.state.end_request = request
 
@@ -184,6 +220,11 @@ class ConversationWorkflow:
         )
         setup = await steps.open_conversation(thread, look_back)
         self.state.settings = setup.settings
+        # Messages that came before the settings did are checked now.
+        refused = [m for m in self.state.pending if self._refuses(m)]
+        self.state.pending = [m for m in self.state.pending if m not in refused]
+        for user in {m.user for m in refused} - {m.user for m in self.state.pending}:
+            self.state.participants.remove(user)
         self.state.previous_summary = self.state.previous_summary or setup.previous_summary
         self.state.conversation_key = workflow.info().run_id
         self.state.started_at = workflow.now().timestamp()
@@ -236,6 +277,10 @@ class ConversationWorkflow:
             await steps.tell_who_ended_it(state.thread, requested_by, summary_ts)
         if state.next_conversation:
             self._open_next_conversation(summary)
+        return self._result(summary, state.end_request.via)
+
+    def _result(self, summary: str, ended_by: str) -> ConversationResult:
+        state = self.state
         return ConversationResult(
             thread=state.thread,
             summary=summary,
@@ -243,7 +288,7 @@ class ConversationWorkflow:
             transcript=state.turns,
             turn_count=state.turn_count,
             participants=state.participants,
-            ended_by=state.end_request.via,
+            ended_by=ended_by,
             input_tokens=state.input_tokens,
             output_tokens=state.output_tokens,
             feedback=state.feedback,
@@ -325,6 +370,13 @@ class ConversationWorkflow:
         if state.regenerate is not None or reply.version != latest.version:
             return "AlreadyRegenerating"
         return ""
+
+    def _refuses(self, message: UserMessage) -> bool:
+        """A Slack Connect guest's message, where guests may not take part. Before the
+        conversation has its settings it waits in `pending`, and _open decides."""
+        guest = bool(message.team) and message.team != self.state.thread.team
+        settings = self.state.settings
+        return guest and settings is not None and not settings.allow_external_users
 
     def _join(self, user: str) -> None:
         """Keep the SlackParticipants search attribute current. The bot starts a

@@ -40,6 +40,9 @@ with workflow.unsafe.imports_passed_through():
 # If rolling summaries keep failing, verbatim turns beyond this many budgets are dropped, so
 # the carried state stays small (continue-as-new fails for good past 2 MiB).
 MAX_KEPT_BUDGETS = 4
+# Messages remembered as folded into the rolling summary, so deleting one drops it; a day of
+# a busy thread.
+MAX_FOLDED_TS = 2000
 # Files of the conversation remembered by name, for the note once they are out of the prompt.
 MAX_SHARED_FILES = 100
 
@@ -50,6 +53,8 @@ class Responder:
 
     def __init__(self, state: ConversationState) -> None:
         self.state = state
+        # The turn being answered: not yet in state.turns, still open to edits and deletions.
+        self.current: Turn | None = None
 
     def key(self, name: str) -> str:
         """An idempotency key unique to this conversation (a thread can host several)."""
@@ -65,7 +70,7 @@ class Responder:
         state.turn_count += 1
         workflow.set_current_details(f"Answering turn {state.turn_count}.")
         await self._learn_names(messages)
-        turn = Turn(messages=messages, reply=None)
+        turn = self.current = Turn(messages=messages, reply=None)
         shared = [f for m in messages for f in m.files]
         state.shared_files = (state.shared_files + shared)[-MAX_SHARED_FILES:]
         payer = messages[-1].user
@@ -77,7 +82,9 @@ class Responder:
             used = await self._reply(turn)
             if turn.reply is not None and verdict.charge_user:
                 await self._charge(payer, used, f"turn-{state.turn_count}")
-        state.turns.append(turn)
+        self.current = None
+        if turn.messages:  # else every message was deleted while it was answered
+            state.turns.append(turn)
         state.last_activity = state.answered_at = workflow.now().timestamp()
         if state.assistant is not None and not state.title and turn.reply:
             await self._name(turn)
@@ -222,6 +229,8 @@ class Responder:
                 workflow.logger.warning("rolling summary failed: %s", steps.failure_type(err))
             else:
                 state.rolling_summary = summary
+                folded = [m.ts for t in state.turns[:count] for m in t.messages]
+                state.folded_ts = (state.folded_ts + folded)[-MAX_FOLDED_TS:]
                 del state.turns[:count]
                 state.folded_turns += count
         while len(state.turns) > 1 and (

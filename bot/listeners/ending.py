@@ -5,7 +5,7 @@ import logging
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
 from bot.conversations import Conversations
-from bot.parsing import parse_end_command, parse_end_shortcut
+from bot.parsing import parse_end_command, parse_end_shortcut, user_team
 from threadchat import texts
 from threadchat.config import SlackSettings
 from threadchat.ids import parse_thread_link
@@ -55,9 +55,14 @@ def register(app: AsyncApp, conversations: Conversations, settings: SlackSetting
         if parsed is None:
             return
         thread, user = parsed
-        if not settings.allows(thread.channel, user):
+        guest = user_team(shortcut) not in ("", thread.team)
+        if not settings.allows(thread.channel, user, guest=guest):
             answer = texts.NOT_ENABLED
-        elif await conversations.end(thread, EndRequest(user, "shortcut")):
+        # Only participants may end it, as with /endchat: others learn nothing more. The
+        # workflow checks again, for every other way an end request could reach it.
+        elif await conversations.includes(thread, user) and await conversations.end(
+            thread, EndRequest(user, "shortcut")
+        ):
             answer = texts.ENDING_FROM_SHORTCUT
         else:
             answer = texts.NOTHING_TO_END_IN_THREAD

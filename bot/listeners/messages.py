@@ -8,7 +8,7 @@ from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.conversations import Conversations
-from bot.parsing import Incoming, parse_message_event
+from bot.parsing import Incoming, parse_message_event, parse_revision
 from threadchat import texts
 from threadchat.config import SlackSettings
 
@@ -30,12 +30,18 @@ def register(app: AsyncApp, conversations: Conversations, settings: SlackSetting
             log.warning("could not tell a user the bot is not enabled: %s", type(err).__name__)
 
     async def hand_over(event: dict, context: AsyncBoltContext, *, is_mention: bool) -> None:
+        revised = parse_revision(event, context.team_id or "", context.bot_user_id)
+        if revised is not None:
+            await conversations.revise(*revised)  # nothing to do in a thread without one
+            return
         incoming = parse_message_event(
             event, context.team_id or "", context.bot_user_id, is_mention_event=is_mention
         )
         if incoming is None:
             return
-        if not settings.allows(incoming.thread.channel, incoming.message.user):
+        if not settings.allows(
+            incoming.thread.channel, incoming.message.user, guest=incoming.guest
+        ):
             log.info("refused a message outside the allowlists: %s", incoming.thread)
             # Only someone who asked for the bot hears why; other thread messages are left
             # out of the conversation quietly. The reply goes out after the ack, not before.

@@ -30,7 +30,7 @@ def register(app: AsyncApp, conversations: Conversations, settings: SlackSetting
         click = parse_reply_action(body)
         if click is None:
             return
-        if not settings.allows(click.thread.channel, click.user):
+        if not settings.allows(click.thread.channel, click.user, guest=click.guest):
             await answer(respond, texts.NOT_ENABLED, click.thread.thread_ts)
             return
         refusal = await conversations.regenerate(
@@ -48,6 +48,9 @@ def register(app: AsyncApp, conversations: Conversations, settings: SlackSetting
         await ack()
         click = parse_reply_action(body)
         if click is None or click.action_id not in actions.RATINGS:
+            return
+        if not settings.allows(click.thread.channel, click.user, guest=click.guest):
+            await answer(respond, texts.NOT_ENABLED, click.thread.thread_ts)
             return
         rating = actions.RATINGS[click.action_id]
         if not await conversations.feedback(

@@ -41,6 +41,12 @@ async def _worker(settings: Settings) -> None:
     from threadchat.slack_client import pooled_client
     from threadchat.temporal import connect, ensure_search_attributes
 
+    if not settings.encryption_keys:
+        # Anyone who can read the namespace (or a backup of it) reads every conversation.
+        log.warning(
+            "THREADCHAT_ENCRYPTION_KEY is not set: conversations are stored in Temporal "
+            "unencrypted (see README, Encryption at rest)"
+        )
     client = await connect(
         settings.temporal,
         _runtime(settings),
@@ -101,12 +107,23 @@ async def _show(
     print(operator.conversation_json(view) if as_json else operator.format_conversation(view))
 
 
+async def _forget(settings: Settings, ref: str) -> None:
+    from threadchat.commands import operator
+    from threadchat.temporal import connect
+
+    operator.parse_ref(ref)  # a bad link fails before connecting
+    client = await connect(settings.temporal, data_converter=_data_converter(settings))
+    deleted = await operator.forget_conversation(client, ref)
+    print(f"deleted {deleted} run(s) of the conversation from Temporal")
+
+
 COMMANDS = {
     "dev": ("run everything locally: Temporal dev server, worker and bot", _dev),
     "worker": ("run the Temporal worker (Bedrock and Slack activities)", _worker),
     "bot": ("run the Slack bot (Socket Mode with SLACK_APP_TOKEN, else HTTP on PORT)", _bot),
     "conversations": ("list active conversations (Temporal settings only)", _conversations),
     "show": ("print a conversation's transcript, with the summary if ended", _show),
+    "forget": ("delete a conversation, every run, from Temporal (a data request)", _forget),
 }
 
 
@@ -122,7 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parsers["conversations"].add_argument("--channel", help="only this channel (id, C...)")
     parsers["conversations"].add_argument("--user", help="only with this participant (id, U...)")
-    parsers["show"].add_argument("ref", metavar="LINK_OR_ID", help="thread link or workflow id")
+    for name in ("show", "forget"):
+        parsers[name].add_argument("ref", metavar="LINK_OR_ID", help="thread link or workflow id")
     parsers["show"].add_argument(
         "--invocations",
         action="store_true",

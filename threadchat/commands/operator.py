@@ -844,3 +844,37 @@ def format_invocations(rows: list[Invocation]) -> str:
 
 def invocations_json(rows: list[Invocation]) -> str:
     return json.dumps([row.to_json() for row in rows], indent=2)
+
+
+async def forget_conversation(client: Client, ref: str, rounds: int = 20) -> int:
+    """Delete every run of a conversation from Temporal (a person's data request); a
+    running one is terminated first. Returns how many runs went.
+
+    Visibility can list a run that was just deleted, or miss one that a continue-as-new had
+    just opened: it is read again until it lists none.
+    """
+    from temporalio.api.common.v1 import WorkflowExecution
+    from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
+
+    workflow_id = await resolve(client, ref)
+    deleted: set[str] = set()
+    for _ in range(rounds):
+        runs = [run async for run in client.list_workflows(f"WorkflowId = '{workflow_id}'")]
+        if not runs:
+            break
+        for run in runs:
+            try:
+                await client.workflow_service.delete_workflow_execution(
+                    DeleteWorkflowExecutionRequest(
+                        namespace=client.namespace,
+                        workflow_execution=WorkflowExecution(workflow_id=run.id, run_id=run.run_id),
+                    )
+                )
+            except RPCError as err:
+                if err.status != RPCStatusCode.NOT_FOUND:
+                    raise
+            deleted.add(run.run_id)
+        await asyncio.sleep(0.5)
+    if not deleted:
+        raise ConversationNotFound(f"no conversation {workflow_id}")
+    return len(deleted)
