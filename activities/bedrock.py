@@ -348,7 +348,7 @@ class BedrockActivities:
             call.stop_reason,
         )
         return GeneratedReply(
-            notes=texts.file_notes(model_request.unread),
+            notes=texts.join_notes(request.notes, texts.file_notes(model_request.unread)),
             text=response_text(response) or texts.EMPTY_ANSWER,
             input_tokens=call.input_tokens,
             output_tokens=call.output_tokens,

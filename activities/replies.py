@@ -334,7 +334,8 @@ class ReplyActivities:
         call = model_request.record(response, usage, stop_reason, started)
         telemetry.record_model_call(call)
         text = text.strip() or texts.EMPTY_ANSWER
-        shown = texts.reply_text(text, stop_reason, texts.file_notes(model_request.unread))
+        notes = texts.join_notes(request.notes, texts.file_notes(model_request.unread))
+        shown = texts.reply_text(text, stop_reason, notes)
         if shown.startswith(text):
             await writer.append(shown[len(text) :])  # a note after the answer streams too
         tokens = {"input_tokens": call.input_tokens, "output_tokens": call.output_tokens}

@@ -296,6 +296,7 @@ class ReplyRequest:
     replace_ts: list[str] = field(default_factory=list)
     # Send cache points: the turns come often enough for the cache (5 minutes) to pay.
     cache: bool = False
+    notes: str = ""  # shown under the answer (what the turn left out)
 
 
 @dataclass

@@ -240,3 +240,21 @@ def home_started(started: datetime) -> str:
 
 def home_more(count: int) -> str:
     return f"…and {count} more."
+
+
+def turn_size_note(messages_left_out: int, files_left_out: int, cut_short: bool) -> str:
+    """Under an answer whose turn was over the size one turn may send."""
+    parts = []
+    if messages_left_out:
+        parts.append(f"{messages_left_out} earlier message{'s' if messages_left_out > 1 else ''}")
+    if files_left_out:
+        parts.append(f"{files_left_out} file{'s' if files_left_out > 1 else ''}")
+    if cut_short:
+        parts.append("the end of a very long message")
+    if not parts:
+        return ""
+    return f"_:scissors: Too much at once: I left out {' and '.join(parts)}. Send it in parts._"
+
+
+def join_notes(*notes: str) -> str:
+    return "\n".join(note for note in notes if note)

@@ -15,7 +15,7 @@ from workflows import steps
 
 with workflow.unsafe.imports_passed_through():
     from activities.bedrock import CONTEXT_OVERFLOW, SUMMARY_PROMPT
-    from threadchat import context, inference, telemetry, texts
+    from threadchat import context, inference, telemetry, texts, turn_size
     from threadchat.model import (
         BudgetCheck,
         BudgetVerdict,
@@ -69,6 +69,11 @@ class Responder:
         state = self.state
         state.turn_count += 1
         workflow.set_current_details(f"Answering turn {state.turn_count}.")
+        fitted = turn_size.fit_turn(messages)
+        messages = fitted.messages
+        notes = texts.turn_size_note(
+            fitted.messages_left_out, fitted.files_left_out, fitted.cut_short
+        )
         await self._learn_names(messages)
         turn = self.current = Turn(messages=messages, reply=None)
         shared = [f for m in messages for f in m.files]
@@ -79,7 +84,7 @@ class Responder:
             await self._post(self._over_budget(verdict, payer), f"turn-{state.turn_count}-budget")
             telemetry.count_turn("over_budget")
         else:
-            used = await self._reply(turn)
+            used = await self._reply(turn, notes)
             if turn.reply is not None and verdict.charge_user:
                 await self._charge(payer, used, f"turn-{state.turn_count}")
         self.current = None
@@ -89,12 +94,12 @@ class Responder:
         if state.assistant is not None and not state.title and turn.reply:
             await self._name(turn)
 
-    async def _reply(self, turn: Turn) -> int:
-        """The model's answer in the thread, or a short notice there if it cannot be had;
-        returns the tokens it used."""
+    async def _reply(self, turn: Turn, notes: str) -> int:
+        """The model's answer in the thread (with `notes` under it), or a short notice there
+        if it cannot be had; returns the tokens it used."""
         number = self.state.turn_count
         try:
-            reply = await self._reply_within_context(turn.messages)
+            reply = await self._reply_within_context(turn.messages, notes)
         except ActivityError as err:
             failure = steps.failure_type(err)
             workflow.logger.warning("turn %s failed: %s", number, failure)
@@ -107,19 +112,21 @@ class Responder:
         turn.input_tokens, turn.output_tokens = reply.input_tokens, reply.output_tokens
         return self._spend(reply)
 
-    async def _reply_within_context(self, messages: list[UserMessage]) -> DeliveredReply:
+    async def _reply_within_context(
+        self, messages: list[UserMessage], notes: str
+    ) -> DeliveredReply:
         """Reply with as much recent context as the budget allows; on overflow, once more
         with a quarter of it."""
         budget = self.state.settings.context_budget_tokens
         try:
-            return await self._deliver(self._reply_request(messages, budget))
+            return await self._deliver(self._reply_request(messages, budget, notes))
         except ActivityError as err:
             if steps.failure_type(err) != CONTEXT_OVERFLOW:
                 raise
             workflow.logger.warning("context overflow; retrying with a smaller window")
-            return await self._deliver(self._reply_request(messages, budget // 4))
+            return await self._deliver(self._reply_request(messages, budget // 4, notes))
 
-    def _reply_request(self, messages: list[UserMessage], budget: int) -> ReplyRequest:
+    def _reply_request(self, messages: list[UserMessage], budget: int, notes: str) -> ReplyRequest:
         state = self.state
         prompt = context.prompt_messages(state.turns, messages, state.names, budget)
         return ReplyRequest(
@@ -131,6 +138,7 @@ class Responder:
             inference=self._inference("reply"),
             actions=ReplyRef(state.conversation_key, state.turn_count),
             cache=self._worth_caching(),
+            notes=notes,
             **self._panel_context(),
         )
 
