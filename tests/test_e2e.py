@@ -107,6 +107,7 @@ async def test_bot_messages_and_strangers_threads_are_acked_and_ignored(make_sta
         w
         async for w in stack.client.list_workflows(
             f"TaskQueue = '{stack.settings.temporal.task_queue}'"
+            " AND WorkflowType = 'ConversationWorkflow'"
         )
     ]
     assert len(running) == 1
