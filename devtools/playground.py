@@ -285,6 +285,7 @@ class Playground:
         # the bot may read a channel (conversations.history) and users.conversations answers
         # for each user.
         for channel in self.channels:
+            self.slack.name_channel(channel.id, channel.name)
             self.slack.join(channel.id, self.slack.bot_user_id, *self.slack.users)
         for user in self.slack.users:
             self.dm_channel(user)

@@ -232,6 +232,7 @@ class LocalSlack:
         self.titles: dict[tuple[str, str], str] = {}
         self.home_views: dict[str, Json] = {}
         self.members: dict[str, set[str]] = {}
+        self.channel_names: dict[str, str] = {}  # conversations.info; see name_channel
         self.downloads: list[str] = []  # file ids served, in order
         self.download_requests: list[str] = []  # file ids asked for, as the requests arrive
         self.download_delay_s = 0.0  # a slow file server, to kill a worker mid-download
@@ -251,6 +252,7 @@ class LocalSlack:
             "assistant.threads.setTitle": self._assistant_set_title,
             "conversations.history": self._conversations_history,
             "users.conversations": self._users_conversations,
+            "conversations.info": self._conversations_info,
             "views.publish": self._views_publish,
             "conversations.replies": self._conversations_replies,
             "assistant.threads.setStatus": self._assistant_set_status,
@@ -341,6 +343,11 @@ class LocalSlack:
     def join(self, channel: str, *users: str) -> None:
         """Make users members of a channel (users.conversations lists it for them)."""
         self.members.setdefault(channel, set()).update(users)
+
+    def name_channel(self, channel: str, name: str) -> None:
+        """Give a channel its name, as conversations.info answers it (unnamed channels are
+        not found, as channels the app cannot see)."""
+        self.channel_names[channel] = name
 
     def status(self, channel: str, thread_ts: str) -> str:
         """The thread status last set with assistant.threads.setStatus ("" when cleared)."""
@@ -1203,6 +1210,24 @@ class LocalSlack:
         user = str(params.get("user") or "")
         channels = sorted(c for c, members in self.members.items() if user in members)
         return {"channels": [{"id": c} for c in channels], "response_metadata": {"next_cursor": ""}}
+
+    def _conversations_info(self, params: Json) -> Json:
+        channel = self._channel(params)
+        name = self.channel_names.get(channel)
+        if name is None and not channel.startswith("D"):
+            raise SlackError("channel_not_found")
+        is_im = channel.startswith("D")
+        return {
+            "channel": {
+                "id": channel,
+                **({} if is_im else {"name": name, "name_normalized": name}),
+                "is_channel": channel.startswith("C"),
+                "is_group": channel.startswith("G"),
+                "is_im": is_im,
+                "is_private": not channel.startswith("C"),
+                "is_member": self.bot_user_id in self.members.get(channel, set()),
+            }
+        }
 
     def _views_publish(self, params: Json) -> Json:
         user = self._required(params, "user_id")
