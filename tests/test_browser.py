@@ -22,6 +22,9 @@ from devtools.stack import ALICE, BOB, SIGNING_SECRET, Stack, eventually
 from threadchat import texts
 
 CHROMIUM = Path("/usr/bin/chromium")
+# Without an emoji font Chromium draws the reply buttons' 👍 and 👎 as empty boxes: CI (.ci/run)
+# installs Debian's, and the test insists on it there, where the README's picture is taken.
+EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 # Without these, Chromium on a closed network keeps trying to reach Google's services and can
 # hang; playwright gives each launch a fresh profile directory of its own.
 CHROMIUM_FLAGS = [
@@ -48,6 +51,8 @@ def require_browser() -> None:
             import playwright.async_api  # noqa: F401
         except ImportError:
             problem = "the playwright package is missing (pip install -e '.[dev]')"
+    if problem is None and os.environ.get("CI") and not EMOJI_FONT.exists():
+        pytest.fail(f"{EMOJI_FONT} is missing (apt-get install -y fonts-noto-color-emoji)")
     if problem is None:
         return
     if os.environ.get("CI"):

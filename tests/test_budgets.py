@@ -167,4 +167,5 @@ def test_allowances_are_whole_numbers(variable):
     with pytest.raises(ConfigError) as raised:
         load_settings({variable: "lots"})
     assert raised.value.variable == variable
+    assert str(raised.value) == f"{variable}: must be a whole number, got 'lots'"
     assert load_settings({}).token_limits == TokenLimits(0, 0)
