@@ -131,6 +131,10 @@ async def test_a_conversation_in_the_playground(make_stack):
         own = thread.locator(".message:not(.bot)", has_text="and what is a")
         await expect(own.locator(".author")).to_have_text("bob")
         await expect(own.locator("strong")).to_have_text("workflow")  # rendered mrkdwn
+        # The finished reply carries its buttons (the picture shows them).
+        await expect(
+            thread.locator('.message.bot [data-action-id="threadchat_regenerate"]')
+        ).to_have_count(2)
         if os.environ.get("THREADCHAT_SCREENSHOT"):
             SCREENSHOT.parent.mkdir(exist_ok=True)
             await page.mouse.move(640, 620)  # no hover toolbar in the picture
