@@ -1,7 +1,8 @@
 """Daily token allowances: checked before a turn calls the model, charged after it.
 
-Per-person use lives in a `TokenBudgetWorkflow` per person and UTC day, so it survives
-restarts and every worker sees the same count. The limits are read from this worker's config
+Every answered turn is charged to the person who asked, limit or not. Per-person use lives
+in a `TokenBudgetWorkflow` per person and UTC day, so it survives restarts and every worker
+sees the same count. The limits are read from this worker's config
 at each check, so a changed limit applies from the next turn of every conversation; a
 channel's own limits (THREADCHAT_CHANNELS_FILE) are those its conversation started with.
 """
@@ -36,12 +37,13 @@ class BudgetActivities:
     async def check_budget(self, check: BudgetCheck) -> BudgetVerdict:
         limits = check.limits or self.limits
         per_user, per_conversation = limits.per_user, limits.per_conversation
-        charge_user = per_user > 0
         if per_conversation and check.conversation_tokens >= per_conversation:
-            return BudgetVerdict("conversation", per_conversation, charge_user)
+            return BudgetVerdict("conversation", per_conversation)
         if per_user and await self._used(check) >= per_user:
-            return BudgetVerdict("user", per_user, charge_user)
-        return BudgetVerdict(charge_user=charge_user)
+            return BudgetVerdict("user", per_user)
+        # Charged whether or not a per-person limit is set: the App Home shows everyone
+        # their use today, and a limit set later starts from the true count.
+        return BudgetVerdict(charge_user=True)
 
     @activity.defn
     async def charge_tokens(self, charge: TokenCharge) -> None:

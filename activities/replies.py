@@ -294,7 +294,7 @@ class ReplyActivities:
         writer = SlackReplyWriter(self.slack, request, earlier)
         heartbeats = asyncio.create_task(self._heartbeat(writer))
         try:
-            return await self._write(request, writer)
+            delivered = await self._write(request, writer)
         except Exception as err:
             policy = info.retry_policy
             last_attempt = policy is not None and info.attempt >= (policy.maximum_attempts or 0) > 0
@@ -305,9 +305,17 @@ class ReplyActivities:
                 await writer.remove(
                     [ts for ts in writer.earlier + writer.messages if ts not in keep]
                 )
+                # What the workflow says next may be only for one person (a failed
+                # regenerate), which does not clear the status.
+                await self._set_status(request, "")
             raise
         finally:
             heartbeats.cancel()
+        if not writer.messages:
+            # Slack clears the status when the app posts in the thread, not when it edits: an
+            # answer that only replaced messages (a regenerate, a retry taking over) must.
+            await self._set_status(request, "")
+        return delivered
 
     async def _write(self, request: ReplyRequest, writer: SlackReplyWriter) -> DeliveredReply:
         info = activity.info()
@@ -398,7 +406,8 @@ class ReplyActivities:
             activity.heartbeat(writer.progress())
 
     async def _set_status(self, request: ReplyRequest, status: str) -> None:
-        """The "is thinking…" indicator is a nicety: failing to set it never fails a turn."""
+        """The "is thinking…" indicator ("" ends it) is a nicety: failing to set it never fails
+        a turn."""
         try:
             await self.slack.assistant_threads_setStatus(
                 channel_id=request.thread.channel,

@@ -8,6 +8,7 @@ from datetime import timedelta
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from temporalio.client import Client
@@ -27,12 +28,25 @@ log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
 
 
+class _SameTokenNotice(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN from the environment by itself and, given our client as
+    well, warns at every start that the token is unused: it is the same token (config.py
+    read it for the client), so the warning only alarms."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+_same_token_notice = _SameTokenNotice()
+
+
 def build_app(
     settings: SlackSettings,
     temporal: Client,
     task_queue: str,
     limits: TokenLimits | None = None,
 ) -> AsyncApp:
+    logging.getLogger(f"slack_bolt.{AsyncApp.__name__}").addFilter(_same_token_notice)
     app = AsyncApp(
         client=CountingWebClient(token=settings.bot_token, base_url=settings.api_url),
         signing_secret=settings.signing_secret or "",

@@ -15,6 +15,7 @@ from temporalio.client import (
     Client,
     WorkflowExecution,
     WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
@@ -165,6 +166,18 @@ class Conversations:
             return 0 if err.status == RPCStatusCode.NOT_FOUND else None
         except Exception:  # a budget no worker answers for: unknown, not zero
             return None
+
+    async def wait_closed(self, workflow_id: str, timeout: float) -> bool:
+        """Whether the conversation `workflow_id` closed (summary written, or failed) within
+        `timeout` seconds. A long poll, for use outside any Slack request."""
+        handle = self.client.get_workflow_handle(workflow_id)
+        try:
+            await asyncio.wait_for(handle.result(), timeout)
+        except WorkflowFailureError:
+            return True
+        except (TimeoutError, RPCError):
+            return False
+        return True
 
     async def continue_only(self, thread: ThreadRef, message: UserMessage) -> bool:
         """Add a message to a running conversation; False if the thread has none."""

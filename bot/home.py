@@ -17,7 +17,12 @@ def home_view(
     tokens_today: int | None,
     allowance: int,
     team_domain: str,
+    channel_names: dict[str, str] | None = None,
+    ending: frozenset[str] = frozenset(),
 ) -> dict:
+    """The Home view. Conversations in `ending` (workflow ids) were asked to end and have not
+    finished yet: they are listed without their button."""
+    channel_names = channel_names or {}
     blocks: list[dict] = [
         {"type": "header", "text": {"type": "plain_text", "text": texts.HOME_TITLE}},
         {
@@ -31,15 +36,18 @@ def home_view(
     for conversation in conversations[:MAX_LISTED]:
         thread = conversation.thread
         link = thread_permalink(team_domain, thread.channel, thread.thread_ts)
-        name = conversation.title or texts.home_untitled(thread.channel)
+        name = conversation.title or texts.home_untitled(
+            thread.channel, channel_names.get(thread.channel)
+        )
+        started = texts.home_started(conversation.started)
+        if conversation.workflow_id in ending:
+            text = f"*<{link}|{_escaped(name)}>*\n{started}\n_{texts.HOME_ENDING}_"
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+            continue
         blocks.append(
             {
                 "type": "section",
-                "text": {
-                    "type": "mrkdwn",
-                    "text": f"*<{link}|{_escaped(name)}>*\n"
-                    f"{texts.home_started(conversation.started)}",
-                },
+                "text": {"type": "mrkdwn", "text": f"*<{link}|{_escaped(name)}>*\n{started}"},
                 "accessory": {
                     "type": "button",
                     "action_id": END_ACTION,

@@ -220,6 +220,80 @@ def _asks_for_summary(text: str) -> bool:
     return "summar" in first_sentence.lower()
 
 
+_LABELLED = re.compile(r"^\[([^\]\n]+)\] ?(.*)$")
+_EARLIER = re.compile(r"^Summary so far:\n(.*?)(?:\n\nConversation:\n|\Z)", re.DOTALL)
+# A summary is at most 8 bullets (as the summariser is asked): the first questions and the
+# latest ones are kept.
+_FIRST_KEPT, _LAST_KEPT = 3, 4
+_CLOSING_LINES = ("- Still open", "- The assistant answered")
+
+
+def _shortened(text: str, limit: int = 90) -> str:
+    """`text` on one line, cut at a word boundary with an ellipsis when longer than `limit`."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit + 1]
+    cut = cut[: cut.rindex(" ")] if " " in cut else text[:limit]
+    return cut.rstrip(",.;: ") + "…"
+
+
+def offline_summary(messages: list[Any]) -> str:
+    """A summary-shaped answer built from what it was given: who asked what, in order, what
+    is still open, and the earlier summary's points carried forward. It gives no counts: it
+    may see only part of a long conversation (the rest folded into the earlier summary)."""
+    transcript: list[str] = []
+    earlier: list[str] = []
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        text = _message_text(message)
+        if message.get("role") == "assistant":
+            transcript.append(f"[assistant] {text}")
+            continue
+        found = _EARLIER.match(text)
+        if found:
+            earlier += [
+                line
+                for line in found.group(1).splitlines()
+                if line.startswith("- ") and not line.startswith(_CLOSING_LINES)
+            ]
+            text = text[found.end() :] if found.group(0).endswith("\n") else ""
+        transcript.append(text.removeprefix("Conversation:\n"))
+    # Each "[name] text" line starts an entry; unlabelled lines continue the one before.
+    entries: list[list[str]] = []
+    for chunk in transcript:
+        started = len(entries)
+        for line in chunk.splitlines():
+            labelled = _LABELLED.match(line)
+            if labelled:
+                entries.append([labelled.group(1), labelled.group(2)])
+            elif line.startswith(("(not answered)", "(the answer was blocked")):
+                entries.append(["", line])
+            elif len(entries) > started:
+                entries[-1][1] += "\n" + line
+            elif line.strip():
+                entries.append(["Someone", line])
+    points = list(dict.fromkeys(earlier))
+    open_question = ""
+    for speaker, text in entries:
+        if speaker == "assistant":
+            open_question = ""
+        elif speaker:
+            points.append(f'- {speaker} asked: "{_shortened(text)}"')
+            open_question = _shortened(text, 60)
+    if len(points) > _FIRST_KEPT + _LAST_KEPT:
+        points = [*points[:_FIRST_KEPT], "- …", *points[-_LAST_KEPT:]]
+    if not points:
+        return "Summary (offline model): nothing was said yet."
+    closing = (
+        f'- Still open: "{open_question}"'
+        if open_question
+        else "- The assistant answered each question."
+    )
+    return "\n".join(["Summary (offline model):", *points, closing])
+
+
 def offline_reply(body: dict[str, Any]) -> str:
     """The default responder: a deterministic stand-in for the model, labelled as offline.
 
@@ -244,8 +318,9 @@ def offline_reply(body: dict[str, Any]) -> str:
         words = re.sub(r"^Question:\s*(\[[^\]]*\]\s*)?", "", last).split()[:5]
         return " ".join(words).strip(".,;:!?") or "A conversation"
     if _asks_for_summary(system) or _asks_for_summary(last):
-        noun = "message" if n == 1 else "messages"
-        return f'Summary (offline model): {n} {noun}. Latest: "{last[:80]}"'
+        listed = messages if isinstance(messages, list) else []
+        # Asked in the last message, the conversation is the messages before it.
+        return offline_summary(listed[:-1] if not _asks_for_summary(system) else listed)
     reply = f'(offline model) Turn {n}. You said: "{last[:200]}".'
     if prev:
         reply += f' Before that: "{prev[:200]}".'

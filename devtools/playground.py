@@ -142,6 +142,10 @@ THUMBNAIL_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp
 
 _MENTION = re.compile(r"(?<![\w<@])@([A-Za-z0-9_-]+)")
 
+# The saved workspace (see Playground's `workspace`), written this long after a change.
+WORKSPACE_FILE = "workspace.json"
+SAVE_DELAY_S = 0.5
+
 # The text of a panel thread's root message, which the panel itself never shows. In Slack it
 # is the user's, with the subtype "assistant_app_thread".
 ASSISTANT_THREAD_ROOT = "New chat"
@@ -176,9 +180,9 @@ class PlaygroundError(Exception):
 
 
 def _random_id(prefix: str) -> str:
-    # Fresh ids per playground: LocalSlack forgets everything on restart, but Temporal does
-    # not, and a conversation left running in an earlier session must not be mistaken for one
-    # in a channel of this session (for example by /endchat).
+    # Fresh ids per new workspace: one started without the saved workspace (a new data
+    # directory, `threadchat dev --reset`) must not take over conversations Temporal may still
+    # have running in an earlier one's channels.
     return prefix + secrets.token_hex(4).upper()
 
 
@@ -193,7 +197,12 @@ class Playground:
         *,
         temporal_ui_url: str | None = None,
         offline_model: bool = False,
+        workspace: Path | None = None,
     ) -> None:
+        """With `workspace` (a directory), the workspace (channel ids, messages, files, panel
+        threads) is kept there as it changes, and taken up again by the next playground
+        started on it: Temporal keeps its conversations across restarts, and they must go
+        on in the same channels."""
         self.slack = slack
         self.bot_events_url = bot_events_url
         self.temporal_ui_url = temporal_ui_url
@@ -211,6 +220,8 @@ class Playground:
         self._sharing: tuple[str, str, list[Json]] | None = None
         self._thumbnails: dict[str, tuple[str, bytes]] = {}
         self._assistant_threads: dict[tuple[str, str], AssistantThread] = {}
+        self.workspace = workspace
+        self._save_due: asyncio.TimerHandle | None = None
 
     # ----------------------------------------------------------------------------------------
     # Lifecycle
@@ -248,6 +259,8 @@ class Playground:
         url_host = f"[{host}]" if ":" in host else host
         self._allowed_hosts = {f"{url_host}:{bound}", f"localhost:{bound}"}
         self._runner = runner
+        if self.workspace is not None:
+            self._load_workspace(self.workspace)
         self._join_everyone()
         self.slack.subscribe(self._on_change)
         self._url = f"http://{url_host}:{bound}"
@@ -256,6 +269,10 @@ class Playground:
     async def stop(self) -> None:
         """Close the event streams and stop serving."""
         self.slack.unsubscribe(self._on_change)
+        if self._save_due is not None:
+            self._save_due.cancel()
+        if self.workspace is not None:
+            self.save_workspace(self.workspace)
         for queue in list(self._streams):
             queue.put_nowait(None)
         if self._runner is not None:
@@ -269,6 +286,69 @@ class Playground:
         if self._url is None:
             raise RuntimeError("the playground has not been started")
         return self._url
+
+    # ----------------------------------------------------------------------------------------
+    # The saved workspace
+
+    def save_workspace(self, directory: Path) -> None:
+        """Write the workspace to `directory`: ``workspace.json``, and each uploaded file's
+        bytes once under ``files/``. Replaced whole, so a crash leaves the last good copy."""
+        files = directory / "files"
+        files.mkdir(parents=True, exist_ok=True)
+        for file_id, content in self.slack.file_contents().items():
+            if not (files / file_id).exists():
+                (files / file_id).write_bytes(content)
+        saved = {
+            "slack": self.slack.workspace(),
+            "channels": [asdict(c) for c in self.channels],
+            "dms": self._dms,
+            "message_files": [[c, ts, f] for (c, ts), f in self._message_files.items()],
+            "thumbnails": {file_id: m for file_id, (m, _) in self._thumbnails.items()},
+            "assistant_threads": [asdict(t) for t in self._assistant_threads.values()],
+        }
+        partial = directory / "workspace.json.partial"
+        partial.write_text(json.dumps(saved))
+        partial.replace(directory / WORKSPACE_FILE)
+
+    def _load_workspace(self, directory: Path) -> None:
+        path = directory / WORKSPACE_FILE
+        if not path.exists():
+            return
+        saved = json.loads(path.read_text())
+        slack = saved.get("slack") or {}
+        contents = {
+            file_id: (directory / "files" / file_id).read_bytes()
+            for file_id in slack.get("files") or {}
+            if (directory / "files" / file_id).exists()
+        }
+        self.slack.restore_workspace(slack, contents)
+        self.channels = [Channel(**c) for c in saved.get("channels") or []] or self.channels
+        self._dms.update(saved.get("dms") or {})
+        self._message_files.update({(c, ts): f for c, ts, f in saved.get("message_files") or []})
+        self._thumbnails.update(
+            {
+                file_id: (mimetype, contents[file_id])
+                for file_id, mimetype in (saved.get("thumbnails") or {}).items()
+                if file_id in contents
+            }
+        )
+        for thread in saved.get("assistant_threads") or []:
+            known = AssistantThread(**thread)
+            self._assistant_threads[(known.channel, known.thread_ts)] = known
+
+    def _save_soon(self) -> None:
+        """Save shortly after a change: a streamed reply is many changes a second."""
+        if self.workspace is None or self._save_due is not None:
+            return
+
+        def save() -> None:
+            self._save_due = None
+            try:
+                self.save_workspace(self.workspace)
+            except OSError as err:
+                log.warning("could not save the playground's workspace: %s", err)
+
+        self._save_due = asyncio.get_running_loop().call_later(SAVE_DELAY_S, save)
 
     # ----------------------------------------------------------------------------------------
     # The simulated workspace
@@ -285,6 +365,7 @@ class Playground:
         # the bot may read a channel (conversations.history) and users.conversations answers
         # for each user.
         for channel in self.channels:
+            self.slack.name_channel(channel.id, channel.name)
             self.slack.join(channel.id, self.slack.bot_user_id, *self.slack.users)
         for user in self.slack.users:
             self.dm_channel(user)
@@ -725,6 +806,7 @@ class Playground:
                 self._message_files[(channel, message["ts"])] = sharing[2]
             self._with_files(channel, message)
         self._broadcast(event)
+        self._save_soon()
 
     def _broadcast(self, event: Json) -> None:
         for queue in self._streams:

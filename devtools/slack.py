@@ -232,6 +232,7 @@ class LocalSlack:
         self.titles: dict[tuple[str, str], str] = {}
         self.home_views: dict[str, Json] = {}
         self.members: dict[str, set[str]] = {}
+        self.channel_names: dict[str, str] = {}  # conversations.info; see name_channel
         self.downloads: list[str] = []  # file ids served, in order
         self.download_requests: list[str] = []  # file ids asked for, as the requests arrive
         self.download_delay_s = 0.0  # a slow file server, to kill a worker mid-download
@@ -251,6 +252,7 @@ class LocalSlack:
             "assistant.threads.setTitle": self._assistant_set_title,
             "conversations.history": self._conversations_history,
             "users.conversations": self._users_conversations,
+            "conversations.info": self._conversations_info,
             "views.publish": self._views_publish,
             "conversations.replies": self._conversations_replies,
             "assistant.threads.setStatus": self._assistant_set_status,
@@ -341,6 +343,63 @@ class LocalSlack:
     def join(self, channel: str, *users: str) -> None:
         """Make users members of a channel (users.conversations lists it for them)."""
         self.members.setdefault(channel, set()).update(users)
+
+    def name_channel(self, channel: str, name: str) -> None:
+        """Give a channel its name, as conversations.info answers it (unnamed channels are
+        not found, as channels the app cannot see)."""
+        self.channel_names[channel] = name
+
+    def workspace(self) -> Json:
+        """What a restarted local Slack needs to go on where this one left off, as JSON:
+        messages, members, channel names, users, files (without their bytes: see
+        `file_contents`), titles, prompts, Home views and private notes. Statuses and streams
+        in progress are not kept: they end with the process that set them."""
+        return copy.deepcopy(
+            {
+                "base_url": self._base_url,
+                "users": self.users,
+                "channels": self._channels,
+                "members": {channel: sorted(users) for channel, users in self.members.items()},
+                "channel_names": self.channel_names,
+                "files": self.files,
+                "withheld": sorted(self._withheld),
+                "titles": [[c, ts, title] for (c, ts), title in self.titles.items()],
+                "suggested_prompts": [[c, ts, p] for (c, ts), p in self.suggested_prompts.items()],
+                "home_views": self.home_views,
+                "ephemerals": self.ephemerals,
+                "last_micros": self._last_micros,
+            }
+        )
+
+    def file_contents(self) -> dict[str, bytes]:
+        """Every uploaded file's bytes, by file id."""
+        return dict(self._file_bytes)
+
+    def restore_workspace(self, saved: Json, contents: dict[str, bytes]) -> None:
+        """Take up a workspace saved with `workspace` (and its files' `contents`). Call it once
+        started: file links saved by a server on another port are moved to this one."""
+        old, new = saved.get("base_url"), self._base_url
+        if old and new and old != new:
+            moved = json.dumps(saved).replace(
+                json.dumps(old.removesuffix("/api/") + "/files/")[1:-1],
+                json.dumps(new.removesuffix("/api/") + "/files/")[1:-1],
+            )
+            saved = json.loads(moved)
+        self.users.update(saved.get("users") or {})
+        self._channels.update(saved.get("channels") or {})
+        for channel, users in (saved.get("members") or {}).items():
+            self.join(channel, *users)
+        self.channel_names.update(saved.get("channel_names") or {})
+        self.files.update(saved.get("files") or {})
+        self._file_bytes.update(contents)
+        self._withheld.update(saved.get("withheld") or [])
+        self.titles.update({(c, ts): title for c, ts, title in saved.get("titles") or []})
+        self.suggested_prompts.update(
+            {(c, ts): prompts for c, ts, prompts in saved.get("suggested_prompts") or []}
+        )
+        self.home_views.update(saved.get("home_views") or {})
+        self.ephemerals.extend(saved.get("ephemerals") or [])
+        self._last_micros = max(self._last_micros, int(saved.get("last_micros") or 0))
 
     def status(self, channel: str, thread_ts: str) -> str:
         """The thread status last set with assistant.threads.setStatus ("" when cleared)."""
@@ -1203,6 +1262,24 @@ class LocalSlack:
         user = str(params.get("user") or "")
         channels = sorted(c for c, members in self.members.items() if user in members)
         return {"channels": [{"id": c} for c in channels], "response_metadata": {"next_cursor": ""}}
+
+    def _conversations_info(self, params: Json) -> Json:
+        channel = self._channel(params)
+        name = self.channel_names.get(channel)
+        if name is None and not channel.startswith("D"):
+            raise SlackError("channel_not_found")
+        is_im = channel.startswith("D")
+        return {
+            "channel": {
+                "id": channel,
+                **({} if is_im else {"name": name, "name_normalized": name}),
+                "is_channel": channel.startswith("C"),
+                "is_group": channel.startswith("G"),
+                "is_im": is_im,
+                "is_private": not channel.startswith("C"),
+                "is_member": self.bot_user_id in self.members.get(channel, set()),
+            }
+        }
 
     def _views_publish(self, params: Json) -> Json:
         user = self._required(params, "user_id")

@@ -118,6 +118,54 @@ async def test_app_home_lists_ones_own_conversations_and_ends_one(make_stack):
     assert not status.ending
 
 
+def end_buttons(view: dict) -> list[str]:
+    return [
+        b["accessory"]["value"]
+        for b in view["blocks"]
+        if b.get("accessory", {}).get("action_id") == "threadchat_end_conversation"
+    ]
+
+
+async def test_app_home_names_the_channel_and_shows_the_end_once_it_has_ended(make_stack):
+    stack = await make_stack()
+    stack.slack.name_channel(stack.channel, "general")
+    erin = "U" + uuid.uuid4().hex[:10].upper()
+    ts = await stack.mention(stack.channel, "an untitled question", user=erin)
+    await stack.replies(stack.channel, ts, 1)
+    workflow_id = stack.handle(stack.channel, ts).id
+    view = await stack.open_home(erin)
+    assert end_buttons(view) == [workflow_id]
+    [label] = [str(b["text"]) for b in view["blocks"] if b.get("accessory")]
+    assert "A conversation in #general" in label and "&lt;" not in label
+
+    assert await stack.click_home("threadchat_end_conversation", workflow_id, user=erin) == 200
+    await stack.handle(stack.channel, ts).result()
+    # Published again when the workflow had ended, without the tab being opened again.
+    await eventually(
+        lambda: texts.HOME_NONE in str(stack.slack.home_views[erin]["blocks"]), 20, "its end"
+    )
+    views = [
+        c.params["view"]
+        for c in stack.slack.calls_to("views.publish")
+        if c.params["user_id"] == erin
+    ]
+    # In between it was shown ending, with no button to click twice.
+    ending = [v for v in views if texts.HOME_ENDING in str(v)]
+    assert ending and all(
+        workflow_id not in str(v) or "threadchat_end" not in str(v) for v in ending
+    )
+
+
+async def test_app_home_labels_a_channel_it_cannot_name_without_markup(make_stack):
+    stack = await make_stack()  # the local Slack knows no name for this channel
+    frank = "U" + uuid.uuid4().hex[:10].upper()
+    ts = await stack.mention(stack.channel, "another question", user=frank)
+    await stack.replies(stack.channel, ts, 1)
+    view = await stack.open_home(frank)
+    [label] = [str(b["text"]) for b in view["blocks"] if b.get("accessory")]
+    assert "A conversation in a channel" in label and stack.channel not in label.split("|")[1]
+
+
 async def test_slack_retries_of_each_event_change_nothing(make_stack):
     stack = await make_stack()
     stack.slack.join(CHANNEL, ALICE, stack.slack.bot_user_id)
@@ -130,13 +178,12 @@ async def test_slack_retries_of_each_event_change_nothing(make_stack):
     await stack.replies(dm, thread, 2)
     assert "the budget is approved" in system_prompts(stack)[-1]
 
-    async def titled() -> bool:  # the title is written just after the answer
-        described = await stack.handle(dm, thread).describe()
-        return CONVERSATION_TITLE in described.typed_search_attributes
+    async def published_alike() -> bool:
+        # Polled: the last turn's tokens are charged just after its reply.
+        first = await stack.open_home(ALICE)
+        again = await stack.open_home(ALICE)  # a redelivered app_home_opened publishes it again
+        return first == again
 
-    await eventually(titled, what="the thread's title")
-    first = await stack.open_home(ALICE)
-    again = await stack.open_home(ALICE)  # a redelivered app_home_opened publishes it again
-    assert first == again
+    await eventually(published_alike, 10, "the same view twice")
     greetings = [m for m in stack.slack.bot_replies(dm, thread) if "I'm threadchat" in m["text"]]
     assert len(greetings) == 1

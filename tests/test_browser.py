@@ -18,9 +18,13 @@ import pytest
 
 from devtools.playground import Playground
 from devtools.samples import TINY_PDF, tiny_png
-from devtools.stack import ALICE, SIGNING_SECRET, Stack, eventually
+from devtools.stack import ALICE, BOB, SIGNING_SECRET, Stack, eventually
+from threadchat import texts
 
 CHROMIUM = Path("/usr/bin/chromium")
+# Without an emoji font Chromium draws the reply buttons' 👍 and 👎 as empty boxes: CI (.ci/run)
+# installs Debian's, and the test insists on it there, where the README's picture is taken.
+EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 # Without these, Chromium on a closed network keeps trying to reach Google's services and can
 # hang; playwright gives each launch a fresh profile directory of its own.
 CHROMIUM_FLAGS = [
@@ -47,6 +51,8 @@ def require_browser() -> None:
             import playwright.async_api  # noqa: F401
         except ImportError:
             problem = "the playwright package is missing (pip install -e '.[dev]')"
+    if problem is None and os.environ.get("CI") and not EMOJI_FONT.exists():
+        pytest.fail(f"{EMOJI_FONT} is missing (apt-get install -y fonts-noto-color-emoji)")
     if problem is None:
         return
     if os.environ.get("CI"):
@@ -125,6 +131,10 @@ async def test_a_conversation_in_the_playground(make_stack):
         own = thread.locator(".message:not(.bot)", has_text="and what is a")
         await expect(own.locator(".author")).to_have_text("bob")
         await expect(own.locator("strong")).to_have_text("workflow")  # rendered mrkdwn
+        # The finished reply carries its buttons (the picture shows them).
+        await expect(
+            thread.locator('.message.bot [data-action-id="threadchat_regenerate"]')
+        ).to_have_count(2)
         if os.environ.get("THREADCHAT_SCREENSHOT"):
             SCREENSHOT.parent.mkdir(exist_ok=True)
             await page.mouse.move(640, 620)  # no hover toolbar in the picture
@@ -235,6 +245,40 @@ async def test_an_image_and_a_pdf_attached_to_a_mention_reach_the_model(make_sta
         assert set(stack.slack.downloads) == set(stack.slack.files)
 
 
+async def test_the_latest_message_stays_in_view_when_an_image_loads(make_stack):
+    require_browser()
+    from playwright.async_api import expect
+
+    async with playground_page(make_stack) as (stack, page):
+        channel = await page.evaluate("threadchatPlayground.state.channel")
+        for n in range(25):  # enough to scroll
+            stack.slack.add_message(channel, user=BOB, text=f"an earlier message, number {n}")
+        messages = page.locator("#channel-messages")
+        await expect(messages.locator(".message", has_text="number 24")).to_be_in_viewport()
+        composer = page.locator("#channel-composer")
+        await composer.locator("input[type=file]").set_input_files(
+            [{"name": "photo.png", "mimeType": "image/png", "buffer": tiny_png(240, 240)}]
+        )
+        box = composer.locator("textarea")
+        await box.fill("@threadchat what is in this picture?")
+        await box.press("Enter")
+        mention = messages.locator(".message", has_text="what is in this picture?")
+        # The thumbnail loaded after the list was scrolled, and grew it: the bottom of the
+        # list is still what shows.
+        await expect(mention.locator("img.file-thumb")).to_have_js_property("naturalWidth", 240)
+        summary = mention.locator(".thread-summary", has_text="1 reply")
+        await expect(summary).to_be_in_viewport(ratio=1)
+        # In the thread too: its root carries the image, and the answer below it shows.
+        await summary.click()
+        thread = page.locator("#thread-messages")
+        await expect(thread.locator("img.file-thumb")).to_have_js_property("naturalWidth", 240)
+        answer = thread.locator(".message.bot:not(.ephemeral):not(.notice)").last
+        await expect(answer).to_contain_text("photo.png")
+        await expect(answer.locator('[data-action-id="threadchat_regenerate"]')).to_be_in_viewport(
+            ratio=1
+        )
+
+
 async def test_the_assistant_panel_and_the_home_tab(make_stack):
     require_browser()
     from playwright.async_api import expect
@@ -289,6 +333,22 @@ async def test_the_assistant_panel_and_the_home_tab(make_stack):
         await expect(page.locator("#channel-messages")).to_be_hidden()
         end = home.locator(f'[data-action-id="threadchat_end_conversation"][data-value*="{dm}"]')
         await expect(end).to_have_count(1)
-        # Ending it from there posts its summary in the thread, in the panel.
+        # Ending it asks first, as Slack does for a button with a confirm: "Keep it" does
+        # nothing, "End and summarize" ends it.
+        dialog = page.locator("#confirm-dialog")
         await end.click()
+        await expect(dialog).to_be_visible()
+        await expect(dialog).to_contain_text(texts.HOME_END_CONFIRM)
+        await dialog.get_by_role("button", name=texts.HOME_KEEP).click()
+        await expect(dialog).to_be_hidden()
+        assert (await stack.handle(dm, thread_ts).describe()).status.name == "RUNNING"
+        await end.click()
+        await dialog.get_by_role("button", name=texts.HOME_END).click()
+        # Its summary is posted in the thread, in the panel, and the Home, published again
+        # once the conversation has ended, no longer lists it.
         await expect(bot.last).to_contain_text("Summary")
+        await expect(home.locator(f'a[href*="{dm}"]')).to_have_count(0)
+        await expect(end).to_have_count(0)
+        # One click reached the bot: the one confirmed (each is answered with an "ending" view).
+        publishes = [str(c.params) for c in stack.slack.calls_to("views.publish")]
+        assert sum(texts.HOME_ENDING in p for p in publishes) == 1

@@ -96,10 +96,25 @@ async def test_a_conversation_over_its_allowance_stops_calling_the_model(make_st
     other = await stack.mention(stack.channel, "elsewhere")
     [reply] = await stack.replies(stack.channel, other, 1)
     assert "elsewhere" in reply["text"]
-    # No per-person limit is set, so nobody's use is tracked.
-    query = f"TaskQueue = '{stack.settings.temporal.task_queue}'"
-    types = {w.workflow_type async for w in stack.client.list_workflows(query)}
-    assert types == {"ConversationWorkflow"}
+
+
+async def test_use_is_counted_and_shown_with_no_allowance_set(make_stack):
+    stack = await make_stack()
+    assert stack.settings.token_limits == TokenLimits(0, 0)
+    carol = someone()
+    ts = await stack.mention(stack.channel, "count me", user=carol)
+    await stack.replies(stack.channel, ts, 1)
+    await stack.say(stack.channel, ts, "and again", user=carol)
+    await stack.replies(stack.channel, ts, 2)
+    status = await stack.handle(stack.channel, ts).query(ConversationWorkflow.status)
+    spent = status.input_tokens + status.output_tokens
+    assert spent > 0
+    line = f"Tokens used today: {spent:,}."
+
+    async def home_shows_it() -> bool:
+        return line in str((await stack.open_home(carol))["blocks"])
+
+    await eventually(home_shows_it, 10, line)
 
 
 async def test_a_charge_repeated_by_a_retry_counts_once(make_stack, client):
@@ -152,4 +167,5 @@ def test_allowances_are_whole_numbers(variable):
     with pytest.raises(ConfigError) as raised:
         load_settings({variable: "lots"})
     assert raised.value.variable == variable
+    assert str(raised.value) == f"{variable}: must be a whole number, got 'lots'"
     assert load_settings({}).token_limits == TokenLimits(0, 0)

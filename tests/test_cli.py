@@ -114,3 +114,16 @@ def test_a_bad_channels_file_is_one_line_naming_the_file_the_line_and_the_key(tm
     assert "C0SUPPORT.modle_id" in line and "Traceback" not in result.stderr
     missing = run(["worker"], SLACK_BOT_TOKEN="x", THREADCHAT_CHANNELS_FILE=str(tmp_path / "no"))
     assert missing.returncode == 2 and "cannot be read" in missing.stderr
+
+
+def test_dev_reset_forgets_temporal_and_the_playground_but_nothing_else(tmp_path):
+    from threadchat.commands.dev import reset_data
+
+    for name in ("temporal.db", "temporal.db-wal", "playground/workspace.json", "keep.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    removed = reset_data(tmp_path)
+    assert len(removed) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+    assert reset_data(tmp_path / "never-created") == []
+    assert "--reset" in run(["dev", "--help"]).stdout

@@ -107,6 +107,7 @@ async def test_bot_messages_and_strangers_threads_are_acked_and_ignored(make_sta
         w
         async for w in stack.client.list_workflows(
             f"TaskQueue = '{stack.settings.temporal.task_queue}'"
+            " AND WorkflowType = 'ConversationWorkflow'"
         )
     ]
     assert len(running) == 1
@@ -213,6 +214,35 @@ async def test_endchat_posts_the_summary_in_the_right_thread(make_stack):
     # Bob's conversation is untouched: Alice's /endchat ended only her own.
     assert await stack.handle(stack.channel, other).describe()
     assert (await stack.handle(stack.channel, other).describe()).status.name == "RUNNING"
+
+
+async def test_the_offline_summary_covers_every_turn_and_the_count_is_right(make_stack):
+    stack = await make_stack()
+    questions = [
+        "what should we call the new billing service?",
+        "who owns the migration of the invoices table?",
+        "can the launch move to the second week of March, given the audit?",
+        "please write the announcement for the engineering channel, short and friendly",
+    ]
+    ts = await stack.mention(stack.channel, questions[0])
+    await stack.replies(stack.channel, ts, 1)
+    for n, question in enumerate(questions[1:], start=2):
+        await stack.say(stack.channel, ts, question, user=BOB if n == 3 else ALICE)
+        await stack.replies(stack.channel, ts, n)
+    await stack.handle(stack.channel, ts).signal(
+        ConversationWorkflow.end, EndRequest(requested_by=ALICE, via="command")
+    )
+    summary = (await stack.replies(stack.channel, ts, 5))[-1]["text"]
+    assert "· 4 turns ·" in summary  # counted by the workflow, not the model
+    body = summary.split("Summary (offline model):", 1)[1]
+    for question in questions:
+        shown = next(line for line in body.splitlines() if question[:30] in line)
+        quoted = shown.split('"')[1]
+        # Whole words only: a cut ends in an ellipsis after a complete word.
+        assert quoted == question or (
+            quoted.endswith("…") and question.startswith(quoted[:-1] + " ")
+        ), shown
+    assert "The assistant answered each question." in body
 
 
 async def test_endchat_with_a_link_and_twice_gives_one_summary(make_stack):

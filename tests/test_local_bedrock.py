@@ -24,6 +24,7 @@ from devtools.bedrock import (
     RecordedRequest,
     estimate_tokens,
     offline_reply,
+    offline_summary,
 )
 
 MODEL_ID = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
@@ -140,7 +141,11 @@ async def test_summary_asked_in_the_last_message(client: Any) -> None:
     latest = "Please summarize this thread for me. " + "z" * 100
     messages = [user("a"), assistant("b"), user("c"), assistant("d"), user(latest)]
     response = await call(client.converse, modelId=MODEL_ID, messages=messages)
-    assert reply_text(response) == f'Summary (offline model): 3 messages. Latest: "{latest[:80]}"'
+    # The conversation is what came before the request: its questions, whole, in order.
+    assert reply_text(response) == (
+        'Summary (offline model):\n- Someone asked: "a"\n- Someone asked: "c"\n'
+        "- The assistant answered each question."
+    )
 
 
 async def test_summary_asked_in_the_system_prompt(client: Any) -> None:
@@ -150,7 +155,32 @@ async def test_summary_asked_in_the_system_prompt(client: Any) -> None:
         system=[{"text": "Summarise the conversation briefly."}],
         messages=[user("z" * 120)],
     )
-    assert reply_text(response) == f'Summary (offline model): 1 message. Latest: "{"z" * 80}"'
+    assert reply_text(response) == (
+        f'Summary (offline model):\n- Someone asked: "{"z" * 90}…"\n- Still open: "{"z" * 60}…"'
+    )
+
+
+def test_the_offline_summary_reads_a_transcript_and_the_summary_so_far():
+    transcript = (
+        'Summary so far:\n- Alice asked: "where is the style guide?"\n'
+        "- The assistant answered each question.\n\nConversation:\n"
+        "[Bob] can you shorten this paragraph about the quarterly planning process for us\n"
+        "and keep it friendly?\n[assistant] Sure.\nA second line.\n"
+        "[Alice] thanks, and who approves it?\n(not answered)"
+    )
+    summary = offline_summary([user(transcript)])
+    assert summary.splitlines() == [
+        "Summary (offline model):",
+        '- Alice asked: "where is the style guide?"',
+        '- Bob asked: "can you shorten this paragraph about the quarterly planning process for us'
+        ' and keep it…"',
+        '- Alice asked: "thanks, and who approves it?"',
+        '- Still open: "thanks, and who approves it?"',
+    ]
+    many = "\n".join(f"[Alice] question {i}\n[assistant] answer" for i in range(12))
+    lines = offline_summary([user(many)]).splitlines()
+    assert len(lines) == 1 + 8 + 1 and lines[4] == "- …"  # at most 8 points
+    assert lines[1].endswith('"question 0"') and lines[-2].endswith('"question 11"')
 
 
 async def test_max_tokens_truncates_the_reply(client: Any) -> None:

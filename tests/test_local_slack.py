@@ -392,6 +392,18 @@ async def test_thread_without_stored_parent(slack: LocalSlack, client: AsyncWebC
     assert [m["ts"] for m in replies["messages"]] == [resp["ts"]]
 
 
+async def test_conversations_info_names_only_named_channels(
+    slack: LocalSlack, client: AsyncWebClient
+) -> None:
+    slack.name_channel(CHANNEL, "general")
+    info = (await client.conversations_info(channel=CHANNEL))["channel"]
+    assert (info["id"], info["name"], info["is_channel"]) == (CHANNEL, "general", True)
+    assert "name" not in (await client.conversations_info(channel=DM))["channel"]
+    with pytest.raises(SlackApiError) as raised:
+        await client.conversations_info(channel="C0UNSEEN")
+    assert raised.value.response["error"] == "channel_not_found"
+
+
 # ----------------------------------------------------------------------------------------------
 # Status and streaming
 

@@ -293,3 +293,17 @@ async def test_worker_process_json_logs_stay_json_when_a_workflow_task_fails(
         except (ValueError, AssertionError):
             not_json.append(line[:300])
     assert not not_json, f"worker lines that are not JSON objects: {not_json}"
+
+
+async def test_the_bot_starts_without_bolts_unused_token_warning(client, monkeypatch, caplog):
+    from bot.app import build_app
+    from threadchat.config import SlackSettings
+
+    # Bolt reads this from the environment itself, as production sets it.
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-from-the-environment")
+    settings = SlackSettings(bot_token="xoxb-from-the-environment", signing_secret="s")
+    with caplog.at_level(logging.DEBUG):
+        app = build_app(settings, client, "any-queue")
+    assert app.client.token == "xoxb-from-the-environment"
+    assert not [r for r in caplog.records if "will be unused" in r.getMessage()]
+    assert "xoxb-from-the-environment" not in caplog.text

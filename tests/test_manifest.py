@@ -53,6 +53,7 @@ METHOD_SCOPES = {
     "users_conversations": {"channels:read", "groups:read"},
     "conversations_replies": {"channels:history", "groups:history", "im:history"},
     "conversations_history": {"channels:history", "groups:history"},
+    "conversations_info": {"channels:read", "groups:read"},
     "files_info": {"files:read"},
     "assistant_threads_setStatus": {"assistant:write"},
     "assistant_threads_setSuggestedPrompts": {"assistant:write"},

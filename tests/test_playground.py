@@ -739,3 +739,83 @@ async def test_the_home_tab_is_opened_and_its_buttons_clicked_as_in_slack(record
         status, result = await post(pg.http, "/api/home/action", body)
         assert (status, result["error"]) == error, body
     assert len(pg.received) == before
+
+
+async def test_a_restarted_playground_goes_on_where_it_left_off(make_stack, tmp_path):
+    """`threadchat dev` keeps Temporal's data across restarts: the playground keeps its
+    workspace beside it, so conversations go on in the channels they started in."""
+    stack = await make_stack()
+    first = Playground(stack.slack, stack.bot_url, SIGNING_SECRET, workspace=tmp_path)
+    async with aiohttp.ClientSession(base_url=await first.start()) as http:
+        pg = SimpleNamespace(stack=stack, http=http, general=first.channels[0].id)
+        chart = await upload(pg, "chart.png", "image/png", PNG)
+        status, sent = await post(
+            http,
+            "/api/messages",
+            {
+                "channel": pg.general,
+                "user": ALICE,
+                "text": "@threadchat remember the pelican",
+                "files": [chart["id"]],
+            },
+        )
+        assert status == 200, sent
+        await stack.replies(pg.general, sent["ts"], 1)
+    channels, dm = list(first.channels), first.dm_channel(BOB)
+    await first.stop()
+    # Everything the local Slack knew is gone with it; the bot still calls the same address.
+    port = int(stack.slack.base_url.split(":")[2].split("/")[0])
+    await stack.slack.stop()
+    stack.slack = LocalSlack()
+    stack._closers.append(stack.slack.stop)
+    await stack.slack.start(port=port)
+
+    second = Playground(stack.slack, stack.bot_url, SIGNING_SECRET, workspace=tmp_path)
+    async with aiohttp.ClientSession(base_url=await second.start()) as http:
+        assert second.channels == channels and second.dm_channel(BOB) == dm
+        async with http.get("/api/state") as response:
+            state = await response.json()
+        thread = [m for m in state["messages"][pg.general] if m.get("thread_ts") == sent["ts"]]
+        assert [m["user"] for m in thread] == [ALICE, "U0BOT"]
+        assert "remember the pelican" in thread[1]["text"]
+        async with http.get(thread[0]["files"][0]["preview_url"]) as response:
+            assert await response.read() == PNG
+        # The same conversation answers the follow-up, with its history.
+        status, _ = await post(
+            http,
+            "/api/messages",
+            {
+                "channel": pg.general,
+                "user": ALICE,
+                "text": "what did I ask?",
+                "thread_ts": sent["ts"],
+            },
+        )
+        assert status == 200
+        replies = await stack.replies(pg.general, sent["ts"], 2)
+        assert "Turn 2" in replies[1]["text"] and "pelican" in replies[1]["text"]
+    await second.stop()
+
+    # A fresh workspace (a new data directory, or `threadchat dev --reset`) has new ids.
+    fresh = Playground(stack.slack, stack.bot_url, SIGNING_SECRET, workspace=tmp_path / "new")
+    await fresh.start()
+    assert {c.id for c in fresh.channels}.isdisjoint(c.id for c in channels)
+    await fresh.stop()
+
+
+async def test_a_saved_workspace_moves_file_links_to_the_new_address():
+    before, after = LocalSlack(), LocalSlack()
+    await before.start()
+    file = before.add_file(user=ALICE, name="notes.txt", mimetype="text/plain", content=b"hi")
+    saved, contents = before.workspace(), before.file_contents()
+    await before.stop()
+    await after.start()
+    try:
+        after.restore_workspace(json.loads(json.dumps(saved)), contents)
+        moved = after.files[file["id"]]["url_private_download"]
+        assert moved.startswith(after.base_url.removesuffix("/api/") + "/files/")
+        headers = {"Authorization": f"Bearer {after.bot_token}"}
+        async with aiohttp.ClientSession() as session, session.get(moved, headers=headers) as got:
+            assert got.status == 200 and await got.read() == b"hi"
+    finally:
+        await after.stop()

@@ -3,6 +3,7 @@ conversation workflow on the real dev server, and the answer read back from the 
 
 import asyncio
 
+from devtools.bedrock import Fault
 from devtools.stack import ALICE, BOB, Stack, eventually
 from threadchat import actions, texts
 from threadchat.model import EndRequest
@@ -56,6 +57,30 @@ async def test_regenerate_replaces_the_answer_in_place_and_in_the_context(make_s
     assert SAMPLED_AGAIN in prompt[1]["content"][0]["text"]
     status = await stack.handle(stack.channel, thread).query(ConversationWorkflow.status)
     assert status.turn_count == 2
+
+
+async def test_regenerate_ends_the_thinking_status(make_stack):
+    stack = await make_stack()
+    thread = await stack.mention(stack.channel, "name a river")
+    [first] = await stack.replies(stack.channel, thread, 1)
+    assert await stack.click(stack.channel, first["ts"], actions.REGENERATE) == 200
+    await regenerated(stack, first["ts"])
+    # An edit does not clear it in Slack (nor in the local one): the reply must say so.
+    await eventually(lambda: stack.slack.status(stack.channel, thread) == "", 10, "status cleared")
+    statuses = [c.params["status"] for c in stack.slack.calls_to("assistant.threads.setStatus")]
+    assert statuses[-2].startswith("is thinking") and statuses[-1] == ""
+
+
+async def test_a_failed_regenerate_ends_the_thinking_status(make_stack):
+    stack = await make_stack()
+    thread = await stack.mention(stack.channel, "name a lake")
+    [first] = await stack.replies(stack.channel, thread, 1)
+    stack.bedrock.inject(Fault("AccessDeniedException", operation="converse-stream"))
+    assert await stack.click(stack.channel, first["ts"], actions.REGENERATE) == 200
+    await eventually(lambda: len(stack.private_notes(stack.channel, ALICE)) == 1, 20, "notice")
+    await eventually(lambda: stack.slack.status(stack.channel, thread) == "", 10, "status cleared")
+    assert any(c.params["status"] for c in stack.slack.calls_to("assistant.threads.setStatus"))
+    assert stack.slack.message(stack.channel, first["ts"])["text"] == first["text"]
 
 
 async def test_a_double_click_regenerates_once(make_stack):

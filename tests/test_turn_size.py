@@ -1,8 +1,6 @@
 """One turn's size is bounded: the newest messages within the limit are answered, and the
 answer says what was left out (and the activity input stays far below Temporal's limit)."""
 
-import asyncio
-
 from devtools.stack import eventually
 from threadchat import texts
 from threadchat.model import FileRef, UserMessage
@@ -56,7 +54,8 @@ async def test_a_burst_during_an_answer_is_answered_within_the_limit(make_stack)
     await stack.say(stack.channel, ts, "first")
     await eventually(lambda: len(stack.bedrock.requests) > calls, what="the model called")
     burst = [f"{i:02d} " + "x" * 3_500 for i in range(15)]  # 52,500 characters
-    await asyncio.gather(*(stack.say(stack.channel, ts, text) for text in burst))
+    for text in burst:  # in order, while the answer before is still being written
+        await stack.say(stack.channel, ts, text)
     stack.bedrock.set_model_latency(0)
     replies = await stack.replies(stack.channel, ts, 3, timeout=30)
     assert "Too much at once" in replies[-1]["text"]

@@ -162,6 +162,10 @@ def _get(env: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
+# What a setting must be, as the one-line error says it.
+_KIND_NAMES = {int: "a whole number", float: "a number"}
+
+
 def _number(
     env: Mapping[str, str], name: str, default: float, kind: type, low: float, high: float
 ) -> Any:
@@ -171,7 +175,9 @@ def _number(
     try:
         value = kind(raw)
     except ValueError:
-        raise ConfigError(name, f"must be a {kind.__name__}, got {raw!r}") from None
+        raise ConfigError(
+            name, f"must be {_KIND_NAMES.get(kind, kind.__name__)}, got {raw!r}"
+        ) from None
     if not (math.isfinite(value) and low <= value <= high):
         raise ConfigError(name, f"must be between {low} and {high}, got {raw!r}")
     return value

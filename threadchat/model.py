@@ -442,7 +442,9 @@ class BudgetCheck:
 class BudgetVerdict:
     over: str = ""  # "", "user" or "conversation": whose allowance is used up
     limit: int = 0  # that allowance
-    charge_user: bool = False  # a per-person limit is set, so the turn is charged to them
+    # The turn is charged to the person (every answered turn, since usage is always shown;
+    # False from a failed check and from workers before that).
+    charge_user: bool = False
 
 
 @dataclass

@@ -224,12 +224,15 @@ def home_tokens(used: int | None, allowance: int) -> str:
     return f"Tokens used today: {used:,}."
 
 
-def home_untitled(channel: str) -> str:
-    return (
-        f"A conversation in <#{channel}>"
-        if not channel.startswith("D")
-        else "A direct conversation"
-    )
+HOME_ENDING = "Ending: the summary will be posted in its thread."
+
+
+def home_untitled(channel: str, name: str | None = None) -> str:
+    """The label of a conversation with no title yet. Plain text: it is a link's label, where
+    a channel mention would show as escaped markup."""
+    if channel.startswith("D"):
+        return "A direct conversation"
+    return f"A conversation in #{name}" if name else "A conversation in a channel"
 
 
 def home_started(started: datetime) -> str:

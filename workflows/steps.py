@@ -216,7 +216,8 @@ async def set_title(title: ThreadTitle) -> None:
 
 
 async def check_budget(check: BudgetCheck) -> BudgetVerdict:
-    """Failed checks answer anyway: a Temporal hiccup should not silence the bot."""
+    """Failed checks answer anyway (a Temporal hiccup should not silence the bot), and the
+    turn is still charged."""
     try:
         return await workflow.execute_local_activity_method(
             BudgetActivities.check_budget,
@@ -227,7 +228,7 @@ async def check_budget(check: BudgetCheck) -> BudgetVerdict:
         )
     except ActivityError as err:
         workflow.logger.warning("token budget check failed: %s", failure_type(err))
-        return BudgetVerdict()
+        return BudgetVerdict(charge_user=True)
 
 
 async def charge_tokens(charge: TokenCharge) -> None:

@@ -1,10 +1,13 @@
 """Slack's AI-app surface: the assistant panel's threads, and the App Home tab."""
 
+import asyncio
+import contextvars
 import logging
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 
 from bot import home
+from bot.channel_names import ChannelNames
 from bot.conversations import Conversations
 from bot.parsing import parse_assistant_event
 from threadchat.config import SlackSettings
@@ -12,6 +15,10 @@ from threadchat.ids import thread_of
 from threadchat.model import AssistantThread, EndRequest, TokenLimits
 
 log = logging.getLogger(__name__)
+
+# How long the App Home waits for an ended conversation's summary before it stops waiting to
+# publish the view again (the user's next visit to the tab shows it then).
+ENDING_WAIT_SECONDS = 300
 
 
 def register(
@@ -37,21 +44,43 @@ def register(
             panel.thread, AssistantThread(panel.user, panel.context_channel)
         )
 
-    async def publish_home(context: AsyncBoltContext, team: str, user: str) -> None:
+    channel_names = ChannelNames()
+    republishing: set[asyncio.Task] = set()
+
+    async def publish_home(
+        context: AsyncBoltContext,
+        team: str,
+        user: str,
+        ending: frozenset[str] = frozenset(),
+        closed: frozenset[str] = frozenset(),
+    ) -> None:
         """The user's open conversations (visibility), their tokens today, an End button
-        each. Best effort: the event is acked whatever Slack or Temporal say."""
+        each. Best effort: the event is acked whatever Slack or Temporal say. `ending` are
+        listed as ending; `closed` are left out even if visibility still shows them running."""
         try:
+            listed = [
+                c for c in await conversations.open_for(team, user) if c.workflow_id not in closed
+            ]
+            untitled = [c.thread.channel for c in listed if not c.title]
             view = home.home_view(
                 user,
-                await conversations.open_for(team, user),
+                listed,
                 await conversations.tokens_today(team, user),
                 limits.per_user,
                 # Bolt's cached auth.test: no call of our own per Home opened.
                 (context.authorize_result and context.authorize_result.team) or "app",
+                await channel_names.of(context.client, [c for c in untitled if c[:1] != "D"]),
+                ending,
             )
             await context.client.views_publish(user_id=user, view=view)
         except Exception as err:
             log.warning("could not publish the App Home: %s", type(err).__name__)
+
+    async def publish_when_closed(
+        context: AsyncBoltContext, team: str, user: str, workflow_id: str
+    ) -> None:
+        if await conversations.wait_closed(workflow_id, ENDING_WAIT_SECONDS):
+            await publish_home(context, team, user, closed=frozenset({workflow_id}))
 
     @app.event("app_home_opened")
     async def home_opened(event: dict, context: AsyncBoltContext) -> None:
@@ -62,13 +91,25 @@ def register(
 
     @app.action(home.END_ACTION)
     async def end_from_home(ack: AsyncAck, body: dict, context: AsyncBoltContext) -> None:
-        """Only a participant's own conversation ends; the view is then published again."""
+        """Only a participant's own conversation ends. The view shows it ending at once, and
+        is published again when the workflow has closed: ending takes a summary, which may
+        take longer than Slack waits for the ack."""
         await ack()
         user = (body.get("user") or {}).get("id")
         actions = body.get("actions") or [{}]
-        thread = thread_of(str(actions[0].get("value") or ""))
+        workflow_id = str(actions[0].get("value") or "")
+        thread = thread_of(workflow_id)
         if not isinstance(user, str) or thread is None or thread.team != context.team_id:
             return
-        if await conversations.includes(thread, user):
-            await conversations.end(thread, EndRequest(requested_by=user, via="home"))
-        await publish_home(context, thread.team, user)
+        if not await conversations.includes(thread, user):
+            await publish_home(context, thread.team, user)
+            return
+        await conversations.end(thread, EndRequest(requested_by=user, via="home"))
+        await publish_home(context, thread.team, user, ending=frozenset({workflow_id}))
+        # A context of its own: the wait outlives this request's hand-over deadline.
+        task = asyncio.create_task(
+            publish_when_closed(context, thread.team, user, workflow_id),
+            context=contextvars.Context(),
+        )
+        republishing.add(task)
+        task.add_done_callback(republishing.discard)

@@ -638,6 +638,33 @@
     if (state.user === user) state.homeError = result.ok ? null : explainFailure(result, "`app_home_opened`");
   }
 
+  // The published button behind a click: sections' accessories and actions blocks' elements.
+  function viewButton(view, actionId, value) {
+    for (const block of (view && Array.isArray(view.blocks)) ? view.blocks : []) {
+      const candidates = [block && block.accessory, ...((block && Array.isArray(block.elements)) ? block.elements : [])];
+      const found = candidates.find((b) => isButton(b) && b.action_id === actionId &&
+        (b.value === undefined ? "" : String(b.value)) === value);
+      if (found) return found;
+    }
+    return null;
+  }
+
+  // Block Kit's confirmation dialog: resolves true only when its confirm button is clicked
+  // (deny, Escape or a click on the backdrop cancel, as in Slack).
+  function confirmed(confirm) {
+    const dialog = $("#confirm-dialog");
+    const plain = (text, fallback) => (text && typeof text.text === "string" && text.text) || fallback;
+    $("#confirm-title").textContent = plain(confirm.title, "Are you sure?");
+    $("#confirm-text").innerHTML = textObjectHtml(confirm.text, { me: state.user, userName, mrkdwn: true });
+    $("#confirm-yes").textContent = plain(confirm.confirm, "Yes");
+    $("#confirm-deny").textContent = plain(confirm.deny, "Cancel");
+    dialog.returnValue = "";
+    return new Promise((resolve) => {
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "confirm"), { once: true });
+      dialog.showModal();
+    });
+  }
+
   async function clickHomeAction(actionId, value) {
     const user = state.user;
     const key = `home/${user}/${actionId}/${value}`;
@@ -893,12 +920,33 @@
       `Mention <b>@${escapeHtml(state.config.bot.name)}</b> to start a conversation; it answers in a thread.</div>`;
   }
 
+  // Whether each pane shows its latest message, as the reader last scrolled it. Images load
+  // after a render has scrolled to the bottom and push the latest message below the fold:
+  // a pane the reader left at the bottom stays there as each one arrives.
+  const atBottom = new WeakMap();
+
+  function followBottom(element) {
+    if (atBottom.has(element)) return;
+    atBottom.set(element, true);
+    element.addEventListener("scroll", () => {
+      atBottom.set(element, element.scrollHeight - element.scrollTop - element.clientHeight < 120);
+    });
+    // Capturing: "load" does not bubble.
+    element.addEventListener("load", () => {
+      if (atBottom.get(element)) element.scrollTop = element.scrollHeight;
+    }, true);
+  }
+
   function setHtml(element, html, forceBottom) {
+    followBottom(element);
     if (element.dataset.html === html && !forceBottom) return;
     const nearBottom = element.scrollHeight - element.scrollTop - element.clientHeight < 120;
     element.innerHTML = html;
     element.dataset.html = html;
-    if (nearBottom || forceBottom) element.scrollTop = element.scrollHeight;
+    if (nearBottom || forceBottom) {
+      element.scrollTop = element.scrollHeight;
+      atBottom.set(element, true);
+    }
   }
 
   let renderPending = false;
@@ -1132,7 +1180,14 @@
         return;
       }
       const button = event.target.closest("[data-action-id]");
-      if (button && !button.disabled) clickHomeAction(button.dataset.actionId, button.dataset.value);
+      if (!button || button.disabled) return;
+      const { actionId, value } = button.dataset;
+      const spec = viewButton(state.homeViews.get(state.user), actionId, value);
+      if (spec && spec.confirm && typeof spec.confirm === "object") {
+        confirmed(spec.confirm).then((yes) => { if (yes) clickHomeAction(actionId, value); });
+      } else {
+        clickHomeAction(actionId, value);
+      }
     });
 
     document.querySelector(".sidebar").addEventListener("click", (event) => {

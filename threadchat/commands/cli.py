@@ -71,10 +71,10 @@ async def _bot(settings: Settings) -> None:
     await serve(settings, client, _stop_event(), host=settings.host)
 
 
-async def _dev(settings: Settings, bedrock: str = "auto") -> None:
+async def _dev(settings: Settings, bedrock: str = "auto", reset: bool = False) -> None:
     from threadchat.commands.dev import run_dev
 
-    await run_dev(settings, _stop_event(), bedrock=bedrock)
+    await run_dev(settings, _stop_event(), bedrock=bedrock, reset=reset)
 
 
 async def _conversations(
@@ -136,6 +136,11 @@ def main(argv: list[str] | None = None) -> None:
         choices=["auto", "local", "aws"],
         default="auto",
         help="local: the offline model; aws: real Bedrock; auto: aws when credentials exist",
+    )
+    parsers["dev"].add_argument(
+        "--reset",
+        action="store_true",
+        help="start clean: forget Temporal's data and the playground's workspace",
     )
     parsers["conversations"].add_argument("--channel", help="only this channel (id, C...)")
     parsers["conversations"].add_argument("--user", help="only with this participant (id, U...)")

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import secrets
+import shutil
 from pathlib import Path
 
 import boto3
@@ -30,20 +31,45 @@ log = logging.getLogger(__name__)
 TEMPORAL_PORT = 7233
 TEMPORAL_UI_PORT = 8233
 PLAYGROUND_PORT = 3001
+# Fixed, as the others: files' links (in the saved workspace, and in conversations Temporal
+# keeps) name the local Slack's address, and must still work after a restart.
+LOCAL_SLACK_PORT = 3002
+TEMPORAL_DB = "temporal.db"
+PLAYGROUND_DIR = "playground"
 
 
 def has_aws_credentials() -> bool:
     return boto3.session.Session().get_credentials() is not None
 
 
-async def run_dev(settings: Settings, stop: asyncio.Event, bedrock: str = "auto") -> None:
-    """Run everything until `stop` is set; `bedrock` is "auto", "local" or "aws"."""
+def reset_data(data_dir: Path) -> list[Path]:
+    """Remove what `threadchat dev` keeps in `data_dir` (Temporal's database and the
+    playground's workspace), so the next start is clean; returns what was removed."""
+    removed = [p for p in sorted(data_dir.glob(f"{TEMPORAL_DB}*")) if p.is_file()]
+    for path in removed:
+        path.unlink()
+    playground = data_dir / PLAYGROUND_DIR
+    if playground.is_dir():
+        shutil.rmtree(playground)
+        removed.append(playground)
+    return removed
+
+
+async def run_dev(
+    settings: Settings, stop: asyncio.Event, bedrock: str = "auto", reset: bool = False
+) -> None:
+    """Run everything until `stop` is set; `bedrock` is "auto", "local" or "aws". Temporal's
+    data and the playground's workspace are kept in the data directory across restarts;
+    `reset` starts without them."""
     data_dir = Path(settings.data_dir)
+    if reset:
+        removed = reset_data(data_dir)
+        print(f"--reset: removed {len(removed)} item(s) from {data_dir}, starting clean.")
     # With THREADCHAT_ENCRYPTION_KEY, the bot serves the codec endpoint and the dev UI uses it
     # to show decrypted history.
     codec_url = f"http://127.0.0.1:{settings.slack.port}{CODEC_PATH}"
     server = TemporalDevServer(
-        db_file=str(data_dir / "temporal.db"),
+        db_file=str(data_dir / TEMPORAL_DB),
         port=TEMPORAL_PORT,
         ui_port=TEMPORAL_UI_PORT,
         extra_args=["--ui-codec-endpoint", codec_url] if settings.encryption_keys else [],
@@ -73,7 +99,7 @@ async def run_dev(settings: Settings, stop: asyncio.Event, bedrock: str = "auto"
             from bot.app import EVENTS_PATH
 
             local_slack = LocalSlack()
-            api_url = await local_slack.start()
+            api_url = await local_slack.start(port=LOCAL_SLACK_PORT)
             stack.push_async_callback(local_slack.stop)
             signing_secret = secrets.token_hex(16)
             settings = dataclasses.replace(
@@ -93,6 +119,7 @@ async def run_dev(settings: Settings, stop: asyncio.Event, bedrock: str = "auto"
                 temporal_ui_url=f"http://127.0.0.1:{TEMPORAL_UI_PORT}",
                 # Set just above when the local Bedrock server stands in for the model.
                 offline_model=offline_model,
+                workspace=data_dir / PLAYGROUND_DIR,
             )
             playground_url = await playground.start(port=PLAYGROUND_PORT)
             stack.push_async_callback(playground.stop)
