@@ -400,11 +400,21 @@ class LocalSlack:
         return copy.deepcopy(message)
 
     def add_file(
-        self, *, user: str, name: str, mimetype: str, content: bytes, served: bool = True
+        self,
+        *,
+        user: str,
+        name: str,
+        mimetype: str,
+        content: bytes,
+        served: bool = True,
+        mode: str = "hosted",
+        url: str | None = None,
     ) -> Json:
         """A file a user uploaded, not yet shared anywhere; returns its metadata as Slack
         puts it on a message. With `served` false, downloads of it are refused (a file Slack
-        will not serve: deleted, or hidden by the workspace's limits)."""
+        will not serve: deleted, or hidden by the workspace's limits). `mode` "external" is a
+        file shared from external storage (Google Drive, Dropbox, …); `url` makes its
+        url_private(_download) point there instead of at this server."""
         file_id = "F" + uuid.uuid4().hex[:10].upper()
         filetype = name.rsplit(".", 1)[-1].lower() if "." in name else "binary"
         quoted = urllib.parse.quote(name, safe="")
@@ -417,11 +427,11 @@ class LocalSlack:
             "filetype": filetype,
             "user": user,
             "size": len(content),
-            "mode": "hosted",
-            "url_private": f"{self.base_url.removesuffix('/api/')}/files/{file_id}/{quoted}",
-            "url_private_download": (
-                f"{self.base_url.removesuffix('/api/')}/files/{file_id}/{quoted}?download=1"
-            ),
+            "mode": mode,
+            "is_external": mode == "external",
+            "url_private": url or f"{self.base_url.removesuffix('/api/')}/files/{file_id}/{quoted}",
+            "url_private_download": url
+            or f"{self.base_url.removesuffix('/api/')}/files/{file_id}/{quoted}?download=1",
             "channels": [],
             "groups": [],
             "ims": [],
