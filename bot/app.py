@@ -1,6 +1,7 @@
 """The Slack app: built here, listeners registered, served over HTTP or Socket Mode."""
 
 import asyncio
+import functools
 import logging
 import time
 from datetime import timedelta
@@ -16,7 +17,7 @@ from temporalio.converter import PayloadCodec
 from bot.conversations import Conversations, request_arrived
 from bot.listeners import register_listeners
 from bot.parsing import malformed
-from threadchat import telemetry
+from threadchat import signature, telemetry
 from threadchat.codec import CODEC_PATH, EncryptionCodec, codec_routes
 from threadchat.config import DEFAULT_CODEC_ORIGINS, ConfigError, Settings, SlackSettings
 from threadchat.model import TokenLimits
@@ -50,10 +51,14 @@ def build_web_app(
     codec: PayloadCodec | None = None,
     codec_token: str | None = None,
     codec_origins: tuple[str, ...] = DEFAULT_CODEC_ORIGINS,
+    signing_secret: str = "",
 ) -> web.Application:
-    """`POST /slack/events` (when `app` is given), `GET /healthz`, and with `codec` the remote
-    codec endpoint `POST /codec/decode` and `/codec/encode` (bearer `codec_token` if set;
-    CORS for the Temporal Web UI at `codec_origins`)."""
+    """`POST /slack/events` (when `app` is given, verified with `signing_secret`),
+    `GET /healthz`, and with `codec` the remote codec endpoint `POST /codec/decode` and
+    `/codec/encode` (bearer `codec_token` if set; CORS for the Temporal Web UI at
+    `codec_origins`)."""
+    if app is not None and not signing_secret:
+        raise ValueError("a signing secret is required to serve Slack events")
 
     async def slack_events(request: web.Request) -> web.Response:
         started = time.monotonic()
@@ -65,16 +70,31 @@ def build_web_app(
         return await to_aiohttp_response(bolt_response)
 
     async def dispatch(request: web.Request) -> BoltResponse:
-        """Hand a request to Bolt; input Bolt cannot even parse is refused with a 4xx.
+        """Hand a request to Bolt once its signature holds; input Bolt cannot even parse is
+        refused with a 4xx.
 
-        Errors inside listeners (Temporal unreachable) are Bolt's to answer, with a 5xx so that
-        Slack delivers the event again; anything raised before or around them is bad input.
+        The order is the point: size and signature headers first (no body read), then the
+        signature over the raw bytes, and only then is the body parsed. Errors inside
+        listeners (Temporal unreachable) are Bolt's to answer, with a 5xx so that Slack
+        delivers the event again; anything raised before or around them is bad input.
         """
-        timestamp = request.headers.get("X-Slack-Request-Timestamp", "0")
-        if not timestamp.isdigit():
+        if (request.content_length or 0) > signature.MAX_BODY_BYTES:
+            return BoltResponse(status=413, body='{"error": "request body too large"}')
+        timestamp = request.headers.get("X-Slack-Request-Timestamp")
+        signed = request.headers.get("X-Slack-Signature")
+        if not signature.plausible(timestamp, signed, time.time()):
             return BoltResponse(status=401, body='{"error": "invalid request"}')
         try:
-            body = (await request.read()).decode("utf-8")
+            raw = await request.read()  # at most client_max_size, else 413
+        except web.HTTPRequestEntityTooLarge:
+            return BoltResponse(status=413, body='{"error": "request body too large"}')
+        # hashlib lets go of the GIL on large inputs: big bodies are hashed off the loop.
+        check = functools.partial(signature.valid, signing_secret, timestamp, signed, raw)
+        ok = await asyncio.to_thread(check) if len(raw) > 64 * 1024 else check()
+        if not ok:
+            return BoltResponse(status=401, body='{"error": "invalid request"}')
+        try:
+            body = raw.decode("utf-8")
             if malformed(body):
                 return BoltResponse(status=400, body='{"error": "malformed payload"}')
             return await app.async_dispatch(
@@ -94,7 +114,7 @@ def build_web_app(
             status=200 if healthy else 503,
         )
 
-    web_app = web.Application(client_max_size=1024 * 1024)
+    web_app = web.Application(client_max_size=signature.MAX_BODY_BYTES)
     web_app.router.add_get("/healthz", healthz)
     if app is not None:
         web_app.router.add_post(EVENTS_PATH, slack_events)
@@ -131,6 +151,7 @@ async def serve(settings: Settings, temporal: Client, stop: asyncio.Event, host:
         codec=codec,
         codec_token=settings.codec_token,
         codec_origins=settings.codec_origins,
+        signing_secret=settings.slack.signing_secret or "",
     )
     runner = await start_http(web_app, host, settings.slack.port)
     if codec is not None and not settings.codec_token:
