@@ -46,17 +46,10 @@ def build_app(
 
 
 def build_web_app(
-    app: AsyncApp | None,
-    temporal: Client,
-    codec: PayloadCodec | None = None,
-    codec_token: str | None = None,
-    codec_origins: tuple[str, ...] = DEFAULT_CODEC_ORIGINS,
-    signing_secret: str = "",
+    app: AsyncApp | None, temporal: Client, signing_secret: str = ""
 ) -> web.Application:
-    """`POST /slack/events` (when `app` is given, verified with `signing_secret`),
-    `GET /healthz`, and with `codec` the remote codec endpoint `POST /codec/decode` and
-    `/codec/encode` (bearer `codec_token` if set; CORS for the Temporal Web UI at
-    `codec_origins`)."""
+    """`POST /slack/events` (when `app` is given, verified with `signing_secret`) and
+    `GET /healthz`: what PORT serves, to Slack and to load balancers."""
     if app is not None and not signing_secret:
         raise ValueError("a signing secret is required to serve Slack events")
 
@@ -118,8 +111,19 @@ def build_web_app(
     web_app.router.add_get("/healthz", healthz)
     if app is not None:
         web_app.router.add_post(EVENTS_PATH, slack_events)
-    if codec is not None:
-        web_app.add_routes(codec_routes(codec, codec_token, codec_origins))
+    return web_app
+
+
+def build_codec_app(
+    codec: PayloadCodec,
+    codec_token: str | None = None,
+    codec_origins: tuple[str, ...] = DEFAULT_CODEC_ORIGINS,
+) -> web.Application:
+    """The remote codec endpoint alone, `POST /codec/decode` and `/codec/encode` (bearer
+    `codec_token`; CORS for the Temporal Web UI at `codec_origins`): for operators, on a
+    listener of its own, so that exposing /slack/events to Slack never exposes it."""
+    web_app = web.Application(client_max_size=signature.MAX_BODY_BYTES * 4)
+    web_app.add_routes(codec_routes(codec, codec_token, codec_origins))
     return web_app
 
 
@@ -140,25 +144,32 @@ def bound_port(runner: web.AppRunner) -> int:
 async def serve(settings: Settings, temporal: Client, stop: asyncio.Event, host: str) -> None:
     """Run the bot until `stop` is set: Socket Mode when an app token is set, else HTTP.
 
-    `/healthz` is served on PORT in both modes, for load balancers and orchestrators.
+    `/healthz` is served on PORT in both modes, for load balancers and orchestrators; with
+    encryption keys, the codec endpoint on THREADCHAT_CODEC_HOST:THREADCHAT_CODEC_PORT.
     """
     app = build_app(settings.slack, temporal, settings.temporal.task_queue, settings.token_limits)
     socket_mode = settings.slack.socket_mode
-    codec = EncryptionCodec(settings.encryption_keys) if settings.encryption_keys else None
     web_app = build_web_app(
-        None if socket_mode else app,
-        temporal,
-        codec=codec,
-        codec_token=settings.codec_token,
-        codec_origins=settings.codec_origins,
-        signing_secret=settings.slack.signing_secret or "",
+        None if socket_mode else app, temporal, signing_secret=settings.slack.signing_secret or ""
     )
     runner = await start_http(web_app, host, settings.slack.port)
-    if codec is not None and not settings.codec_token:
-        log.warning(
-            "codec endpoint %s decrypts without THREADCHAT_CODEC_TOKEN: expose it to operators "
-            "only, never to the internet",
+    runners = [runner]
+    if settings.encryption_keys:
+        codec_app = build_codec_app(
+            EncryptionCodec(settings.encryption_keys), settings.codec_token, settings.codec_origins
+        )
+        try:
+            codec_runner = await start_http(codec_app, settings.codec_host, settings.codec_port)
+        except BaseException:
+            await runner.cleanup()
+            raise
+        runners.append(codec_runner)
+        log.info(
+            "codec endpoint %s on %s:%s%s",
             CODEC_PATH,
+            settings.codec_host,
+            bound_port(codec_runner),
+            "" if settings.codec_token else " (decode without a token: loopback only)",
         )
     try:
         if socket_mode:
@@ -168,7 +179,8 @@ async def serve(settings: Settings, temporal: Client, stop: asyncio.Event, host:
             await stop.wait()
     finally:
         log.info("bot shutting down")
-        await runner.cleanup()  # lets in-flight HTTP requests finish their hand-over
+        for each in runners:
+            await each.cleanup()  # lets in-flight HTTP requests finish their hand-over
 
 
 async def _serve_socket_mode(app: AsyncApp, app_token: str, stop: asyncio.Event) -> None:

@@ -32,6 +32,17 @@ TEMPORAL_UI_PORT = 8233
 PLAYGROUND_PORT = 3001
 
 
+def codec_endpoint(settings: Settings) -> str:
+    """The codec endpoint's URL for the dev UI (in a browser on this machine): the bot's
+    codec listener, never PORT."""
+    host = settings.codec_host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.codec_port}{CODEC_PATH}"
+
+
 def has_aws_credentials() -> bool:
     return boto3.session.Session().get_credentials() is not None
 
@@ -39,9 +50,9 @@ def has_aws_credentials() -> bool:
 async def run_dev(settings: Settings, stop: asyncio.Event, bedrock: str = "auto") -> None:
     """Run everything until `stop` is set; `bedrock` is "auto", "local" or "aws"."""
     data_dir = Path(settings.data_dir)
-    # With THREADCHAT_ENCRYPTION_KEY, the bot serves the codec endpoint and the dev UI uses it
-    # to show decrypted history.
-    codec_url = f"http://127.0.0.1:{settings.slack.port}{CODEC_PATH}"
+    # With THREADCHAT_ENCRYPTION_KEY, the bot serves the codec endpoint on its own listener,
+    # and the dev UI uses it to show decrypted history.
+    codec_url = codec_endpoint(settings)
     server = TemporalDevServer(
         db_file=str(data_dir / "temporal.db"),
         port=TEMPORAL_PORT,
