@@ -1,11 +1,30 @@
 """Mentions in model text (issue 19, item 3): threadchat.mentions alone, with many small
-cases, and the streaming guard against the whole-text function over random cuts."""
+cases, and the streaming guard against the whole-text function over random cuts; then the
+activities and a whole conversation, against the local Slack, which records every
+notification a bot message would send."""
 
 import random
 
 import pytest
+from temporalio.testing import ActivityEnvironment
 
+from activities.bedrock import BedrockActivities
+from activities.replies import ReplyActivities
+from activities.slack import SlackActivities, make_client
+from devtools.bedrock import LocalBedrock
+from devtools.slack import LocalSlack
+from devtools.slack_events import slash_command
+from devtools.stack import ALICE, TEAM
+from threadchat.config import BedrockSettings
 from threadchat.mentions import WORD_JOINER, MentionGuard, neutralize
+from threadchat.model import (
+    ChatMessage,
+    PrivateNote,
+    ReplyRequest,
+    SlackPost,
+    ThreadRef,
+    ThreadTitle,
+)
 
 WJ = WORD_JOINER
 PEOPLE = {"U0ALICE", "W0BOB"}
@@ -138,3 +157,82 @@ def test_the_guard_holds_back_only_what_could_still_become_a_mention():
     # A `<!` that cannot close as a mention any more is let go, escaped.
     out = long_wait.feed("<!here " + "y " * 300)
     assert out.startswith("&lt;!here y") and len(out) > 500
+
+
+# --- Against the local Slack ---------------------------------------------------------------
+
+BROADCASTS = "<!channel> <!here|here> <!everyone> <!subteam^S0DEVS|@devs> @channel @here"
+
+
+@pytest.fixture
+async def slack():
+    server = LocalSlack()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def thread_in(slack: LocalSlack) -> ThreadRef:
+    root = slack.add_message("C0TEAM", user=ALICE, text="a question")
+    return ThreadRef(TEAM, "C0TEAM", root["ts"])
+
+
+async def test_posts_titles_and_notes_keep_only_participants_mentions(slack):
+    activities = SlackActivities(make_client(slack.bot_token, slack.base_url))
+    thread = thread_in(slack)
+    text = f"{BROADCASTS} ask <@U0EVE> or <@{ALICE}>, see https://example.com"
+    env = ActivityEnvironment()
+    await env.run(activities.post_message, SlackPost(thread, text, "k1", participants=[ALICE]))
+    [post] = slack.calls_to("chat.postMessage")
+    assert post.params["unfurl_links"] is False and post.params["unfurl_media"] is False
+    assert f"@{WJ}U0EVE" in post.params["markdown_text"]
+    await env.run(activities.set_title, ThreadTitle(thread, "<!here> title", [ALICE]))
+    assert slack.titles[("C0TEAM", thread.thread_ts)] == f"@{WJ}here title"
+    note = PrivateNote(thread, "U0BOB", "<!channel> <@U0BOB> <@U0EVE>", participants=[ALICE])
+    await env.run(activities.post_private, note)
+    assert slack.ephemerals[-1]["text"] == f"@{WJ}channel <@U0BOB> @{WJ}U0EVE"
+    assert [p["mention"] for p in slack.pings] == [f"@{ALICE}"]
+
+
+async def test_a_streamed_reply_keeps_only_participants_mentions(slack):
+    async with LocalBedrock(stream_chunk_chars=2, stream_delay_s=0.02) as bedrock:
+        model = BedrockActivities(BedrockSettings(endpoint_url=bedrock.url, read_timeout=10))
+        activities = ReplyActivities(model, make_client(slack.bot_token, slack.base_url))
+        thread = thread_in(slack)
+        question = f"[alice] {BROADCASTS} <@U0EVE|eve> <@{ALICE}>"
+        request = ReplyRequest(
+            thread=thread,
+            messages=[ChatMessage("user", question)],
+            context_notes="",
+            idempotency_key="reply-1",
+            recipient_user=ALICE,
+            participants=[ALICE],
+        )
+        delivered = await ActivityEnvironment().run(activities.stream_reply, request)
+    assert "<!channel>" in delivered.text  # the model's words, kept as written...
+    [reply] = slack.bot_replies("C0TEAM", thread.thread_ts)
+    assert f"@{WJ}channel" in reply["text"] and f"@{WJ}eve" in reply["text"]  # ...not sent
+    assert len(slack.calls_to("chat.appendStream")) >= 2  # streamed in pieces
+    assert [p["mention"] for p in slack.pings] == [f"@{ALICE}"]
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+async def test_a_reply_and_summary_quoting_broadcasts_ping_no_one(make_stack, streaming):
+    stack = await make_stack(streaming=streaming, bedrock_options={"stream_chunk_chars": 3})
+    # The offline model quotes the question, so it "says" whatever the question holds.
+    ts = await stack.mention(stack.channel, BROADCASTS)
+    [reply] = await stack.replies(stack.channel, ts, 1)
+    assert f'You said: "[alice] @{WJ}channel @{WJ}here @{WJ}everyone @{WJ}devs' in reply["text"]
+    status, _ = await stack.sender.send_command(
+        slash_command(command="/endchat", text="", channel_id=stack.channel, user_id=ALICE)
+    )
+    assert status == 200
+    await stack.handle(stack.channel, ts).result()
+    replies = await stack.replies(stack.channel, ts, 2)
+    summary = replies[1]["text"]
+    assert "Summary (offline model)" in summary and f"[alice] @{WJ}channel" in summary
+    assert "&lt;!subteam^S0DEVS|@devs" in summary  # cut off mid-mention, escaped
+    assert [p for p in stack.slack.pings if p["channel"] == stack.channel] == []
+    posts = [c.params for c in stack.slack.calls_to("chat.postMessage")]
+    assert posts and all(p.get("unfurl_links") is False for p in posts)
+    assert all(p.get("unfurl_media") is False for p in posts)
