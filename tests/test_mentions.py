@@ -10,7 +10,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.bedrock import BedrockActivities
 from activities.replies import ReplyActivities
-from activities.slack import SlackActivities, make_client
+from activities.slack import SlackActivities
 from devtools.bedrock import LocalBedrock
 from devtools.slack import LocalSlack
 from devtools.slack_events import slash_command
@@ -25,6 +25,7 @@ from threadchat.model import (
     ThreadRef,
     ThreadTitle,
 )
+from threadchat.slack_client import make_client
 
 WJ = WORD_JOINER
 PEOPLE = {"U0ALICE", "W0BOB"}
