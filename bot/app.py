@@ -147,6 +147,7 @@ async def serve(settings: Settings, temporal: Client, stop: asyncio.Event, host:
     `/healthz` is served on PORT in both modes, for load balancers and orchestrators; with
     encryption keys, the codec endpoint on THREADCHAT_CODEC_HOST:THREADCHAT_CODEC_PORT.
     """
+    settings.require_codec_guard()
     app = build_app(settings.slack, temporal, settings.temporal.task_queue, settings.token_limits)
     socket_mode = settings.slack.socket_mode
     web_app = build_web_app(

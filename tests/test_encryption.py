@@ -151,11 +151,6 @@ def test_bad_keys_are_config_errors_that_do_not_echo_the_key(value, problem):
         ({KEY_VARIABLE: "c2VjcmV0LWtleS10b28tc2hvcnQ="}, KEY_VARIABLE),  # 20 bytes
         ({KEY_VARIABLE: "%%%%secret%%%%"}, KEY_VARIABLE),
         ({"THREADCHAT_CODEC_ORIGINS": "localhost:8233"}, "THREADCHAT_CODEC_ORIGINS"),
-        # The codec endpoint off loopback, unguarded.
-        (
-            {KEY_VARIABLE: b64(bytes(range(32))), "THREADCHAT_CODEC_HOST": "0.0.0.0"},
-            "THREADCHAT_CODEC_TOKEN",
-        ),
         ({"THREADCHAT_CODEC_PORT": "70000"}, "THREADCHAT_CODEC_PORT"),
     ],
 )
@@ -416,14 +411,36 @@ def test_off_loopback_the_codec_endpoint_needs_a_token(env, host, error):
     keyed = {KEY_VARIABLE: b64(os.urandom(32)), **env}
     if error:
         with pytest.raises(ConfigError) as err:
-            load_settings(keyed)
+            load_settings(keyed).require_codec_guard()
         assert err.value.variable == error
     else:
         settings = load_settings(keyed)
+        settings.require_codec_guard()
         assert settings.codec_host == host and settings.codec_port == 8234
     # Without keys there is no codec endpoint to guard.
     if error == "THREADCHAT_CODEC_TOKEN":
-        assert load_settings(env).codec_host == env["THREADCHAT_CODEC_HOST"]
+        load_settings(env).require_codec_guard()
+
+
+def test_the_bot_will_not_serve_an_unguarded_codec_off_loopback():
+    key = b64(os.urandom(32))
+    result = subprocess.run(
+        [THREADCHAT, "bot"],
+        env={
+            **BASE_ENV,
+            "SLACK_BOT_TOKEN": "xoxb-1",
+            "SLACK_SIGNING_SECRET": "s",
+            KEY_VARIABLE: key,
+            "THREADCHAT_CODEC_HOST": "0.0.0.0",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "THREADCHAT_CODEC_TOKEN" in line and "0.0.0.0" in line
+    assert key not in result.stderr + result.stdout
 
 
 async def test_without_a_token_decode_is_open_on_loopback_and_encode_is_refused():

@@ -149,6 +149,16 @@ class Settings:
         if not self.slack.bot_token:
             raise ConfigError("SLACK_BOT_TOKEN", "is required (the bot token, xoxb-...)")
 
+    def require_codec_guard(self) -> None:
+        """The codec endpoint (served by the bot with encryption keys) decrypts whatever it
+        is sent: off loopback, only with a bearer token."""
+        if self.encryption_keys and not self.codec_token and not is_loopback(self.codec_host):
+            raise ConfigError(
+                "THREADCHAT_CODEC_TOKEN",
+                f"is required when THREADCHAT_CODEC_HOST ({self.codec_host}) is not a loopback "
+                "address: the codec endpoint decrypts for whoever reaches it",
+            )
+
     def require_bot_credentials(self) -> None:
         """The bot needs its token, and in HTTP mode a signing secret: never serve unverified."""
         self.require_slack_token()
@@ -271,20 +281,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _codec_listener(env: Mapping[str, str], encrypted: bool, token: str | None) -> tuple[str, int]:
-    """THREADCHAT_CODEC_HOST and _PORT. The endpoint decrypts whatever it is sent, so off
-    loopback it is only served with a bearer token."""
+def _codec_listener(env: Mapping[str, str]) -> tuple[str, int]:
+    """THREADCHAT_CODEC_HOST and _PORT (whether a token guards them: `require_codec_guard`)."""
     host = _get(env, "THREADCHAT_CODEC_HOST") or DEFAULT_CODEC_HOST
     if any(c.isspace() or c in "/@" for c in host):
         raise ConfigError("THREADCHAT_CODEC_HOST", f"must be an address to bind, got {host!r}")
-    port = _number(env, "THREADCHAT_CODEC_PORT", DEFAULT_CODEC_PORT, int, 0, 65535)
-    if encrypted and not token and not is_loopback(host):
-        raise ConfigError(
-            "THREADCHAT_CODEC_TOKEN",
-            f"is required when THREADCHAT_CODEC_HOST ({host}) is not a loopback address: "
-            "the codec endpoint decrypts for whoever reaches it",
-        )
-    return host, port
+    return host, _number(env, "THREADCHAT_CODEC_PORT", DEFAULT_CODEC_PORT, int, 0, 65535)
 
 
 def _temporal(env: Mapping[str, str]) -> TemporalSettings:
@@ -368,7 +370,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     channels_file = _get(env, "THREADCHAT_CHANNELS_FILE")
     encryption_keys = _encryption_keys(env)
     codec_token = _get(env, "THREADCHAT_CODEC_TOKEN")
-    codec_host, codec_port = _codec_listener(env, bool(encryption_keys), codec_token)
+    codec_host, codec_port = _codec_listener(env)
     try:
         per_channel = load_channels(channels_file) if channels_file else {}
     except ChannelsFileError as err:
