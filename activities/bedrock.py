@@ -256,7 +256,9 @@ class BedrockActivities:
                         block = _file_block(kind, file, data, names)
                 if block is not None:
                     content += [{"text": attachments.label(file)}, block]
-                elif index == last:
+                elif reason == "elsewhere":
+                    content.append({"text": attachments.label(file, read=False)})
+                if block is None and index == last:
                     why = texts.file_problem(
                         reason,
                         size=attachments.megabytes(file.size),

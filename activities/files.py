@@ -2,8 +2,10 @@
 
 Each file is looked up with files.info first: it must still exist and be shared in the
 conversation's own channel, so a file id from another channel never reaches this thread's
-prompt. Then its bytes come from url_private_download with the bot token; a redirect (Slack's
-sign-in page) or an error means Slack will not serve it. A file stays in the prompt for
+prompt. Then its bytes come from url_private_download with the bot token, but only from
+Slack's own file hosts (attachments.token_url): a file stored outside Slack, or a URL that
+points elsewhere, is named to the model and never fetched. A redirect (Slack's sign-in page)
+or an error means Slack will not serve it. A file stays in the prompt for
 later turns while the budget has room, so the worker keeps the bytes it downloaded in memory
 for a few minutes (bounded in size); the files.info check is made again every time.
 """
@@ -48,6 +50,7 @@ class SlackFiles:
 
     def __init__(self, token: str, api_url: str):
         self.token = token
+        self.api_url = api_url
         self.client = WebClient(
             token=token, base_url=api_url, timeout=HTTP_TIMEOUT_SECONDS, retry_handlers=[]
         )
@@ -69,9 +72,11 @@ class SlackFiles:
             kept = self.kept.get(file.id)
         if kept is not None:
             return kept
-        url = info.get("url_private_download") or info.get("url_private")
-        if not url:
+        if not (info.get("url_private_download") or info.get("url_private")):
             raise FileUnavailable("not_served")
+        url = attachments.token_url(info, self.api_url)
+        if url is None:
+            raise FileUnavailable("elsewhere")
         limit = attachments.limit(file)
         try:
             response = self.http.request(

@@ -33,6 +33,7 @@ from activities.bedrock import BedrockActivities, ModelRequest, check_stop_reaso
 from threadchat import telemetry, texts
 from threadchat.actions import message_body, reply_actions
 from threadchat.formatting import SAFE_LIMIT, slack_markdown, split_markdown
+from threadchat.mentions import MentionGuard, neutralize
 from threadchat.model import DeliveredReply, ReplyRef, ReplyRequest
 from threadchat.texts import THINKING, THINKING_RETRYING
 
@@ -49,7 +50,11 @@ RATE_LIMIT_WAITS = 3
 
 
 class SlackReplyWriter:
-    """Writes one growing reply into a thread: streamed, edited in place, or posted once."""
+    """Writes one growing reply into a thread: streamed, edited in place, or posted once.
+
+    Everything it writes is model text, so mentions are neutralised on the way (what is
+    streamed is exactly what the finished text is) and links are never unfurled where Slack
+    lets a post say so."""
 
     def __init__(self, client: AsyncWebClient, request: ReplyRequest, earlier: list[str]):
         self.client = client
@@ -64,6 +69,8 @@ class SlackReplyWriter:
         self.sent = ""  # text already in the current (last) message
         self.pending = ""  # text not yet sent
         self.last_flush = 0.0
+        self.participants = request.participants or None
+        self.guard = MentionGuard(self.participants)
 
     @property
     def ts(self) -> str | None:
@@ -79,7 +86,7 @@ class SlackReplyWriter:
         activity.heartbeat(self.progress())
 
     async def append(self, text: str) -> None:
-        self.pending += text
+        self.pending += self.guard.feed(text)
         interval = STREAM_FLUSH_SECONDS if self.mode == "stream" else UPDATE_FLUSH_SECONDS
         if self.mode in ("stream", "update") and time.monotonic() - self.last_flush >= interval:
             await self._flush()
@@ -138,6 +145,7 @@ class SlackReplyWriter:
                     thread_ts=self.thread.thread_ts,
                     markdown_text=chunk,
                     unfurl_links=False,
+                    unfurl_media=False,
                 )
                 self._created(response["ts"])
             else:
@@ -179,7 +187,9 @@ class SlackReplyWriter:
         # Tables stream as raw pipes; Slack can't render them, so the finished text shows
         # them as code blocks. Converting the whole answer also catches tables that were
         # split across chunks.
+        text = neutralize(text, self.participants)
         final = slack_markdown(text)
+        self.pending += self.guard.flush()
         if self.mode in ("stream", "update"):
             await self._flush()
             one_message = len(self.earlier) + len(self.messages) == 1
@@ -207,6 +217,7 @@ class SlackReplyWriter:
                 thread_ts=self.thread.thread_ts,
                 metadata=meta,
                 unfurl_links=False,
+                unfurl_media=False,
                 **message_body(part, actions),
             )
             self._created(response["ts"])

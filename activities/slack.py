@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 from threadchat import texts
 from threadchat.actions import message_body
 from threadchat.formatting import slack_markdown, split_markdown
+from threadchat.mentions import neutralize
 from threadchat.model import (
     AssistantGreeting,
     EndNotice,
@@ -124,7 +125,9 @@ class SlackActivities:
             if greeting.context_channel
             else texts.GREETING.format(user=greeting.user)
         )
-        await self.post_message(SlackPost(greeting.thread, text, greeting.idempotency_key))
+        await self.post_message(
+            SlackPost(greeting.thread, text, greeting.idempotency_key, participants=[greeting.user])
+        )
         try:
             await self.client.assistant_threads_setSuggestedPrompts(
                 channel_id=greeting.thread.channel,
@@ -139,7 +142,9 @@ class SlackActivities:
         """The assistant panel thread's title."""
         try:
             await self.client.assistant_threads_setTitle(
-                channel_id=title.thread.channel, thread_ts=title.thread.thread_ts, title=title.title
+                channel_id=title.thread.channel,
+                thread_ts=title.thread.thread_ts,
+                title=neutralize(title.title, title.participants or None),
             )
         except SlackApiError as err:
             raise classify(err) from err
@@ -149,9 +154,10 @@ class SlackActivities:
         """Post `post.text` into the thread, at most once per idempotency key.
 
         Text over Slack's Markdown limit goes out as several messages, in order, each with a
-        key of its own so that a retry posts only the parts still missing.
+        key of its own so that a retry posts only the parts still missing. It may be model
+        text (a reply, a summary): mentions are neutralised and links never unfurled.
         """
-        parts = split_markdown(slack_markdown(post.text))
+        parts = split_markdown(slack_markdown(neutralize(post.text, post.participants or None)))
         written: list[str] = []
         try:
             posted = {}
@@ -170,6 +176,7 @@ class SlackActivities:
                     thread_ts=post.thread.thread_ts,
                     metadata=message_metadata(key),
                     unfurl_links=False,
+                    unfurl_media=False,
                     **message_body(part, post.actions if last else None),
                 )
                 written.append(response["ts"])
@@ -185,7 +192,9 @@ class SlackActivities:
                 channel=note.thread.channel,
                 user=note.user,
                 thread_ts=note.thread.thread_ts,
-                markdown_text=note.text,
+                markdown_text=neutralize(
+                    note.text, [note.user, *note.participants] if note.participants else None
+                ),
             )
         except SlackApiError as err:
             raise classify(err) from err

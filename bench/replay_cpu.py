@@ -103,7 +103,9 @@ def main() -> None:
             measured = replay(tree, [histories / n for n in chosen], args.repeat)
             for name, ms in measured.items():
                 samples[label].setdefault(name, []).extend(ms)
-    median = {label: {n: statistics.median(v) for n, v in s.items()} for label, s in samples.items()}
+    median = {
+        label: {n: statistics.median(v) for n, v in s.items()} for label, s in samples.items()
+    }
     one = [n for n in chosen if turns(sides["A"][1] / n) == 1 == turns(sides["B"][1] / n)]
     longest = max(chosen, key=lambda n: turns(sides["A"][1] / n))
     print(f"{len(chosen)} conversation histories in both sets; {args.rounds} rounds x")

@@ -1,6 +1,7 @@
 """The Slack app: built here, listeners registered, served over HTTP or Socket Mode."""
 
 import asyncio
+import functools
 import logging
 import time
 from datetime import timedelta
@@ -17,7 +18,7 @@ from temporalio.converter import PayloadCodec
 from bot.conversations import Conversations, request_arrived
 from bot.listeners import register_listeners
 from bot.parsing import malformed
-from threadchat import telemetry
+from threadchat import signature, telemetry
 from threadchat.codec import CODEC_PATH, EncryptionCodec, codec_routes
 from threadchat.config import DEFAULT_CODEC_ORIGINS, ConfigError, Settings, SlackSettings
 from threadchat.model import TokenLimits
@@ -59,15 +60,12 @@ def build_app(
 
 
 def build_web_app(
-    app: AsyncApp | None,
-    temporal: Client,
-    codec: PayloadCodec | None = None,
-    codec_token: str | None = None,
-    codec_origins: tuple[str, ...] = DEFAULT_CODEC_ORIGINS,
+    app: AsyncApp | None, temporal: Client, signing_secret: str = ""
 ) -> web.Application:
-    """`POST /slack/events` (when `app` is given), `GET /healthz`, and with `codec` the remote
-    codec endpoint `POST /codec/decode` and `/codec/encode` (bearer `codec_token` if set;
-    CORS for the Temporal Web UI at `codec_origins`)."""
+    """`POST /slack/events` (when `app` is given, verified with `signing_secret`) and
+    `GET /healthz`: what PORT serves, to Slack and to load balancers."""
+    if app is not None and not signing_secret:
+        raise ValueError("a signing secret is required to serve Slack events")
 
     async def slack_events(request: web.Request) -> web.Response:
         started = time.monotonic()
@@ -79,16 +77,31 @@ def build_web_app(
         return await to_aiohttp_response(bolt_response)
 
     async def dispatch(request: web.Request) -> BoltResponse:
-        """Hand a request to Bolt; input Bolt cannot even parse is refused with a 4xx.
+        """Hand a request to Bolt once its signature holds; input Bolt cannot even parse is
+        refused with a 4xx.
 
-        Errors inside listeners (Temporal unreachable) are Bolt's to answer, with a 5xx so that
-        Slack delivers the event again; anything raised before or around them is bad input.
+        The order is the point: size and signature headers first (no body read), then the
+        signature over the raw bytes, and only then is the body parsed. Errors inside
+        listeners (Temporal unreachable) are Bolt's to answer, with a 5xx so that Slack
+        delivers the event again; anything raised before or around them is bad input.
         """
-        timestamp = request.headers.get("X-Slack-Request-Timestamp", "0")
-        if not timestamp.isdigit():
+        if (request.content_length or 0) > signature.MAX_BODY_BYTES:
+            return BoltResponse(status=413, body='{"error": "request body too large"}')
+        timestamp = request.headers.get("X-Slack-Request-Timestamp")
+        signed = request.headers.get("X-Slack-Signature")
+        if not signature.plausible(timestamp, signed, time.time()):
             return BoltResponse(status=401, body='{"error": "invalid request"}')
         try:
-            body = (await request.read()).decode("utf-8")
+            raw = await request.read()  # at most client_max_size, else 413
+        except web.HTTPRequestEntityTooLarge:
+            return BoltResponse(status=413, body='{"error": "request body too large"}')
+        # hashlib lets go of the GIL on large inputs: big bodies are hashed off the loop.
+        check = functools.partial(signature.valid, signing_secret, timestamp, signed, raw)
+        ok = await asyncio.to_thread(check) if len(raw) > 64 * 1024 else check()
+        if not ok:
+            return BoltResponse(status=401, body='{"error": "invalid request"}')
+        try:
+            body = raw.decode("utf-8")
             if malformed(body):
                 return BoltResponse(status=400, body='{"error": "malformed payload"}')
             return await app.async_dispatch(
@@ -108,12 +121,23 @@ def build_web_app(
             status=200 if healthy else 503,
         )
 
-    web_app = web.Application(client_max_size=1024 * 1024)
+    web_app = web.Application(client_max_size=signature.MAX_BODY_BYTES)
     web_app.router.add_get("/healthz", healthz)
     if app is not None:
         web_app.router.add_post(EVENTS_PATH, slack_events)
-    if codec is not None:
-        web_app.add_routes(codec_routes(codec, codec_token, codec_origins))
+    return web_app
+
+
+def build_codec_app(
+    codec: PayloadCodec,
+    codec_token: str | None = None,
+    codec_origins: tuple[str, ...] = DEFAULT_CODEC_ORIGINS,
+) -> web.Application:
+    """The remote codec endpoint alone, `POST /codec/decode` and `/codec/encode` (bearer
+    `codec_token`; CORS for the Temporal Web UI at `codec_origins`): for operators, on a
+    listener of its own, so that exposing /slack/events to Slack never exposes it."""
+    web_app = web.Application(client_max_size=signature.MAX_BODY_BYTES * 4)
+    web_app.add_routes(codec_routes(codec, codec_token, codec_origins))
     return web_app
 
 
@@ -134,24 +158,33 @@ def bound_port(runner: web.AppRunner) -> int:
 async def serve(settings: Settings, temporal: Client, stop: asyncio.Event, host: str) -> None:
     """Run the bot until `stop` is set: Socket Mode when an app token is set, else HTTP.
 
-    `/healthz` is served on PORT in both modes, for load balancers and orchestrators.
+    `/healthz` is served on PORT in both modes, for load balancers and orchestrators; with
+    encryption keys, the codec endpoint on THREADCHAT_CODEC_HOST:THREADCHAT_CODEC_PORT.
     """
+    settings.require_codec_guard()
     app = build_app(settings.slack, temporal, settings.temporal.task_queue, settings.token_limits)
     socket_mode = settings.slack.socket_mode
-    codec = EncryptionCodec(settings.encryption_keys) if settings.encryption_keys else None
     web_app = build_web_app(
-        None if socket_mode else app,
-        temporal,
-        codec=codec,
-        codec_token=settings.codec_token,
-        codec_origins=settings.codec_origins,
+        None if socket_mode else app, temporal, signing_secret=settings.slack.signing_secret or ""
     )
     runner = await start_http(web_app, host, settings.slack.port)
-    if codec is not None and not settings.codec_token:
-        log.warning(
-            "codec endpoint %s decrypts without THREADCHAT_CODEC_TOKEN: expose it to operators "
-            "only, never to the internet",
+    runners = [runner]
+    if settings.encryption_keys:
+        codec_app = build_codec_app(
+            EncryptionCodec(settings.encryption_keys), settings.codec_token, settings.codec_origins
+        )
+        try:
+            codec_runner = await start_http(codec_app, settings.codec_host, settings.codec_port)
+        except BaseException:
+            await runner.cleanup()
+            raise
+        runners.append(codec_runner)
+        log.info(
+            "codec endpoint %s on %s:%s%s",
             CODEC_PATH,
+            settings.codec_host,
+            bound_port(codec_runner),
+            "" if settings.codec_token else " (decode without a token: loopback only)",
         )
     try:
         if socket_mode:
@@ -161,7 +194,8 @@ async def serve(settings: Settings, temporal: Client, stop: asyncio.Event, host:
             await stop.wait()
     finally:
         log.info("bot shutting down")
-        await runner.cleanup()  # lets in-flight HTTP requests finish their hand-over
+        for each in runners:
+            await each.cleanup()  # lets in-flight HTTP requests finish their hand-over
 
 
 async def _serve_socket_mode(app: AsyncApp, app_token: str, stop: asyncio.Event) -> None:

@@ -26,6 +26,7 @@ import contextlib
 import copy
 import json
 import logging
+import re
 import signal
 import time
 import urllib.parse
@@ -63,6 +64,31 @@ DEFAULT_USERS: dict[str, str] = {"U0ALICE": "alice", "U0BOB": "bob", "U0CAROL": 
 
 # Methods called with the app-level token (xapp-…) rather than the bot token.
 APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
+
+# What makes Slack notify people, in a message's text, Markdown or blocks (docs.slack.dev,
+# "Formatting message text"): `<!channel>`, `<!here>`, `<!everyone>`, `<!subteam^ID>`,
+# `<@U…>`, with or without a label; `<!date^…>` only formats a date. And, counted here to be
+# safe, the bare words Slack's mrkdwn parsing can link (`@channel` and friends).
+_PING = re.compile(r"<((?:!|@)[^<>|\n]+)(?:\|[^<>\n]*)?>")
+_BARE_PING = re.compile(r"(?<![\w.+\-@/])@(channel|here|everyone|group)\b", re.IGNORECASE)
+
+
+def _texts_of(message: Json) -> list[str]:
+    texts = [str(message.get(key) or "") for key in ("text", "markdown_text")]
+    for block in message.get("blocks") or []:
+        text = block.get("text") if isinstance(block, dict) else None
+        texts.append(str(text.get("text", "") if isinstance(text, dict) else text or ""))
+    return texts
+
+
+def mentions_in(message: Json) -> list[str]:
+    """Whom a message's content would notify, as Slack writes them (`!channel`, `@U0BOB`,
+    `@here` for a bare word), in order, once each."""
+    found: list[str] = []
+    for text in _texts_of(message):
+        found += [m for m in _PING.findall(text) if not m.startswith("!date^")]
+        found += ["@" + word.lower() for word in _BARE_PING.findall(text)]
+    return list(dict.fromkeys(found))
 
 
 @dataclass
@@ -205,6 +231,8 @@ class LocalSlack:
 
         self.calls: list[RecordedCall] = []
         self.ephemerals: list[Json] = []
+        # Every notification a bot message would have sent: {"channel", "ts", "mention"}.
+        self.pings: list[Json] = []
 
         self._channels: dict[str, dict[str, Json]] = {}
         self._statuses: dict[tuple[str, str], str] = {}
@@ -459,11 +487,21 @@ class LocalSlack:
         return copy.deepcopy(message)
 
     def add_file(
-        self, *, user: str, name: str, mimetype: str, content: bytes, served: bool = True
+        self,
+        *,
+        user: str,
+        name: str,
+        mimetype: str,
+        content: bytes,
+        served: bool = True,
+        mode: str = "hosted",
+        url: str | None = None,
     ) -> Json:
         """A file a user uploaded, not yet shared anywhere; returns its metadata as Slack
         puts it on a message. With `served` false, downloads of it are refused (a file Slack
-        will not serve: deleted, or hidden by the workspace's limits)."""
+        will not serve: deleted, or hidden by the workspace's limits). `mode` "external" is a
+        file shared from external storage (Google Drive, Dropbox, …); `url` makes its
+        url_private(_download) point there instead of at this server."""
         file_id = "F" + uuid.uuid4().hex[:10].upper()
         filetype = name.rsplit(".", 1)[-1].lower() if "." in name else "binary"
         quoted = urllib.parse.quote(name, safe="")
@@ -476,11 +514,11 @@ class LocalSlack:
             "filetype": filetype,
             "user": user,
             "size": len(content),
-            "mode": "hosted",
-            "url_private": f"{self.base_url.removesuffix('/api/')}/files/{file_id}/{quoted}",
-            "url_private_download": (
-                f"{self.base_url.removesuffix('/api/')}/files/{file_id}/{quoted}?download=1"
-            ),
+            "mode": mode,
+            "is_external": mode == "external",
+            "url_private": url or f"{self.base_url.removesuffix('/api/')}/files/{file_id}/{quoted}",
+            "url_private_download": url
+            or f"{self.base_url.removesuffix('/api/')}/files/{file_id}/{quoted}?download=1",
             "channels": [],
             "groups": [],
             "ims": [],
@@ -780,7 +818,19 @@ class LocalSlack:
         self._channels.setdefault(channel, {})[message["ts"]] = message
         if thread_ts is not None:
             self._refresh_parent(channel, thread_ts)
+        self._note_pings(channel, message)
         self._emit({"type": "message", "channel": channel, "message": message, **notify})
+
+    def _note_pings(self, channel: str, message: Json) -> None:
+        """Record whom the bot's message, as it now reads, notifies (once per mention)."""
+        if message.get("user") != self.bot_user_id:
+            return
+        noted = {
+            p["mention"] for p in self.pings if (p["channel"], p["ts"]) == (channel, message["ts"])
+        }
+        for mention in mentions_in(message):
+            if mention not in noted:
+                self.pings.append({"channel": channel, "ts": message["ts"], "mention": mention})
 
     def _refresh_parent(self, channel: str, thread_ts: str) -> None:
         """Keep the parent's thread summary (reply_count, reply_users, …) like Slack does."""
@@ -992,6 +1042,7 @@ class LocalSlack:
         if metadata is not None:
             message["metadata"] = metadata
         message["edited"] = {"user": self.bot_user_id, "ts": self._next_ts()}
+        self._note_pings(channel, message)
         self._emit(
             {
                 "type": "message_changed",
@@ -1334,6 +1385,7 @@ class LocalSlack:
         if not params.get("markdown_text") and not params.get("chunks"):
             raise SlackError("no_text")
         delta = self._append(message, stream, params)
+        self._note_pings(channel, message)
         self._emit(
             {
                 "type": "stream_append",
@@ -1354,6 +1406,7 @@ class LocalSlack:
             message["blocks"] = blocks
         if metadata is not None:
             message["metadata"] = metadata
+        self._note_pings(channel, message)
         stream.state = "completed"
         self._emit(
             {

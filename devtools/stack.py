@@ -111,7 +111,9 @@ class Stack:
             self.settings.temporal.task_queue,
             self.settings.token_limits,
         )
-        runner = await start_http(build_web_app(app, self.client), "127.0.0.1", 0)
+        secret = self.settings.slack.signing_secret or ""
+        web_app = build_web_app(app, self.client, signing_secret=secret)
+        runner = await start_http(web_app, "127.0.0.1", 0)
         self.bot_url = f"http://127.0.0.1:{bound_port(runner)}{EVENTS_PATH}"
         self.sender = EventSender(self.bot_url, SIGNING_SECRET)
         self._closers.append(runner.cleanup)

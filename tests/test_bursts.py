@@ -65,7 +65,8 @@ async def test_a_stalled_temporal_gets_a_5xx_before_slack_gives_up(make_stack):
     stalled = await server.start()
     stack = await make_stack(bot=False, worker=False)
     app = build_app(stack.settings.slack, stalled, stack.settings.temporal.task_queue)
-    runner = await start_http(build_web_app(app, stalled), "127.0.0.1", 0)
+    web_app = build_web_app(app, stalled, signing_secret=SIGNING_SECRET)
+    runner = await start_http(web_app, "127.0.0.1", 0)
     sender = EventSender(f"http://127.0.0.1:{bound_port(runner)}/slack/events", SIGNING_SECRET)
     os.killpg(server.process.pid, signal.SIGSTOP)
     try:

@@ -1,11 +1,14 @@
 """Encryption at rest: every Temporal payload is sealed with AES-256-GCM (threadchat.codec),
 keys rotate, the raw history on the server holds no plaintext of any message or reply, and
-the codec endpoint shows operators the decrypted history, to them only."""
+the codec endpoint shows operators the decrypted history, to them only: on a listener of its
+own (never on PORT, which faces Slack), on loopback unless a token guards it, and encoding
+only with the token."""
 
 import asyncio
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -19,9 +22,9 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.client import Client
 from temporalio.converter import default as default_converter
 
-from bot.app import bound_port, build_web_app, start_http
+from bot.app import bound_port, build_codec_app, start_http
 from devtools.slack_events import slash_command
-from devtools.stack import ALICE, BOB, TEAM, start_stack
+from devtools.stack import ALICE, BOB, TEAM, eventually, start_stack
 from devtools.temporal_server import temporal_cli
 from threadchat.codec import (
     ENCODING,
@@ -148,6 +151,7 @@ def test_bad_keys_are_config_errors_that_do_not_echo_the_key(value, problem):
         ({KEY_VARIABLE: "c2VjcmV0LWtleS10b28tc2hvcnQ="}, KEY_VARIABLE),  # 20 bytes
         ({KEY_VARIABLE: "%%%%secret%%%%"}, KEY_VARIABLE),
         ({"THREADCHAT_CODEC_ORIGINS": "localhost:8233"}, "THREADCHAT_CODEC_ORIGINS"),
+        ({"THREADCHAT_CODEC_PORT": "70000"}, "THREADCHAT_CODEC_PORT"),
     ],
 )
 @pytest.mark.parametrize("command", ["worker", "bot", "show"])
@@ -304,9 +308,7 @@ async def test_raw_history_holds_no_plaintext_and_the_codec_endpoint_decrypts(te
 
         # The codec endpoint: what the worker wrote, decrypted for the Temporal UI.
         token = uuid.uuid4().hex
-        web_app = build_web_app(
-            None, encrypting, codec=encrypting.data_converter.payload_codec, codec_token=token
-        )
+        web_app = build_codec_app(encrypting.data_converter.payload_codec, codec_token=token)
         codec_runner = await start_http(web_app, "127.0.0.1", 0)
         base = f"http://127.0.0.1:{bound_port(codec_runner)}/codec"
         body = json_format.MessageToJson(Payloads(payloads=encrypted))
@@ -386,3 +388,158 @@ async def test_raw_history_holds_no_plaintext_and_the_codec_endpoint_decrypts(te
         if codec_runner is not None:
             await codec_runner.cleanup()
         await stack.close()
+
+
+# --- The codec endpoint's own listener (issue 19, item 5) ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "host", "error"),
+    [
+        ({}, "127.0.0.1", None),
+        ({"THREADCHAT_CODEC_HOST": "::1"}, "::1", None),
+        ({"THREADCHAT_CODEC_HOST": "localhost"}, "localhost", None),
+        ({"THREADCHAT_CODEC_HOST": "127.0.0.2"}, "127.0.0.2", None),
+        ({"THREADCHAT_CODEC_HOST": "0.0.0.0"}, "", "THREADCHAT_CODEC_TOKEN"),
+        ({"THREADCHAT_CODEC_HOST": "10.1.2.3"}, "", "THREADCHAT_CODEC_TOKEN"),
+        ({"THREADCHAT_CODEC_HOST": "codec.internal"}, "", "THREADCHAT_CODEC_TOKEN"),
+        ({"THREADCHAT_CODEC_HOST": "0.0.0.0", "THREADCHAT_CODEC_TOKEN": "t"}, "0.0.0.0", None),
+        ({"THREADCHAT_CODEC_HOST": "http://x/"}, "", "THREADCHAT_CODEC_HOST"),
+    ],
+)
+def test_off_loopback_the_codec_endpoint_needs_a_token(env, host, error):
+    keyed = {KEY_VARIABLE: b64(os.urandom(32)), **env}
+    if error:
+        with pytest.raises(ConfigError) as err:
+            load_settings(keyed).require_codec_guard()
+        assert err.value.variable == error
+    else:
+        settings = load_settings(keyed)
+        settings.require_codec_guard()
+        assert settings.codec_host == host and settings.codec_port == 8234
+    # Without keys there is no codec endpoint to guard.
+    if error == "THREADCHAT_CODEC_TOKEN":
+        load_settings(env).require_codec_guard()
+
+
+def test_the_bot_will_not_serve_an_unguarded_codec_off_loopback():
+    key = b64(os.urandom(32))
+    result = subprocess.run(
+        [THREADCHAT, "bot"],
+        env={
+            **BASE_ENV,
+            "SLACK_BOT_TOKEN": "xoxb-1",
+            "SLACK_SIGNING_SECRET": "s",
+            KEY_VARIABLE: key,
+            "THREADCHAT_CODEC_HOST": "0.0.0.0",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "THREADCHAT_CODEC_TOKEN" in line and "0.0.0.0" in line
+    assert key not in result.stderr + result.stdout
+
+
+async def test_without_a_token_decode_is_open_on_loopback_and_encode_is_refused():
+    codec = EncryptionCodec([os.urandom(32)])
+    [sealed] = await codec.encode([Payload(metadata={"encoding": b"json/plain"}, data=b'"hi"')])
+    runner = await start_http(build_codec_app(codec), "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{bound_port(runner)}/codec"
+    headers = {"Content-Type": "application/json"}
+    try:
+        async with aiohttp.ClientSession() as session:
+            body = json_format.MessageToJson(Payloads(payloads=[sealed]))
+            async with session.post(f"{base}/decode", data=body, headers=headers) as resp:
+                assert resp.status == 200
+                assert json_format.Parse(await resp.read(), Payloads()).payloads[0].data == b'"hi"'
+            plain = json_format.MessageToJson(
+                Payloads(payloads=[Payload(metadata={"encoding": b"json/plain"}, data=b'"x"')])
+            )
+            async with session.post(f"{base}/encode", data=plain, headers=headers) as resp:
+                assert resp.status == 403
+                assert "THREADCHAT_CODEC_TOKEN" in (await resp.json())["error"]
+    finally:
+        await runner.cleanup()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_the_bot_serves_the_codec_on_its_own_port_never_beside_slack_events(
+    temporal_server,
+):
+    server = temporal_server[0]
+    key = os.urandom(32)
+    [sealed] = await EncryptionCodec([key]).encode(
+        [Payload(metadata={"encoding": b"json/plain"}, data=b'"the locker code"')]
+    )
+    port, codec_port = free_port(), free_port()
+    env = {
+        **BASE_ENV,
+        "TEMPORAL_ADDRESS": server.address,
+        "SLACK_BOT_TOKEN": "xoxb-unused",
+        "SLACK_SIGNING_SECRET": "secret",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "THREADCHAT_CODEC_PORT": str(codec_port),
+        KEY_VARIABLE: b64(key),
+    }
+    bot = await asyncio.create_subprocess_exec(
+        THREADCHAT, "bot", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    body = json_format.MessageToJson(Payloads(payloads=[sealed]))
+    headers = {"Content-Type": "application/json"}
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def up() -> bool:
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                        return resp.status == 200
+                except aiohttp.ClientConnectionError:
+                    assert bot.returncode is None, await bot.stderr.read()
+                    return False
+
+            await eventually(up, timeout=30, what="the bot's /healthz")
+            slack_side = f"http://127.0.0.1:{port}/codec/decode"
+            async with session.post(slack_side, data=body, headers=headers) as resp:
+                assert resp.status in (404, 405)
+                assert b"the locker code" not in await resp.read()
+
+            codec_side = f"http://127.0.0.1:{codec_port}/codec/decode"
+            async with session.post(codec_side, data=body, headers=headers) as resp:
+                assert resp.status == 200
+                decoded = json_format.Parse(await resp.read(), Payloads())
+            assert decoded.payloads[0].data == b'"the locker code"'
+    finally:
+        bot.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(bot.communicate(), 30)
+    assert bot.returncode == 0, stderr
+    assert f"127.0.0.1:{codec_port}".encode() in stderr  # the log says where it is
+
+
+@pytest.mark.parametrize(
+    ("env", "url"),
+    [
+        ({}, "http://127.0.0.1:8234/codec"),
+        ({"THREADCHAT_CODEC_PORT": "9000"}, "http://127.0.0.1:9000/codec"),
+        ({"THREADCHAT_CODEC_HOST": "::1"}, "http://[::1]:8234/codec"),
+        (
+            {"THREADCHAT_CODEC_HOST": "0.0.0.0", "THREADCHAT_CODEC_TOKEN": "t"},
+            "http://127.0.0.1:8234/codec",
+        ),
+    ],
+)
+def test_threadchat_dev_points_the_temporal_ui_at_the_codec_listener(env, url):
+    from threadchat.commands.dev import codec_endpoint
+
+    settings = load_settings({KEY_VARIABLE: b64(os.urandom(32)), "PORT": "3000", **env})
+    assert codec_endpoint(settings) == url  # never PORT (3000), which faces Slack

@@ -5,10 +5,13 @@ file that cannot be read."""
 import base64
 import json
 
+import pytest
+from aiohttp import web
+
 from devtools.samples import TINY_PDF, tiny_png
 from devtools.slack_events import message_event
 from devtools.stack import ALICE, Stack, eventually
-from threadchat import texts
+from threadchat import attachments, texts
 
 PNG = tiny_png()
 PDF = TINY_PDF
@@ -149,3 +152,86 @@ async def test_a_model_that_cannot_read_files_says_so(make_stack):
     [reply] = await stack.replies(stack.channel, thread, 1)
     assert f"I couldn't read chart.png: {texts.FILE_PROBLEMS['no_vision']}" in reply["text"]
     await eventually(lambda: stack.slack.download_requests == [], what="no download")
+
+
+# --- Where the bot token may go (issue 19, item 7) --------------------------------------
+
+API = "https://slack.com/api/"
+LOCAL_API = "http://127.0.0.1:8766/api/"
+
+
+@pytest.mark.parametrize(
+    ("url", "api_url", "sent"),
+    [
+        ("https://files.slack.com/files-pri/T1-F1/download/a.png", API, True),
+        ("https://files.slack-gov.com/files-pri/T1-F1/a.png", API, True),
+        ("https://FILES.SLACK.COM/files-pri/T1-F1/a.png", API, True),
+        ("http://files.slack.com/files-pri/T1-F1/a.png", API, False),  # not over https
+        ("https://files.slack.com:8443/files-pri/T1-F1/a.png", API, False),
+        ("https://files.slack.com.evil.example/a.png", API, False),
+        ("https://evil.example/files.slack.com/a.png", API, False),
+        ("https://user@files.slack.com/a.png", API, False),
+        ("https://slack.com/files/a.png", API, True),  # where the API calls go anyway
+        ("https://slack.com.evil.example/files/a.png", API, False),
+        ("https://drive.google.com/file/d/1/view", API, False),
+        ("ftp://files.slack.com/a.png", API, False),
+        ("https://files.slack.com:notaport/a.png", API, False),
+        ("", API, False),
+        ("http://127.0.0.1:8766/files/F1/a.png", LOCAL_API, True),  # the local servers
+        ("http://127.0.0.1:9999/files/F1/a.png", LOCAL_API, False),  # another port
+        ("https://127.0.0.1:8766/files/F1/a.png", LOCAL_API, False),  # another scheme
+        ("http://localhost:8766/files/F1/a.png", LOCAL_API, False),  # another host name
+    ],
+)
+def test_the_token_goes_only_to_slack_file_hosts(url, api_url, sent):
+    info = {"mode": "hosted", "url_private_download": url}
+    assert (attachments.token_url(info, api_url) == url) is sent
+
+
+@pytest.mark.parametrize(
+    "info", [{"mode": "external"}, {"is_external": True}, {"mode": "tombstone"}]
+)
+def test_files_stored_outside_slack_are_never_fetched(info):
+    url = "https://files.slack.com/files-pri/T1-F1/download/a.pdf"
+    assert attachments.token_url({**info, "url_private_download": url}, API) is None
+
+
+@pytest.fixture
+async def elsewhere():
+    """A server that is not Slack, recording what it is sent."""
+    seen: list[dict] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.Response(body=PNG, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", record)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
+    await runner.cleanup()
+
+
+async def test_the_bot_token_never_leaves_for_another_host(make_stack, elsewhere):
+    base, seen = elsewhere
+    stack = await make_stack()
+    planted = upload(stack, "chart.png", "image/png", PNG, url=f"{base}/steal/chart.png")
+    drive = upload(stack, "plan.pdf", "application/pdf", PDF, mode="external")
+    real = upload(stack, "real.png", "image/png", PNG)
+    thread = await stack.mention(stack.channel, "read these", files=[planted, drive, real])
+    [reply] = await stack.replies(stack.channel, thread, 1)
+    problem = texts.FILE_PROBLEMS["elsewhere"]
+    assert f"I couldn't read chart.png: {problem}" in reply["text"]
+    assert f"I couldn't read plan.pdf: {problem}" in reply["text"]
+    assert "I couldn't read real.png" not in reply["text"]
+    assert seen == []  # not a request, so not a token
+    assert stack.slack.download_requests == [real["id"]]
+    [last] = [m["content"] for m in stack.converse_requests()[0]["messages"][-1:]]
+    texts_sent = [b["text"] for b in last if "text" in b]
+    # Named to the model, not opened.
+    assert "[file: chart.png (not opened)]" in texts_sent
+    assert "[file: plan.pdf (not opened)]" in texts_sent
+    assert [len(images) for images in blocks(stack, "image")] == [1]

@@ -2,9 +2,10 @@
 
 Several hundred requests, generated from a seeded `random.Random`, go to `POST /slack/events`
 (and a few to other methods): bad, missing and stale signatures; wrong content types; bodies
-over the 1 MiB limit; invalid JSON and form data; unknown event types; missing and mistyped
-fields; 40,000-character messages; unicode and control characters; channels the bot is not in;
-url_verification challenges; GET, PUT and friends.
+over the 1 MiB limit (413, whether signed or not, announced or chunked); invalid JSON and
+form data; unknown event types; missing and mistyped fields; 40,000-character messages;
+unicode and control characters; channels the bot is not in; url_verification challenges;
+GET, PUT and friends.
 
 Each case is its own test item, so a case that fails is named in the report. Every case must
 get a 2xx or a 4xx over an intact connection, never a 5xx. Cases known to hit a product bug
@@ -50,7 +51,8 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 class Case:
     """One request. `signature` says how to sign it at send time (timestamps must be fresh):
     one of "valid" or SIGNATURE_KINDS (see `request_headers`).
-    `expect`: "2xx" (must be accepted), "401", "4xx" (must be refused) or "any" (2xx or 4xx).
+    `expect`: "2xx" (must be accepted), "401", "413", "4xx" (must be refused) or "any" (2xx
+    or 4xx). `chunked`: sent without a Content-Length, so the size is only known by reading.
     """
 
     name: str
@@ -63,6 +65,7 @@ class Case:
     headers: dict[str, str] = field(default_factory=dict)
     challenge: str | None = None  # url_verification: the body must echo it
     bug: str | None = None  # a KNOWN_BUGS key this case is known to hit (besides `known_bug`)
+    chunked: bool = False
 
 
 # Product bugs that make some cases answer 500, as key -> (where, what). A case hitting one is
@@ -348,7 +351,8 @@ def generate_cases(seed: int = SEED) -> list[Case]:
     for ctype in [None, JSON_TYPE, "text/plain", "multipart/form-data", "application/x-www-form"]:
         add(f"ctype-form-as-{ctype}", command_body, content_type=ctype)
 
-    # 3. Bodies over the 1 MiB limit (the server's client_max_size): refused with a 4xx.
+    # 3. Bodies over the 1 MiB limit: a 413 before the signature is even looked at, and
+    # before the body is read when its length is announced.
     big_text = "x" * (MIB + 1)
     huge = {
         "json-1mib": as_json(g.envelope(g.mention(g.ident("C"), big_text))),
@@ -358,9 +362,13 @@ def generate_cases(seed: int = SEED) -> list[Case]:
         "raw-bytes-1mib": bytes(g.rng.randrange(256) for _ in range(1024)) * 1100,
     }
     for label, body in huge.items():
-        add(f"huge-{label}-signed", body, expect="4xx")
-        add(f"huge-{label}-unsigned", body, signature="none", expect="4xx")
+        add(f"huge-{label}-signed", body, expect="413")
+        add(f"huge-{label}-unsigned", body, signature="none", expect="413")
+        add(f"huge-{label}-chunked", body, expect="413", chunked=True)
     add("huge-exactly-1mib", b"{" + b" " * (MIB - 2) + b"}", expect="any")
+    add("huge-exactly-1mib-chunked", b"{" + b" " * (MIB - 2) + b"}", expect="any", chunked=True)
+    # At the limit but signed wrong: read, hashed, refused; and never parsed.
+    add("huge-exactly-1mib-bad-sig", b"{" + b" " * (MIB - 2) + b"}", signature="bad", expect="401")
 
     # 4. Invalid JSON, signed (so it reaches the parser) and unsigned.
     invalid_json = [
@@ -387,7 +395,14 @@ def generate_cases(seed: int = SEED) -> list[Case]:
     ]
     for i, body in enumerate(invalid_json):
         add(f"json-invalid-{i}-signed", body, content_type=JSON_TYPE)
-        add(f"json-invalid-{i}-unsigned", body, content_type=JSON_TYPE, signature="none")
+        # The signature is checked before the body is parsed: unsigned junk is a 401.
+        add(
+            f"json-invalid-{i}-unsigned",
+            body,
+            content_type=JSON_TYPE,
+            signature="none",
+            expect="401",
+        )
     for i in range(10):  # a valid envelope with random bytes flipped, then signed
         body = bytearray(as_json(g.envelope(g.mention(g.ident("C"), g.words(5)))))
         for _ in range(g.rng.randint(1, 6)):
@@ -648,16 +663,24 @@ async def fuzz_stack(client):
     await stack.close()
 
 
+async def _chunks(body: bytes):
+    for start in range(0, len(body), 64 * 1024):
+        yield body[start : start + 64 * 1024]
+
+
 async def send(stack: Stack, case: Case) -> tuple[int, bytes]:
     base = stack.bot_url.rsplit("/slack/events", 1)[0]
     timeout = aiohttp.ClientTimeout(total=60)
     connector = aiohttp.TCPConnector(force_close=True)
+    data = None
+    if case.method not in ("GET", "HEAD"):
+        data = _chunks(case.body) if case.chunked else case.body
     async with (
         aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
         session.request(
             case.method,
             base + case.path,
-            data=case.body if case.method not in ("GET", "HEAD") else None,
+            data=data,
             headers=request_headers(case),
             skip_auto_headers=["Content-Type"],
         ) as response,
@@ -679,8 +702,8 @@ async def test_fuzz_case(fuzz_stack: Stack, case: Case):
     assert 200 <= status < 500, status
     if case.expect == "2xx":
         assert 200 <= status < 300, f"expected 2xx, got {status}: {body[:300]!r}"
-    elif case.expect == "401":
-        assert status == 401, f"expected 401, got {status}: {body[:300]!r}"
+    elif case.expect in ("401", "413"):
+        assert status == int(case.expect), f"expected {case.expect}, got {status}: {body[:300]!r}"
     elif case.expect == "4xx":
         assert 400 <= status < 500, f"expected 4xx, got {status}: {body[:300]!r}"
     if case.challenge is not None:

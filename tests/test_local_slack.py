@@ -828,3 +828,36 @@ async def test_socket_says_hello_and_times_out_without_an_ack(slack: LocalSlack)
         # A ticket is good for one connection.
         with pytest.raises(aiohttp.WSServerHandshakeError):
             await session.ws_connect(url)
+
+
+async def test_pings_record_whom_bot_messages_would_notify(
+    slack: LocalSlack, client: AsyncWebClient
+) -> None:
+    parent = slack.add_message(CHANNEL, user="U0ALICE", text="<!channel> from a person")
+    posted = await client.chat_postMessage(
+        channel=CHANNEL, thread_ts=parent["ts"], text="hi <@U0BOB|bob> and @here"
+    )
+    await client.chat_update(
+        channel=CHANNEL, ts=posted["ts"], text="hi <@U0BOB> <!subteam^S1|@devs> <!date^1^{date}|d>"
+    )
+    stream = await client.chat_startStream(
+        channel=CHANNEL,
+        thread_ts=parent["ts"],
+        recipient_user_id="U0ALICE",
+        recipient_team_id="T0LOCAL",
+        markdown_text="<!ch",
+    )
+    await client.chat_appendStream(channel=CHANNEL, ts=stream["ts"], markdown_text="annel>")
+    await client.chat_stopStream(
+        channel=CHANNEL,
+        ts=stream["ts"],
+        blocks=[{"type": "markdown", "text": "<!everyone>"}],
+    )
+    seen = [(p["ts"], p["mention"]) for p in slack.pings]
+    assert seen == [
+        (posted["ts"], "@U0BOB"),
+        (posted["ts"], "@here"),
+        (posted["ts"], "!subteam^S1"),  # the edit notifies the group; the date pings no one
+        (stream["ts"], "!channel"),  # a mention streamed in two pieces
+        (stream["ts"], "!everyone"),
+    ]  # and nothing for the person's own <!channel>

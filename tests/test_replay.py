@@ -46,7 +46,7 @@ class PostsBeforeItSummarises(ConversationWorkflow):
         return await super().run(start)
 
     async def _close(self) -> ConversationResult:
-        await steps.post(self.state.thread, "ending", self.responder.key("early"), "early")
+        await steps.post(self.state.thread, "ending", self.responder.key("early"), "early", [])
         return await super()._close()
 
 

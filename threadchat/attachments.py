@@ -3,6 +3,7 @@ count in the context window. Pure: the reply activity fetches the bytes."""
 
 import math
 import re
+from urllib.parse import urlsplit
 
 from threadchat.model import FileRef
 
@@ -96,5 +97,40 @@ def megabytes(size: int) -> str:
     return f"{size / 1_000_000:.1f} MB" if size >= 100_000 else f"{math.ceil(size / 1000)} KB"
 
 
-def label(file: FileRef) -> str:
-    return f"[file: {file.name}]"
+def label(file: FileRef, read: bool = True) -> str:
+    return f"[file: {file.name}]" if read else f"[file: {file.name} (not opened)]"
+
+
+# Where Slack serves the files it hosts. The bot token goes only there, over https: a file's
+# URL comes from files.info, and a file shared from external storage (or a forged or
+# future Slack answer) may point anywhere.
+SLACK_FILE_HOSTS = frozenset({"files.slack.com", "files.slack-gov.com"})
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
+        return None
+    default = {"http": 80, "https": 443}[parts.scheme]
+    return parts.scheme, parts.hostname.lower(), port or default
+
+
+def token_url(info: dict, api_url: str) -> str | None:
+    """The URL to download a file from with the bot token, or None when it must not be
+    fetched: stored outside Slack (`mode` external), or served from anywhere but Slack's
+    own file hosts over https, or the origin of `api_url` (the local servers, or a proxy
+    already trusted with the token)."""
+    if info.get("mode") in ("external", "tombstone") or info.get("is_external"):
+        return None
+    url = info.get("url_private_download") or info.get("url_private")
+    origin = _origin(url) if isinstance(url, str) else None
+    if origin is None:
+        return None
+    scheme, host, port = origin
+    if scheme == "https" and host in SLACK_FILE_HOSTS and port == 443:
+        return url
+    return url if origin == _origin(api_url) else None

@@ -7,7 +7,9 @@ digits of the key's SHA-256), never by the key itself. Payloads written before e
 turned on pass through unchanged on decode.
 
 `codec_routes` serves the same codec over HTTP in Temporal's remote codec protocol, so the
-Temporal Web UI and CLI can show decrypted history to operators.
+Temporal Web UI and CLI can show decrypted history to operators. The bot serves them on a
+listener of their own (THREADCHAT_CODEC_HOST:THREADCHAT_CODEC_PORT), never beside
+/slack/events. Encoding needs the bearer token always: it makes payloads the worker trusts.
 """
 
 import dataclasses
@@ -122,9 +124,10 @@ def codec_routes(
     codec: PayloadCodec, token: str | None, origins: Iterable[str]
 ) -> list[web.RouteDef]:
     """Routes for `{CODEC_PATH}/decode` and `/encode` (POST, and the browser's OPTIONS
-    preflight). With `token`, every POST needs `Authorization: Bearer <token>`. CORS headers
-    are only given to `origins`, so other web pages cannot read decrypted payloads through an
-    operator's browser."""
+    preflight). With `token`, every POST needs `Authorization: Bearer <token>`; without one,
+    decode is open (to whoever reaches the listener: loopback, by config) and encode is
+    refused. CORS headers are only given to `origins`, so other web pages cannot read
+    decrypted payloads through an operator's browser."""
     allowed = frozenset(origins)
     expected = f"Bearer {token}".encode() if token else None
 
@@ -148,6 +151,8 @@ def codec_routes(
 
     def handler(decode: bool):
         async def handle(request: web.Request) -> web.Response:
+            if expected is None and not decode:
+                return refuse(request, 403, "encoding needs THREADCHAT_CODEC_TOKEN set on the bot")
             if expected is not None:
                 given = request.headers.get(hdrs.AUTHORIZATION, "").encode()
                 if not hmac.compare_digest(given, expected):

@@ -6,6 +6,7 @@ problem is a `ConfigError` naming the variable, which the CLI prints as one line
 
 import base64
 import binascii
+import ipaddress
 import math
 import os
 import re
@@ -27,6 +28,9 @@ DEFAULT_SYSTEM_PROMPT = (
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 # Where the Temporal Web UI of `temporal server start-dev` (and `threadchat dev`) is served.
 DEFAULT_CODEC_ORIGINS = ("http://localhost:8233", "http://127.0.0.1:8233")
+# The codec endpoint's own listener: beside the Temporal UI's 8233, on loopback unless told.
+DEFAULT_CODEC_PORT = 8234
+DEFAULT_CODEC_HOST = "127.0.0.1"
 MAX_INACTIVITY_SECONDS = 30 * 86400
 
 
@@ -138,6 +142,9 @@ class Settings:
     encryption_keys: tuple[bytes, ...] = field(default=(), repr=False)
     codec_token: str | None = field(default=None, repr=False)  # bearer token for /codec/*
     codec_origins: tuple[str, ...] = DEFAULT_CODEC_ORIGINS  # web UIs that may call /codec/*
+    # Where /codec/* is served (with encryption keys): never on PORT, which faces Slack.
+    codec_host: str = DEFAULT_CODEC_HOST
+    codec_port: int = DEFAULT_CODEC_PORT
     # Per-channel settings (THREADCHAT_CHANNELS_FILE), as read at start; workers read the
     # file again when it changes.
     channels_file: str | None = None
@@ -146,6 +153,16 @@ class Settings:
     def require_slack_token(self) -> None:
         if not self.slack.bot_token:
             raise ConfigError("SLACK_BOT_TOKEN", "is required (the bot token, xoxb-...)")
+
+    def require_codec_guard(self) -> None:
+        """The codec endpoint (served by the bot with encryption keys) decrypts whatever it
+        is sent: off loopback, only with a bearer token."""
+        if self.encryption_keys and not self.codec_token and not is_loopback(self.codec_host):
+            raise ConfigError(
+                "THREADCHAT_CODEC_TOKEN",
+                f"is required when THREADCHAT_CODEC_HOST ({self.codec_host}) is not a loopback "
+                "address: the codec endpoint decrypts for whoever reaches it",
+            )
 
     def require_bot_credentials(self) -> None:
         """The bot needs its token, and in HTTP mode a signing secret: never serve unverified."""
@@ -265,6 +282,24 @@ def _codec_origins(env: Mapping[str, str]) -> tuple[str, ...]:
     return origins
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps a listener on this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _codec_listener(env: Mapping[str, str]) -> tuple[str, int]:
+    """THREADCHAT_CODEC_HOST and _PORT (whether a token guards them: `require_codec_guard`)."""
+    host = _get(env, "THREADCHAT_CODEC_HOST") or DEFAULT_CODEC_HOST
+    if any(c.isspace() or c in "/@" for c in host):
+        raise ConfigError("THREADCHAT_CODEC_HOST", f"must be an address to bind, got {host!r}")
+    return host, _number(env, "THREADCHAT_CODEC_PORT", DEFAULT_CODEC_PORT, int, 0, 65535)
+
+
 def _temporal(env: Mapping[str, str]) -> TemporalSettings:
     from temporalio.envconfig import ClientConfigProfile
 
@@ -344,6 +379,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     guardrail_id, guardrail_version = _guardrail(env)
     channels_file = _get(env, "THREADCHAT_CHANNELS_FILE")
+    encryption_keys = _encryption_keys(env)
+    codec_token = _get(env, "THREADCHAT_CODEC_TOKEN")
+    codec_host, codec_port = _codec_listener(env)
     try:
         per_channel = load_channels(channels_file) if channels_file else {}
     except ChannelsFileError as err:
@@ -404,9 +442,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         metrics_port=_number(env, "METRICS_PORT", None, int, 1, 65535),
         otlp_endpoint=_tracing_endpoint(env),
         data_dir=_get(env, "THREADCHAT_DATA_DIR") or ".threadchat",
-        encryption_keys=_encryption_keys(env),
-        codec_token=_get(env, "THREADCHAT_CODEC_TOKEN"),
+        encryption_keys=encryption_keys,
+        codec_token=codec_token,
         codec_origins=_codec_origins(env),
+        codec_host=codec_host,
+        codec_port=codec_port,
         channels_file=channels_file,
         channels=per_channel,
     )

@@ -85,6 +85,9 @@ class TitleRequest:
 class ThreadTitle:
     thread: ThreadRef
     title: str
+    # Whose `<@…>` mentions may stay in model text written to Slack (threadchat.mentions);
+    # broadcasts never do. Empty: not told (requests from before the field), mentions stay.
+    participants: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -297,6 +300,9 @@ class ReplyRequest:
     # Send cache points: the turns come often enough for the cache (5 minutes) to pay.
     cache: bool = False
     notes: str = ""  # shown under the answer (what the turn left out)
+    # Whose `<@…>` mentions may stay in model text written to Slack (threadchat.mentions);
+    # broadcasts never do. Empty: not told (requests from before the field), mentions stay.
+    participants: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -357,6 +363,9 @@ class SlackPost:
     text: str
     idempotency_key: str
     actions: ReplyRef | None = None  # a reply's buttons, under its last message
+    # Whose `<@…>` mentions may stay in model text written to Slack (threadchat.mentions);
+    # broadcasts never do. Empty: not told (requests from before the field), mentions stay.
+    participants: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -372,6 +381,9 @@ class PrivateNote:
     thread: ThreadRef
     user: str
     text: str
+    # Whose `<@…>` mentions may stay in model text written to Slack (threadchat.mentions);
+    # broadcasts never do. Empty: not told (requests from before the field), mentions stay.
+    participants: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -149,6 +149,7 @@ FILE_PROBLEMS = {
     "too_many": "that is more files than I can read at once",
     "not_served": "Slack wouldn't let me download it",
     "not_here": "it isn't shared in this channel",
+    "elsewhere": "it is stored outside Slack, so I only know its name",
 }
 
 

@@ -271,6 +271,7 @@ class ConversationWorkflow:
             ),
             self.responder.key("summary"),
             "summary",
+            list(state.participants),
         )
         requested_by = state.end_request.requested_by
         if summary_ts and requested_by:

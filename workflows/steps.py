@@ -165,11 +165,14 @@ async def post_message(post: SlackPost, summary: str) -> PostedMessage:
     )
 
 
-async def post(thread: ThreadRef, text: str, key: str, what: str) -> str | None:
+async def post(
+    thread: ThreadRef, text: str, key: str, what: str, participants: list[str]
+) -> str | None:
     """Post a notice or summary (`what`) and return its ts; if Slack stays down, log it
-    rather than fail the conversation."""
+    rather than fail the conversation. Only `participants` may be mentioned in it."""
+    post = SlackPost(thread, text, key, participants=participants)
     try:
-        posted = await post_message(SlackPost(thread, text, key), f"post {what}")
+        posted = await post_message(post, f"post {what}")
     except ActivityError as err:
         workflow.logger.error("could not post %s: %s", what, failure_type(err))
         return None
@@ -185,9 +188,10 @@ async def _best_effort(what: str, method, arg, retry: RetryPolicy = FEW_TRIES) -
         workflow.logger.warning("could not %s: %s", what, failure_type(err))
 
 
-async def tell(thread: ThreadRef, user: str, text: str, key: str) -> None:
+async def tell(thread: ThreadRef, user: str, text: str, key: str, participants: list[str]) -> None:
     """A note only `user` sees in the thread; best effort."""
-    await _best_effort(f"tell {key}", SlackActivities.post_private, PrivateNote(thread, user, text))
+    note = PrivateNote(thread, user, text, participants=participants)
+    await _best_effort(f"tell {key}", SlackActivities.post_private, note)
 
 
 async def tell_who_ended_it(thread: ThreadRef, user: str, summary_ts: str) -> None:

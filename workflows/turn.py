@@ -139,6 +139,7 @@ class Responder:
             actions=ReplyRef(state.conversation_key, state.turn_count),
             cache=self._worth_caching(),
             notes=notes,
+            participants=list(state.participants),
             **self._panel_context(),
         )
 
@@ -155,6 +156,7 @@ class Responder:
                 texts.reply_text(generated.text, generated.stop_reason, generated.notes),
                 request.idempotency_key,
                 actions=request.actions,
+                participants=request.participants,
             ),
             f"post reply {number}",
         )
@@ -195,6 +197,7 @@ class Responder:
             actions=ReplyRef(state.conversation_key, number, version),
             replace_ts=turn.reply_ts,
             cache=self._worth_caching(),
+            participants=list(state.participants),
             **self._panel_context(),
         )
         try:
@@ -303,7 +306,7 @@ class Responder:
                 ),
             )
             self._spend(named)
-            await steps.set_title(ThreadTitle(state.thread, named.text))
+            await steps.set_title(ThreadTitle(state.thread, named.text, list(state.participants)))
         except ActivityError as err:
             workflow.logger.warning("could not title the thread: %s", steps.failure_type(err))
             return
@@ -406,7 +409,8 @@ class Responder:
     # -- Notes in the thread --------------------------------------------------------------------
 
     async def _post(self, text: str, name: str) -> None:
-        await steps.post(self.state.thread, text, self.key(name), name)
+        state = self.state
+        await steps.post(state.thread, text, self.key(name), name, list(state.participants))
 
     async def _tell(self, user: str, text: str, name: str) -> None:
-        await steps.tell(self.state.thread, user, text, name)
+        await steps.tell(self.state.thread, user, text, name, list(self.state.participants))

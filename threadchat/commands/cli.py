@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> None:
             settings.require_slack_token()
         elif args.command == "bot" or (args.command == "dev" and settings.slack.bot_token):
             settings.require_bot_credentials()
+        if args.command in ("bot", "dev"):
+            settings.require_codec_guard()
         asyncio.run(COMMANDS[args.command][1](settings, **options))
     except ConfigError as err:
         print(f"threadchat: configuration error: {err}", file=sys.stderr)

@@ -38,6 +38,17 @@ TEMPORAL_DB = "temporal.db"
 PLAYGROUND_DIR = "playground"
 
 
+def codec_endpoint(settings: Settings) -> str:
+    """The codec endpoint's URL for the dev UI (in a browser on this machine): the bot's
+    codec listener, never PORT."""
+    host = settings.codec_host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.codec_port}{CODEC_PATH}"
+
+
 def has_aws_credentials() -> bool:
     return boto3.session.Session().get_credentials() is not None
 
@@ -65,9 +76,9 @@ async def run_dev(
     if reset:
         removed = reset_data(data_dir)
         print(f"--reset: removed {len(removed)} item(s) from {data_dir}, starting clean.")
-    # With THREADCHAT_ENCRYPTION_KEY, the bot serves the codec endpoint and the dev UI uses it
-    # to show decrypted history.
-    codec_url = f"http://127.0.0.1:{settings.slack.port}{CODEC_PATH}"
+    # With THREADCHAT_ENCRYPTION_KEY, the bot serves the codec endpoint on its own listener,
+    # and the dev UI uses it to show decrypted history.
+    codec_url = codec_endpoint(settings)
     server = TemporalDevServer(
         db_file=str(data_dir / TEMPORAL_DB),
         port=TEMPORAL_PORT,
