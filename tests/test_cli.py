@@ -1,6 +1,8 @@
 """The `threadchat` command: configuration errors are one clear line and exit code 2."""
 
 import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -81,6 +83,34 @@ def run(args: list[str], **env: str) -> subprocess.CompletedProcess:
             {"SLACK_BOT_TOKEN": "x", "BEDROCK_GUARDRAIL_VERSION": "1"},
             "BEDROCK_GUARDRAIL_ID",
         ),
+        *(
+            ("worker", {"SLACK_BOT_TOKEN": "x", "TEMPORAL_ADDRESS": address}, "TEMPORAL_ADDRESS")
+            for address in (
+                "temporal",  # no port
+                "temporal:7x33",
+                "temporal:0",
+                "temporal:70000",
+                "temporal :7233",
+                " temporal:7233",
+                "http://temporal:7233",
+            )
+        ),
+        ("conversations", {"TEMPORAL_ADDRESS": "localhost"}, "TEMPORAL_ADDRESS"),
+        (
+            "bot",
+            {"SLACK_BOT_TOKEN": "x", "SLACK_SIGNING_SECRET": "s", "TEMPORAL_ADDRESS": "h:"},
+            "TEMPORAL_ADDRESS",
+        ),
+        *(
+            ("worker", {"SLACK_BOT_TOKEN": "x", name: "/nonexistent/threadchat.pem"}, name)
+            for name in (
+                "TEMPORAL_TLS_CLIENT_CERT_PATH",
+                "TEMPORAL_TLS_CLIENT_KEY_PATH",
+                "TEMPORAL_TLS_SERVER_CA_CERT_PATH",
+                "TEMPORAL_CONFIG_FILE",
+            )
+        ),
+        ("worker", {"SLACK_BOT_TOKEN": "x", "WORKER_HEALTH_PORT": "http"}, "WORKER_HEALTH_PORT"),
     ],
 )
 def test_config_errors_name_the_variable_and_exit_2(command, env, variable):
@@ -114,3 +144,80 @@ def test_a_bad_channels_file_is_one_line_naming_the_file_the_line_and_the_key(tm
     assert "C0SUPPORT.modle_id" in line and "Traceback" not in result.stderr
     missing = run(["worker"], SLACK_BOT_TOKEN="x", THREADCHAT_CHANNELS_FILE=str(tmp_path / "no"))
     assert missing.returncode == 2 and "cannot be read" in missing.stderr
+
+
+def test_a_missing_tls_file_is_named_even_with_the_others_present(tmp_path):
+    cert = tmp_path / "client.pem"
+    cert.write_text("not checked before the key is")
+    result = run(
+        ["worker"],
+        SLACK_BOT_TOKEN="x",
+        TEMPORAL_TLS_CLIENT_CERT_PATH=str(cert),
+        TEMPORAL_TLS_CLIENT_KEY_PATH=str(tmp_path / "client.key"),
+    )
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "TEMPORAL_TLS_CLIENT_KEY_PATH" in line and "client.key" in line, line
+
+
+def readme_settings() -> dict[str, set[str]]:
+    """The configuration table of the README: each variable, and the commands using it."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    found: dict[str, set[str]] = {}
+    for row in table.splitlines():
+        cells = [cell.strip() for cell in row.split("|")[1:-1]]
+        if len(cells) != 4 or not cells[0].startswith("`"):
+            continue
+        users = {word.strip(" `,") for word in cells[2].split()}
+        for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", cells[0]):
+            found[name] = users
+    return found
+
+
+@pytest.mark.parametrize("command", ["worker", "bot"])
+def test_help_lists_every_setting_the_readme_says_the_command_reads(command):
+    documented = readme_settings()
+    assert len(documented) > 40  # the table was found and parsed
+    wanted = {name for name, users in documented.items() if users & {command, "all"}}
+    result = run([command, "--help"])
+    assert result.returncode == 0, result.stderr
+    settings = result.stdout.split("configuration table):", 1)[1]
+    listed = set(re.findall(r"\b[A-Z][A-Z0-9_]{2,}\b", settings))
+    assert wanted - listed == set(), f"missing from {command} --help"
+    assert listed - set(documented) == set(), f"in {command} --help but not in the README"
+
+
+def test_readme_lists_every_search_attribute():
+    from threadchat.temporal import SEARCH_ATTRIBUTES
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for name in SEARCH_ATTRIBUTES:
+        assert f"`{name}`" in readme.split("## Deploying and scaling", 1)[1], name
+
+
+def test_dev_refuses_a_port_in_use_in_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(["dev"], PORT=str(port), THREADCHAT_DATA_DIR=str(tmp_path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert f"{port} (the bot, PORT)" in line and "already in use" in line, line
+    assert not (tmp_path / "temporal.db").exists()  # nothing was started
+
+
+def test_dev_with_bedrock_aws_and_no_credentials_stops_at_once(tmp_path):
+    result = run(
+        ["dev", "--bedrock", "aws"],
+        THREADCHAT_DATA_DIR=str(tmp_path),
+        HOME=str(tmp_path),  # no ~/.aws
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "--bedrock aws" in line and "AWS credentials" in line, line
+    assert not (tmp_path / "temporal.db").exists()

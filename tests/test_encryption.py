@@ -301,6 +301,7 @@ async def test_raw_history_holds_no_plaintext_and_the_codec_endpoint_decrypts(te
         assert secrets_[0] in shown.stdout and secrets_[1] in shown.stdout
         unkeyed = await run_cli("show", workflow_id, **temporal_env)
         assert secrets_[0] not in unkeyed.stdout + unkeyed.stderr
+        assert_says_encrypted(unkeyed, keys[0])
 
         # The codec endpoint: what the worker wrote, decrypted for the Temporal UI.
         token = uuid.uuid4().hex
@@ -385,4 +386,34 @@ async def test_raw_history_holds_no_plaintext_and_the_codec_endpoint_decrypts(te
     finally:
         if codec_runner is not None:
             await codec_runner.cleanup()
+        await stack.close()
+
+
+def assert_says_encrypted(result: subprocess.CompletedProcess, key: bytes) -> None:
+    """One line, exit 2: the history is encrypted, with which key, and what to set."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "encrypted" in line and KEY_VARIABLE in line and key_id(key) in line, line
+    assert "Traceback" not in result.stderr and "?" not in result.stdout
+
+
+async def test_operator_views_without_the_key_say_the_history_is_encrypted(temporal_server):
+    server = temporal_server[0]
+    key = os.urandom(32)
+    encrypting = await Client.connect(server.address, data_converter=data_converter([key]))
+    stack = await start_stack(encrypting)  # its worker answers the status query, encrypted
+    try:
+        ts = await stack.mention(stack.channel, "a running, encrypted conversation")
+        await stack.replies(stack.channel, ts, 1)
+        env = {
+            "TEMPORAL_ADDRESS": server.address,
+            "TEMPORAL_TASK_QUEUE": stack.settings.temporal.task_queue,
+        }
+        listed = await run_cli("conversations", **env)
+        assert_says_encrypted(listed, key)
+        shown = await run_cli("show", conversation_id(TEAM, stack.channel, ts), **env)
+        assert_says_encrypted(shown, key)
+        keyed = await run_cli("conversations", **env, **{KEY_VARIABLE: b64(key)})
+        assert keyed.returncode == 0 and "encrypted" not in keyed.stderr, keyed.stderr
+    finally:
         await stack.close()
