@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.readme import documented_settings
+
 THREADCHAT = str(Path(sys.executable).with_name("threadchat"))
 BASE_ENV = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
 
@@ -160,24 +162,9 @@ def test_a_missing_tls_file_is_named_even_with_the_others_present(tmp_path):
     assert "TEMPORAL_TLS_CLIENT_KEY_PATH" in line and "client.key" in line, line
 
 
-def readme_settings() -> dict[str, set[str]]:
-    """The configuration table of the README: each variable, and the commands using it."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    found: dict[str, set[str]] = {}
-    for row in table.splitlines():
-        cells = [cell.strip() for cell in row.split("|")[1:-1]]
-        if len(cells) != 4 or not cells[0].startswith("`"):
-            continue
-        users = {word.strip(" `,") for word in cells[2].split()}
-        for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", cells[0]):
-            found[name] = users
-    return found
-
-
 @pytest.mark.parametrize("command", ["worker", "bot"])
 def test_help_lists_every_setting_the_readme_says_the_command_reads(command):
-    documented = readme_settings()
+    documented = documented_settings()
     assert len(documented) > 40  # the table was found and parsed
     wanted = {name for name, users in documented.items() if users & {command, "all"}}
     result = run([command, "--help"])

@@ -78,7 +78,17 @@ async def _bot(settings: Settings) -> None:
 
 
 async def _dev(settings: Settings, bedrock: str = "auto") -> None:
-    from threadchat.commands.dev import run_dev
+    try:
+        from devtools.temporal_server import temporal_cli
+        from threadchat.commands.dev import run_dev
+
+        temporal_cli()
+    except (ImportError, FileNotFoundError):
+        # Production installs (the image) leave out the local servers and the Temporal CLI.
+        raise OperatorError(
+            "threadchat dev needs the local servers and the Temporal CLI: from a clone, "
+            "pip install -e '.[local]'"
+        ) from None
 
     await run_dev(settings, _stop_event(), bedrock=bedrock)
 
