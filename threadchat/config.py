@@ -71,6 +71,7 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
         "AWS_DEFAULT_REGION",
         "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
         "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
         "AWS_PROFILE",
         "CHAT_INACTIVITY_TIMEOUT",
         "THREADCHAT_CONTEXT_TOKENS",
