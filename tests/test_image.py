@@ -229,7 +229,9 @@ def test_the_image_runs_help_and_keeps_the_dev_tools_out(image):
     assert shown.returncode == 0, shown.stderr
     assert all(command in shown.stdout for command in ("worker", "bot", "conversations"))
 
-    dev = subprocess.run(container_command(image, "dev"), capture_output=True, text=True)
+    dev = subprocess.run(
+        container_command(image, "dev"), capture_output=True, text=True, timeout=120
+    )
     assert dev.returncode == 2, dev.stdout + dev.stderr
     [line] = dev.stderr.strip().splitlines()
     assert "threadchat[local]" in line or ".[local]" in line, line
@@ -289,7 +291,7 @@ async def test_a_worker_in_the_image_becomes_ready_against_temporal(image, tmp_p
         body = await until(ready, 120, "the worker in the image to be ready", output)
         queue = settings["TEMPORAL_TASK_QUEUE"]
         assert body["checks"][f"polling {queue}"] and body["checks"][f"polling {queue}-bedrock"]
-        assert '"worker polling task queue' in output() or "polling task queue" in output()
+        assert "worker polling task queue" in output()
         worker.send_signal(signal.SIGTERM)  # podman run passes it on to the container
         assert worker.wait(timeout=60) == 0, output()
     finally:
