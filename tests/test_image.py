@@ -9,6 +9,7 @@ debootstrap, root, the Debian mirror and the package index; .ci/run installs the
 CI a missing one fails instead of skipping.
 """
 
+import base64
 import contextlib
 import json
 import os
@@ -27,7 +28,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from devtools.processes import until
-from devtools.temporal_server import TemporalDevServer, free_port
+from devtools.temporal_server import free_port
 
 ROOT = Path(__file__).parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -251,53 +252,107 @@ def test_the_image_runs_help_and_keeps_the_dev_tools_out(image):
     assert inside.stdout.split() == [UID, "True", "True", "True", "True"], inside.stderr
 
 
-@pytest.mark.timeout(600)
-async def test_a_worker_in_the_image_becomes_ready_against_temporal(image, tmp_path):
-    server = TemporalDevServer(db_file=str(tmp_path / "temporal.db"))
-    await server.start()
-    port = free_port()
-    name = f"threadchat-test-{uuid.uuid4().hex[:8]}"
-    settings = {
-        "SLACK_BOT_TOKEN": "xoxb-image",
-        "TEMPORAL_ADDRESS": server.address,
-        "TEMPORAL_TASK_QUEUE": f"image-{uuid.uuid4().hex[:6]}",
-        "HOST": "127.0.0.1",
-        "WORKER_HEALTH_PORT": str(port),
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-    }
-    env_args = [arg for key, value in settings.items() for arg in ("--env", f"{key}={value}")]
-    log = (tmp_path / "worker.log").open("w+")
-    worker = subprocess.Popen(
-        container_command("--name", name, *env_args, image, "worker"),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+class Container:
+    """`podman run` of the image as a child process, its output in a file."""
 
-    def output() -> str:
-        log.flush()
-        return Path(log.name).read_text()
+    def __init__(self, image: str, command: str, settings: dict[str, str], log: Path):
+        self.name = f"threadchat-test-{command}-{uuid.uuid4().hex[:8]}"
+        env = [arg for key, value in settings.items() for arg in ("--env", f"{key}={value}")]
+        self.log = log
+        with log.open("w") as out:
+            self.process = subprocess.Popen(
+                container_command("--name", self.name, *env, image, command),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
-    async def ready():
-        assert worker.poll() is None, f"the container exited\n{output()}"
-        url = f"http://127.0.0.1:{port}/readyz"
+    def output(self) -> str:
+        return f"--- {self.name} ---\n{self.log.read_text()[-4000:]}"
+
+    async def get(self, url: str) -> tuple[int, dict] | None:
+        assert self.process.poll() is None, f"the container exited\n{self.output()}"
         with contextlib.suppress(aiohttp.ClientError):
             async with aiohttp.ClientSession() as session, session.get(url) as response:
-                return response.status == 200 and await response.json()
+                return response.status, await response.json()
         return None
 
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        podman("rm", "--force", "--ignore", self.name, timeout=60)
+
+
+@pytest.mark.timeout(600)
+async def test_a_mention_is_answered_by_the_bot_and_the_worker_in_the_image(
+    image, client, tmp_path
+):
+    """Both processes from the image, configured only through the environment as compose and
+    the manifests do, with encryption on: a signed mention reaches the bot container, the
+    worker container answers through the local Bedrock server into the local Slack one."""
+    from devtools.slack_events import EventSender
+    from devtools.stack import SIGNING_SECRET, start_stack
+
+    stack = await start_stack(client, worker=False, bot=False)  # local Slack and Bedrock
+    server_address = client.service_client.config.target_host
+    health_port, bot_port = free_port(), free_port()
+    common = {
+        "TEMPORAL_ADDRESS": server_address,
+        "TEMPORAL_TASK_QUEUE": stack.settings.temporal.task_queue,
+        "SLACK_BOT_TOKEN": stack.slack.bot_token,
+        "SLACK_API_URL": stack.slack.base_url,
+        "THREADCHAT_ENCRYPTION_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        "HOST": "127.0.0.1",
+    }
+    worker = Container(
+        image,
+        "worker",
+        {
+            **common,
+            "WORKER_HEALTH_PORT": str(health_port),
+            "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": stack.bedrock.url,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        },
+        tmp_path / "worker.log",
+    )
+    bot = Container(
+        image,
+        "bot",
+        {**common, "PORT": str(bot_port), "SLACK_SIGNING_SECRET": SIGNING_SECRET},
+        tmp_path / "bot.log",
+    )
+    sender = EventSender(f"http://127.0.0.1:{bot_port}/slack/events", SIGNING_SECRET)
     try:
-        body = await until(ready, 120, "the worker in the image to be ready", output)
-        queue = settings["TEMPORAL_TASK_QUEUE"]
+
+        def logs() -> str:
+            return worker.output() + "\n" + bot.output()
+
+        async def ready(container: Container, url: str):
+            answer = await container.get(url)
+            return answer if answer and answer[0] == 200 else None
+
+        readyz = f"http://127.0.0.1:{health_port}/readyz"
+        _, body = await until(lambda: ready(worker, readyz), 120, "worker ready", logs)
+        queue = stack.settings.temporal.task_queue
         assert body["checks"][f"polling {queue}"] and body["checks"][f"polling {queue}-bedrock"]
-        assert "worker polling task queue" in output()
-        worker.send_signal(signal.SIGTERM)  # podman run passes it on to the container
-        assert worker.wait(timeout=60) == 0, output()
+        healthz = f"http://127.0.0.1:{bot_port}/healthz"
+        await until(lambda: ready(bot, healthz), 120, "bot healthy", logs)
+
+        stack.sender = sender
+        ts = await stack.mention(stack.channel, "hello from outside the container")
+        [reply] = await stack.replies(stack.channel, ts, 1, timeout=60)
+        assert "hello from outside the container" in reply["text"]  # the offline model echoes
+
+        for container in (worker, bot):
+            container.process.send_signal(signal.SIGTERM)  # podman run passes it on
+        for container in (worker, bot):
+            assert container.process.wait(timeout=60) == 0, container.output()
+        assert "worker polling task queue" in worker.log.read_text()
     finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(timeout=10)
-        podman("rm", "--force", "--ignore", name, timeout=60)
-        server.stop()
-        log.close()
+        worker.stop()
+        bot.stop()
+        await sender.close()
+        await stack.close()
