@@ -27,9 +27,11 @@ from threadchat.codec import (
     ENCODING,
     KEY_ID,
     DecryptionError,
+    EncryptedPayloadError,
     EncryptionCodec,
     data_converter,
     key_id,
+    reader_data_converter,
 )
 from threadchat.config import ConfigError, load_settings
 from threadchat.ids import conversation_id, thread_permalink
@@ -99,6 +101,18 @@ async def test_payloads_written_before_encryption_pass_through():
     converter = data_converter([os.urandom(32)])
     assert await converter.decode(plain, [str, int]) == ["from before encryption", 42]
     assert data_converter([]).payload_codec is None  # no keys: no codec at all
+
+
+async def test_readers_without_keys_pass_plain_payloads_and_name_encrypted_ones():
+    key = os.urandom(32)
+    reader = reader_data_converter(())
+    plain = await default_converter().encode(["written before encryption"])
+    assert await reader.decode(plain, [str]) == ["written before encryption"]
+    sealed = await data_converter([key]).encode(["a secret"])
+    with pytest.raises(EncryptedPayloadError) as err:
+        await reader.decode(sealed, [str])
+    assert err.value.key_id == key_id(key) and "a secret" not in str(err.value)
+    assert await reader_data_converter([key]).decode(sealed, [str]) == ["a secret"]
 
 
 def test_codec_rejects_bad_keys():

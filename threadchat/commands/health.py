@@ -39,8 +39,8 @@ async def _polled_by(client: Client, task_queue: str, kind: int, identity: str) 
 
 async def readiness(client: Client, workers: list[Worker], stop: asyncio.Event) -> dict:
     """What /readyz reports: each check by name, and `ok` when all pass."""
-    checks: dict[str, bool] = {"running": not stop.is_set()}
-    checks["running"] = checks["running"] and all(w.is_running for w in workers)
+    # Draining after SIGTERM counts as not ready: new work should go to other workers.
+    checks = {"running": not stop.is_set() and all(w.is_running for w in workers)}
     try:
         checks["temporal"] = await client.service_client.check_health(timeout=RPC_TIMEOUT)
     except Exception as err:  # an outage is an answer here, not a crash
@@ -63,6 +63,8 @@ async def readiness(client: Client, workers: list[Worker], stop: asyncio.Event) 
 
 
 def build_health_app(client: Client, workers: list[Worker], stop: asyncio.Event) -> web.Application:
+    """The two endpoints, over the workers `run_workers` runs and its stop event."""
+
     async def healthz(request: web.Request) -> web.Response:
         # A worker that shut down on its own (a fatal poll error) will not come back.
         dead = [w.task_queue for w in workers if w.is_shutdown and not stop.is_set()]
