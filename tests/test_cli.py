@@ -208,3 +208,11 @@ def test_dev_with_bedrock_aws_and_no_credentials_stops_at_once(tmp_path):
     [line] = result.stderr.strip().splitlines()
     assert "--bedrock aws" in line and "AWS credentials" in line, line
     assert not (tmp_path / "temporal.db").exists()
+
+
+def test_every_variable_config_reads_is_in_the_readme():
+    source = (Path(__file__).parent.parent / "threadchat" / "config.py").read_text()
+    read = set(re.findall(r'env, "([A-Z][A-Z0-9_]+)"', source))
+    read |= set(re.findall(r'env\.get\("([A-Z][A-Z0-9_]+)"', source))
+    assert {"WORKER_HEALTH_PORT", "TEMPORAL_ADDRESS", "PORT"} <= read  # the scan works
+    assert read - set(documented_settings()) == set()
