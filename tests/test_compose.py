@@ -3,17 +3,22 @@ config, with the example env files in place), binds every port to 127.0.0.1 but 
 takes secrets only from the env file, passes threadchat only documented variables, and wires
 the UI's codec endpoint to the bot. Base images cannot be pulled here, so it is not run."""
 
+import asyncio
+import os
 import re
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 import yaml
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 
 from tests.readme import documented_settings
-from threadchat.temporal import DEV_SERVER_SEARCH_ATTRIBUTES
+from threadchat.temporal import DEV_SERVER_SEARCH_ATTRIBUTES, SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "deploy" / "compose"
@@ -111,3 +116,39 @@ def test_the_namespace_job_creates_every_search_attribute(resolved):
     for attribute in DEV_SERVER_SEARCH_ATTRIBUTES:
         assert attribute in script, attribute
     assert "--retention" in script
+
+
+async def test_the_namespace_job_runs_against_a_temporal_server(resolved, temporal_server):
+    """Its script, as compose resolved it, run with the real Temporal CLI against the dev
+    server: the namespace exists with its retention, with every search attribute, and a
+    second run (compose up again) changes nothing and succeeds."""
+    job = resolved["services"]["temporal-namespace"]
+    namespace = f"compose-{uuid.uuid4().hex[:8]}"
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "TEMPORAL_ADDRESS": temporal_server[0].address,
+        "NAMESPACE": namespace,
+        "RETENTION": "3d",
+    }
+    for _ in range(2):
+        ran = await asyncio.to_thread(
+            subprocess.run,
+            [*job["entrypoint"], *job["command"]],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+    client = temporal_server[1]
+    described = await client.workflow_service.describe_namespace(
+        DescribeNamespaceRequest(namespace=namespace)
+    )
+    assert described.config.workflow_execution_retention_ttl.ToSeconds() == 3 * 86400
+    listed = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    assert set(SEARCH_ATTRIBUTES) <= set(listed.custom_attributes)
+    for name, kind in SEARCH_ATTRIBUTES.items():
+        assert listed.custom_attributes[name] == kind, name
