@@ -152,3 +152,16 @@ async def test_the_namespace_job_runs_against_a_temporal_server(resolved, tempor
     assert set(SEARCH_ATTRIBUTES) <= set(listed.custom_attributes)
     for name, kind in SEARCH_ATTRIBUTES.items():
         assert listed.custom_attributes[name] == kind, name
+
+
+def test_the_jobs_scripts_are_valid_shell(resolved):
+    jobs = {
+        n: s for n, s in resolved["services"].items() if s.get("entrypoint", [""])[0] == "/bin/sh"
+    }
+    assert set(jobs) == {"temporal-schema", "temporal-namespace"}
+    for name, job in jobs.items():
+        checked = subprocess.run(
+            ["sh", "-n", "-c", job["command"][0]], capture_output=True, text=True
+        )
+        assert checked.returncode == 0, f"{name}: {checked.stderr}"
+        assert "set -e" in job["command"][0] or "-ec" in job["entrypoint"]
