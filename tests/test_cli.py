@@ -216,3 +216,26 @@ def test_every_variable_config_reads_is_in_the_readme():
     read |= set(re.findall(r'env\.get\("([A-Z][A-Z0-9_]+)"', source))
     assert {"WORKER_HEALTH_PORT", "TEMPORAL_ADDRESS", "PORT"} <= read  # the scan works
     assert read - set(documented_settings()) == set()
+
+
+@pytest.mark.parametrize(
+    ("address", "ok"),
+    [
+        ("127.0.0.1:7233", True),
+        ("temporal-frontend.temporal.svc.cluster.local:7233", True),
+        ("ns.acct.tmprl.cloud:7233", True),
+        ("[::1]:7233", True),
+        ("temporal", False),
+        (":7233", False),
+        ("temporal:", False),
+        ("temporal:65536", False),
+        ("temporal:-1", False),
+        ("[::1:7233", False),
+        ("grpc://temporal:7233", False),
+        ("temporal:7233\n", False),
+    ],
+)
+def test_check_address(address, ok):
+    from threadchat.config import check_address
+
+    assert (check_address(address) is None) == ok, check_address(address)
