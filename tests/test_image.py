@@ -123,7 +123,7 @@ def test_the_wheel_the_image_installs_has_no_devtools_and_no_temporal_cli(tmp_pa
     for package in ("threadchat", "bot", "workflows", "activities"):
         shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("*.pyc"))
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps"]
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
         + ["--wheel-dir", str(tmp_path / "dist"), str(source)],
         capture_output=True,
         text=True,
