@@ -30,9 +30,11 @@ from threadchat.codec import (
     ENCODING,
     KEY_ID,
     DecryptionError,
+    EncryptedPayloadError,
     EncryptionCodec,
     data_converter,
     key_id,
+    reader_data_converter,
 )
 from threadchat.config import ConfigError, load_settings
 from threadchat.ids import conversation_id, thread_permalink
@@ -102,6 +104,18 @@ async def test_payloads_written_before_encryption_pass_through():
     converter = data_converter([os.urandom(32)])
     assert await converter.decode(plain, [str, int]) == ["from before encryption", 42]
     assert data_converter([]).payload_codec is None  # no keys: no codec at all
+
+
+async def test_readers_without_keys_pass_plain_payloads_and_name_encrypted_ones():
+    key = os.urandom(32)
+    reader = reader_data_converter(())
+    plain = await default_converter().encode(["written before encryption"])
+    assert await reader.decode(plain, [str]) == ["written before encryption"]
+    sealed = await data_converter([key]).encode(["a secret"])
+    with pytest.raises(EncryptedPayloadError) as err:
+        await reader.decode(sealed, [str])
+    assert err.value.key_id == key_id(key) and "a secret" not in str(err.value)
+    assert await reader_data_converter([key]).decode(sealed, [str]) == ["a secret"]
 
 
 def test_codec_rejects_bad_keys():
@@ -305,6 +319,7 @@ async def test_raw_history_holds_no_plaintext_and_the_codec_endpoint_decrypts(te
         assert secrets_[0] in shown.stdout and secrets_[1] in shown.stdout
         unkeyed = await run_cli("show", workflow_id, **temporal_env)
         assert secrets_[0] not in unkeyed.stdout + unkeyed.stderr
+        assert_says_encrypted(unkeyed, keys[0])
 
         # The codec endpoint: what the worker wrote, decrypted for the Temporal UI.
         token = uuid.uuid4().hex
@@ -543,3 +558,33 @@ def test_threadchat_dev_points_the_temporal_ui_at_the_codec_listener(env, url):
 
     settings = load_settings({KEY_VARIABLE: b64(os.urandom(32)), "PORT": "3000", **env})
     assert codec_endpoint(settings) == url  # never PORT (3000), which faces Slack
+
+
+def assert_says_encrypted(result: subprocess.CompletedProcess, key: bytes) -> None:
+    """One line, exit 2: the history is encrypted, with which key, and what to set."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "encrypted" in line and KEY_VARIABLE in line and key_id(key) in line, line
+    assert "Traceback" not in result.stderr and "?" not in result.stdout
+
+
+async def test_operator_views_without_the_key_say_the_history_is_encrypted(temporal_server):
+    server = temporal_server[0]
+    key = os.urandom(32)
+    encrypting = await Client.connect(server.address, data_converter=data_converter([key]))
+    stack = await start_stack(encrypting)  # its worker answers the status query, encrypted
+    try:
+        ts = await stack.mention(stack.channel, "a running, encrypted conversation")
+        await stack.replies(stack.channel, ts, 1)
+        env = {
+            "TEMPORAL_ADDRESS": server.address,
+            "TEMPORAL_TASK_QUEUE": stack.settings.temporal.task_queue,
+        }
+        listed = await run_cli("conversations", **env)
+        assert_says_encrypted(listed, key)
+        shown = await run_cli("show", conversation_id(TEAM, stack.channel, ts), **env)
+        assert_says_encrypted(shown, key)
+        keyed = await run_cli("conversations", **env, **{KEY_VARIABLE: b64(key)})
+        assert keyed.returncode == 0 and "encrypted" not in keyed.stderr, keyed.stderr
+    finally:
+        await stack.close()

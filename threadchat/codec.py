@@ -100,6 +100,36 @@ class EncryptionCodec(PayloadCodec):
         return Payload.FromString(plain)
 
 
+class EncryptedPayloadError(ValueError):
+    """An encrypted payload met where no key is configured at all."""
+
+    def __init__(self, kid: str):
+        super().__init__(f"payload encrypted with key id {kid}")
+        self.key_id = kid
+
+
+class SealedPayloadCheck(PayloadCodec):
+    """For readers without keys (the operator views): plain payloads pass, and an encrypted
+    one raises EncryptedPayloadError at once, instead of decoding to nonsense or nothing."""
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return list(payloads)
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        for payload in payloads:
+            if payload.metadata.get("encoding") == ENCODING:
+                raise EncryptedPayloadError(payload.metadata.get(KEY_ID, b"?").decode())
+        return list(payloads)
+
+
+def reader_data_converter(keys: Sequence[bytes]) -> DataConverter:
+    """The converter of tools that only read history: `data_converter(keys)`, or without keys
+    one that says so when it meets an encrypted payload."""
+    if keys:
+        return data_converter(keys)
+    return dataclasses.replace(default_converter(), payload_codec=SealedPayloadCheck())
+
+
 def data_converter(keys: Sequence[bytes]) -> DataConverter:
     """Temporal's default converter, encrypting with `keys`; without keys, the default.
 

@@ -34,6 +34,77 @@ DEFAULT_CODEC_HOST = "127.0.0.1"
 MAX_INACTIVITY_SECONDS = 30 * 86400
 
 
+_TEMPORAL_CONNECTION = (
+    "TEMPORAL_ADDRESS",
+    "TEMPORAL_NAMESPACE",
+    "TEMPORAL_API_KEY",
+    "TEMPORAL_TLS",
+    "TEMPORAL_TLS_CLIENT_CERT_PATH",
+    "TEMPORAL_TLS_CLIENT_KEY_PATH",
+    "TEMPORAL_TLS_SERVER_CA_CERT_PATH",
+    "TEMPORAL_TLS_SERVER_NAME",
+    "TEMPORAL_PROFILE",
+    "TEMPORAL_CONFIG_FILE",
+    "TEMPORAL_TASK_QUEUE",
+)
+_OBSERVABILITY = ("HOST", "LOG_LEVEL", "LOG_FORMAT", "METRICS_PORT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+# The variables each long-running command reads, for its --help (a test holds them to the
+# README's configuration table). TEMPORAL_DEPLOYMENT_NAME and TEMPORAL_WORKER_BUILD_ID are
+# Worker Versioning's, read where the worker is built.
+COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
+    "worker": (
+        "SLACK_BOT_TOKEN",
+        "SLACK_API_URL",
+        *_TEMPORAL_CONNECTION,
+        "TEMPORAL_BEDROCK_TASK_QUEUE",
+        "TEMPORAL_DEPLOYMENT_NAME",
+        "TEMPORAL_WORKER_BUILD_ID",
+        "WORKER_HEALTH_PORT",
+        "BEDROCK_MAX_CALLS_PER_SECOND",
+        "BEDROCK_MAX_CONCURRENT_CALLS",
+        "BEDROCK_MODEL_ID",
+        "BEDROCK_SUMMARY_MODEL_ID",
+        "SYSTEM_PROMPT",
+        "BEDROCK_MAX_TOKENS",
+        "BEDROCK_TEMPERATURE",
+        "BEDROCK_TOP_P",
+        "BEDROCK_GUARDRAIL_ID",
+        "BEDROCK_GUARDRAIL_VERSION",
+        "BEDROCK_READ_TIMEOUT",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_PROFILE",
+        "CHAT_INACTIVITY_TIMEOUT",
+        "THREADCHAT_CONTEXT_TOKENS",
+        "THREADCHAT_HISTORY_EVENT_CAP",
+        "THREADCHAT_STREAMING",
+        "THREADCHAT_USER_DAILY_TOKENS",
+        "THREADCHAT_CONVERSATION_DAILY_TOKENS",
+        "THREADCHAT_CHANNELS_FILE",
+        "THREADCHAT_ENCRYPTION_KEY",
+        *_OBSERVABILITY,
+    ),
+    "bot": (
+        "SLACK_BOT_TOKEN",
+        "SLACK_SIGNING_SECRET",
+        "SLACK_APP_TOKEN",
+        "SLACK_API_URL",
+        "PORT",
+        *_TEMPORAL_CONNECTION,
+        "THREADCHAT_ALLOWED_CHANNELS",
+        "THREADCHAT_ALLOWED_USERS",
+        "THREADCHAT_ENCRYPTION_KEY",
+        "THREADCHAT_CODEC_TOKEN",
+        "THREADCHAT_CODEC_ORIGINS",
+        *_OBSERVABILITY,
+    ),
+}
+
+
 class ConfigError(Exception):
     """A missing or invalid setting; `variable` names the environment variable to fix."""
 
@@ -136,6 +207,8 @@ class Settings:
     log_level: str = "INFO"
     log_json: bool = False
     metrics_port: int | None = None  # Prometheus /metrics on HOST:METRICS_PORT when set
+    # The worker's /healthz and /readyz on HOST:WORKER_HEALTH_PORT when set.
+    worker_health_port: int | None = None
     otlp_endpoint: str | None = None  # OpenTelemetry traces go here when set
     data_dir: str = ".threadchat"
     # AES-256-GCM keys for Temporal payloads; the first encrypts, all decrypt. Empty: none.
@@ -300,15 +373,48 @@ def _codec_listener(env: Mapping[str, str]) -> tuple[str, int]:
     return host, _number(env, "THREADCHAT_CODEC_PORT", DEFAULT_CODEC_PORT, int, 0, 65535)
 
 
+def check_address(value: str) -> str | None:
+    """What is wrong with a Temporal frontend address (`host:port`, `[v6]:port`), or None."""
+    if not value or any(c.isspace() for c in value):
+        return f"must be host:port without spaces, got {value!r}"
+    host, colon, port = value.rpartition(":")
+    if not colon or not host:
+        return f"must be host:port (the frontend's gRPC port, usually 7233), got {value!r}"
+    if host.startswith("[") != host.endswith("]") or ("://" in value):
+        return f"must be host:port, not a URL, got {value!r}"
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        return f"has a bad port (1-65535), got {value!r}"
+    return None
+
+
+# Files the Temporal client reads; envconfig would otherwise ignore or misreport them.
+_TEMPORAL_FILES = (
+    "TEMPORAL_CONFIG_FILE",
+    "TEMPORAL_TLS_CLIENT_CERT_PATH",
+    "TEMPORAL_TLS_CLIENT_KEY_PATH",
+    "TEMPORAL_TLS_SERVER_CA_CERT_PATH",
+)
+
+
 def _temporal(env: Mapping[str, str]) -> TemporalSettings:
     from temporalio.envconfig import ClientConfigProfile
 
+    raw = env.get("TEMPORAL_ADDRESS", "")
+    if raw.strip() and (problem := check_address(raw)):
+        raise ConfigError("TEMPORAL_ADDRESS", problem)
+    for name in _TEMPORAL_FILES:
+        path = _get(env, name)
+        if path and not os.path.isfile(path):
+            raise ConfigError(name, f"{path} does not exist or is not a file")
+    blamed = "TEMPORAL_CONFIG_FILE" if _get(env, "TEMPORAL_CONFIG_FILE") else "TEMPORAL_ADDRESS"
     try:
         profile = ClientConfigProfile.load(override_env_vars=dict(env))
         options: dict[str, Any] = dict(profile.to_client_connect_config())
     except Exception as err:  # envconfig reports bad files and TLS paths as plain errors
-        raise ConfigError("TEMPORAL_ADDRESS", f"invalid Temporal client config: {err}") from None
+        raise ConfigError(blamed, f"invalid Temporal client config: {err}") from None
     target = options.pop("target_host", None) or "127.0.0.1:7233"
+    if problem := check_address(target):
+        raise ConfigError(blamed, f"the Temporal address {problem}")
     namespace = options.pop("namespace", None) or "default"
     task_queue = _get(env, "TEMPORAL_TASK_QUEUE") or "threadchat"
     bedrock_queue = _get(env, "TEMPORAL_BEDROCK_TASK_QUEUE") or f"{task_queue}-bedrock"
@@ -440,6 +546,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=log_level,
         log_json=_choice(env, "LOG_FORMAT", ("text", "json"), "text") == "json",
         metrics_port=_number(env, "METRICS_PORT", None, int, 1, 65535),
+        worker_health_port=_number(env, "WORKER_HEALTH_PORT", None, int, 1, 65535),
         otlp_endpoint=_tracing_endpoint(env),
         data_dir=_get(env, "THREADCHAT_DATA_DIR") or ".threadchat",
         encryption_keys=encryption_keys,

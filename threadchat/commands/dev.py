@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import secrets
 import shutil
+import socket
 from pathlib import Path
 
 import boto3
@@ -21,6 +22,7 @@ from devtools.playground import Playground
 from devtools.slack import LocalSlack
 from devtools.temporal_server import TemporalDevServer
 from threadchat.codec import CODEC_PATH, data_converter
+from threadchat.commands.operator import OperatorError
 from threadchat.commands.worker import build_workers, run_workers
 from threadchat.config import Settings
 from threadchat.slack_client import pooled_client
@@ -66,12 +68,52 @@ def reset_data(data_dir: Path) -> list[Path]:
     return removed
 
 
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something already listens there (a wildcard listener counts too)."""
+    with socket.socket() as sock:
+        # Only a listener blocks the bind, not a closed connection in TIME_WAIT.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def check_can_start(settings: Settings, bedrock: str) -> None:
+    """Refuse to start, in one line, rather than half start: `--bedrock aws` without
+    credentials, or a port taken (the dev server would otherwise quietly join another
+    Temporal server already on 7233)."""
+    if bedrock == "aws" and not has_aws_credentials():
+        raise OperatorError(
+            "--bedrock aws: no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID "
+            "and AWS_SECRET_ACCESS_KEY), or use --bedrock local"
+        )
+    ports = {
+        TEMPORAL_PORT: "Temporal",
+        TEMPORAL_UI_PORT: "Temporal UI",
+        settings.slack.port: "the bot, PORT",
+    }
+    if not settings.slack.bot_token:
+        ports[PLAYGROUND_PORT] = "Slack playground"
+        ports[LOCAL_SLACK_PORT] = "the local Slack API"
+    if settings.encryption_keys:
+        ports[settings.codec_port] = "the codec endpoint, THREADCHAT_CODEC_PORT"
+    busy = [f"{port} ({what})" for port, what in ports.items() if port and port_in_use(port)]
+    if busy:
+        raise OperatorError(
+            f"{'ports' if len(busy) > 1 else 'port'} {', '.join(busy)} already in use on "
+            f"127.0.0.1: is another threadchat dev or Temporal server running? Stop it first"
+        )
+
+
 async def run_dev(
     settings: Settings, stop: asyncio.Event, bedrock: str = "auto", reset: bool = False
 ) -> None:
     """Run everything until `stop` is set; `bedrock` is "auto", "local" or "aws". Temporal's
     data and the playground's workspace are kept in the data directory across restarts;
     `reset` starts without them."""
+    check_can_start(settings, bedrock)
     data_dir = Path(settings.data_dir)
     if reset:
         removed = reset_data(data_dir)

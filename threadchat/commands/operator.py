@@ -18,6 +18,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from threadchat.codec import EncryptedPayloadError
 from threadchat.ids import WORKFLOW_ID_PREFIX, parse_thread_link
 from threadchat.model import (
     ConversationResult,
@@ -66,6 +67,16 @@ class OperatorError(Exception):
 
 class ConversationNotFound(OperatorError):
     exit_code = 1
+
+
+class HistoryEncrypted(OperatorError):
+    """Encrypted history read without THREADCHAT_ENCRYPTION_KEY."""
+
+    def __init__(self, key_id: str):
+        super().__init__(
+            f"the conversation history is encrypted (key id {key_id}): set "
+            f"THREADCHAT_ENCRYPTION_KEY to the key the bot and workers use"
+        )
 
 
 # -- Listing -------------------------------------------------------------------------------
@@ -143,6 +154,8 @@ async def _query_status(client: Client, workflow_id: str, run_id: str | None = N
             handle.query(ConversationWorkflow.status, rpc_timeout=QUERY_TIMEOUT),
             QUERY_TIMEOUT.total_seconds(),
         )
+    except EncryptedPayloadError as err:
+        raise HistoryEncrypted(err.key_id) from None
     except Exception as err:  # no worker, a timeout, a failing query: all mean "unknown"
         log.debug("status query of %s failed: %s: %s", workflow_id, type(err).__name__, err)
         return None
@@ -357,6 +370,8 @@ async def _decode(client: Client, payloads: Any, hint: type) -> Any:
         return None
     try:
         values = await client.data_converter.decode(payloads.payloads, [hint])
+    except EncryptedPayloadError as err:
+        raise HistoryEncrypted(err.key_id) from None
     except Exception as err:  # an older or newer payload shape: skip it, show the rest
         log.debug("could not decode a %s payload: %s", hint.__name__, err)
         return None
@@ -515,7 +530,10 @@ async def load_conversation(client: Client, ref: str) -> ConversationView:
         handle = client.get_workflow_handle(
             workflow_id, run_id=description.run_id, result_type=ConversationResult
         )
-        result = await handle.result(follow_runs=False)
+        try:
+            result = await handle.result(follow_runs=False)
+        except EncryptedPayloadError as err:
+            raise HistoryEncrypted(err.key_id) from None
         view.participants = list(result.participants)
         view.turns = result.turn_count
         view.input_tokens, view.output_tokens = result.input_tokens, result.output_tokens
