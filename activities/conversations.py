@@ -107,6 +107,7 @@ class ConversationActivities:
             summary_model_id=summary_model,
             bedrock_task_queue=self.settings.temporal.bedrock_task_queue,
             token_limits=limits,
+            title_in_visibility=not self.settings.encryption_keys,
         )
 
     @activity.defn

@@ -28,6 +28,7 @@ from threadchat.ids import budget_id, conversation_id, thread_of
 from threadchat.model import (
     AssistantThread,
     ConversationStart,
+    ConversationStatus,
     EndRequest,
     Feedback,
     MessageRevision,
@@ -154,7 +155,20 @@ class Conversations:
                     started=attributes.get(CONVERSATION_STARTED) or execution.start_time,
                 )
             )
+        # With history encrypted the title is no search attribute: the conversation tells it.
+        # Only panel threads (in the app's DMs) are titled.
+        untitled = [c for c in found if not c.title and c.thread.channel.startswith("D")]
+        statuses = await asyncio.gather(
+            *(self._status(c.workflow_id) for c in untitled), return_exceptions=True
+        )
+        for conversation, status in zip(untitled, statuses, strict=True):
+            if isinstance(status, ConversationStatus):
+                conversation.title = status.title
         return sorted(found, key=lambda c: c.started, reverse=True)
+
+    async def _status(self, workflow_id: str) -> ConversationStatus:
+        handle = self.client.get_workflow_handle(workflow_id)
+        return await handle.query(ConversationWorkflow.status, rpc_timeout=rpc_timeout())
 
     async def tokens_today(self, team: str, user: str) -> int | None:
         """What `user`'s replies used today (UTC); None when it cannot be told."""

@@ -9,7 +9,7 @@ import pytest
 
 from devtools.stack import Stack, eventually
 from threadchat import texts
-from threadchat.config import ConfigError, load_settings
+from threadchat.config import DEFAULT_USER_DAILY_TOKENS, ConfigError, load_settings
 from threadchat.ids import budget_id
 from threadchat.model import TokenLimits
 from workflows.budget import TokenBudgetWorkflow
@@ -168,4 +168,6 @@ def test_allowances_are_whole_numbers(variable):
         load_settings({variable: "lots"})
     assert raised.value.variable == variable
     assert str(raised.value) == f"{variable}: must be a whole number, got 'lots'"
-    assert load_settings({}).token_limits == TokenLimits(0, 0)
+    # A person's day is bounded by default; an explicit 0 lifts it.
+    assert load_settings({}).token_limits == TokenLimits(DEFAULT_USER_DAILY_TOKENS, 0)
+    assert load_settings({"THREADCHAT_USER_DAILY_TOKENS": "0"}).token_limits == TokenLimits(0, 0)

@@ -588,3 +588,53 @@ async def test_operator_views_without_the_key_say_the_history_is_encrypted(tempo
         assert keyed.returncode == 0 and "encrypted" not in keyed.stderr, keyed.stderr
     finally:
         await stack.close()
+
+
+async def test_a_panel_conversation_keeps_its_title_out_of_visibility(temporal_server):
+    """Search attributes never pass through the codec: with encryption on, the title (the
+    only free text a conversation writes) is told by the conversation, not indexed."""
+    import dataclasses
+
+    from threadchat.commands import operator
+    from threadchat.temporal import CONVERSATION_TITLE
+
+    server = temporal_server[0]
+    keys = (os.urandom(32),)
+    encrypting = await Client.connect(server.address, data_converter=data_converter(keys))
+    raw = await Client.connect(server.address)
+    stack = await start_stack(encrypting, worker=False)
+    stack.settings = dataclasses.replace(stack.settings, encryption_keys=keys)
+    await stack.start_worker()
+    try:
+        dm, thread = await stack.open_panel()
+        await stack.replies(dm, thread, 1)
+        secret = f"quince-{uuid.uuid4().hex[:8]}"
+        await stack.panel_say(dm, thread, f"tell me about {secret}")
+        await stack.replies(dm, thread, 2)
+        title = await eventually(lambda: stack.slack.titles.get((dm, thread)), what="a title")
+        handle = encrypting.get_workflow_handle(conversation_id(TEAM, dm, thread))
+        await eventually(lambda: _titled(handle, title), what="the conversation knowing its title")
+        # Every search attribute of every event, and the execution's own: ids only.
+        history = await raw.get_workflow_handle(handle.id).fetch_history()
+        for event in history.events:
+            for payload, search_attribute in payloads_in(event):
+                if search_attribute:
+                    assert secret.encode() not in payload.data
+                    assert title.encode() not in payload.data
+        described = await raw.get_workflow_handle(handle.id).describe()
+        assert CONVERSATION_TITLE not in described.typed_search_attributes
+        # The App Home and the operator's list still show it, from the conversation.
+        home = await stack.open_home(ALICE)
+        assert title in json.dumps(home)
+        rows = await operator.list_conversations(
+            encrypting, task_queue=stack.settings.temporal.task_queue
+        )
+        assert [r.title for r in rows] == [title]
+    finally:
+        await stack.close()
+
+
+async def _titled(handle, title: str) -> bool:
+    from workflows.conversation import ConversationWorkflow
+
+    return (await handle.query(ConversationWorkflow.status)).title == title

@@ -82,6 +82,7 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
         "THREADCHAT_CONTEXT_TOKENS",
         "THREADCHAT_HISTORY_EVENT_CAP",
         "THREADCHAT_STREAMING",
+        "THREADCHAT_ALLOW_EXTERNAL_USERS",
         "THREADCHAT_USER_DAILY_TOKENS",
         "THREADCHAT_CONVERSATION_DAILY_TOKENS",
         "THREADCHAT_CHANNELS_FILE",
@@ -97,6 +98,9 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
         *_TEMPORAL_CONNECTION,
         "THREADCHAT_ALLOWED_CHANNELS",
         "THREADCHAT_ALLOWED_USERS",
+        "THREADCHAT_ALLOW_EXTERNAL_USERS",
+        "THREADCHAT_CODEC_HOST",
+        "THREADCHAT_CODEC_PORT",
         "THREADCHAT_ENCRYPTION_KEY",
         "THREADCHAT_CODEC_TOKEN",
         "THREADCHAT_CODEC_ORIGINS",
@@ -111,6 +115,9 @@ class ConfigError(Exception):
     def __init__(self, variable: str, problem: str):
         super().__init__(f"{variable}: {problem}")
         self.variable = variable
+
+
+DEFAULT_USER_DAILY_TOKENS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -537,7 +544,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             allow_external_users=allow_external,
         ),
         token_limits=TokenLimits(
-            per_user=_number(env, "THREADCHAT_USER_DAILY_TOKENS", 0, int, 0, 10**12),
+            # Bounded by default: about 150 turns at a full context window. 0 set explicitly
+            # means no limit.
+            per_user=_number(
+                env, "THREADCHAT_USER_DAILY_TOKENS", DEFAULT_USER_DAILY_TOKENS, int, 0, 10**12
+            ),
             per_conversation=_number(
                 env, "THREADCHAT_CONVERSATION_DAILY_TOKENS", 0, int, 0, 10**12
             ),

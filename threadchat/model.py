@@ -207,6 +207,9 @@ class ConversationSettings:
     token_limits: "TokenLimits | None" = None
     # Slack Connect guests (users of another organisation) may take part.
     allow_external_users: bool = False
+    # The title goes into the ConversationTitle search attribute, which the codec does not
+    # encrypt: only when history is not encrypted. Else it is told by the `status` query.
+    title_in_visibility: bool = True
 
 
 @dataclass
@@ -429,6 +432,7 @@ class ConversationStatus:
     cache_write_tokens: int = 0
     feedback_up: int = 0
     feedback_down: int = 0
+    title: str = ""
 
 
 @dataclass

@@ -201,6 +201,7 @@ class ConversationWorkflow:
             cache_write_tokens=self.state.cache_write_tokens,
             feedback_up=sum(f.rating == "up" for f in self.state.feedback),
             feedback_down=sum(f.rating == "down" for f in self.state.feedback),
+            title=self.state.title,
         )
 
     # -- The steps of a conversation ------------------------------------------------------

@@ -311,7 +311,8 @@ class Responder:
             workflow.logger.warning("could not title the thread: %s", steps.failure_type(err))
             return
         state.title = named.text
-        workflow.upsert_search_attributes([CONVERSATION_TITLE.value_set(named.text)])
+        if state.settings.title_in_visibility:
+            workflow.upsert_search_attributes([CONVERSATION_TITLE.value_set(named.text)])
 
     # -- What goes into a prompt ----------------------------------------------------------------
 

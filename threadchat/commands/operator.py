@@ -196,7 +196,7 @@ async def list_conversations(
             participants=participants,
             started=attributes.get(CONVERSATION_STARTED) or execution.start_time,
             last_activity=_last_activity(status) or execution.start_time,
-            title=attributes.get(CONVERSATION_TITLE) or "",
+            title=attributes.get(CONVERSATION_TITLE) or (status.title if status else ""),
         )
         if status is not None:
             result.turns = status.turn_count
