@@ -94,7 +94,3 @@ def document_name(name: str, taken: set[str]) -> str:
 
 def megabytes(size: int) -> str:
     return f"{size / 1_000_000:.1f} MB" if size >= 100_000 else f"{math.ceil(size / 1000)} KB"
-
-
-def label(file: FileRef) -> str:
-    return f"[file: {file.name}]"
