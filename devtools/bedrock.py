@@ -252,8 +252,9 @@ _FRAMED_ANSWER = re.compile(r'<answer from="([^"]*)">\n(.*?)\n</answer>', re.S)
 
 
 def said_text(message: Any) -> str:
-    """What people said in a user message, as "[name] text" lines: the framed messages, and
-    any text outside a frame; context blocks are background, not said."""
+    """What people said in a user message, as "[name] text" lines: the framed messages (and
+    answers, in a transcript), and any text outside a frame; context blocks are background,
+    not said."""
     text = _FRAMED_CONTEXT.sub("", _message_text(message))
     for frame in (_FRAMED_MESSAGE, _FRAMED_ANSWER):
         text = frame.sub(lambda m: f"[{html.unescape(m.group(1))}] {m.group(2)}", text)

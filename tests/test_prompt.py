@@ -4,9 +4,12 @@ someone else's, or as anything but quoted data."""
 import re
 
 import pytest
+from temporalio.converter import DataConverter
 
+from activities.bedrock import BedrockActivities
 from threadchat import prompt
-from threadchat.model import ChatMessage, ContextNote, FileRef, Quote
+from threadchat.config import BedrockSettings
+from threadchat.model import ChatMessage, ContextNote, FileRef, Quote, ReplyRequest
 
 # A strict reader of the framing, as a model is asked to read it: each block's author is
 # what its tag says.
@@ -141,3 +144,28 @@ def test_notes_open_the_prompt_one_block_each():
     assert prompt.notes_content([], guard=True) == prompt.notes_content("", guard=True) == []
     [legacy] = prompt.notes_content("Summary of this conversation's earlier part:\nx", guard=True)
     assert legacy["guardContent"]["text"]["text"].startswith('<context kind="notes"')
+
+
+def test_a_request_scheduled_before_quotes_is_still_framed():
+    """An activity scheduled by a worker from before this framing, run by one after it: the
+    payload decodes, and its notes and "[name] text" lines still stay out of the system."""
+    old = {
+        "thread": {"team": "T1", "channel": "C1", "thread_ts": "1.0"},
+        "messages": [
+            {"role": "user", "text": "[alice] hi", "files": []},
+            {"role": "assistant", "text": "hello", "files": []},
+            {"role": "user", "text": "[bob] and now?", "files": []},
+        ],
+        "context_notes": "Summary of this conversation's earlier part:\nthey met",
+        "idempotency_key": "k",
+    }
+    converter = DataConverter.default.payload_converter
+    [request] = converter.from_payloads(converter.to_payloads([old]), [ReplyRequest])
+    assert request.context_notes.startswith("Summary") and request.messages[0].quotes == []
+    activities = BedrockActivities(BedrockSettings(endpoint_url="http://127.0.0.1:9"), client=1)
+    arguments = activities.reply_request(request, streaming=False).arguments
+    assert arguments["system"] == [{"text": BedrockSettings().system_prompt}]
+    first = [b["text"] for b in arguments["messages"][0]["content"]]
+    assert first[0].startswith('<context kind="notes"') and "they met" in first[0]
+    assert first[1].startswith('<context kind="messages"') and "[alice] hi" in first[1]
+    assert arguments["messages"][1]["content"] == [{"text": "hello"}]
