@@ -12,6 +12,7 @@ from cachetools import TTLCache
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from threadchat.model import Quote
 from threadchat.slack_client import HTTP_TIMEOUT_SECONDS
 
 log = logging.getLogger(__name__)
@@ -31,28 +32,29 @@ class ChannelReader:
         self.history: TTLCache[str, list[dict]] = TTLCache(maxsize=1000, ttl=KEPT_SECONDS)
         self.memberships: TTLCache[str, set[str]] = TTLCache(maxsize=10_000, ttl=KEPT_SECONDS)
 
-    def recent(self, channel: str, user: str) -> str:
-        """The channel's recent messages as prompt text, oldest first; "" when the user is
-        not a member there, the bot cannot read it, or Slack says no."""
+    def recent(self, channel: str, user: str) -> list[Quote]:
+        """The channel's recent messages, oldest first, each with its author's id as Slack
+        gives it; none when the user is not a member there, the bot cannot read it, or
+        Slack says no."""
         try:
             if channel not in self._channels_of(user):
-                return ""
+                return []
             messages = self._history(channel)
         except SlackApiError as err:
             log.info("no channel context: %s", err.response.get("error"))
-            return ""
-        lines: list[str] = []
+            return []
+        kept: list[Quote] = []
         size = 0
         for message in messages:  # newest first: keep the newest that fit
             text = (message.get("text") or "").strip()
             if not text or message.get("subtype") not in (None, "thread_broadcast", "file_share"):
                 continue
-            line = f"[{message.get('user') or message.get('bot_id') or '?'}] {text}"
-            if size + len(line) > MAX_CHARACTERS:
+            if size + len(text) > MAX_CHARACTERS:
                 break
-            lines.append(line)
-            size += len(line)
-        return "\n".join(reversed(lines))
+            author = message.get("user") or message.get("bot_id") or "?"
+            kept.append(Quote(user=author, name=author, ts=message.get("ts") or "", text=text))
+            size += len(text)
+        return list(reversed(kept))
 
     def _channels_of(self, user: str) -> set[str]:
         if user not in self.memberships:

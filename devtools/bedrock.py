@@ -23,6 +23,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import html
 import ipaddress
 import json
 import math
@@ -46,9 +47,12 @@ __all__ = [
     "Fault",
     "LocalBedrock",
     "RecordedRequest",
+    "block_text",
     "encode_event_message",
     "estimate_tokens",
+    "message_text",
     "offline_reply",
+    "said_text",
 ]
 
 # HTTP status of each Bedrock Runtime error code, as declared in botocore's service model
@@ -178,11 +182,31 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 4)
 
 
+def block_text(block: Any) -> str | None:
+    """The text of one content block, plain or marked for the guardrail (``guardContent``);
+    None for other kinds of block."""
+    if not isinstance(block, dict):
+        return None
+    if isinstance(block.get("text"), str):
+        return block["text"]
+    guarded = block.get("guardContent")
+    text = guarded.get("text") if isinstance(guarded, dict) else None
+    if isinstance(text, dict) and isinstance(text.get("text"), str):
+        return text["text"]
+    return None
+
+
 def _block_texts(blocks: Any) -> list[str]:
-    """The ``text`` values of a list of content blocks; other block kinds are ignored."""
+    """The texts of a list of content blocks; other block kinds are ignored."""
     if not isinstance(blocks, list):
         return []
-    return [b["text"] for b in blocks if isinstance(b, dict) and isinstance(b.get("text"), str)]
+    return [t for t in map(block_text, blocks) if t is not None]
+
+
+def message_text(message: Any) -> str:
+    """All text of one message (``guardContent`` included), its text blocks joined by
+    newlines."""
+    return _message_text(message)
 
 
 def _message_text(message: Any) -> str:
@@ -251,6 +275,14 @@ def offline_summary(messages: list[Any]) -> str:
         if message.get("role") == "assistant":
             transcript.append(f"[assistant] {text}")
             continue
+        # The earlier summary comes framed as context (threadchat/prompt.py), or plain.
+        for framed in _FRAMED_SUMMARY.finditer(text):
+            earlier += [
+                line
+                for line in html.unescape(framed.group(1)).splitlines()
+                if line.startswith("- ") and not line.startswith(_CLOSING_LINES)
+            ]
+        text = said_text(message)
         found = _EARLIER.match(text)
         if found:
             earlier += [
@@ -294,6 +326,24 @@ def offline_summary(messages: list[Any]) -> str:
     return "\n".join(["Summary (offline model):", *points, closing])
 
 
+# threadchat's framing of what people wrote (threadchat/prompt.py): each message in a
+# <message from=… user=… ts=…> block, and summaries and the channel in view in <context> blocks.
+_FRAMED_MESSAGE = re.compile(r'<message from="([^"]*)"[^>]*>\n(.*?)\n</message>', re.S)
+_FRAMED_CONTEXT = re.compile(r"<context [^>]*>\n.*?\n</context>\n?", re.S)
+_FRAMED_ANSWER = re.compile(r'<answer from="([^"]*)">\n(.*?)\n</answer>', re.S)
+_FRAMED_SUMMARY = re.compile(r'<context kind="[a-z_]*summary"[^>]*>\n(.*?)\n</context>', re.S)
+
+
+def said_text(message: Any) -> str:
+    """What people said in a user message, as "[name] text" lines: the framed messages (and
+    answers, in a transcript), and any text outside a frame; context blocks are background,
+    not said."""
+    text = _FRAMED_CONTEXT.sub("", _message_text(message))
+    for frame in (_FRAMED_MESSAGE, _FRAMED_ANSWER):
+        text = frame.sub(lambda m: f"[{html.unescape(m.group(1))}] {m.group(2)}", text)
+    return text.strip()
+
+
 def offline_reply(body: dict[str, Any]) -> str:
     """The default responder: a deterministic stand-in for the model, labelled as offline.
 
@@ -308,7 +358,7 @@ def offline_reply(body: dict[str, Any]) -> str:
         for m in (messages if isinstance(messages, list) else [])
         if isinstance(m, dict) and m.get("role") == "user"
     ]
-    user_texts = [_message_text(m) for m in user_turns]
+    user_texts = [said_text(m) for m in user_turns]
     n = len(user_texts)
     last = user_texts[-1] if user_texts else ""
     prev = user_texts[-2] if n >= 2 else ""
@@ -467,8 +517,55 @@ def _validate_conversation(messages: Any, system: Any) -> None:
                     f"The text field in the ContentBlock object at messages.{i}.content.{j} "
                     "is blank. Add text to the text field, and try again.",
                 )
+            if isinstance(block, dict) and "guardContent" in block:
+                _validate_guard_content(block["guardContent"], f"messages.{i}.content.{j}")
     if system is not None and not isinstance(system, list):
         raise _BedrockError("ValidationException", "The system field must be a list.")
+    for j, block in enumerate(system or []):
+        if isinstance(block, dict) and "guardContent" in block:
+            _validate_guard_content(block["guardContent"], f"system.{j}")
+
+
+_GUARD_QUALIFIERS = {"grounding_source", "query", "guard_content"}
+_GUARD_IMAGE_FORMATS = {"png", "jpeg"}
+
+
+def _validate_guard_content(guarded: Any, where: str) -> None:
+    """Refuse a ``guardContent`` block as Bedrock does: a union of exactly one ``text`` (with
+    non-blank text and known qualifiers) or ``image`` (png or jpeg bytes)."""
+    members = set(guarded) & {"text", "image"} if isinstance(guarded, dict) else set()
+    if len(members) != 1 or len(guarded) != 1:
+        raise _BedrockError(
+            "ValidationException",
+            f"The guardContent field at {where} must contain exactly one of text or image.",
+        )
+    if "text" in guarded:
+        text = guarded["text"]
+        if not (isinstance(text, dict) and isinstance(text.get("text"), str)):
+            raise _BedrockError(
+                "ValidationException", f"The guardContent text at {where} needs a text field."
+            )
+        if not text["text"].strip():
+            raise _BedrockError(
+                "ValidationException",
+                f"The text field in the guardContent at {where} is blank. Add text to the text "
+                "field, and try again.",
+            )
+        qualifiers = text.get("qualifiers", [])
+        if not isinstance(qualifiers, list) or not set(qualifiers) <= _GUARD_QUALIFIERS:
+            raise _BedrockError(
+                "ValidationException", f"The guardContent qualifiers at {where} are not valid."
+            )
+        return
+    image = guarded["image"]
+    if not (
+        isinstance(image, dict)
+        and image.get("format") in _GUARD_IMAGE_FORMATS
+        and _file_bytes(image.get("source")) is not None
+    ):
+        raise _BedrockError(
+            "ValidationException", f"The guardContent image at {where} is not valid."
+        )
 
 
 def _encode_headers(headers: dict[str, str]) -> bytes:
@@ -597,7 +694,7 @@ class PromptCache:
                 boundaries.append((tokens, digest.hexdigest(), True))
                 continue
             digest.update(json.dumps([where, block], sort_keys=True).encode())
-            tokens += estimate_tokens(block.get("text", "")) if isinstance(block, dict) else 0
+            tokens += estimate_tokens(block_text(block) or "")
             boundaries.append((tokens, digest.hexdigest(), False))
         minimum, last, checkpoints = self.minimum_tokens(model_id), 0, []
         for at, key, is_point in boundaries:
@@ -827,7 +924,7 @@ class LocalBedrock:
         if input_tokens > self._context_limit_tokens:
             raise _BedrockError("ValidationException", _TOO_LONG_MESSAGE)
         prompt = self.cache.account(model_id, system, messages, input_tokens)
-        if guardrail and self._blocked(messages):
+        if guardrail and self._blocked(messages, system):
             return GUARDRAIL_MESSAGE, "guardrail_intervened", prompt
         try:
             reply = self._responder(body)
@@ -841,10 +938,16 @@ class LocalBedrock:
             stop_reason = "max_tokens"
         return reply, stop_reason, prompt
 
-    def _blocked(self, messages: list[Any]) -> bool:
-        text = "\n".join(
-            _message_text(m) for m in messages if isinstance(m, dict) and m.get("role") == "user"
-        ).lower()
+    def _blocked(self, messages: list[Any], system: Any) -> bool:
+        """Whether the guardrail stops the request: as Bedrock's does, it checks only the
+        blocks marked ``guardContent`` when there are any, and the user messages otherwise."""
+        blocks = [b for m in messages for b in m.get("content") or []] + list(system or [])
+        guarded = [
+            block_text(b) or "" for b in blocks if isinstance(b, dict) and "guardContent" in b
+        ]
+        if not guarded:
+            guarded = [_message_text(m) for m in messages if m.get("role") == "user"]
+        text = "\n".join(guarded).lower()
         return any(word in text for word in self._guardrail_words)
 
     async def _converse(

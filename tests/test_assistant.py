@@ -1,23 +1,29 @@
 """Slack's AI-app surface, end to end: the assistant panel's threads (greeting, suggested
 prompts, titles, the channel in view) and the App Home tab."""
 
+import json
 import uuid
 
 from devtools.stack import ALICE, BOB, Stack, eventually
 from threadchat import texts
 from threadchat.commands import operator
+from threadchat.config import DEFAULT_SYSTEM_PROMPT
 from threadchat.temporal import CONVERSATION_TITLE
 from workflows.conversation import ConversationWorkflow
 
 CHANNEL = "C0DESIGN"
 
 
-def system_prompts(stack: Stack) -> list[str]:
-    return [
-        r.body["system"][0]["text"]
-        for r in stack.bedrock.requests
-        if r.operation == "converse-stream"
-    ]
+def prompts(stack: Stack) -> list[dict]:
+    return [r.body for r in stack.bedrock.requests if r.operation == "converse-stream"]
+
+
+def channel_in_view(body: dict) -> str:
+    """The channel context a reply was given: a quoted block opening its last message, never
+    the system prompt."""
+    assert [b for b in body["system"] if "text" in b] == [{"text": DEFAULT_SYSTEM_PROMPT}]
+    opening = body["messages"][-1]["content"][0]["text"]
+    return opening if opening.startswith('<context kind="channel"') else ""
 
 
 async def test_the_panel_greets_once_with_prompts_for_the_channel_in_view(make_stack):
@@ -75,13 +81,16 @@ async def test_the_channel_in_view_is_read_only_where_the_user_is_a_member(make_
     await stack.replies(dm, thread, 1)
     await stack.panel_say(dm, thread, "summarize this channel")
     await stack.replies(dm, thread, 2)
-    assert "the launch moves to Friday" in system_prompts(stack)[-1]
+    seen = channel_in_view(prompts(stack)[-1])
+    assert seen.startswith(f'<context kind="channel" channel="{CHANNEL}"')
+    assert f'<message from="{BOB}" user="{BOB}" ts="' in seen  # its author, from Slack
+    assert "the launch moves to Friday" in seen
 
     # She switches to a channel she may not read: nothing of it reaches her prompt.
     await stack.panel_event("context_changed", dm, thread, viewing="C0SECRET")
     await stack.panel_say(dm, thread, "and this one?")
     await stack.replies(dm, thread, 3)
-    prompt = system_prompts(stack)[-1]
+    prompt = json.dumps(prompts(stack)[-1])
     assert "reorg" not in prompt and "C0SECRET" not in prompt and "launch" not in prompt
     status = await stack.handle(dm, thread).query(ConversationWorkflow.status)
     assert status.turn_count == 2
@@ -176,7 +185,7 @@ async def test_slack_retries_of_each_event_change_nothing(make_stack):
         await stack.panel_event("context_changed", dm, thread, viewing=CHANNEL)
     await stack.panel_say(dm, thread, "what is new here?")
     await stack.replies(dm, thread, 2)
-    assert "the budget is approved" in system_prompts(stack)[-1]
+    assert "the budget is approved" in channel_in_view(prompts(stack)[-1])
 
     async def published_alike() -> bool:
         # Polled: the last turn's tokens are charged just after its reply.

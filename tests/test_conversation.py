@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from activities.bedrock import FOLD_PROMPT, SUMMARY_PROMPT
-from devtools.bedrock import Fault
+from devtools.bedrock import Fault, message_text, said_text
 from devtools.stack import ALICE, BOB, eventually
 from threadchat.ids import conversation_id
 from threadchat.model import EndRequest
@@ -26,7 +26,8 @@ def reply_requests(stack) -> list[dict]:
 
 
 def last_user_text(body: dict) -> str:
-    return body["messages"][-1]["content"][0]["text"]
+    """What people said in the request's last message, as "[name] text" lines."""
+    return said_text(body["messages"][-1])
 
 
 async def test_messages_during_a_reply_are_answered_together(make_stack):
@@ -295,18 +296,18 @@ async def test_input_tokens_stay_bounded_as_the_conversation_grows(make_stack):
     for i in range(1, 30):
         await stack.say(stack.channel, ts, f"turn {i} " + "y" * 200)
         await stack.replies(stack.channel, ts, i + 1)
-    usage = [
-        sum(len(m["content"][0]["text"]) for m in body["messages"])
-        for body in reply_requests(stack)
-    ]
+    usage = [sum(len(message_text(m)) for m in body["messages"]) for body in reply_requests(stack)]
     summaries = len(stack.converse_requests()) - len(usage)
     assert len(usage) == 30 and summaries >= 2  # rolling summaries were written
     early, late = max(usage[5:10]), max(usage[20:30])
     assert late <= early * 1.5, (early, late)
-    assert (
-        "Summary of this conversation's earlier part"
-        in reply_requests(stack)[-1]["system"][0]["text"]
-    )
+    # The rolling summary opens the first user message, framed as what it is.
+    last = reply_requests(stack)[-1]
+    system = [b for b in last["system"] if "cachePoint" not in b]
+    assert system == [{"text": stack.settings.bedrock.system_prompt}]
+    opening = last["messages"][0]["content"][0]["text"]
+    assert opening.startswith('<context kind="rolling_summary"')
+    assert "Summary (offline model)" in opening
 
 
 @pytest.mark.parametrize("streaming", [False, True])

@@ -9,6 +9,7 @@ from activities.bedrock import SUMMARY_PROMPT
 from bot.conversations import Conversations
 from devtools.slack_events import message_event, message_shortcut, sign, slash_command
 from devtools.stack import ALICE, BOB, SIGNING_SECRET, TEAM, eventually
+from threadchat import prompt
 from threadchat.ids import conversation_id, thread_permalink
 from threadchat.model import EndRequest
 from workflows.conversation import ConversationWorkflow
@@ -37,7 +38,11 @@ async def test_follow_up_without_mention_is_answered_with_history(make_stack):
     assert "my name is Ada" in replies[1]["text"]  # the offline model quotes the earlier turn
     last_prompt = stack.converse_requests()[-1]["messages"]
     assert [m["role"] for m in last_prompt] == ["user", "assistant", "user"]
-    assert last_prompt[-1]["content"][0]["text"].startswith("[bob]")  # who said what
+    # Who said what, from Slack: each message framed with its author's id, one block each.
+    [asked] = last_prompt[-1]["content"]
+    assert asked["text"].startswith(f'<message from="bob" user="{BOB}" ts="')
+    [said] = last_prompt[0]["content"]
+    assert said["text"].startswith(f'<message from="alice" user="{ALICE}" ts="{ts}">')
 
 
 async def test_slack_retries_and_double_delivery_get_one_reply(make_stack):
@@ -130,8 +135,13 @@ async def test_mention_while_the_conversation_is_closing_starts_the_next(make_st
     replies = await stack.replies(stack.channel, ts, 3)
     assert "Summary" in replies[1]["text"]
     assert "second topic" in replies[2]["text"]
-    system = stack.converse_requests()[-1]["system"][0]["text"]
-    assert "earlier conversation in this thread" in system
+    # The ended conversation's summary opens the next one's prompt, framed as what it is;
+    # the system prompt stays the operator's.
+    last = stack.converse_requests()[-1]
+    system = [b for b in last["system"] if "cachePoint" not in b]
+    assert system == [{"text": stack.settings.bedrock.system_prompt}]
+    opening = last["messages"][0]["content"][0]["text"]
+    assert opening.startswith('<context kind="previous_summary"') and "Summary" in opening
 
 
 async def test_endchat_ends_the_users_latest_conversation(make_stack):
@@ -316,8 +326,14 @@ async def test_new_mention_in_ended_thread_remembers_the_summary(make_stack):
     first = await stack.handle(stack.channel, ts).result()
     await stack.mention(stack.channel, "do you remember?", thread_ts=ts)
     await stack.replies(stack.channel, ts, 3)
-    system = stack.converse_requests()[-1]["system"][0]["text"]
-    assert first.summary and first.summary in system
+    # In the new conversation's first user message, labelled as what it is; not in the
+    # system prompt, where a planted instruction would have the operator's authority.
+    last = stack.converse_requests()[-1]
+    note, question = last["messages"][0]["content"]
+    assert note["text"].startswith('<context kind="previous_summary"')
+    assert first.summary and prompt.escape(first.summary) in note["text"]
+    assert question["text"].startswith(f'<message from="alice" user="{ALICE}"')
+    assert "apples" not in json.dumps(last["system"])
 
 
 async def test_healthz(make_stack):

@@ -110,8 +110,11 @@ async def test_files_stay_in_context_until_the_budget_is_full_and_are_then_named
     shown = [[b for m in body["messages"] for b in m["content"] if "image" in b] for body in calls]
     assert [len(images) for images in shown] == [1, 1, 0]  # kept, then out of the budget
     assert stack.slack.download_requests == [chart["id"]]  # downloaded once, kept a while
-    assert "which you can no longer see: chart.png" in calls[2]["system"][0]["text"]
-    assert "no longer see" not in calls[1]["system"][0]["text"]
+    # The file's name, in a note opening the first user message; never in the system prompt.
+    opening = calls[2]["messages"][0]["content"][0]["text"]
+    assert opening.startswith('<context kind="files_left_out"') and "\nchart.png\n" in opening
+    assert all("files_left_out" not in json.dumps(c) for c in calls[:2])
+    assert all("chart" not in json.dumps(c["system"]) for c in calls)
 
 
 async def test_files_in_a_thread_without_a_conversation_are_ignored(make_stack):

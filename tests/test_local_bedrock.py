@@ -542,3 +542,90 @@ async def test_cache_points_are_refused_where_bedrock_refuses_them(caching_bedro
     too_many["messages"][0]["content"] += [POINT, POINT]
     error = await client_error(client.converse, **too_many)
     assert "maximum of 4" in error.response["Error"]["Message"]
+
+
+# -- guardContent ---------------------------------------------------------------------------
+
+GUARDRAIL = {"guardrailIdentifier": "gr-local", "guardrailVersion": "1"}
+
+
+def guarded(text: str, **extra: Any) -> dict[str, Any]:
+    return {"guardContent": {"text": {"text": text, **extra}}}
+
+
+@pytest.fixture
+async def guarding_bedrock(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LocalBedrock]:
+    monkeypatch.delenv("AWS_BEARER_TOKEN_BEDROCK", raising=False)
+    server = LocalBedrock(stream_delay_s=0.0, guardrail_words=("forbidden",))
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def test_guard_content_is_read_counted_and_quoted(client: Any) -> None:
+    question = {"role": "user", "content": [{"text": "plain"}, guarded("guarded question")]}
+    response = await call(client.converse, modelId=MODEL_ID, messages=[question])
+    assert reply_text(response) == '(offline model) Turn 1. You said: "plain\nguarded question".'
+    assert response["usage"]["inputTokens"] == estimate_tokens("plain\nguarded question")
+
+
+async def test_a_guardrail_checks_only_guard_content_when_there_is_some(guarding_bedrock) -> None:
+    client = make_client(guarding_bedrock.url)
+
+    async def stop_reason(content: list[dict[str, Any]]) -> str:
+        messages = [{"role": "user", "content": content}]
+        response = await call(
+            client.converse, modelId=MODEL_ID, messages=messages, guardrailConfig=GUARDRAIL
+        )
+        return response["stopReason"]
+
+    assert await stop_reason([{"text": "the forbidden word"}]) == "guardrail_intervened"
+    assert await stop_reason([guarded("the forbidden word")]) == "guardrail_intervened"
+    # Marked blocks are all a guardrail looks at, as Bedrock documents.
+    assert await stop_reason([{"text": "the forbidden word"}, guarded("fine")]) == "end_turn"
+
+
+INVALID_GUARD_CONTENT = {
+    "blank text": guarded(" \n"),
+    "unknown qualifier": guarded("hi", qualifiers=["everything"]),
+    "image format": {"guardContent": {"image": {"format": "gif", "source": {"bytes": b"GIF8"}}}},
+}
+
+
+@pytest.mark.parametrize("case", INVALID_GUARD_CONTENT)
+async def test_invalid_guard_content_is_rejected(client: Any, case: str) -> None:
+    messages = [{"role": "user", "content": [{"text": "hi"}, INVALID_GUARD_CONTENT[case]]}]
+    error = await client_error(client.converse, modelId=MODEL_ID, messages=messages)
+    assert error.response["Error"]["Code"] == "ValidationException"
+    assert "guardContent" in error.response["Error"]["Message"]
+
+
+async def test_guard_content_must_be_exactly_one_of_text_or_image(bedrock: LocalBedrock) -> None:
+    # botocore checks this itself; without its check the request reaches the server.
+    unchecked = _SESSION.client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        endpoint_url=bedrock.url,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=botocore.config.Config(
+            retries={"mode": "standard", "total_max_attempts": 1}, parameter_validation=False
+        ),
+    )
+    both = {"text": {"text": "hi"}, "image": {"format": "png", "source": {"bytes": b"x"}}}
+    for guard in (both, {}):
+        content = [{"text": "hi"}, {"guardContent": guard}]
+        error = await client_error(
+            unchecked.converse, modelId=MODEL_ID, messages=[{"role": "user", "content": content}]
+        )
+        assert "exactly one of text or image" in error.response["Error"]["Message"]
+    assert [r.status for r in bedrock.requests] == [400, 400]
+
+
+def test_the_offline_model_reads_threadchats_framing() -> None:
+    framed = (
+        '<context kind="rolling_summary" about="A summary.">\nearlier talk\n</context>\n'
+        '<message from="Ada &amp; co" user="U0ADA" ts="1.1">\nhello\n</message>'
+    )
+    body = {"messages": [{"role": "user", "content": [{"text": framed}, guarded("x")]}]}
+    assert offline_reply(body) == '(offline model) Turn 1. You said: "[Ada & co] hello\nx".'

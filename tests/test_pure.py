@@ -6,7 +6,17 @@ from bot.parsing import parse_message_event, parse_reply_action
 from threadchat import actions, context, dedupe, inference, texts
 from threadchat.durations import parse_duration
 from threadchat.ids import conversation_id, parse_thread_link, thread_permalink
-from threadchat.model import InferenceSettings, ReplyRef, ThreadRef, Turn, UserMessage
+from threadchat.model import (
+    ChatMessage,
+    ContextNote,
+    FileRef,
+    InferenceSettings,
+    Quote,
+    ReplyRef,
+    ThreadRef,
+    Turn,
+    UserMessage,
+)
 
 
 @pytest.mark.parametrize(
@@ -72,6 +82,11 @@ def test_dedupe_window_is_bounded_and_remembers_recent():
     assert dedupe.remember(seen, "1", limit=3)  # forgotten once out of the window
 
 
+def _shown(message: ChatMessage) -> str:
+    """A prompt message's text: its quotes as "[name] text" lines, or an answer's text."""
+    return "\n".join(f"[{q.name}] {q.text}" for q in message.quotes) or message.text
+
+
 def _turn(i: int, size: int = 40) -> Turn:
     return Turn(messages=[UserMessage(str(i), "U1", f"q{i} " + "x" * size)], reply="a" * size)
 
@@ -81,21 +96,25 @@ def test_prompt_alternates_and_ends_with_the_new_messages():
     new = [UserMessage("9", "U1", "first"), UserMessage("10", "U2", "second")]
     prompt = context.prompt_messages(turns, new, {"U1": "alice"}, budget_tokens=10_000)
     assert [m.role for m in prompt] == ["user", "assistant"] * 3 + ["user"]
-    assert prompt[-1].text == "[alice] first\n[U2] second"
+    assert prompt[-1].quotes == [
+        Quote("U1", "alice", "9", "first"),
+        Quote("U2", "U2", "10", "second"),
+    ]
+    assert prompt[-1].text == ""  # the quotes alone say who wrote what
 
 
 def test_prompt_keeps_only_the_newest_turns_within_budget():
     turns = [_turn(i, size=400) for i in range(50)]
     prompt = context.prompt_messages(turns, [UserMessage("x", "U1", "hi")], {}, budget_tokens=1000)
-    assert sum(context.estimate_tokens(m.text) for m in prompt) <= 1000
-    assert "q49" in prompt[-3].text  # the newest answered turn is kept
-    assert all("q0 " not in m.text for m in prompt)
+    assert sum(context.estimate_tokens(_shown(m)) for m in prompt) <= 1000
+    assert "q49" in _shown(prompt[-3])  # the newest answered turn is kept
+    assert all("q0 " not in _shown(m) for m in prompt)
 
 
 def test_prompt_skips_failed_turns():
     turns = [_turn(1), Turn(messages=[UserMessage("2", "U1", "lost")], reply=None), _turn(3)]
     prompt = context.prompt_messages(turns, [UserMessage("4", "U1", "now")], {}, 10_000)
-    assert all("lost" not in m.text for m in prompt)
+    assert all("lost" not in _shown(m) for m in prompt)
     assert [m.role for m in prompt] == ["user", "assistant", "user", "assistant", "user"]
 
 
@@ -113,10 +132,15 @@ def test_folding_starts_over_budget_and_goes_down_to_half():
     assert count < len(turns)  # the newest turn always stays
 
 
-def test_context_notes_mention_both_summaries():
-    notes = context.context_notes("old talk", "recent talk")
-    assert "old talk" in notes and "recent talk" in notes
-    assert context.context_notes("", "") == ""
+def test_context_notes_are_the_summaries_then_the_files_left_out():
+    chart = FileRef("F1", "chart.png", "image/png", 10)
+    notes = context.context_notes("old talk", "recent talk", [chart])
+    assert notes == [
+        ContextNote("previous_summary", "old talk"),
+        ContextNote("rolling_summary", "recent talk"),
+        ContextNote("files_left_out", "chart.png"),
+    ]
+    assert context.context_notes("", "") == []
 
 
 BOT = "U0BOT"
@@ -255,8 +279,8 @@ def test_blocked_turns_stay_out_of_the_prompt():
         Turn([UserMessage("1.2", "U1", "good")], "fine answer", stop_reason="end_turn"),
     ]
     prompt = context.prompt_messages(turns, [UserMessage("1.3", "U1", "next")], {}, 10_000)
-    assert [m.text for m in prompt] == ["[U1] good", "fine answer", "[U1] next"]
-    assert "blocked text" not in context.transcript_text(turns, {})
+    assert [_shown(m) for m in prompt] == ["[U1] good", "fine answer", "[U1] next"]
+    assert "blocked text" not in str(context.history_messages(turns, {}))
 
 
 def _click(**changes):

@@ -97,10 +97,6 @@ def megabytes(size: int) -> str:
     return f"{size / 1_000_000:.1f} MB" if size >= 100_000 else f"{math.ceil(size / 1000)} KB"
 
 
-def label(file: FileRef, read: bool = True) -> str:
-    return f"[file: {file.name}]" if read else f"[file: {file.name} (not opened)]"
-
-
 # Where Slack serves the files it hosts. The bot token goes only there, over https: a file's
 # URL comes from files.info, and a file shared from external storage (or a forged or
 # future Slack answer) may point anywhere.

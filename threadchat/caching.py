@@ -1,9 +1,10 @@
 """Converse prompt caching: where the cache points go, and which models take them.
 
-Each prompt gets a cache point after the system text (the system prompt and the summaries)
-and one after the last answered turn, so the next turn, whose prompt starts with this one's,
-reads all of it from the cache and pays full price only for what is new. The prefix changes
-only when old turns fold into the rolling summary.
+Each prompt gets a cache point after the system prompt (the operator's, the same for every
+conversation with it) and one after the last answered turn, so the next turn, whose prompt
+starts with this one's, reads all of it from the cache and pays full price only for what is
+new. The prefix (the summaries and file notes open the first user message) changes only when
+old turns fold into the rolling summary.
 """
 
 import copy
@@ -32,11 +33,12 @@ def refused(message: str) -> bool:
 
 
 def with_cache_points(arguments: dict, answer: int = -2) -> dict:
-    """Converse arguments with a cache point after the system text and after the answer at
-    index `answer` of the messages: by default the last answered turn, just before the new
-    question."""
+    """Converse arguments with a cache point after the system text (if any) and after the
+    answer at index `answer` of the messages: by default the last answered turn, just before
+    the new question."""
     cached = copy.deepcopy(arguments)
-    cached["system"] = [*cached["system"], CACHE_POINT]
+    if cached["system"]:
+        cached["system"] = [*cached["system"], CACHE_POINT]
     messages = cached["messages"]
     if len(messages) >= 1 - answer and messages[answer]["role"] == "assistant":
         messages[answer]["content"] = [*messages[answer]["content"], CACHE_POINT]

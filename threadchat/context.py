@@ -8,7 +8,7 @@ import math
 
 from threadchat import attachments
 from threadchat.inference import BLOCKED
-from threadchat.model import ChatMessage, FileRef, Turn, UserMessage
+from threadchat.model import ChatMessage, ContextNote, FileRef, Quote, Turn, UserMessage
 
 CHARS_PER_TOKEN = 4
 
@@ -22,12 +22,30 @@ def speaker(user: str, names: dict[str, str]) -> str:
 
 
 def user_turn_text(messages: list[UserMessage], names: dict[str, str]) -> str:
-    """One user turn from several messages, each labelled with who wrote it.
+    """One user turn as "[name] text" lines: what the context budget counts (the prompt
+    frames each message instead, see `quote`), and the title's question.
 
-    Labels let the model tell people apart in shared threads, and merging keeps Bedrock's
-    roles alternating when people write while the bot is still answering.
+    The counts stay as they were: the workflow decides when to fold from them.
     """
     return "\n".join(f"[{speaker(m.user, names)}] {_message_text(m)}" for m in messages)
+
+
+def quote(message: UserMessage, names: dict[str, str]) -> Quote:
+    """A message as the prompt shows it, its author taken from Slack's ids, not its text."""
+    return Quote(
+        user=message.user,
+        name=speaker(message.user, names),
+        ts=message.ts,
+        text=_message_text(message),
+    )
+
+
+def user_turn(
+    messages: list[UserMessage], names: dict[str, str], files: list[FileRef]
+) -> ChatMessage:
+    """One user turn of the prompt from several messages, one quote each: merging keeps
+    Bedrock's roles alternating when people write while the bot is still answering."""
+    return ChatMessage("user", "", files, [quote(m, names) for m in messages])
 
 
 def _message_text(message: UserMessage) -> str:
@@ -77,10 +95,9 @@ def prompt_messages(
         kept.append((turn, with_files))
     prompt: list[ChatMessage] = []
     for turn, files in reversed(kept):
-        text = user_turn_text(turn.messages, names)
-        prompt.append(ChatMessage("user", text, turn_files(turn) if files else []))
+        prompt.append(user_turn(turn.messages, names, turn_files(turn) if files else []))
         prompt.append(ChatMessage("assistant", turn.reply or ""))
-    prompt.append(ChatMessage("user", question, new_files))
+    prompt.append(user_turn(new_messages, names, new_files))
     return prompt
 
 
@@ -94,7 +111,7 @@ def history_messages(turns: list[Turn], names: dict[str, str]) -> list[ChatMessa
     """The answered turns as alternating user and assistant messages, as prompts carry them."""
     messages: list[ChatMessage] = []
     for turn in answered(turns):
-        messages.append(ChatMessage("user", user_turn_text(turn.messages, names)))
+        messages.append(user_turn(turn.messages, names, []))
         messages.append(ChatMessage("assistant", turn.reply or ""))
     return messages
 
@@ -127,35 +144,17 @@ def turns_to_fold(
     return count
 
 
-def transcript_text(turns: list[Turn], names: dict[str, str], bot_name: str = "assistant") -> str:
-    """Turns as plain text, for the summariser."""
-    lines: list[str] = []
-    for turn in turns:
-        lines.append(user_turn_text(turn.messages, names))
-        if turn.stop_reason in BLOCKED:
-            lines.append("(the answer was blocked by the content policy)")
-        else:
-            lines.append(
-                f"[{bot_name}] {turn.reply}" if turn.reply is not None else "(not answered)"
-            )
-    return "\n".join(lines)
-
-
 def context_notes(
     previous_summary: str, rolling_summary: str, earlier_files: list[FileRef] | None = None
-) -> str:
-    """What the model should know beyond the verbatim turns, for the system prompt."""
+) -> list[ContextNote]:
+    """What the model should know beyond the verbatim turns, oldest first: each a note the
+    prompt quotes in its first user message (never in the system prompt: summaries are
+    written from people's messages, and file names are theirs)."""
     notes = []
-    if earlier_files:
-        names = ", ".join(f.name for f in earlier_files)
-        notes.append(
-            f"Files shared earlier in this conversation, which you can no longer see: {names}. "
-            "If asked about them, say so, and ask for them to be shared again."
-        )
     if previous_summary:
-        notes.append(
-            f"An earlier conversation in this thread ended with this summary:\n{previous_summary}"
-        )
+        notes.append(ContextNote("previous_summary", previous_summary))
     if rolling_summary:
-        notes.append(f"Summary of this conversation's earlier part:\n{rolling_summary}")
-    return "\n\n".join(notes)
+        notes.append(ContextNote("rolling_summary", rolling_summary))
+    if earlier_files:
+        notes.append(ContextNote("files_left_out", "\n".join(f.name for f in earlier_files)))
+    return notes

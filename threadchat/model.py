@@ -273,12 +273,35 @@ class ConversationSetup:
 
 
 @dataclass
+class Quote:
+    """One Slack message as a prompt shows it: its author as Slack says (the id, and the name
+    looked up for it), never as its text claims."""
+
+    user: str
+    name: str
+    ts: str
+    text: str
+
+
+@dataclass
+class ContextNote:
+    """Something the model should know beyond the verbatim turns: a summary, or the files it
+    no longer sees. Untrusted: the prompt shows it as quoted data in a user message."""
+
+    kind: str  # "previous_summary", "rolling_summary" or "files_left_out"
+    text: str
+
+
+@dataclass
 class ChatMessage:
     """One message of the prompt, in Bedrock's alternating user/assistant order."""
 
     role: str  # "user" or "assistant"
+    # An assistant message's text. A user message's text only in requests from before
+    # `quotes` (then "[name] text" lines); now "" and the messages are in `quotes`.
     text: str
     files: list[FileRef] = field(default_factory=list)  # to fetch and show the model
+    quotes: list[Quote] = field(default_factory=list)  # a user message: the Slack messages
 
 
 @dataclass
@@ -287,7 +310,9 @@ class ReplyRequest:
 
     thread: ThreadRef
     messages: list[ChatMessage]
-    context_notes: str  # rolling and earlier summaries, appended to the system prompt
+    # The summaries and the files left out, shown in the first user message. A str in
+    # requests from before the notes were quoted (it was appended to the system prompt).
+    context_notes: str | list[ContextNote]
     idempotency_key: str
     recipient_user: str = ""  # whom a streamed reply answers (Slack requires it in channels)
     inference: InferenceSettings | None = None
@@ -346,7 +371,7 @@ class SummaryRequest:
     # last reply's prompt had them (`turns` are the first of them), which the model reads
     # from the prompt cache. Empty: the summariser's own prompt of `turns`.
     conversation: list[ChatMessage] = field(default_factory=list)
-    context_notes: str = ""
+    context_notes: str | list[ContextNote] = ""  # as the reply's, for the same prefix
     cache: bool = False  # send cache points
 
 
