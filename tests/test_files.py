@@ -235,6 +235,6 @@ async def test_the_bot_token_never_leaves_for_another_host(make_stack, elsewhere
     [last] = [m["content"] for m in stack.converse_requests()[0]["messages"][-1:]]
     texts_sent = [b["text"] for b in last if "text" in b]
     # Named to the model, not opened.
-    assert "[file: chart.png (not opened)]" in texts_sent
-    assert "[file: plan.pdf (not opened)]" in texts_sent
+    assert '<file name="chart.png" opened="no"/>' in texts_sent
+    assert '<file name="plan.pdf" opened="no"/>' in texts_sent
     assert [len(images) for images in blocks(stack, "image")] == [1]
