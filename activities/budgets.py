@@ -11,20 +11,20 @@ import logging
 from datetime import timedelta
 
 from temporalio import activity
-from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy
 
 from threadchat.ids import budget_id
-from threadchat.model import BudgetCheck, BudgetVerdict, TokenCharge, TokenLimits
+from threadchat.model import BudgetCheck, BudgetVerdict, Reservation, TokenCharge, TokenLimits
 
 log = logging.getLogger(__name__)
 
 # workflows/budget.py, by name: activities sit below the workflows and import none of them
-# (tests/test_layout.py checks both names against the workflow).
+# (tests/test_layout.py checks the names against the workflow).
 BUDGET_WORKFLOW = "TokenBudgetWorkflow"
-TOKENS_USED_QUERY = "tokens_used"
+RESERVE_UPDATE = "reserve"
 
-QUERY_TIMEOUT = timedelta(seconds=2)
+UPDATE_TIMEOUT = timedelta(seconds=2)
 
 
 class BudgetActivities:
@@ -37,13 +37,19 @@ class BudgetActivities:
     async def check_budget(self, check: BudgetCheck) -> BudgetVerdict:
         limits = check.limits or self.limits
         per_user, per_conversation = limits.per_user, limits.per_conversation
+        rate = self.limits.turns_per_minute  # the worker's: channels set no rate of their own
         if per_conversation and check.conversation_tokens >= per_conversation:
             return BudgetVerdict("conversation", per_conversation)
-        if per_user and await self._used(check) >= per_user:
-            return BudgetVerdict("user", per_user)
-        # Charged whether or not a per-person limit is set: the App Home shows everyone
-        # their use today, and a limit set later starts from the true count.
-        return BudgetVerdict(charge_user=True)
+        if not (per_user or rate) or not check.reserve:
+            # Nothing to hold against: the charge after the call counts the turn all the
+            # same (the App Home shows everyone their use; a limit set later starts true).
+            return BudgetVerdict(charge_user=True)
+        refused = await self._reserve(
+            check, Reservation(f"{check.key}/reserve", check.reserve, limit=per_user, rate=rate)
+        )
+        if refused:
+            return BudgetVerdict(refused, per_user if refused == "user" else rate)
+        return BudgetVerdict(charge_user=True, reserved=check.reserve)
 
     @activity.defn
     async def charge_tokens(self, charge: TokenCharge) -> None:
@@ -57,13 +63,21 @@ class BudgetActivities:
             start_signal_args=[charge],
         )
 
-    async def _used(self, check: BudgetCheck) -> int:
-        handle = self.client.get_workflow_handle(budget_id(check.team, check.user, check.day))
-        try:
-            # A budget left on a task queue no worker polls any more would hold the query
-            # until its timeout: give up early and let the turn go ahead.
-            return await handle.query(TOKENS_USED_QUERY, result_type=int, rpc_timeout=QUERY_TIMEOUT)
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                return 0  # nothing spent today
-            raise
+    async def _reserve(self, check: BudgetCheck, reservation: Reservation) -> str:
+        """Update-with-start: the day's first turn opens the person's budget. A budget left on
+        a task queue no worker polls any more would hold the update: give up early, and the
+        failed check lets the turn go ahead (charged after)."""
+        start = WithStartWorkflowOperation(
+            BUDGET_WORKFLOW,
+            check.day,
+            id=budget_id(check.team, check.user, check.day),
+            task_queue=self.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        return await self.client.execute_update_with_start_workflow(
+            RESERVE_UPDATE,
+            reservation,
+            start_workflow_operation=start,
+            result_type=str,
+            rpc_timeout=UPDATE_TIMEOUT,
+        )

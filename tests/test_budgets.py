@@ -169,5 +169,66 @@ def test_allowances_are_whole_numbers(variable):
     assert raised.value.variable == variable
     assert str(raised.value) == f"{variable}: must be a whole number, got 'lots'"
     # A person's day is bounded by default; an explicit 0 lifts it.
-    assert load_settings({}).token_limits == TokenLimits(DEFAULT_USER_DAILY_TOKENS, 0)
-    assert load_settings({"THREADCHAT_USER_DAILY_TOKENS": "0"}).token_limits == TokenLimits(0, 0)
+    assert load_settings({}).token_limits == TokenLimits(DEFAULT_USER_DAILY_TOKENS, 0, 10)
+    assert load_settings({"THREADCHAT_USER_DAILY_TOKENS": "0"}).token_limits.per_user == 0
+
+
+async def test_a_person_starting_turns_too_fast_is_told_privately(make_stack):
+    stack = await stack_with_limits(make_stack, turns_per_minute=2)
+    person = someone()
+    first = await stack.mention(stack.channel, "one", user=person)
+    await stack.replies(stack.channel, first, 1)
+    second = await stack.mention(stack.channel, "two", user=person)
+    await stack.replies(stack.channel, second, 1)
+    calls = model_calls(stack)
+    third = await stack.mention(stack.channel, "three", user=person)
+    notes = await eventually(
+        lambda: stack.private_notes(stack.channel, person), what="the private note"
+    )
+    assert notes == [texts.too_fast(2)]
+    assert model_calls(stack) == calls and stack.slack.bot_replies(stack.channel, third) == []
+    # Someone else is not slowed down by it.
+    other = await stack.mention(stack.channel, "four", user=someone())
+    await stack.replies(stack.channel, other, 1)
+
+
+async def test_turns_at_once_reserve_before_the_call_and_settle_after(make_stack):
+    # Each turn reserves its context budget and max tokens (about 8,000) before calling the
+    # model: with 12,000 allowed, turns checked after the first two reservations are refused,
+    # however many start at once, and what is kept is exactly what the answers cost.
+    stack = await stack_with_limits(make_stack, per_user=12_000)
+    person = someone()
+    threads = []
+    for i in range(4):
+        threads.append(await stack.mention(stack.channel, f"question {i}", user=person))
+    for ts in threads:
+        await stack.replies(stack.channel, ts, 1, timeout=30)
+    answered = model_calls(stack)
+    assert 1 <= answered <= 2, answered  # unreserved, all four would have been answered
+    spent = 0
+    for ts in threads:
+        status = await stack.handle(stack.channel, ts).query(ConversationWorkflow.status)
+        spent += (
+            status.input_tokens
+            + status.output_tokens
+            + status.cache_read_tokens
+            + status.cache_write_tokens
+        )
+    day = await stack.handle(stack.channel, threads[0]).query(ConversationWorkflow.status)
+    budget = [
+        w
+        async for w in stack.client.list_workflows(
+            f"TaskQueue = '{stack.settings.temporal.task_queue}' "
+            "AND WorkflowType = 'TokenBudgetWorkflow'"
+        )
+    ]
+    handle = stack.client.get_workflow_handle(budget[0].id)
+    await eventually(
+        lambda: _equals(handle.query(TokenBudgetWorkflow.tokens_used), spent),
+        what="the reservations settled to the answers' cost",
+    )
+    assert day.thread.thread_ts == threads[0]
+
+
+async def _equals(value, expected) -> bool:
+    return await value == expected

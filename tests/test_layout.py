@@ -60,9 +60,9 @@ def test_no_import_runs_the_wrong_way(path):
 def test_the_budget_activities_name_the_budget_workflow_as_it_is_defined():
     from temporalio import workflow
 
-    from activities.budgets import BUDGET_WORKFLOW, TOKENS_USED_QUERY
+    from activities.budgets import BUDGET_WORKFLOW, RESERVE_UPDATE
     from workflows.budget import TokenBudgetWorkflow
 
     definition = workflow._Definition.must_from_class(TokenBudgetWorkflow)
     assert definition.name == BUDGET_WORKFLOW
-    assert TOKENS_USED_QUERY in definition.queries
+    assert RESERVE_UPDATE in definition.updates

@@ -87,6 +87,7 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
         "THREADCHAT_STREAMING",
         "THREADCHAT_ALLOW_EXTERNAL_USERS",
         "THREADCHAT_USER_DAILY_TOKENS",
+        "THREADCHAT_USER_TURNS_PER_MINUTE",
         "THREADCHAT_CONVERSATION_DAILY_TOKENS",
         "THREADCHAT_CHANNELS_FILE",
         "THREADCHAT_ENCRYPTION_KEY",
@@ -121,6 +122,8 @@ class ConfigError(Exception):
 
 
 DEFAULT_USER_DAILY_TOKENS = 1_000_000
+# Answers and regenerates a person may start a minute; a person types slower than this.
+DEFAULT_TURNS_PER_MINUTE = 10
 
 
 @dataclass(frozen=True)
@@ -554,6 +557,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             ),
             per_conversation=_number(
                 env, "THREADCHAT_CONVERSATION_DAILY_TOKENS", 0, int, 0, 10**12
+            ),
+            turns_per_minute=_number(
+                env, "THREADCHAT_USER_TURNS_PER_MINUTE", DEFAULT_TURNS_PER_MINUTE, int, 0, 10_000
             ),
         ),
         host=_get(env, "HOST") or "0.0.0.0",

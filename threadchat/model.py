@@ -466,6 +466,8 @@ class TokenLimits:
 
     per_user: int = 0
     per_conversation: int = 0
+    # Turns (answers and regenerates) a person may start a minute, across conversations.
+    turns_per_minute: int = 0
 
 
 @dataclass
@@ -477,15 +479,21 @@ class BudgetCheck:
     day: str
     conversation_tokens: int  # what the conversation has spent on `day`
     limits: "TokenLimits | None" = None  # the channel's own; None: the worker's
+    # Reserved on the person's budget when the turn may go ahead, before the model is called,
+    # so turns running at once see each other; settled by the charge after it. `key` names
+    # the turn.
+    reserve: int = 0
+    key: str = ""
 
 
 @dataclass
 class BudgetVerdict:
-    over: str = ""  # "", "user" or "conversation": whose allowance is used up
+    over: str = ""  # "", "user", "conversation" or "rate" (the person's turns a minute)
     limit: int = 0  # that allowance
     # The turn is charged to the person (every answered turn, since usage is always shown;
     # False from a failed check and from workers before that).
     charge_user: bool = False
+    reserved: int = 0  # tokens already charged ahead: the charge after the call settles
 
 
 @dataclass
@@ -495,5 +503,17 @@ class TokenCharge:
     team: str
     user: str
     day: str
-    tokens: int
+    tokens: int  # negative to give back what a reservation held over the cost
     key: str
+
+
+@dataclass
+class Reservation:
+    """Hold `tokens` on a person's day for a turn about to call the model, unless their
+    allowance (`limit`) is used up or they start turns faster than `rate` a minute (0: no
+    limit). The `reserve` update; `key` makes a retried one hold once."""
+
+    key: str
+    tokens: int
+    limit: int = 0
+    rate: int = 0

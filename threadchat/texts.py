@@ -254,3 +254,11 @@ def turn_size_note(messages_left_out: int, files_left_out: int, cut_short: bool)
 
 def join_notes(*notes: str) -> str:
     return "\n".join(note for note in notes if note)
+
+
+def too_fast(turns_per_minute: int) -> str:
+    """Only the sender sees it: they start turns faster than the allowance per minute."""
+    return (
+        f":hourglass: You're asking faster than {turns_per_minute} a minute, so I skipped this "
+        "one. Try again in a moment."
+    )

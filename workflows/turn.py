@@ -78,15 +78,17 @@ class Responder:
         turn = self.current = Turn(messages=messages, reply=None)
         shared = [f for m in messages for f in m.files]
         state.shared_files = (state.shared_files + shared)[-MAX_SHARED_FILES:]
-        payer = messages[-1].user
-        verdict = await self._check_budget(payer)
-        if verdict.over:
-            await self._post(self._over_budget(verdict, payer), f"turn-{state.turn_count}-budget")
+        payer, key = messages[-1].user, f"turn-{state.turn_count}"
+        verdict = await self._check_budget(payer, key)
+        if verdict.over == "rate":
+            await self._tell(payer, texts.too_fast(verdict.limit), f"{key}-rate")
+            telemetry.count_turn("rate_limited")
+        elif verdict.over:
+            await self._post(self._over_budget(verdict, payer), f"{key}-budget")
             telemetry.count_turn("over_budget")
         else:
             used = await self._reply(turn, notes)
-            if turn.reply is not None and verdict.charge_user:
-                await self._charge(payer, used, f"turn-{state.turn_count}")
+            await self._settle(payer, verdict, used, key)
         self.current = None
         if turn.messages:  # else every message was deleted while it was answered
             state.turns.append(turn)
@@ -179,9 +181,14 @@ class Responder:
         turn, number = state.turns[-1], state.turn_count
         version = turn.version + 1
         key = f"turn-{number}-regenerate-{version}"
-        verdict = await self._check_budget(request.user)
+        verdict = await self._check_budget(request.user, key)
         if verdict.over:
-            await self._tell(request.user, self._over_budget(verdict, request.user), key)
+            refusal = (
+                texts.too_fast(verdict.limit)
+                if verdict.over == "rate"
+                else self._over_budget(verdict, request.user)
+            )
+            await self._tell(request.user, refusal, key)
             return
         prompt = context.prompt_messages(
             state.turns[:-1], turn.messages, state.names, state.settings.context_budget_tokens
@@ -207,6 +214,7 @@ class Responder:
         except ActivityError as err:
             failure = steps.failure_type(err)
             workflow.logger.warning("regenerating turn %s failed: %s", number, failure)
+            await self._settle(request.user, verdict, 0, key)
             await self._tell(request.user, texts.turn_failure(failure), f"{key}-notice")
             return
         telemetry.count_turn("regenerated")
@@ -215,9 +223,7 @@ class Responder:
         turn.reply_ts = reply.parts or turn.reply_ts
         turn.input_tokens += reply.input_tokens
         turn.output_tokens += reply.output_tokens
-        used = self._spend(reply)
-        if verdict.charge_user:
-            await self._charge(request.user, used, key)
+        await self._settle(request.user, verdict, self._spend(reply), key)
         state.last_activity = workflow.now().timestamp()
 
     # -- Summaries and the title ----------------------------------------------------------------
@@ -361,22 +367,31 @@ class Responder:
 
     # -- What it costs ------------------------------------------------------------------------
 
-    async def _check_budget(self, user: str) -> BudgetVerdict:
-        """Whether the person's or this conversation's allowance for today is used up."""
+    async def _check_budget(self, user: str, name: str) -> BudgetVerdict:
+        """Whether the person's or this conversation's allowance for today is used up, or
+        the person starts turns too fast; if not, what the turn may cost is reserved."""
         state = self.state
         self._roll_day()
+        settings = state.settings
         return await steps.check_budget(
             BudgetCheck(
                 team=state.thread.team,
                 user=user,
                 day=state.budget_day,
                 conversation_tokens=state.day_tokens,
-                limits=state.settings.token_limits,
+                limits=settings.token_limits,
+                reserve=settings.context_budget_tokens + settings.inference.max_tokens,
+                key=self.key(name),
             )
         )
 
-    async def _charge(self, user: str, tokens: int, name: str) -> None:
+    async def _settle(self, user: str, verdict: BudgetVerdict, used: int, name: str) -> None:
+        """Charge what the turn cost, less what its check reserved (a failed turn gives the
+        reservation back)."""
+        if not verdict.charge_user:
+            return
         state = self.state
+        tokens = used - verdict.reserved
         await steps.charge_tokens(
             TokenCharge(state.thread.team, user, state.budget_day, tokens, self.key(name))
         )
