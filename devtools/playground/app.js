@@ -924,17 +924,31 @@
   // after a render has scrolled to the bottom and push the latest message below the fold:
   // a pane the reader left at the bottom stays there as each one arrives.
   const atBottom = new WeakMap();
+  const lastTop = new WeakMap();
 
   function followBottom(element) {
     if (atBottom.has(element)) return;
     atBottom.set(element, true);
+    lastTop.set(element, element.scrollTop);
+    // Only the reader scrolling up leaves the bottom. A scroll event of our own jump can
+    // arrive after an image has grown the pane: measured then, it would look like one.
     element.addEventListener("scroll", () => {
-      atBottom.set(element, element.scrollHeight - element.scrollTop - element.clientHeight < 120);
+      const top = element.scrollTop;
+      if (top < lastTop.get(element) - 1) atBottom.set(element, false);
+      else if (element.scrollHeight - top - element.clientHeight < 120) atBottom.set(element, true);
+      lastTop.set(element, top);
     });
     // Capturing: "load" does not bubble.
     element.addEventListener("load", () => {
-      if (atBottom.get(element)) element.scrollTop = element.scrollHeight;
+      if (atBottom.get(element)) toBottom(element);
     }, true);
+  }
+
+  // Our own jump to the latest message; the scroll event it causes is not the reader's.
+  function toBottom(element) {
+    element.scrollTop = element.scrollHeight;
+    lastTop.set(element, element.scrollTop);
+    atBottom.set(element, true);
   }
 
   function setHtml(element, html, forceBottom) {
@@ -943,10 +957,7 @@
     const nearBottom = element.scrollHeight - element.scrollTop - element.clientHeight < 120;
     element.innerHTML = html;
     element.dataset.html = html;
-    if (nearBottom || forceBottom) {
-      element.scrollTop = element.scrollHeight;
-      atBottom.set(element, true);
-    }
+    if (nearBottom || forceBottom) toBottom(element);
   }
 
   let renderPending = false;
