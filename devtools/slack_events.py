@@ -162,18 +162,7 @@ def message_changed_event(
     previous: Json = {"type": "message", "user": user, "text": previous_text, "ts": ts}
     if thread_ts is not None:
         message["thread_ts"] = previous["thread_ts"] = thread_ts
-    now = _now_ts()
-    return {
-        "type": "message",
-        "subtype": "message_changed",
-        "message": message,
-        "previous_message": previous,
-        "channel": channel,
-        "hidden": True,
-        "ts": now,
-        "event_ts": now,
-        "channel_type": "channel",
-    }
+    return _hidden_event("message_changed", channel, message=message, previous_message=previous)
 
 
 def message_deleted_event(
@@ -184,12 +173,16 @@ def message_deleted_event(
     previous: Json = {"type": "message", "user": user, "text": text, "ts": ts}
     if thread_ts is not None:
         previous["thread_ts"] = thread_ts
+    return _hidden_event("message_deleted", channel, deleted_ts=ts, previous_message=previous)
+
+
+def _hidden_event(subtype: str, channel: str, **fields: object) -> Json:
+    """A message event about another message (an edit, a deletion), with a ts of its own."""
     now = _now_ts()
     return {
         "type": "message",
-        "subtype": "message_deleted",
-        "deleted_ts": ts,
-        "previous_message": previous,
+        "subtype": subtype,
+        **fields,
         "channel": channel,
         "hidden": True,
         "ts": now,

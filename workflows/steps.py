@@ -223,13 +223,7 @@ async def check_budget(check: BudgetCheck) -> BudgetVerdict:
     """Failed checks answer anyway (a Temporal hiccup should not silence the bot), and the
     turn is still charged."""
     try:
-        return await workflow.execute_local_activity_method(
-            BudgetActivities.check_budget,
-            check,
-            start_to_close_timeout=BUDGET_TIMEOUT,
-            retry_policy=FEW_TRIES,
-            summary="check token budget",
-        )
+        return await _budget(BudgetActivities.check_budget, check, "check token budget")
     except ActivityError as err:
         workflow.logger.warning("token budget check failed: %s", failure_type(err))
         return BudgetVerdict(charge_user=True)
@@ -237,12 +231,16 @@ async def check_budget(check: BudgetCheck) -> BudgetVerdict:
 
 async def charge_tokens(charge: TokenCharge) -> None:
     try:
-        await workflow.execute_local_activity_method(
-            BudgetActivities.charge_tokens,
-            charge,
-            start_to_close_timeout=BUDGET_TIMEOUT,
-            retry_policy=FEW_TRIES,
-            summary="charge tokens",
-        )
+        await _budget(BudgetActivities.charge_tokens, charge, "charge tokens")
     except ActivityError as err:
         workflow.logger.warning("could not charge tokens: %s", failure_type(err))
+
+
+async def _budget(method, arg, summary: str):
+    return await workflow.execute_local_activity_method(
+        method,
+        arg,
+        start_to_close_timeout=BUDGET_TIMEOUT,
+        retry_policy=FEW_TRIES,
+        summary=summary,
+    )
