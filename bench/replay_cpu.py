@@ -9,8 +9,9 @@ the server and Slack are not in it, so the figure isolates what a change to `wor
 costs, with none of a live run's noise from other processes. Each tree replays the
 histories recorded from its own code (scenarios present in both sets are compared), in its
 own process, rounds alternating between the trees. CPU time, median over all replays.
-Per new conversation: a one-turn conversation's replay. Per turn: the slope between that
-and the longest common conversation. It reports; it never fails on a number.
+Per new conversation: a one-turn conversation's replay, and loading the workflow module into a
+fresh sandbox alone. Per turn: the slope between a one-turn conversation and the longest
+common one. It reports; it never fails on a number.
 """
 
 import argparse
@@ -38,6 +39,19 @@ async def feed(order):
     for history in order:
         yield history
 
+def sandbox_loads(count=50):
+    # CPU ms to load the conversation workflow into a fresh sandbox, as for each new one.
+    from temporalio import workflow
+    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+    runner = SandboxedWorkflowRunner()
+    definition = workflow._Definition.must_from_class(ConversationWorkflow)
+    times = []
+    for _ in range(count):
+        began = time.process_time()
+        runner.prepare_workflow(definition)
+        times.append((time.process_time() - began) * 1000)
+    return times[5:]
+
 async def main():
     # One replay worker for all, as a worker runs many conversations: each history's CPU is
     # the time between its result and the one before.
@@ -53,6 +67,7 @@ async def main():
             if index >= len(paths):
                 out[paths[index % len(paths)]].append((now - last) * 1000)
             last, index = now, index + 1
+    out["sandbox"] = sandbox_loads()
     print(json.dumps(out))
 
 asyncio.run(main())
@@ -124,6 +139,8 @@ def main() -> None:
         n = turns(sides[label][1] / longest)
         slope[label] = (median[label][longest] - (new_a if label == "A" else new_b)) / (n - 1)
     row(f"per later turn ({longest.split('-')[0][5:45]}…, slope)", slope["A"], slope["B"])
+    row("loading the workflow into a new sandbox", median["A"]["sandbox"], median["B"]["sandbox"])
+    del median["A"]["sandbox"], median["B"]["sandbox"]
     total_a, total_b = sum(median["A"].values()), sum(median["B"].values())
     row("all common histories, summed", total_a, total_b)
 
