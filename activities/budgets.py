@@ -7,6 +7,7 @@ at each check, so a changed limit applies from the next turn of every conversati
 channel's own limits (THREADCHAT_CHANNELS_FILE) are those its conversation started with.
 """
 
+import asyncio
 import logging
 from datetime import timedelta
 
@@ -25,6 +26,8 @@ BUDGET_WORKFLOW = "TokenBudgetWorkflow"
 RESERVE_UPDATE = "reserve"
 
 UPDATE_TIMEOUT = timedelta(seconds=2)
+# Well inside the local activity's own timeout (workflows/steps.py: BUDGET_TIMEOUT).
+CHECK_DEADLINE = timedelta(seconds=2.5)
 
 
 class BudgetActivities:
@@ -35,6 +38,17 @@ class BudgetActivities:
 
     @activity.defn
     async def check_budget(self, check: BudgetCheck) -> BudgetVerdict:
+        """Never fails and never times out: it runs as a local activity, and one that fails
+        by its timeout leaves a history the Python SDK (1.35) cannot replay. A check that
+        cannot be made lets the turn go ahead, charged after."""
+        try:
+            async with asyncio.timeout(CHECK_DEADLINE.total_seconds()):
+                return await self._check(check)
+        except Exception as err:
+            log.warning("token budget check failed: %s", type(err).__name__)
+            return BudgetVerdict(charge_user=True)
+
+    async def _check(self, check: BudgetCheck) -> BudgetVerdict:
         limits = check.limits or self.limits
         per_user, per_conversation = limits.per_user, limits.per_conversation
         rate = self.limits.turns_per_minute  # the worker's: channels set no rate of their own
@@ -53,6 +67,15 @@ class BudgetActivities:
 
     @activity.defn
     async def charge_tokens(self, charge: TokenCharge) -> None:
+        """Like the check, it never times out (a local activity too): a charge that cannot
+        be made in time is logged and lost, not retried into a timeout."""
+        try:
+            async with asyncio.timeout(CHECK_DEADLINE.total_seconds()):
+                await self._charge(charge)
+        except Exception as err:
+            log.warning("could not charge tokens: %s", type(err).__name__)
+
+    async def _charge(self, charge: TokenCharge) -> None:
         # Signal-with-start: the day's first charge opens the person's budget.
         await self.client.start_workflow(
             BUDGET_WORKFLOW,

@@ -377,6 +377,9 @@ class Rig:
                 "AWS_SECRET_ACCESS_KEY": "bench",
                 "AWS_REGION": "us-east-1",
                 "THREADCHAT_STREAMING": "true",
+                # One simulated person asks everything: no allowance or rate to meet.
+                "THREADCHAT_USER_DAILY_TOKENS": "0",
+                "THREADCHAT_USER_TURNS_PER_MINUTE": "0",
                 "CHAT_INACTIVITY_TIMEOUT": "30m",
                 "BEDROCK_READ_TIMEOUT": "30",
                 **extra,

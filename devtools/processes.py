@@ -110,6 +110,11 @@ def worker_env(stack: Stack, temporal_address: str) -> dict[str, str]:
             "AWS_SECRET_ACCESS_KEY": "test",
             "AWS_DEFAULT_REGION": "us-east-1",
             "THREADCHAT_STREAMING": "true",
+            # The stack's allowances (none unless a test sets them), as its in-process worker
+            # has: tests share user ids across task queues, and a person's budget workflow
+            # lives on the queue of the test that opened it.
+            "THREADCHAT_USER_DAILY_TOKENS": str(stack.settings.token_limits.per_user),
+            "THREADCHAT_USER_TURNS_PER_MINUTE": str(stack.settings.token_limits.turns_per_minute),
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
         }

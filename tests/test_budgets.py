@@ -122,6 +122,8 @@ async def test_a_charge_repeated_by_a_retry_counts_once(make_stack, client):
     ts = await stack.mention(stack.channel, "question", user=someone())
     await stack.replies(stack.channel, ts, 1)
     handle = await eventually(lambda: _budget_handle(stack), what="the person's budget workflow")
+    # The turn reserved (an update) before the call and settles (the charge) after it.
+    await eventually(lambda: _signal_count(handle, 1), what="the turn's charge")
     used = await handle.query(TokenBudgetWorkflow.tokens_used)
     charge = (await handle.fetch_history()).events
     signaled = [
@@ -232,3 +234,29 @@ async def test_turns_at_once_reserve_before_the_call_and_settle_after(make_stack
 
 async def _equals(value, expected) -> bool:
     return await value == expected
+
+
+async def test_a_check_that_cannot_be_made_returns_in_time_and_lets_the_turn_go(client):
+    """The check is a local activity, and one that fails by its timeout leaves a history the
+    SDK cannot replay: it must answer well inside its timeout, even when the person's budget
+    sits on a task queue no worker polls (as after a test, or a build drained too early)."""
+    import time
+
+    from activities.budgets import BudgetActivities
+    from threadchat.model import BudgetCheck
+    from workflows.steps import BUDGET_TIMEOUT
+
+    person, day = someone(), "2026-12-06"
+    await client.start_workflow(
+        "TokenBudgetWorkflow",
+        day,
+        id=budget_id("T0LOCAL", person, day),
+        task_queue=f"nobody-polls-{uuid.uuid4().hex}",
+    )
+    budgets = BudgetActivities(client, "unused", TokenLimits(per_user=1_000, turns_per_minute=5))
+    began = time.monotonic()
+    verdict = await budgets.check_budget(
+        BudgetCheck("T0LOCAL", person, day, 0, reserve=100, key="k")
+    )
+    assert time.monotonic() - began < BUDGET_TIMEOUT.total_seconds()
+    assert verdict.charge_user and not verdict.over and verdict.reserved == 0

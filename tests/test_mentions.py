@@ -20,6 +20,7 @@ from threadchat.mentions import WORD_JOINER, MentionGuard, neutralize
 from threadchat.model import (
     ChatMessage,
     PrivateNote,
+    Quote,
     ReplyRequest,
     SlackPost,
     ThreadRef,
@@ -200,10 +201,13 @@ async def test_a_streamed_reply_keeps_only_participants_mentions(slack):
         model = BedrockActivities(BedrockSettings(endpoint_url=bedrock.url, read_timeout=10))
         activities = ReplyActivities(model, make_client(slack.bot_token, slack.base_url))
         thread = thread_in(slack)
-        question = f"[alice] {BROADCASTS} <@U0EVE|eve> <@{ALICE}>"
+        said = f"{BROADCASTS} <@U0EVE|eve> <@{ALICE}>"
+        question = f"[alice] {said}"
         request = ReplyRequest(
             thread=thread,
-            messages=[ChatMessage("user", question)],
+            messages=[
+                ChatMessage("user", question, quotes=[Quote(ALICE, "alice", "1.000001", said)])
+            ],
             context_notes="",
             idempotency_key="reply-1",
             recipient_user=ALICE,
