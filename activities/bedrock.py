@@ -222,12 +222,21 @@ class BedrockActivities:
         # The channel in view changes between turns: with the question, it leaves the
         # cached prefix (all that comes before) the same.
         messages[-1]["content"][:0] = self._channel_in_view(request, guard)
-        messages[0]["content"][:0] = prompt.notes_content(request.context_notes, guard)
+        messages[0]["content"][:0] = prompt.notes_content(
+            request.context_notes, guard
+        ) + self._thread_before(request, guard)
         arguments = self._arguments(inference, inference.system_prompt, messages, streaming)
         cached = request.cache and self._caches(inference.model_id)
         if cached:
             arguments = caching.with_cache_points(arguments)
         return ModelRequest(request.kind, inference, arguments, cached, unread)
+
+    def _thread_before(self, request: ReplyRequest, guard: bool) -> list[dict]:
+        """The thread's messages from before the conversation, as one quoted block."""
+        thread = request.thread_context
+        if thread is None or not (thread.quotes or thread.left_out):
+            return []
+        return [prompt.quoted(prompt.thread_block(thread.quotes, thread.left_out), guard)]
 
     def _channel_in_view(self, request: ReplyRequest, guard: bool) -> list[dict]:
         """The assistant panel's channel in view, as a quoted block; none if unreadable."""
@@ -422,7 +431,9 @@ class BedrockActivities:
             for m in request.conversation
         ]
         # As the reply's prompt had them, so that the prefix is the one cached.
-        messages[0]["content"][:0] = prompt.notes_content(request.context_notes, guard)
+        messages[0]["content"][:0] = prompt.notes_content(
+            request.context_notes, guard
+        ) + self._thread_before(request, guard)
         messages.append(
             {
                 "role": "user",

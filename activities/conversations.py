@@ -108,6 +108,7 @@ class ConversationActivities:
             bedrock_task_queue=self.settings.temporal.bedrock_task_queue,
             token_limits=limits,
             title_in_visibility=not self.settings.encryption_keys,
+            reply_mode=(per_channel and per_channel.reply) or self.settings.conversation.reply_mode,
         )
 
     @activity.defn

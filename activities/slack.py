@@ -15,8 +15,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from threadchat import texts
+from threadchat import prompt, texts
 from threadchat.actions import message_body
+from threadchat.context import estimate_tokens
 from threadchat.formatting import slack_markdown, split_markdown
 from threadchat.mentions import neutralize
 from threadchat.model import (
@@ -24,10 +25,14 @@ from threadchat.model import (
     EndNotice,
     PostedMessage,
     PrivateNote,
+    Quote,
     SlackPost,
+    ThreadContext,
+    ThreadRead,
     ThreadRef,
     ThreadTitle,
 )
+from threadchat.slack_text import app_name, message_text
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +111,13 @@ async def messages_since_scheduled(client: AsyncWebClient, thread: ThreadRef) ->
 NAMES_KEPT = 10_000
 NAMES_TTL_SECONDS = 3600
 
+# A thread read stops after this many pages of 200 (Slack returns the oldest first): enough
+# for all but the longest threads, and one call for nearly all.
+THREAD_PAGES = 5
+# Messages of a thread that are a person or an app saying something; joins, topic changes
+# and the like are not.
+_SAID = {None, "thread_broadcast", "file_share", "bot_message", "me_message"}
+
 
 class SlackActivities:
     """Activities that call the Slack Web API."""
@@ -116,6 +128,7 @@ class SlackActivities:
         # The suggested prompts for a channel in view: operators' (per-channel settings)
         # or the defaults.
         self.prompts_for = prompts_for or texts.suggested_prompts
+        self._me: tuple[str, str] | None = None
 
     @activity.defn
     async def greet(self, greeting: AssistantGreeting) -> None:
@@ -215,6 +228,63 @@ class SlackActivities:
             raise classify(err) from err
 
     @activity.defn
+    async def read_thread(self, read: ThreadRead) -> ThreadContext:
+        """The thread's messages before the mention that opened a conversation, the newest
+        that fit `max_tokens`, each labelled by its author as Slack gives it. If Slack will
+        not tell (rate limited, no access), says why instead of failing: the conversation
+        goes on without them."""
+        thread = read.thread
+        try:
+            me = await self._identity()
+            messages = await self._thread_messages(thread, read.before)
+        except SlackApiError as err:
+            error = err.response.get("error") or f"http_{err.response.status_code}"
+            log.warning("could not read the thread's earlier messages: %s", error)
+            return ThreadContext(unread=error)
+        said = [m for m in messages if m.get("subtype") in _SAID and m.get("ts")]
+        people = sorted({m["user"] for m in said if m.get("user") and not m.get("bot_id")})
+        try:
+            names = await self.describe_users(people)
+        except ApplicationError:
+            names = {}
+        quotes = [_thread_quote(m, me, names) for m in said]
+        quotes = [q for q in quotes if q.text]
+        kept: list[Quote] = []
+        room = read.max_tokens
+        for quote in reversed(quotes):  # the newest first, while they fit
+            cost = estimate_tokens(prompt.message_block(quote))
+            if cost > room:
+                break
+            room -= cost
+            kept.append(quote)
+        return ThreadContext(quotes=kept[::-1], left_out=len(quotes) - len(kept))
+
+    async def _identity(self) -> tuple[str, str]:
+        """The bot's own user and bot ids, asked of Slack once per worker."""
+        if self._me is None:
+            response = await self.client.auth_test()
+            self._me = (response.get("user_id") or "", response.get("bot_id") or "")
+        return self._me
+
+    async def _thread_messages(self, thread: ThreadRef, before: str) -> list[dict]:
+        messages: list[dict] = []
+        cursor = None
+        for _ in range(THREAD_PAGES):
+            response = await self.client.conversations_replies(
+                channel=thread.channel,
+                ts=thread.thread_ts,
+                latest=before,
+                inclusive=False,
+                limit=200,
+                cursor=cursor,
+            )
+            messages += [m for m in response.get("messages", []) if m.get("ts") != before]
+            cursor = (response.get("response_metadata") or {}).get("next_cursor")
+            if not response.get("has_more") or not cursor:
+                break
+        return messages
+
+    @activity.defn
     async def describe_users(self, user_ids: list[str]) -> dict[str, str]:
         """Display names for user ids; ids that cannot be looked up are left out."""
         names: dict[str, str] = {}
@@ -235,3 +305,19 @@ class SlackActivities:
             if name:
                 names[user_id] = self.names[user_id] = name
         return names
+
+
+# How the thread read labels the bot's own earlier answers.
+OWN_NAME = "you"
+
+
+def _thread_quote(message: dict, me: tuple[str, str], names: dict[str, str]) -> Quote:
+    """A message of the thread as the prompt frames it: a person by the name looked up for
+    their id, another app by its name, the bot's own answers as its own."""
+    user, bot_id, ts = message.get("user") or "", message.get("bot_id") or "", message["ts"]
+    text = message_text(message)
+    if (user and user == me[0]) or (bot_id and bot_id == me[1]):
+        return Quote(user=me[0] or bot_id, name=OWN_NAME, ts=ts, text=text)
+    if bot_id:
+        return Quote(user=bot_id, name=f"{app_name(message)} (app)", ts=ts, text=text)
+    return Quote(user=user, name=names.get(user, user), ts=ts, text=text)

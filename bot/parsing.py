@@ -11,6 +11,7 @@ from urllib.parse import parse_qs
 
 from threadchat import actions
 from threadchat.model import FileRef, MessageRevision, ReplyRef, ThreadRef, UserMessage
+from threadchat.slack_text import app_name, message_text
 
 # Slack ids and timestamps, as Slack sends them. Anything else is not from Slack, and would
 # make a workflow id or search attribute Temporal refuses.
@@ -58,13 +59,18 @@ def _without_mention(text: str, bot_user_id: str | None) -> str:
 
 
 def parse_message_event(
-    event: dict, team_id: str, bot_user_id: str | None, *, is_mention_event: bool = False
+    event: dict,
+    team_id: str,
+    bot_user_id: str | None,
+    *,
+    is_mention_event: bool = False,
+    bot_id: str | None = None,
 ) -> Incoming | None:
     """Classify an `app_mention` or `message` event; None means acknowledge and ignore."""
     subtype = event.get("subtype")
-    if not isinstance(subtype, str | None) or subtype not in _CONVERSATIONAL_SUBTYPES:
-        return None
     if event.get("bot_id"):
+        return _app_message(event, team_id, bot_user_id, bot_id)
+    if not isinstance(subtype, str | None) or subtype not in _CONVERSATIONAL_SUBTYPES:
         return None
     user, ts, channel = event.get("user"), event.get("ts"), event.get("channel")
     thread_ts = event.get("thread_ts")
@@ -91,6 +97,30 @@ def parse_message_event(
             team=_author_team(event, team_id),
         ),
         may_start=may_start,
+    )
+
+
+def _app_message(
+    event: dict, team_id: str, bot_user_id: str | None, own_bot_id: str | None
+) -> Incoming | None:
+    """Another app's post in a thread (an alert, a ticket, a deploy): context for the
+    conversation there, never answered. The bot's own posts are dropped: they are in the
+    conversation already, and answering them would loop."""
+    app, user, subtype = event.get("bot_id"), event.get("user"), event.get("subtype")
+    if app == own_bot_id or (user and user == bot_user_id):
+        return None
+    if subtype not in (None, "bot_message", "thread_broadcast", "file_share"):
+        return None
+    ts, channel, thread_ts = event.get("ts"), event.get("channel"), event.get("thread_ts")
+    if not (_ids(app, channel, team_id) and _ts(ts, thread_ts)) or thread_ts == ts:
+        return None  # only replies in a thread: a top-level post is no conversation's
+    text = message_text(event)
+    if not text:
+        return None
+    return Incoming(
+        thread=ThreadRef(team=team_id, channel=channel, thread_ts=thread_ts),
+        message=UserMessage(ts=ts, user=app, text=text, team=team_id, app=app_name(event)),
+        may_start=False,
     )
 
 

@@ -486,6 +486,45 @@ class LocalSlack:
         self._store(channel, message)
         return copy.deepcopy(message)
 
+    def add_app_message(
+        self,
+        channel: str,
+        *,
+        bot_id: str,
+        name: str,
+        text: str = "",
+        attachments: list[Json] | None = None,
+        blocks: list[Json] | None = None,
+        thread_ts: str | None = None,
+    ) -> Json:
+        """Store a post of another app (a monitoring alert, say) as Slack keeps one made by
+        an incoming webhook: subtype ``bot_message``, the app's `bot_id`, `username` and
+        `bot_profile`, its body often only in `attachments` or `blocks`. Returns it."""
+        message: Json = {
+            "type": "message",
+            "subtype": "bot_message",
+            "text": text,
+            "ts": self._next_ts(),
+            "username": name,
+            "bot_id": bot_id,
+            "app_id": "A" + bot_id.removeprefix("B"),
+            "bot_profile": {
+                "id": bot_id,
+                "app_id": "A" + bot_id.removeprefix("B"),
+                "name": name,
+                "deleted": False,
+                "team_id": self.team_id,
+            },
+        }
+        if attachments:
+            message["attachments"] = attachments
+        if blocks:
+            message["blocks"] = blocks
+        if thread_ts is not None:
+            message["thread_ts"] = self._resolve_thread(channel, thread_ts)
+        self._store(channel, message)
+        return copy.deepcopy(message)
+
     def add_file(
         self,
         *,

@@ -144,6 +144,19 @@ def message_event(
     return _from_team(event, user_team)
 
 
+def app_message_event(message: Json, *, channel: str, channel_type: str = "channel") -> Json:
+    """The ``message`` event Slack sends for another app's post (as LocalSlack.add_app_message
+    stores it): the stored message with where it was posted."""
+    event = {k: v for k, v in message.items() if k != "type"}
+    return {
+        "type": "message",
+        **event,
+        "channel": channel,
+        "event_ts": message["ts"],
+        "channel_type": channel_type,
+    }
+
+
 def _from_team(event: Json, user_team: str | None) -> Json:
     """A message by a Slack Connect user of `user_team`, in a channel shared with us: Slack
     names the author's team in `user_team` and `source_team`."""

@@ -11,6 +11,7 @@ Operators write them in one YAML file, named by THREADCHAT_CHANNELS_FILE:
     default:                      # every other channel
       model_id: us.anthropic.claude-haiku-4-5-20251001-v1:0
       suggested_prompts: [What changed this week?, Summarize this channel]
+      reply: mentions             # auto, always or mentions (THREADCHAT_REPLY_MODE)
 
 Every problem is reported with the file, the line and the key.
 """
@@ -24,6 +25,8 @@ import yaml
 _CHANNEL = re.compile(r"^[CDG][A-Z0-9]{2,31}$")
 _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:/_-]{2,2047}$")
 SPECIAL = ("dm", "default")
+# Which messages of a channel thread are answered (see ConversationSettings.reply_mode).
+REPLY_MODES = ("auto", "always", "mentions")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ class ChannelSettings:
     conversation_daily_tokens: int | None = None
     # Under the assistant panel's greeting while the channel is in view: 1 to 4 prompts.
     suggested_prompts: tuple[str, ...] | None = None
+    # Which messages of a thread are answered: auto, always or mentions.
+    reply: str | None = None
 
 
 KEYS = tuple(ChannelSettings.__dataclass_fields__)
@@ -122,6 +127,12 @@ def _check(path: str, line: int, name: str, key: str, value: object) -> object:
         ):
             raise ChannelsFileError(path, line, name, "must list 1 to 4 prompts (text)")
         return tuple(v.strip() for v in value)
+    if key == "reply":
+        if value not in REPLY_MODES:
+            raise ChannelsFileError(
+                path, line, name, f"must be one of {', '.join(REPLY_MODES)}, got {value!r}"
+            )
+        return value
     if key.endswith("_tokens"):
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**12:
             raise ChannelsFileError(

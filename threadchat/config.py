@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from threadchat.channels import ChannelSettings, ChannelsFileError
+from threadchat.channels import REPLY_MODES, ChannelSettings, ChannelsFileError
 from threadchat.channels import load as load_channels
 from threadchat.durations import parse_duration
 from threadchat.model import ConversationSettings, InferenceSettings, TokenLimits
@@ -142,6 +142,10 @@ class SlackSettings:
     @property
     def socket_mode(self) -> bool:
         return bool(self.app_token)
+
+    def allows_channel(self, channel: str) -> bool:
+        """May the bot work in `channel` at all (another app's post there names no person)."""
+        return not self.allowed_channels or channel in self.allowed_channels
 
     def allows(self, channel: str, user: str, *, guest: bool = False) -> bool:
         """May `user` (a Slack Connect `guest` of another organisation?) use the bot here."""
@@ -548,6 +552,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             model_timeout_seconds=read_timeout + 15,
             streaming=_flag(env, "THREADCHAT_STREAMING", True),
             allow_external_users=allow_external,
+            reply_mode=_choice(env, "THREADCHAT_REPLY_MODE", REPLY_MODES, "auto"),
         ),
         token_limits=TokenLimits(
             # Bounded by default: about 150 turns at a full context window. 0 set explicitly

@@ -21,20 +21,25 @@ def speaker(user: str, names: dict[str, str]) -> str:
     return names.get(user) or user
 
 
+def author(message: UserMessage, names: dict[str, str]) -> str:
+    """Who wrote a message, as the prompt labels it: another app is named as one."""
+    return f"{message.app} (app)" if message.app else speaker(message.user, names)
+
+
 def user_turn_text(messages: list[UserMessage], names: dict[str, str]) -> str:
     """One user turn as "[name] text" lines: what the context budget counts (the prompt
     frames each message instead, see `quote`), and the title's question.
 
     The counts stay as they were: the workflow decides when to fold from them.
     """
-    return "\n".join(f"[{speaker(m.user, names)}] {_message_text(m)}" for m in messages)
+    return "\n".join(f"[{author(m, names)}] {_message_text(m)}" for m in messages)
 
 
 def quote(message: UserMessage, names: dict[str, str]) -> Quote:
     """A message as the prompt shows it, its author taken from Slack's ids, not its text."""
     return Quote(
         user=message.user,
-        name=speaker(message.user, names),
+        name=author(message, names),
         ts=message.ts,
         text=_message_text(message),
     )

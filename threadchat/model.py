@@ -40,6 +40,9 @@ class UserMessage:
     files: list[FileRef] = field(default_factory=list)
     # The author's Slack team: another than the thread's for a Slack Connect guest.
     team: str = ""
+    # Another app's post (an alert, a ticket): its name. Context for the next answer, never
+    # answered, never a participant; `user` is then its bot id.
+    app: str = ""
 
 
 @dataclass
@@ -210,6 +213,10 @@ class ConversationSettings:
     # The title goes into the ConversationTitle search attribute, which the codec does not
     # encrypt: only when history is not encrypted. Else it is told by the `status` query.
     title_in_visibility: bool = True
+    # Which messages of a channel thread are answered: "auto" (all while one person talks
+    # with the bot, then mentions only), "always" or "mentions". "always" in conversations
+    # from before the setting: what they did.
+    reply_mode: str = "always"
 
 
 @dataclass
@@ -254,6 +261,15 @@ class ConversationState:
     shared_files: list[FileRef] = field(default_factory=list)  # in the thread, oldest first
     regenerate: RegenerateRequest | None = None  # accepted, not yet done
     feedback: list[Feedback] = field(default_factory=list)
+    # The thread's messages from before the conversation (a mention inside a thread), read
+    # once when it opened; None when there were none to read.
+    thread_context: "ThreadContext | None" = None
+    # Messages kept, not answered (other apps' posts, people talking among themselves): they
+    # go into the next answered turn, ahead of what it answers.
+    aside: list[UserMessage] = field(default_factory=list)
+    # A second person wrote in this channel thread: under "auto", only mentions are answered.
+    mentions_only: bool = False
+    notice: str = ""  # one line for under the next answer (the switch, an unread thread)
 
 
 @dataclass
@@ -262,6 +278,27 @@ class ConversationStart:
 
     thread: ThreadRef
     state: ConversationState | None = None
+
+
+@dataclass
+class ThreadContext:
+    """A thread's earlier messages, read once when a conversation opens inside it: the newest
+    that fit a part of the context budget, oldest first, and how many older ones did not."""
+
+    quotes: list["Quote"] = field(default_factory=list)
+    left_out: int = 0
+    # Why Slack would not tell ("ratelimited", "not_in_channel"...); "" when it did.
+    unread: str = ""
+
+
+@dataclass
+class ThreadRead:
+    """Read a thread's messages before `before` (the mention that opened the conversation),
+    the newest first within `max_tokens`."""
+
+    thread: ThreadRef
+    before: str
+    max_tokens: int
 
 
 @dataclass
@@ -331,6 +368,8 @@ class ReplyRequest:
     # Whose `<@…>` mentions may stay in model text written to Slack (threadchat.mentions);
     # broadcasts never do. Empty: not told (requests from before the field), mentions stay.
     participants: list[str] = field(default_factory=list)
+    # The thread's messages from before the conversation, shown ahead of everything else.
+    thread_context: ThreadContext | None = None
 
 
 @dataclass
@@ -458,6 +497,7 @@ class ConversationStatus:
     feedback_up: int = 0
     feedback_down: int = 0
     title: str = ""
+    kept: int = 0  # messages kept unanswered, for the next answer
 
 
 @dataclass

@@ -252,6 +252,13 @@ def turn_size_note(messages_left_out: int, files_left_out: int, cut_short: bool)
     return f"_:scissors: Too much at once: I left out {' and '.join(parts)}. Send it in parts._"
 
 
+THREAD_UNREAD = "_I couldn't read this thread's earlier messages, so I answered from yours alone._"
+MENTIONS_ONLY = (
+    "_More people are here now: from now on I answer only messages that mention me, and keep "
+    "the rest in mind._"
+)
+
+
 def join_notes(*notes: str) -> str:
     return "\n".join(note for note in notes if note)
 

@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         Feedback,
         MessageRevision,
         RegenerateRequest,
+        ThreadRead,
         Turn,
         UserMessage,
     )
@@ -39,6 +40,10 @@ HISTORY_SIZE_CAP = 2 * 1024 * 1024
 MAX_FEEDBACK = 200
 # Ends that no participant asks for: a quiet thread, an operator's signal.
 ENDED_BY_NOBODY = {"inactivity", "operator"}
+# Messages kept for the next answer without being answered (the newest).
+MAX_ASIDE = 50
+# The part of the context budget the thread's earlier messages may fill.
+THREAD_SHARE = 4
 
 
 # Under Worker Versioning a conversation is Pinned to the build it started on (the worker's
@@ -75,7 +80,7 @@ class ConversationWorkflow:
                 # Kept until done: a click meanwhile is refused as already regenerating.
                 await self.responder.answer_again(self.state.regenerate)
                 self.state.regenerate = None
-            else:
+            elif self.state.pending:  # else people wrote among themselves: kept, not answered
                 await self.responder.answer(self._take_pending())
                 await self.responder.fold_old_turns()
 
@@ -93,12 +98,20 @@ class ConversationWorkflow:
         if self.state.end_request is not None:
             self.state.next_conversation.append(message)
             return
+        if message.app:
+            self._set_aside(message)  # another app's post: context, never a turn
+            return
         if self.state.assistant is not None and message.text.strip() == texts.END_PROMPT:
             self.end(EndRequest(requested_by=message.user, via="prompt"))
             return
-        self.state.pending.append(message)
         self.state.last_activity = workflow.now().timestamp()
+        if message.user not in self.state.participants and self.state.participants:
+            self._switch_to_mentions()
         self._join(message.user)
+        if self._answers(message):
+            self.state.pending.append(message)
+        else:
+            self._set_aside(message)
 
     @workflow.signal
     def assistant_opened(self, opened: AssistantThread) -> None:
@@ -125,11 +138,12 @@ class ConversationWorkflow:
         state = self.state
         turns = state.turns + [t for t in [self.responder.current] if t is not None]
         if revision.text is not None:
-            for message in state.pending + [m for t in turns for m in t.messages]:
+            for message in state.pending + state.aside + [m for t in turns for m in t.messages]:
                 if message.ts == revision.ts and message.user == revision.user:
                     message.text = revision.text
             return
         state.pending = [m for m in state.pending if m.ts != revision.ts]
+        state.aside = [m for m in state.aside if m.ts != revision.ts]
         for turn in turns:
             turn.messages = [m for m in turn.messages if m.ts != revision.ts]
         # A turn whose every message was deleted goes with its answer, which would tell it.
@@ -202,6 +216,7 @@ class ConversationWorkflow:
             feedback_up=sum(f.rating == "up" for f in self.state.feedback),
             feedback_down=sum(f.rating == "down" for f in self.state.feedback),
             title=self.state.title,
+            kept=len(self.state.aside),
         )
 
     # -- The steps of a conversation ------------------------------------------------------
@@ -229,15 +244,41 @@ class ConversationWorkflow:
         self.state.previous_summary = self.state.previous_summary or setup.previous_summary
         self.state.conversation_key = workflow.info().run_id
         self.state.started_at = workflow.now().timestamp()
+        # Messages that came before the settings did learn now whether they are answered.
+        if len(self.state.participants) > 1:
+            self._switch_to_mentions()
+        waiting, self.state.pending = self.state.pending, []
+        for message in waiting:
+            if self._answers(message):
+                self.state.pending.append(message)
+            else:
+                self._set_aside(message)
+        await self._read_thread()
+
+    async def _read_thread(self) -> None:
+        """A mention inside a thread people were already having: read what they said, once,
+        so the first answer knows what is being talked about. A mention that is the thread's
+        root (or the panel's first message) has nothing before it, and costs no read."""
+        state = self.state
+        first = state.pending[0] if state.pending else None
+        if first is None or first.ts == state.thread.thread_ts or state.assistant is not None:
+            return
+        budget = state.settings.context_budget_tokens // THREAD_SHARE
+        state.thread_context = await steps.read_thread(ThreadRead(state.thread, first.ts, budget))
+        if state.thread_context.unread:
+            state.notice = texts.THREAD_UNREAD
 
     async def _wait_for_work_or_silence(self) -> bool:
         """Wait for new messages, a regenerate or an end request; False when the thread went
         quiet."""
         workflow.set_current_details(f"Waiting for messages after turn {self.state.turn_count}.")
+        since = self.state.last_activity
         try:
             await workflow.wait_condition(
                 lambda: (
                     bool(self.state.pending)
+                    # People writing among themselves keep the conversation from going quiet.
+                    or self.state.last_activity > since
                     or self.state.end_request is not None
                     or self.state.regenerate is not None
                     or self._greeting_due()
@@ -257,7 +298,8 @@ class ConversationWorkflow:
         """Write the summary into the thread and finish with the transcript."""
         workflow.set_current_details("Ending: writing the summary.")
         state = self.state
-        unanswered = self._take_pending()
+        unanswered = state.aside + self._take_pending()
+        state.aside = []
         if unanswered:
             state.turns.append(Turn(messages=unanswered, reply=None))
         summary = await self.responder.final_summary()
@@ -372,6 +414,31 @@ class ConversationWorkflow:
         if state.regenerate is not None or reply.version != latest.version:
             return "AlreadyRegenerating"
         return ""
+
+    def _answers(self, message: UserMessage) -> bool:
+        """Whether a message is answered, or kept as context for the next answer. A mention
+        always is, and so is everything in a DM or the assistant panel."""
+        state, settings = self.state, self.state.settings
+        if settings is None:
+            return True  # _open decides once the settings are here
+        if message.may_start or state.thread.channel.startswith("D") or state.assistant:
+            return True
+        mode = settings.reply_mode
+        return mode == "always" or (mode == "auto" and not state.mentions_only)
+
+    def _switch_to_mentions(self) -> None:
+        """A second person wrote in a channel thread: under "auto", from now on only
+        mentions are answered, and the next answer says so."""
+        state, settings = self.state, self.state.settings
+        if settings is None or state.mentions_only or settings.reply_mode != "auto":
+            return
+        if state.thread.channel.startswith("D") or state.assistant is not None:
+            return
+        state.mentions_only = True
+        state.notice = texts.join_notes(state.notice, texts.MENTIONS_ONLY)
+
+    def _set_aside(self, message: UserMessage) -> None:
+        self.state.aside = (self.state.aside + [message])[-MAX_ASIDE:]
 
     def _refuses(self, message: UserMessage) -> bool:
         """A Slack Connect guest's message, where guests may not take part. Before the

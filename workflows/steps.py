@@ -31,6 +31,8 @@ with workflow.unsafe.imports_passed_through():
         SlackPost,
         Summary,
         SummaryRequest,
+        ThreadContext,
+        ThreadRead,
         ThreadRef,
         ThreadTitle,
         TitleRequest,
@@ -79,6 +81,23 @@ async def open_conversation(thread: ThreadRef, look_back: bool) -> ConversationS
         retry_policy=SLACK_RETRY,
         summary="open conversation",
     )
+
+
+async def read_thread(read: ThreadRead) -> ThreadContext:
+    """The thread's earlier messages. A nicety for the first answer, which waits for it: a
+    read Slack refuses or a Slack that stays down is told, not waited out."""
+    try:
+        # Local: no extra round trip to the server on the first turn.
+        return await workflow.execute_local_activity_method(
+            SlackActivities.read_thread,
+            read,
+            start_to_close_timeout=SLACK_TIMEOUT,
+            retry_policy=FEW_TRIES,
+            summary="read the thread",
+        )
+    except ActivityError as err:
+        workflow.logger.warning("could not read the thread: %s", failure_type(err))
+        return ThreadContext(unread=failure_type(err) or "failed")
 
 
 async def describe_users(users: list[str]) -> dict[str, str]:

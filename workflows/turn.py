@@ -69,11 +69,15 @@ class Responder:
         state = self.state
         state.turn_count += 1
         workflow.set_current_details(f"Answering turn {state.turn_count}.")
+        # What was kept unanswered since the last turn comes first, as it came first.
+        messages, state.aside = state.aside + messages, []
         fitted = turn_size.fit_turn(messages)
         messages = fitted.messages
-        notes = texts.turn_size_note(
-            fitted.messages_left_out, fitted.files_left_out, fitted.cut_short
+        notes = texts.join_notes(
+            texts.turn_size_note(fitted.messages_left_out, fitted.files_left_out, fitted.cut_short),
+            state.notice,
         )
+        state.notice = ""
         await self._learn_names(messages)
         turn = self.current = Turn(messages=messages, reply=None)
         shared = [f for m in messages for f in m.files]
@@ -130,6 +134,7 @@ class Responder:
 
     def _reply_request(self, messages: list[UserMessage], budget: int, notes: str) -> ReplyRequest:
         state = self.state
+        budget -= self._thread_tokens()
         prompt = context.prompt_messages(state.turns, messages, state.names, budget)
         return ReplyRequest(
             thread=state.thread,
@@ -142,6 +147,7 @@ class Responder:
             cache=self._worth_caching(),
             notes=notes,
             participants=list(state.participants),
+            thread_context=state.thread_context,
             **self._panel_context(),
         )
 
@@ -190,9 +196,8 @@ class Responder:
             )
             await self._tell(request.user, refusal, key)
             return
-        prompt = context.prompt_messages(
-            state.turns[:-1], turn.messages, state.names, state.settings.context_budget_tokens
-        )
+        budget = state.settings.context_budget_tokens - self._thread_tokens()
+        prompt = context.prompt_messages(state.turns[:-1], turn.messages, state.names, budget)
         reply_request = ReplyRequest(
             thread=state.thread,
             messages=prompt,
@@ -205,6 +210,7 @@ class Responder:
             replace_ts=turn.reply_ts,
             cache=self._worth_caching(),
             participants=list(state.participants),
+            thread_context=state.thread_context,
             **self._panel_context(),
         )
         try:
@@ -329,6 +335,11 @@ class Responder:
             return {}
         return {"context_channel": panel.context_channel, "context_user": panel.user}
 
+    def _thread_tokens(self) -> int:
+        """What the thread's earlier messages take of the budget (they were read to fit)."""
+        thread = self.state.thread_context
+        return sum(context.estimate_tokens(q.text) for q in thread.quotes) if thread else 0
+
     def _notes(self, prompt: list[ChatMessage]) -> str:
         """The summaries, and the files shared earlier that `prompt` no longer shows."""
         return context.context_notes(
@@ -360,7 +371,7 @@ class Responder:
 
     async def _learn_names(self, messages: list[UserMessage]) -> None:
         """Look up display names of new speakers, so the model sees who said what."""
-        unknown = sorted({m.user for m in messages} - set(self.state.names))
+        unknown = sorted({m.user for m in messages if not m.app} - set(self.state.names))
         if unknown:
             names = await steps.describe_users(unknown)
             self.state.names.update({user: names.get(user, user) for user in unknown})

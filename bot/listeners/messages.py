@@ -35,12 +35,21 @@ def register(app: AsyncApp, conversations: Conversations, settings: SlackSetting
             await conversations.revise(*revised)  # nothing to do in a thread without one
             return
         incoming = parse_message_event(
-            event, context.team_id or "", context.bot_user_id, is_mention_event=is_mention
+            event,
+            context.team_id or "",
+            context.bot_user_id,
+            is_mention_event=is_mention,
+            bot_id=context.bot_id,
         )
         if incoming is None:
             return
-        if not settings.allows(
-            incoming.thread.channel, incoming.message.user, guest=incoming.guest
+        # Another app's post answers to the channel allowlist only: it is nobody's request.
+        if not (
+            settings.allows_channel(incoming.thread.channel)
+            if incoming.message.app
+            else settings.allows(
+                incoming.thread.channel, incoming.message.user, guest=incoming.guest
+            )
         ):
             log.info("refused a message outside the allowlists: %s", incoming.thread)
             # Only someone who asked for the bot hears why; other thread messages are left

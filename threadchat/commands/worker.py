@@ -91,6 +91,7 @@ def build_workers(
         activities=[
             slack.post_message,
             slack.describe_users,
+            slack.read_thread,
             slack.notify_ended,
             slack.post_private,
             slack.greet,
