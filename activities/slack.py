@@ -233,14 +233,13 @@ class SlackActivities:
         that fit `max_tokens`, each labelled by its author as Slack gives it. If Slack will
         not tell (rate limited, no access), says why instead of failing: the conversation
         goes on without them."""
-        thread = read.thread
         try:
             me = await self._identity()
-            messages = await self._thread_messages(thread, read.before)
         except SlackApiError as err:
-            error = err.response.get("error") or f"http_{err.response.status_code}"
-            log.warning("could not read the thread's earlier messages: %s", error)
-            return ThreadContext(unread=error)
+            return ThreadContext(unread=_refusal(err))
+        messages, unread = await self._thread_messages(read.thread, read.before)
+        if unread and not messages:
+            return ThreadContext(unread=unread)
         said = [m for m in messages if m.get("subtype") in _SAID and m.get("ts")]
         people = sorted({m["user"] for m in said if m.get("user") and not m.get("bot_id")})
         try:
@@ -257,7 +256,7 @@ class SlackActivities:
                 break
             room -= cost
             kept.append(quote)
-        return ThreadContext(quotes=kept[::-1], left_out=len(quotes) - len(kept))
+        return ThreadContext(quotes=kept[::-1], left_out=len(quotes) - len(kept), unread=unread)
 
     async def _identity(self) -> tuple[str, str]:
         """The bot's own user and bot ids, asked of Slack once per worker."""
@@ -266,23 +265,29 @@ class SlackActivities:
             self._me = (response.get("user_id") or "", response.get("bot_id") or "")
         return self._me
 
-    async def _thread_messages(self, thread: ThreadRef, before: str) -> list[dict]:
+    async def _thread_messages(self, thread: ThreadRef, before: str) -> tuple[list[dict], str]:
+        """The thread's messages before `before`, oldest first, and why Slack stopped telling
+        ("" when it did not): a later page refused (apps distributed outside the Marketplace
+        get one read a minute) keeps the pages read."""
         messages: list[dict] = []
         cursor = None
         for _ in range(THREAD_PAGES):
-            response = await self.client.conversations_replies(
-                channel=thread.channel,
-                ts=thread.thread_ts,
-                latest=before,
-                inclusive=False,
-                limit=200,
-                cursor=cursor,
-            )
+            try:
+                response = await self.client.conversations_replies(
+                    channel=thread.channel,
+                    ts=thread.thread_ts,
+                    latest=before,
+                    inclusive=False,
+                    limit=200,
+                    cursor=cursor,
+                )
+            except SlackApiError as err:
+                return messages, _refusal(err)
             messages += [m for m in response.get("messages", []) if m.get("ts") != before]
             cursor = (response.get("response_metadata") or {}).get("next_cursor")
             if not response.get("has_more") or not cursor:
                 break
-        return messages
+        return messages, ""
 
     @activity.defn
     async def describe_users(self, user_ids: list[str]) -> dict[str, str]:
@@ -321,3 +326,9 @@ def _thread_quote(message: dict, me: tuple[str, str], names: dict[str, str]) -> 
     if bot_id:
         return Quote(user=bot_id, name=f"{app_name(message)} (app)", ts=ts, text=text)
     return Quote(user=user, name=names.get(user, user), ts=ts, text=text)
+
+
+def _refusal(err: SlackApiError) -> str:
+    error = err.response.get("error") or f"http_{err.response.status_code}"
+    log.warning("could not read the thread's earlier messages: %s", error)
+    return error

@@ -253,6 +253,7 @@ def turn_size_note(messages_left_out: int, files_left_out: int, cut_short: bool)
 
 
 THREAD_UNREAD = "_I couldn't read this thread's earlier messages, so I answered from yours alone._"
+THREAD_PARTLY_UNREAD = "_Slack let me read only part of this thread's earlier messages._"
 MENTIONS_ONLY = (
     "_More people are here now: from now on I answer only messages that mention me, and keep "
     "the rest in mind._"

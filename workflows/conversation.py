@@ -266,7 +266,8 @@ class ConversationWorkflow:
         budget = state.settings.context_budget_tokens // THREAD_SHARE
         state.thread_context = await steps.read_thread(ThreadRead(state.thread, first.ts, budget))
         if state.thread_context.unread:
-            state.notice = texts.THREAD_UNREAD
+            partly = bool(state.thread_context.quotes)
+            state.notice = texts.THREAD_PARTLY_UNREAD if partly else texts.THREAD_UNREAD
 
     async def _wait_for_work_or_silence(self) -> bool:
         """Wait for new messages, a regenerate or an end request; False when the thread went
