@@ -231,7 +231,7 @@ class BedrockActivities:
             arguments = caching.with_cache_points(arguments)
         return ModelRequest(request.kind, inference, arguments, cached, unread)
 
-    def _thread_before(self, request: ReplyRequest, guard: bool) -> list[dict]:
+    def _thread_before(self, request: ReplyRequest | SummaryRequest, guard: bool) -> list[dict]:
         """The thread's messages from before the conversation, as one quoted block."""
         thread = request.thread_context
         if thread is None or not (thread.quotes or thread.left_out):

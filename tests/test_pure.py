@@ -183,7 +183,7 @@ def test_top_level_dm_starts_and_channel_chatter_is_ignored():
         {"subtype": "message_deleted"},
         {"subtype": "channel_join"},
         {"subtype": "bot_message", "thread_ts": "0.5"},
-        {"bot_id": "B123", "thread_ts": "0.5"},
+        {"bot_id": "B123"},  # another app's post outside any thread
         {"user": BOT, "thread_ts": "0.5"},
         {"user": None, "thread_ts": "0.5"},
     ],

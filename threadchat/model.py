@@ -412,6 +412,7 @@ class SummaryRequest:
     conversation: list[ChatMessage] = field(default_factory=list)
     context_notes: str | list[ContextNote] = ""  # as the reply's, for the same prefix
     cache: bool = False  # send cache points
+    thread_context: ThreadContext | None = None  # as the reply's, for the same prefix
 
 
 @dataclass

@@ -287,6 +287,7 @@ class Responder:
                 state.previous_summary, state.rolling_summary
             )
             request.cache = self._worth_caching()
+            request.thread_context = state.thread_context
         summary = await steps.summarize(state.settings, request)
         self._spend(summary)
         return summary.text
@@ -298,7 +299,7 @@ class Responder:
         turns, names = self.state.turns, self.state.names
         if not turns or turns[-1].reply is None:
             return []
-        budget = self.state.settings.context_budget_tokens
+        budget = self.state.settings.context_budget_tokens - self._thread_tokens()
         prompt = context.prompt_messages(turns[:-1], turns[-1].messages, names, budget)
         history = context.history_messages(turns, names)
         return history if len(history) == len(prompt) + 1 else []
