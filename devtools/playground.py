@@ -105,8 +105,10 @@ from devtools.slack_events import (
     EventSender,
     app_home_opened_event,
     app_mention_event,
+    app_message_event,
     assistant_thread_event,
     block_action,
+    message_changed_event,
     message_event,
     message_shortcut,
     slash_command,
@@ -120,6 +122,24 @@ STATIC_DIR = Path(__file__).with_name("playground")
 
 # The app's slash commands and message shortcuts, as in manifest.yml.
 COMMANDS = ("/endchat",)
+# Another app in the workspace, posting alerts: what people ask the bot about in its threads.
+MONITORING_BOT = "B0MONITORING"
+MONITORING_ALERT = [
+    {
+        "color": "danger",
+        "fallback": "[FIRING] checkout-api p99 latency",
+        "title": "[FIRING] checkout-api p99 latency",
+        "text": "p99 is 2.4s (threshold 800ms) for 10 minutes",
+        "fields": [
+            {"title": "Service", "value": "checkout-api", "short": True},
+            {"title": "Runbook", "value": "https://runbooks.example/checkout", "short": True},
+        ],
+    }
+]
+MONITORING_BLOCKS = [
+    {"type": "header", "text": {"type": "plain_text", "text": "Checkout degraded"}},
+    {"type": "section", "text": {"type": "mrkdwn", "text": "*Region:* eu-west-1, 3 of 8 pods"}},
+]
 SHORTCUTS = {"end_chat": "End chat"}
 
 # Slack gives up on a delivery after 3 s and retries; the playground just reports the failure,
@@ -240,6 +260,8 @@ class Playground:
         app.router.add_get("/api/events", self._get_events)
         app.router.add_post("/api/messages", self._post_message)
         app.router.add_post("/api/upload", self._post_upload)
+        app.router.add_post("/api/edit", self._post_edit)
+        app.router.add_post("/api/alert", self._post_alert)
         app.router.add_get("/api/files/{file}", self._get_file)
         app.router.add_post("/api/commands", self._post_command)
         app.router.add_post("/api/shortcuts", self._post_shortcut)
@@ -550,6 +572,55 @@ class Playground:
             ],
         }
 
+    async def edit_message(self, channel: str, user: str, ts: str, text: str) -> Json:
+        """`user` edits their message: stored, and delivered as Slack's `message_changed`."""
+        self._check_user(user)
+        message = self.slack.message(channel, ts)
+        if message is None:
+            raise PlaygroundError("message_not_found", 404)
+        if message.get("user") != user or message.get("bot_id"):
+            raise PlaygroundError("cant_update_message", 403)
+        if not text.strip():
+            raise PlaygroundError("no_text")
+        text = self.with_mentions(text)
+        previous = self.slack.edit_message(channel, ts, text=text, user=user)
+        event = message_changed_event(
+            channel=channel,
+            user=user,
+            ts=ts,
+            text=text,
+            previous_text=previous.get("text", ""),
+            thread_ts=message.get("thread_ts"),
+        )
+        status = await self._deliver_event(event)
+        return {
+            "ok": 200 <= status < 300,
+            "ts": ts,
+            "deliveries": [{"event": "message_changed", "status": status}],
+        }
+
+    async def post_alert(self, channel: str, thread_ts: str | None = None) -> Json:
+        """A monitoring app posts an alert (its body in attachments and blocks, as such apps
+        post them), in the thread of `thread_ts` if given, and Slack tells the bot."""
+        if channel not in self.channel_ids():
+            raise PlaygroundError("channel_not_found", 404)
+        if thread_ts and self.slack.message(channel, thread_ts) is None:
+            raise PlaygroundError("thread_not_found", 404)
+        message = self.slack.add_app_message(
+            channel,
+            bot_id=MONITORING_BOT,
+            name="Monitoring",
+            attachments=MONITORING_ALERT,
+            blocks=MONITORING_BLOCKS,
+            thread_ts=thread_ts,
+        )
+        status = await self._deliver_event(app_message_event(message, channel=channel))
+        return {
+            "ok": 200 <= status < 300,
+            "ts": message["ts"],
+            "deliveries": [{"event": "message", "status": status}],
+        }
+
     async def run_command(self, channel: str, user: str, command: str, text: str = "") -> Json:
         """Run a slash command as `user` in `channel`; its answer shows as ephemeral."""
         self._check_user(user)
@@ -826,6 +897,18 @@ class Playground:
             thread_ts=body.get("thread_ts") or None,
             files=files,
         )
+        return web.json_response(result)
+
+    async def _post_edit(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        result = await self.edit_message(
+            _field(body, "channel"), _field(body, "user"), _field(body, "ts"), _field(body, "text")
+        )
+        return web.json_response(result)
+
+    async def _post_alert(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        result = await self.post_alert(_field(body, "channel"), body.get("thread_ts") or None)
         return web.json_response(result)
 
     async def _post_upload(self, request: web.Request) -> web.Response:

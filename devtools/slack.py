@@ -486,6 +486,23 @@ class LocalSlack:
         self._store(channel, message)
         return copy.deepcopy(message)
 
+    def edit_message(self, channel: str, ts: str, *, text: str, user: str) -> Json:
+        """A person edits their message: its text changes, marked edited, as Slack keeps it.
+        Returns the message as it was (Slack's `previous_message`)."""
+        message = self._find(channel, ts)
+        previous = copy.deepcopy(message)
+        message["text"] = text
+        message["edited"] = {"user": user, "ts": self._next_ts()}
+        self._emit(
+            {
+                "type": "message_changed",
+                "channel": channel,
+                "message": message,
+                "previous_message": previous,
+            }
+        )
+        return previous
+
     def add_app_message(
         self,
         channel: str,

@@ -819,3 +819,57 @@ async def test_a_saved_workspace_moves_file_links_to_the_new_address():
             assert got.status == 200 and await got.read() == b"hi"
     finally:
         await after.stop()
+
+
+async def test_a_mid_thread_mention_sees_the_alert_an_edit_and_a_second_person(make_stack):
+    """The playground's thread as issue 20 tells it: a monitoring app's alert in a thread
+    people were having, a mention in the middle of it, an edit, and a second person."""
+    stack = await make_stack(reply_mode="auto")
+    server = Playground(stack.slack, stack.bot_url, SIGNING_SECRET)
+    url = await server.start()
+    try:
+        async with aiohttp.ClientSession(base_url=url) as http:
+            pg = SimpleNamespace(
+                stack=stack, server=server, http=http, general=server.channels[0].id
+            )
+            root = (await say(pg, "checkout feels slow"))["ts"]
+            status, alert = await post(
+                http, "/api/alert", {"channel": pg.general, "thread_ts": root}
+            )
+            assert status == 200 and alert["ok"], alert
+            await say(pg, "restarting pods did nothing", user=BOB, thread_ts=root)
+            asked = await say(pg, "@threadchat what does the alert say?", thread_ts=root)
+            assert asked["ts"] != root
+            [reply] = await stack.replies(pg.general, root, 1)
+            prompt = json.dumps(stack.converse_requests()[-1]["messages"])
+            assert "p99 is 2.4s" in prompt and "Monitoring (app)" in prompt
+            assert "restarting pods did nothing" in prompt
+
+            # Alice goes on alone with the bot, then edits what she said.
+            own = (await say(pg, "the threshold is 500ms", thread_ts=root))["ts"]
+            await stack.replies(pg.general, root, 2)
+            status, edited = await post(
+                http,
+                "/api/edit",
+                {"channel": pg.general, "user": ALICE, "ts": own, "text": "the threshold is 800ms"},
+            )
+            assert status == 200 and edited["ok"], edited
+            assert stack.slack.message(pg.general, own)["text"] == "the threshold is 800ms"
+            status, refused = await post(
+                http,
+                "/api/edit",
+                {"channel": pg.general, "user": BOB, "ts": own, "text": "forged"},
+            )
+            assert status == 403 and refused["error"] == "cant_update_message"
+
+            # Bob now answers Alice without a mention: kept, not answered; his mention is.
+            await say(pg, "Alice, I'll page the on-call", user=BOB, thread_ts=root)
+            await say(pg, "@threadchat who is on call?", user=BOB, thread_ts=root)
+            replies = await stack.replies(pg.general, root, 3)
+            assert len(replies) == 3
+            said = [m for m in stack.converse_requests()[-1]["messages"] if m["role"] == "user"]
+            prompt = json.dumps(said)  # the model's own answers quote the old text
+            assert "I'll page the on-call" in prompt and "the threshold is 800ms" in prompt
+            assert "the threshold is 500ms" not in prompt
+    finally:
+        await server.stop()

@@ -512,6 +512,21 @@
     return explainFailure(result, name);
   }
 
+  async function editMessage(channel, ts, threadTs) {
+    const message = channelMessages(channel).get(ts);
+    const text = window.prompt("Edit message", message ? message.text : "");
+    if (text === null || !text.trim()) return;
+    const result = await api("/api/edit", { channel, user: state.user, ts, text });
+    if (!result.ok) notice(explainFailure(result, "the edit"), threadTs, channel);
+  }
+
+  async function postAlert(channel, ts, threadTs) {
+    const message = channelMessages(channel).get(ts);
+    const thread = (message && message.thread_ts) || ts;
+    const result = await api("/api/alert", { channel, thread_ts: thread });
+    if (!result.ok) notice(explainFailure(result, "the alert"), threadTs, channel);
+  }
+
   async function runShortcut(callbackId, channel, messageTs, threadTs) {
     const result = await api("/api/shortcuts", {
       channel, user: state.user, message_ts: messageTs, callback_id: callbackId,
@@ -705,8 +720,15 @@
       html = message.blocks.map((block) => {
         if (block.type === "markdown") return renderMarkdown(block.text, { ...ctx, mrkdwn: false });
         if (block.type === "section" && block.text) return renderMarkdown(block.text.text, ctx);
+        if (block.type === "header" && block.text) return `<p><b>${escapeHtml(block.text.text)}</b></p>`;
         return "";
       }).join("");
+    }
+    // An app's attachments: the old-style coloured boxes alerts still come in.
+    for (const a of Array.isArray(message.attachments) ? message.attachments : []) {
+      const fields = (a.fields || []).map((f) => `${f.title}: ${f.value}`).join("\n");
+      const body = [a.title ? `*${a.title}*` : "", a.text || "", fields].filter(Boolean).join("\n");
+      html += `<div class="attachment">${renderMarkdown(body || a.fallback || "", ctx)}</div>`;
     }
     return html || "<p></p>";
   }
@@ -868,8 +890,16 @@
     const reply = where === "channel"
       ? `<button type="button" class="action" data-open-thread="${escapeHtml(message.ts)}" title="Reply in thread" aria-label="Reply in thread">${ICONS.reply}</button>`
       : "";
-    const items = state.config.shortcuts.map((s) =>
-      `<button type="button" class="menu-item" role="menuitem" data-shortcut="${escapeHtml(s.callback_id)}" data-ts="${escapeHtml(message.ts)}">` +
+    const ts = escapeHtml(message.ts);
+    // A person edits their own message; a monitoring app can be made to post in the thread.
+    const edit = message.user === state.user && !message.bot_id
+      ? `<button type="button" class="menu-item" role="menuitem" data-edit="${ts}"><span>Edit message</span></button>`
+      : "";
+    const alert = isDm(state.channel) ? "" :
+      `<button type="button" class="menu-item" role="menuitem" data-alert="${ts}">` +
+      '<span>Post an alert in this thread</span><span class="app">Monitoring</span></button>';
+    const items = edit + alert + state.config.shortcuts.map((s) =>
+      `<button type="button" class="menu-item" role="menuitem" data-shortcut="${escapeHtml(s.callback_id)}" data-ts="${ts}">` +
       `<span>${escapeHtml(s.name)}</span><span class="app">${escapeHtml(state.config.bot.name)}</span></button>`).join("");
     const menu = open
       ? `<div class="menu" role="menu"><div class="menu-title">Message shortcuts</div>${items}</div>`
@@ -880,7 +910,9 @@
 
   function messageHtml(where, channel, message) {
     const bot = Boolean(message.bot_id) || message.kind === "ephemeral";
-    const author = message.kind === "notice" ? "Slackbot" : bot ? state.config.bot.name : userName(message.user);
+    // Another app (a monitoring alert) posts under its own name.
+    const app = message.bot_id && message.user !== state.config.bot.id ? message.username : null;
+    const author = message.kind === "notice" ? "Slackbot" : app || (bot ? state.config.bot.name : userName(message.user));
     const classes = ["message", message.kind];
     if (bot) classes.push("bot");
     if (message.streaming) classes.push("streaming");
@@ -1230,6 +1262,20 @@
         if (more) {
           state.menu = state.menu === more.dataset.menu ? null : more.dataset.menu;
           render();
+          return;
+        }
+        const edit = event.target.closest("[data-edit]");
+        if (edit) {
+          state.menu = null;
+          render();
+          editMessage(channel, edit.dataset.edit, threadTs);
+          return;
+        }
+        const alert = event.target.closest("[data-alert]");
+        if (alert) {
+          state.menu = null;
+          render();
+          postAlert(channel, alert.dataset.alert, threadTs);
           return;
         }
         const item = event.target.closest("[data-shortcut]");
