@@ -94,8 +94,8 @@ class WorkerProcess(ChildProcess):
 
 def worker_env(stack: Stack, temporal_address: str) -> dict[str, str]:
     """Only the environment: the test's Temporal server and task queue, the Stack's local Slack
-    and Bedrock, streaming on. Inherited threadchat, Temporal, Slack and AWS settings are
-    dropped so nothing else leaks in."""
+    and Bedrock, streaming on, the stack's reply mode. Inherited threadchat, Temporal, Slack
+    and AWS settings are dropped so nothing else leaks in."""
     prefixes = ("TEMPORAL_", "SLACK_", "AWS_", "BEDROCK_", "THREADCHAT_", "CHAT_", "SYSTEM_PROMPT")
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env.update(
@@ -115,6 +115,8 @@ def worker_env(stack: Stack, temporal_address: str) -> dict[str, str]:
             # lives on the queue of the test that opened it.
             "THREADCHAT_USER_DAILY_TOKENS": str(stack.settings.token_limits.per_user),
             "THREADCHAT_USER_TURNS_PER_MINUTE": str(stack.settings.token_limits.turns_per_minute),
+            # As the stack's in-process worker answers: tests talk as several people.
+            "THREADCHAT_REPLY_MODE": stack.settings.conversation.reply_mode,
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
         }

@@ -329,8 +329,10 @@ async def test_new_mention_in_ended_thread_remembers_the_summary(make_stack):
     # In the new conversation's first user message, labelled as what it is; not in the
     # system prompt, where a planted instruction would have the operator's authority.
     last = stack.converse_requests()[-1]
-    note, question = last["messages"][0]["content"]
+    note, thread, question = last["messages"][0]["content"]
     assert note["text"].startswith('<context kind="previous_summary"')
+    # The mention is inside the thread: what was said there before comes next.
+    assert thread["text"].startswith('<context kind="thread"') and "apples" in thread["text"]
     assert first.summary and prompt.escape(first.summary) in note["text"]
     assert question["text"].startswith(f'<message from="alice" user="{ALICE}"')
     assert "apples" not in json.dumps(last["system"])
