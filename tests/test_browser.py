@@ -352,3 +352,38 @@ async def test_the_assistant_panel_and_the_home_tab(make_stack):
         # One click reached the bot: the one confirmed (each is answered with an "ending" view).
         publishes = [str(c.params) for c in stack.slack.calls_to("views.publish")]
         assert sum(texts.HOME_ENDING in p for p in publishes) == 1
+
+
+async def test_a_mention_in_the_middle_of_a_thread_sees_the_thread_and_the_alert(make_stack):
+    require_browser()
+    from playwright.async_api import expect
+
+    async with playground_page(make_stack) as (stack, page):
+        # Alice starts a thread with no mention; the monitoring app posts its alert there.
+        channel_box = page.locator("#channel-composer textarea")
+        await channel_box.fill("checkout feels slow")
+        await channel_box.press("Enter")
+        root = page.locator("#channel-messages .message", has_text="checkout feels slow")
+        await root.hover()
+        await root.locator("[data-menu]").click()
+        await root.locator("[data-alert]").click()
+        await root.locator(".thread-summary", has_text="1 reply").click()
+        thread = page.locator("#thread-messages")
+        alert = thread.locator(".message.bot", has_text="Checkout degraded")
+        await expect(alert.locator(".author")).to_have_text("Monitoring")
+        await expect(alert.locator(".attachment")).to_contain_text("p99 is 2.4s")
+
+        # Bob adds to it, then asks the bot in the middle of the thread.
+        await page.select_option("#user-select", label="bob")
+        thread_box = page.locator("#thread-composer textarea")
+        await thread_box.fill("restarting pods did nothing")
+        await thread_box.press("Enter")
+        await expect(thread.locator(".message", has_text="restarting pods")).to_have_count(1)
+        await thread_box.fill("@threadchat what does the alert say?")
+        await thread_box.press("Enter")
+        answer = thread.locator(".message.bot:not(.ephemeral):not(.notice)", has_text="You said")
+        await expect(answer).to_contain_text("what does the alert say?")
+        # Its prompt opened with the thread so far: the alert, and what people said.
+        prompt = str(stack.converse_requests()[-1]["messages"][0])
+        assert 'kind="thread"' in prompt and "p99 is 2.4s" in prompt
+        assert "checkout feels slow" in prompt and "restarting pods did nothing" in prompt

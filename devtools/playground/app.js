@@ -857,6 +857,9 @@
 
   function avatarHtml(message) {
     if (message.kind === "notice") return '<div class="avatar slackbot">S</div>';
+    if (message.bot_id && message.user !== state.config.bot.id && message.username) {
+      return `<div class="avatar app">${escapeHtml(message.username[0].toUpperCase())}</div>`;
+    }
     if (message.bot_id || message.kind === "ephemeral") return '<div class="avatar bot">t</div>';
     const name = userName(message.user);
     return `<div class="avatar" style="background:${colorFor(message.user)}">${escapeHtml(name[0].toUpperCase())}</div>`;
@@ -871,7 +874,8 @@
   function threadSummaryHtml(channel, message) {
     const replies = repliesOf(channel, message.ts);
     if (!replies.length) return "";
-    const users = [...new Set(replies.map((r) => r.user))].slice(0, 4);
+    // Another app's post has no user: its bot id stands for it.
+    const users = [...new Set(replies.map((r) => r.user || r.bot_id))].slice(0, 4);
     const avatars = users.map((u) => {
       const bot = u === state.config.bot.id;
       const style = bot ? "background:#2eb67d" : `background:${colorFor(u)}`;
