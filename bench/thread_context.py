@@ -14,6 +14,7 @@ as the local Bedrock counts). It reports; it never fails on a number.
 import argparse
 import asyncio
 import os
+import re
 import statistics
 import time
 
@@ -50,6 +51,7 @@ async def main(rounds: int, messages: int) -> None:
         await tracker.wait_done(warm, 1)
         samples: dict[str, list[float]] = {"root mention": [], "mid-thread mention": []}
         sizes: dict[str, int] = {}
+        left_out = ""
         for i in range(rounds):
             for kind in samples:  # interleaved: both see the same machine
                 thread_ts = None
@@ -75,7 +77,11 @@ async def main(rounds: int, messages: int) -> None:
                 ts = await stack.mention(stack.channel, f"what now {i}?", thread_ts=thread_ts)
                 done = await tracker.wait_done(thread_ts or ts, 1, timeout=60)
                 samples[kind].append((done - sent) * 1000)
-                sizes[kind] = len(user_text(stack.converse_requests()[calls]))
+                said = user_text(stack.converse_requests()[calls])
+                sizes[kind] = len(said)
+                left_out = left_out or "".join(
+                    re.findall(r"\((\d+) older messages? not shown", said)
+                )
                 await asyncio.sleep(0.2)
         print(
             f"| First turn, thread of {messages} messages, model latency 0 | p50 ms | p99 ms | n |"
@@ -92,6 +98,7 @@ async def main(rounds: int, messages: int) -> None:
         print(f"\nReading the thread adds {extra:+.1f} ms at p50 to a first turn.")
         for kind, size in sizes.items():
             print(f"First prompt, {kind}: {size:,} characters, about {size // 4:,} tokens.")
+        print(f"Older messages left out of the {messages}: {left_out or 0}.")
     finally:
         await stack.close()
         server.stop()
