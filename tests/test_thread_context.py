@@ -4,10 +4,20 @@ posts are context and never answered, and in a group thread only mentions are an
 
 import tempfile
 
+from activities.bedrock import BedrockActivities
 from devtools.slack_events import app_message_event, message_changed_event, message_event
 from devtools.stack import ALICE, BOB, Stack, eventually
 from threadchat import texts
-from threadchat.model import EndRequest
+from threadchat.config import BedrockSettings
+from threadchat.model import (
+    ChatMessage,
+    EndRequest,
+    Quote,
+    ReplyRequest,
+    SummaryRequest,
+    ThreadContext,
+    ThreadRef,
+)
 from workflows.conversation import ConversationWorkflow
 
 MONITOR = "B0MONITOR"
@@ -263,3 +273,32 @@ async def test_in_a_dm_everything_is_answered_whatever_the_mode(make_stack):
     await stack.replies(dm, ts, 1)
     await stack.say(dm, ts, "still there?", channel_type="im")
     await stack.replies(dm, ts, 2)
+
+
+def test_a_rolling_summary_continues_the_prompt_with_the_thread_as_the_reply_had_it():
+    """Same prefix, same cache: a fold asked of the conversation itself opens with the thread
+    as the reply's prompt did (the workflow passes it in both requests)."""
+    model = BedrockActivities(BedrockSettings(endpoint_url="http://127.0.0.1:9"), client=object())
+    thread = ThreadContext([Quote("B0MON", "Monitoring (app)", "1.1", "disk full")], left_out=2)
+    question = ChatMessage("user", "", quotes=[Quote(ALICE, "alice", "1.2", "why?")])
+    common = dict(thread_context=thread, context_notes=[], cache=False)
+    reply = model.reply_request(
+        ReplyRequest(
+            thread=ThreadRef("T0", "C0", "1.0"), messages=[question], idempotency_key="k", **common
+        ),
+        streaming=False,
+    )
+    fold = model._continuation(
+        SummaryRequest(
+            earlier_summary="",
+            turns=[],
+            names={},
+            final=False,
+            conversation=[question, ChatMessage("assistant", "because")],
+            **common,
+        )
+    )
+    opening = reply.arguments["messages"][0]["content"]
+    assert opening[0]["text"].startswith('<context kind="thread"')
+    assert "(2 older messages not shown.)" in opening[0]["text"]
+    assert fold.arguments["messages"][0]["content"] == opening

@@ -243,7 +243,8 @@ class Responder:
         from the cache too.
         """
         state = self.state
-        budget = state.settings.context_budget_tokens
+        # The thread's earlier messages open every prompt: the turns fit in what they leave.
+        budget = state.settings.context_budget_tokens - self._thread_tokens()
         count = context.turns_to_fold(state.turns, state.names, budget, budget // 4)
         if count:
             try:
