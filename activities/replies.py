@@ -168,7 +168,7 @@ class SlackReplyWriter:
                     channel=self.thread.channel,
                     ts=self.ts,
                     metadata=metadata,
-                    blocks=[reply_actions(actions)] if actions else None,
+                    blocks=reply_actions(actions) if actions else None,
                 )
             else:
                 await _patiently(

@@ -264,7 +264,14 @@ def parse_reply_action(body: dict) -> ReplyAction | None:
     action = clicked[0]
     if not isinstance(action, dict):
         return None
-    reply = actions.decode(action.get("value"))
+    action_id = str(action.get("action_id"))
+    if action_id == actions.FEEDBACK:
+        # Slack's feedback buttons: one action id, the rating in the clicked button's value.
+        rated = actions.decode_feedback(action.get("value"))
+        rating, reply = rated if rated else ("", None)
+        action_id = {v: k for k, v in actions.RATINGS.items()}.get(rating, action_id)
+    else:
+        reply = actions.decode(action.get("value"))
     team, channel, user = id_of("team"), id_of("channel"), id_of("user")
     thread_ts = container.get("thread_ts") or container.get("message_ts")
     if reply is None or not (_ids(team, channel, user) and _ts(thread_ts)):
@@ -272,7 +279,7 @@ def parse_reply_action(body: dict) -> ReplyAction | None:
     return ReplyAction(
         thread=ThreadRef(team=team, channel=channel, thread_ts=thread_ts),
         user=user,
-        action_id=str(action.get("action_id")),
+        action_id=action_id,
         reply=reply,
         guest=user_team(body) not in ("", team),
     )

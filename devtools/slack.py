@@ -179,6 +179,47 @@ def _json_param(params: Json, name: str, error: str) -> Any:
     return value
 
 
+def _plain_text(value: Any, limit: int) -> bool:
+    return (
+        isinstance(value, dict)
+        and value.get("type") == "plain_text"
+        and isinstance(value.get("text"), str)
+        and 0 < len(value["text"]) <= limit
+    )
+
+
+def _check_context_actions(block: Json) -> None:
+    """A context_actions block as Slack validates it: 1 to 5 feedback or icon buttons."""
+    elements = block.get("elements")
+    if not isinstance(elements, list) or not 1 <= len(elements) <= 5:
+        raise SlackError("invalid_blocks", detail="context_actions: between 1 and 5 elements")
+    for element in elements:
+        kind = element.get("type") if isinstance(element, dict) else None
+        if kind == "feedback_buttons":
+            for half in ("positive_button", "negative_button"):
+                button = element.get(half)
+                if not (
+                    isinstance(button, dict)
+                    and _plain_text(button.get("text"), 75)
+                    and isinstance(button.get("value"), str)
+                    and 0 < len(button["value"]) <= 2000
+                ):
+                    raise SlackError("invalid_blocks", detail=f"feedback_buttons: bad {half}")
+        elif kind == "icon_button":
+            if not (
+                isinstance(element.get("icon"), str)
+                and _plain_text(element.get("text"), 75)
+                and isinstance(element.get("action_id", ""), str)
+            ):
+                raise SlackError("invalid_blocks", detail="icon_button: icon and text required")
+        else:
+            raise SlackError(
+                "invalid_blocks", detail="context_actions: only feedback_buttons and icon_button"
+            )
+        if len(str(element.get("action_id", ""))) > 255:
+            raise SlackError("invalid_blocks", detail="action_id: at most 255 characters")
+
+
 def _encode_cursor(ts: str) -> str:
     # Slack cursors are opaque base64 strings; real ones decode to "next_ts:<ts>" as well.
     return base64.b64encode(f"next_ts:{ts}".encode()).decode()
@@ -963,6 +1004,8 @@ class LocalSlack:
                 )
             if block["type"] == "markdown" and isinstance(text, str):
                 markdown_total += len(text)
+            if block["type"] == "context_actions":
+                _check_context_actions(block)
         if markdown_total > MARKDOWN_BLOCKS_LIMIT:
             raise SlackError("msg_blocks_too_long")
         return blocks

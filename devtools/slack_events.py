@@ -375,8 +375,10 @@ def block_action(
     trigger_id: str | None = None,
     action_ts: str | None = None,
     user_team: str | None = None,
+    element_type: str = "button",
 ) -> str:
-    """The form-encoded ``payload=<json>`` Slack posts when someone clicks a button.
+    """The form-encoded ``payload=<json>`` Slack posts when someone clicks a button
+    (`element_type` "feedback_buttons" for one of Slack's feedback buttons).
 
     `message` is the message the button is on (its ``ts``, ``thread_ts``, text and blocks), as
     Slack includes it; ``container.thread_ts`` is how the app learns the thread. A double
@@ -408,6 +410,7 @@ def block_action(
         trigger_id,
         action_ts,
         user_team,
+        element_type,
     )
 
 
@@ -444,6 +447,7 @@ def _click(
     trigger_id: str | None,
     action_ts: str | None = None,
     user_team: str | None = None,
+    element_type: str = "button",
 ) -> str:
     """A block_actions payload: who clicked which button, `where` (a message or a view);
     `user_team` for a Slack Connect user of another organisation."""
@@ -461,7 +465,7 @@ def _click(
         "state": {"values": {}},
         "actions": [
             {
-                "type": "button",
+                "type": element_type,
                 "action_id": action_id,
                 "block_id": block_id,
                 "value": value,

@@ -25,6 +25,7 @@ from devtools.slack_events import (
     message_event,
     view_action,
 )
+from threadchat import actions
 from threadchat.channels import load as load_channels
 from threadchat.commands.worker import build_workers
 from threadchat.config import BedrockSettings, Settings, SlackSettings, TemporalSettings
@@ -213,16 +214,31 @@ class Stack:
         return status
 
     async def click(self, channel: str, ts: str, action_id: str, *, user: str = ALICE) -> int:
-        """`user` clicks the button `action_id` on the bot's message `ts`; returns the status
-        the bot answered the click with."""
+        """`user` clicks the button `action_id` on the bot's message `ts` (FEEDBACK_UP and
+        FEEDBACK_DOWN: a half of Slack's feedback buttons); returns the status the bot
+        answered the click with."""
         message = self.slack.message(channel, ts)
-        [value] = [
-            element["value"]
-            for block in message.get("blocks") or []
-            if block.get("type") == "actions"
-            for element in block["elements"]
-            if element.get("action_id") == action_id
-        ]
+        blocks = message.get("blocks") or []
+        half = {actions.FEEDBACK_UP: "positive_button", actions.FEEDBACK_DOWN: "negative_button"}
+        element_type, block_id = "button", actions.BLOCK_ID
+        if action_id in half:
+            [value] = [
+                element[half[action_id]]["value"]
+                for block in blocks
+                if block.get("type") == "context_actions"
+                for element in block["elements"]
+                if element.get("type") == "feedback_buttons"
+            ]
+            action_id, element_type = actions.FEEDBACK, "feedback_buttons"
+            block_id = actions.FEEDBACK_BLOCK_ID
+        else:
+            [value] = [
+                element["value"]
+                for block in blocks
+                if block.get("type") == "actions"
+                for element in block["elements"]
+                if element.get("action_id") == action_id
+            ]
         body = block_action(
             action_id=action_id,
             value=value,
@@ -231,6 +247,8 @@ class Stack:
             message=message,
             team_id=TEAM,
             response_url=self.slack.response_url(channel, user),
+            block_id=block_id,
+            element_type=element_type,
         )
         status, _ = await self.sender.send_action(body)
         return status

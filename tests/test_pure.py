@@ -234,13 +234,25 @@ def test_turn_failures_start_with_a_warning_and_say_what_happened(error_type, wo
 def test_reply_buttons_name_one_version_of_one_reply():
     reply = ReplyRef("run-1", turn=3, version=2)
     assert actions.decode(actions.encode(reply)) == reply
-    block = actions.reply_actions(reply)
-    assert [e["action_id"] for e in block["elements"]] == [
-        actions.REGENERATE,
-        actions.FEEDBACK_UP,
-        actions.FEEDBACK_DOWN,
+    feedback, regenerate = actions.reply_actions(reply)
+    assert feedback["type"] == "context_actions"
+    [buttons] = feedback["elements"]
+    assert (buttons["type"], buttons["action_id"]) == ("feedback_buttons", actions.FEEDBACK)
+    assert actions.decode_feedback(buttons["positive_button"]["value"]) == ("up", reply)
+    assert actions.decode_feedback(buttons["negative_button"]["value"]) == ("down", reply)
+    assert regenerate["elements"] == [
+        {
+            "type": "button",
+            "action_id": actions.REGENERATE,
+            "text": {"type": "plain_text", "text": "Regenerate", "emoji": True},
+            "value": actions.encode(reply),
+        }
     ]
-    assert {e["value"] for e in block["elements"]} == {actions.encode(reply)}
+
+
+@pytest.mark.parametrize("value", [None, 3, "", "up", "up/", "meh/k:1:0", "up/k:1", "/k:1:0"])
+def test_feedback_values_we_did_not_write_are_refused(value):
+    assert actions.decode_feedback(value) is None
 
 
 @pytest.mark.parametrize("value", [None, 3, "", "key", "key:1", "key:x:0", ":1:0", "k:1:0" * 50])
@@ -253,7 +265,7 @@ def test_a_message_with_buttons_carries_its_markdown_in_a_block():
     body = actions.message_body("**hi**", ReplyRef("k", 1))
     assert body["text"] == "**hi**"
     assert body["blocks"][0] == {"type": "markdown", "text": "**hi**"}
-    assert body["blocks"][1]["type"] == "actions"
+    assert [b["type"] for b in body["blocks"][1:]] == ["context_actions", "actions"]
 
 
 def test_a_regenerate_samples_more_freely_up_to_the_top_of_the_range():
@@ -307,9 +319,23 @@ def test_a_click_on_a_reply_button_is_parsed_into_its_thread_and_reply():
 
 
 @pytest.mark.parametrize(
+    ("rating", "action_id"), [("up", actions.FEEDBACK_UP), ("down", actions.FEEDBACK_DOWN)]
+)
+def test_a_click_on_slacks_feedback_buttons_carries_its_rating(rating, action_id):
+    clicked = {
+        "type": "feedback_buttons",
+        "action_id": actions.FEEDBACK,
+        "value": f"{rating}/k:1:0",
+    }
+    click = parse_reply_action(_click(actions=[clicked]))
+    assert (click.action_id, click.reply) == (action_id, ReplyRef("k", 1))
+
+
+@pytest.mark.parametrize(
     "changes",
     [
         {"actions": []},
+        {"actions": [{"action_id": actions.FEEDBACK, "value": "k:1:0"}]},
         {"actions": [{"action_id": actions.REGENERATE, "value": "forged"}]},
         {"container": None},
         {"user": {"id": "not an id"}},

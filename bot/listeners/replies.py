@@ -1,4 +1,4 @@
-"""The buttons under each reply: Regenerate, 👍 and 👎."""
+"""The buttons under each reply: Slack's 👍/👎 feedback buttons, and Regenerate."""
 
 import logging
 import re
@@ -43,7 +43,8 @@ def register(app: AsyncApp, conversations: Conversations, settings: SlackSetting
                 text = texts.CONVERSATION_OVER
             await answer(respond, text or texts.TRY_AGAIN, click.thread.thread_ts)
 
-    @app.action(re.compile(f"^({actions.FEEDBACK_UP}|{actions.FEEDBACK_DOWN})$"))
+    # Slack's feedback buttons; the older 👍/👎 buttons on answers written before them.
+    @app.action(re.compile(f"^({actions.FEEDBACK}|{actions.FEEDBACK_UP}|{actions.FEEDBACK_DOWN})$"))
     async def feedback(ack: AsyncAck, body: dict, respond: AsyncRespond) -> None:
         await ack()
         click = parse_reply_action(body)
