@@ -242,10 +242,12 @@ class BedrockActivities:
         """The assistant panel's channel in view, as a quoted block; none if unreadable."""
         if not request.context_channel or self.channels is None:
             return []
-        recent = self.channels.recent(request.context_channel, request.context_user)
+        message_ts = request.context_message_ts
+        recent = self.channels.recent(request.context_channel, request.context_user, message_ts)
         if not recent:
             return []
-        return [prompt.quoted(prompt.channel_block(request.context_channel, recent), guard)]
+        block = prompt.channel_block(request.context_channel, recent, message_ts)
+        return [prompt.quoted(block, guard)]
 
     def _messages(
         self, request: ReplyRequest, model_id: str, guard: bool

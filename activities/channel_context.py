@@ -32,14 +32,14 @@ class ChannelReader:
         self.history: TTLCache[str, list[dict]] = TTLCache(maxsize=1000, ttl=KEPT_SECONDS)
         self.memberships: TTLCache[str, set[str]] = TTLCache(maxsize=10_000, ttl=KEPT_SECONDS)
 
-    def recent(self, channel: str, user: str) -> list[Quote]:
-        """The channel's recent messages, oldest first, each with its author's id as Slack
-        gives it; none when the user is not a member there, the bot cannot read it, or
-        Slack says no."""
+    def recent(self, channel: str, user: str, message_ts: str = "") -> list[Quote]:
+        """The channel's recent messages (or the thread of its message `message_ts`), oldest
+        first, each with its author's id as Slack gives it; none when the user is not a
+        member there, the bot cannot read it, or Slack says no."""
         try:
             if channel not in self._channels_of(user):
                 return []
-            messages = self._history(channel)
+            messages = self._thread(channel, message_ts) if message_ts else self._history(channel)
         except SlackApiError as err:
             log.info("no channel context: %s", err.response.get("error"))
             return []
@@ -73,6 +73,16 @@ class ChannelReader:
                     break
             self.memberships[user] = channels
         return self.memberships[user]
+
+    def _thread(self, channel: str, message_ts: str) -> list[dict]:
+        """The thread of a message, newest first like the history (its parent included)."""
+        key = f"{channel}/{message_ts}"
+        if key not in self.history:
+            response = self.client.conversations_replies(
+                channel=channel, ts=message_ts, limit=RECENT_MESSAGES
+            )
+            self.history[key] = list(reversed(response.get("messages", [])))
+        return self.history[key]
 
     def _history(self, channel: str) -> list[dict]:
         if channel not in self.history:

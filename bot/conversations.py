@@ -118,6 +118,25 @@ class Conversations:
         """The panel's user views another channel; False if the thread has no conversation."""
         return await self._signal(thread, ConversationWorkflow.context_changed, changed)
 
+    async def viewing_changed(self, team: str, channel: str, changed: AssistantThread) -> int:
+        """Tell the user's running conversations in their DM with the app (`channel`) what
+        they view now; how many were told."""
+        if not (_SLACK_ID.fullmatch(channel) and _SLACK_ID.fullmatch(changed.user)):
+            return 0
+        where = (
+            f"{SLACK_CHANNEL.name} = '{channel}' AND {SLACK_PARTICIPANTS.name} = '{changed.user}'"
+        )
+        prefix = conversation_id(team, channel, "")
+        threads = [
+            ThreadRef(team=team, channel=channel, thread_ts=e.id[len(prefix) :])
+            for e in await self._running(where)
+            if e.id.startswith(prefix)
+        ]
+        told = await asyncio.gather(
+            *(self._signal(t, ConversationWorkflow.viewing_changed, changed) for t in threads)
+        )
+        return sum(told)
+
     async def _start(self, thread: ThreadRef, signal: str, arg: object, user: str) -> None:
         await self.client.start_workflow(
             ConversationWorkflow.run,

@@ -216,6 +216,37 @@ def parse_assistant_event(event: dict, team_id: str) -> AssistantEvent | None:
     return AssistantEvent(ThreadRef(team_id, channel, thread_ts), user, in_view)
 
 
+@dataclass(frozen=True)
+class ViewingChange:
+    """app_context_changed: who, in which DM with the app, now views which channel ("" for
+    nothing readable) or which message in it."""
+
+    user: str
+    channel: str
+    context_channel: str
+    context_message_ts: str
+
+
+def parse_app_context(event: dict) -> ViewingChange | None:
+    """The most relevant channel or message the user views (Slack orders the entities by
+    relevance; canvases and lists are not read). None for a payload we cannot trust."""
+    user, channel = event.get("user"), event.get("channel")
+    context = event.get("context")
+    if not (_ids(user, channel) and isinstance(context, dict)):
+        return None
+    entities = context.get("entities") or []
+    for entity in entities if isinstance(entities, list) else []:
+        kind = entity.get("type") if isinstance(entity, dict) else None
+        value = entity.get("value") if isinstance(entity, dict) else None
+        if kind == "slack#/types/channel_id" and _ids(value) and value[:1] in "CG":
+            return ViewingChange(user, channel, value, "")
+        if kind == "slack#/types/message_context" and isinstance(value, dict):
+            in_channel, ts = value.get("channel_id"), value.get("message_ts")
+            if _ids(in_channel) and in_channel[:1] in "CG" and _ts(ts):
+                return ViewingChange(user, channel, in_channel, ts)
+    return ViewingChange(user, channel, "", "")
+
+
 def user_team(payload: dict) -> str:
     """The team of whoever sent an interaction (a guest's own in a Slack Connect channel)."""
     user, team = payload.get("user"), payload.get("team")

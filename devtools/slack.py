@@ -1365,7 +1365,11 @@ class LocalSlack:
 
     def _assistant_set_prompts(self, params: Json) -> Json:
         channel = self._channel(params, "channel_id")
-        thread_ts = self._required(params, "thread_ts")
+        # Without a thread: the Messages tab of the agent messaging experience, a DM only.
+        # Stored under (channel, "").
+        thread_ts = str(params.get("thread_ts") or "")
+        if not thread_ts and not channel.startswith("D"):
+            raise SlackError("invalid_arguments", detail="missing required field: thread_ts")
         prompts = _json_param(params, "prompts", "invalid_arguments")
         if not isinstance(prompts, list) or not 1 <= len(prompts) <= 4:
             raise SlackError("invalid_arguments", detail="prompts: between 1 and 4 items")

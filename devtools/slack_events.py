@@ -272,6 +272,48 @@ def app_home_opened_event(*, user: str, channel: str, tab: str = "home") -> Json
     }
 
 
+def app_context_changed_event(
+    *,
+    user: str,
+    channel: str,
+    viewing: str | None = None,
+    message_ts: str | None = None,
+    team: str = "T0LOCAL",
+) -> Json:
+    """``app_context_changed`` (agent_view): what `user`, in their DM with the app
+    `channel`, is viewing: a channel, a message in one (`message_ts`), or nothing (an empty
+    ``context``, as Slack sends it)."""
+    context: Json = {}
+    if viewing and message_ts:
+        value = {"channel_id": viewing, "message_ts": message_ts}
+        context = {"entities": [{"type": "slack#/types/message_context", "value": value}]}
+    elif viewing:
+        entity = {"type": "slack#/types/channel_id", "value": viewing, "team_id": team}
+        context = {"entities": [entity]}
+    return {
+        "type": "app_context_changed",
+        "user": user,
+        "channel": channel,
+        "context": context,
+        "event_ts": _now_ts(),
+    }
+
+
+def agent_session_stopped_event(
+    *, user: str, channel: str, thread_ts: str, streaming_message_ts: list[str]
+) -> Json:
+    """``agent_session_stopped``: `user` clicked Stop on the thread's session; Slack has
+    already stopped the streams it lists."""
+    return {
+        "type": "agent_session_stopped",
+        "user": user,
+        "channel": channel,
+        "thread_ts": thread_ts,
+        "streaming_message_ts": list(streaming_message_ts),
+        "event_ts": _now_ts(),
+    }
+
+
 def slash_command(
     *,
     command: str,

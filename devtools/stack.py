@@ -18,6 +18,7 @@ from devtools.bedrock import LocalBedrock
 from devtools.slack import LocalSlack
 from devtools.slack_events import (
     EventSender,
+    app_context_changed_event,
     app_home_opened_event,
     app_mention_event,
     assistant_thread_event,
@@ -205,6 +206,26 @@ class Stack:
         status, _ = await self.sender.send_event(event)
         assert status == 200
         return await eventually(lambda: self.slack.home_views.get(user), what="the Home view")
+
+    async def open_messages_tab(self, user: str = ALICE) -> str:
+        """`user` opens the app's Messages tab (agent messaging); returns their DM channel."""
+        dm = "D" + user.removeprefix("U")
+        event = app_home_opened_event(user=user, channel=dm, tab="messages")
+        status, _ = await self.sender.send_event(event)
+        assert status == 200
+        return dm
+
+    async def view(
+        self, viewing: str | None, message_ts: str | None = None, *, user: str = ALICE
+    ) -> None:
+        """`user` now views the channel `viewing` (or its message `message_ts`, or nothing),
+        as app_context_changed tells it."""
+        dm = "D" + user.removeprefix("U")
+        event = app_context_changed_event(
+            user=user, channel=dm, viewing=viewing, message_ts=message_ts
+        )
+        status, _ = await self.sender.send_event(event)
+        assert status == 200
 
     async def click_home(self, action_id: str, value: str, *, user: str = ALICE) -> int:
         body = view_action(

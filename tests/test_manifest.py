@@ -84,6 +84,11 @@ def test_every_web_api_method_the_code_calls_has_its_scopes():
         assert METHOD_SCOPES[method] <= scopes, (method, METHOD_SCOPES[method] - scopes)
 
 
+# Still handled for apps on `assistant_view` (README), which subscribe them instead of the
+# agent's events.
+ASSISTANT_VIEW_EVENTS = {"assistant_thread_started", "assistant_thread_context_changed"}
+
+
 def test_every_event_the_bot_listens_to_is_subscribed():
     listened = {
         name
@@ -92,11 +97,14 @@ def test_every_event_the_bot_listens_to_is_subscribed():
     }
     events = set(MANIFEST["settings"]["event_subscriptions"]["bot_events"])
     subscribed = {e.split(".")[0] for e in events}
-    assert listened <= subscribed, listened - subscribed
-    assert {
-        "assistant_thread_started",
-        "assistant_thread_context_changed",
-        "app_home_opened",
-    } <= events
+    assert listened - ASSISTANT_VIEW_EVENTS <= subscribed, listened - subscribed
+    assert listened >= ASSISTANT_VIEW_EVENTS  # the older panel keeps working
+    assert {"app_context_changed", "agent_session_stopped", "app_home_opened"} <= events
     assert MANIFEST["features"]["app_home"]["home_tab_enabled"] is True
-    assert "assistant_view" in MANIFEST["features"]
+    assert MANIFEST["features"]["app_home"]["messages_tab_enabled"] is True
+
+
+def test_the_app_is_an_agent():
+    features = MANIFEST["features"]
+    assert features["agent_view"]["agent_description"]
+    assert "assistant_view" not in features  # one or the other, never both

@@ -57,11 +57,13 @@ class MessageRevision:
 
 @dataclass
 class AssistantThread:
-    """The assistant panel was opened, or its context changed (the `assistant_opened` and
-    `context_changed` signals): who, and which channel they are viewing ("" for none)."""
+    """The assistant panel was opened, or what its user views changed (the
+    `assistant_opened`, `context_changed` and `viewing_changed` signals): who, and which
+    channel they are viewing ("" for none), or which message in it (its ts; "" for none)."""
 
     user: str
     context_channel: str = ""
+    context_message_ts: str = ""
 
 
 @dataclass
@@ -360,6 +362,8 @@ class ReplyRequest:
     # reply reads (if the user may), and that user.
     context_channel: str = ""
     context_user: str = ""
+    # The message in view in that channel (app_context_changed): its thread is read instead.
+    context_message_ts: str = ""
     # Regenerate: the messages of the answer being replaced, edited in place.
     replace_ts: list[str] = field(default_factory=list)
     # Send cache points: the turns come often enough for the cache (5 minutes) to pay.

@@ -187,6 +187,18 @@ def suggested_prompts(context_channel: str) -> list[dict[str, str]]:
     return prompts
 
 
+PROMPTS_TITLE = "Try asking"
+
+
+def messages_tab_prompts() -> list[dict[str, str]]:
+    """Above the Messages tab's composer, where each prompt starts a new conversation (so
+    there is nothing to end or summarise yet)."""
+    return [
+        {"title": "What can you do?", "message": "What can you help me with?"},
+        {"title": "Explain a concept", "message": "Explain durable execution in two paragraphs."},
+    ]
+
+
 TITLE_PROMPT = (
     "Write a title of at most six words for this conversation, in the language it is in. "
     "Answer with the title alone: no quotes, no trailing punctuation."

@@ -129,6 +129,21 @@ class ConversationWorkflow:
             self._join(changed.user)
         else:
             self.state.assistant.context_channel = changed.context_channel
+            self.state.assistant.context_message_ts = changed.context_message_ts
+
+    @workflow.signal
+    def viewing_changed(self, changed: AssistantThread) -> None:
+        """In the agent messaging experience (app_context_changed): what a participant views
+        now. A thread its user started by writing is never greeted."""
+        if changed.user not in self.state.participants:
+            return
+        if self.state.assistant is None:
+            self.state.assistant = changed
+            self.state.greeted = True
+        else:
+            self.state.assistant.user = changed.user
+            self.state.assistant.context_channel = changed.context_channel
+            self.state.assistant.context_message_ts = changed.context_message_ts
 
     @workflow.signal
     def revise(self, revision: MessageRevision) -> None:

@@ -335,7 +335,11 @@ class Responder:
         panel = self.state.assistant
         if panel is None or not panel.context_channel:
             return {}
-        return {"context_channel": panel.context_channel, "context_user": panel.user}
+        return {
+            "context_channel": panel.context_channel,
+            "context_user": panel.user,
+            "context_message_ts": panel.context_message_ts,
+        }
 
     def _thread_tokens(self) -> int:
         """What the thread's earlier messages take of the budget (they were read to fit)."""

@@ -3,7 +3,7 @@
 from slack_bolt.async_app import AsyncApp
 
 from bot.conversations import Conversations
-from bot.listeners import assistant, ending, messages, replies
+from bot.listeners import assistant, ending, messages, replies, sessions
 from threadchat.config import SlackSettings
 from threadchat.model import TokenLimits
 
@@ -14,4 +14,5 @@ def register_listeners(
     ending.register(app, conversations, settings)
     replies.register(app, conversations, settings)
     assistant.register(app, conversations, settings, limits)
+    sessions.register(app, conversations, settings)
     messages.register(app, conversations, settings)  # last: it holds the catch-all event listener

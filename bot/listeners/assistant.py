@@ -1,4 +1,5 @@
-"""Slack's AI-app surface: the assistant panel's threads, and the App Home tab."""
+"""Slack's AI-app surface: the agent messaging experience (the Messages tab, what the user
+views), the older assistant panel's threads, and the App Home tab."""
 
 import asyncio
 import contextvars
@@ -9,7 +10,8 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from bot import home
 from bot.channel_names import ChannelNames
 from bot.conversations import Conversations
-from bot.parsing import parse_assistant_event
+from bot.parsing import parse_app_context, parse_assistant_event
+from threadchat import texts
 from threadchat.config import SlackSettings
 from threadchat.ids import thread_of
 from threadchat.model import AssistantThread, EndRequest, TokenLimits
@@ -43,6 +45,35 @@ def register(
         await conversations.change_context(
             panel.thread, AssistantThread(panel.user, panel.context_channel)
         )
+
+    @app.event("app_context_changed")
+    async def viewing_changed(event: dict, context: AsyncBoltContext) -> None:
+        """Agent messaging: the user now views another channel or message. Their
+        conversations in the Messages tab read it (if they may) from their next turn."""
+        viewing = parse_app_context(event)
+        if viewing is None or not context.team_id:
+            return
+        if not settings.allows(viewing.channel, viewing.user):
+            return
+        await conversations.viewing_changed(
+            context.team_id,
+            viewing.channel,
+            AssistantThread(viewing.user, viewing.context_channel, viewing.context_message_ts),
+        )
+
+    async def suggest_prompts(context: AsyncBoltContext, channel: str, user: str) -> None:
+        """Agent messaging: the Messages tab opened; prompts above its composer (Slack
+        keeps them there, so a repeated event only sets the same ones again)."""
+        if not settings.allows(channel, user):
+            return
+        try:
+            await context.client.assistant_threads_setSuggestedPrompts(
+                channel_id=channel,
+                title=texts.PROMPTS_TITLE,
+                prompts=texts.messages_tab_prompts(),
+            )
+        except Exception as err:
+            log.warning("could not suggest prompts: %s", type(err).__name__)
 
     channel_names = ChannelNames()
     republishing: set[asyncio.Task] = set()
@@ -84,10 +115,13 @@ def register(
 
     @app.event("app_home_opened")
     async def home_opened(event: dict, context: AsyncBoltContext) -> None:
-        user = event.get("user")
-        if event.get("tab") != "home" or not isinstance(user, str) or not context.team_id:
+        user, channel = event.get("user"), event.get("channel")
+        if not isinstance(user, str) or not context.team_id:
             return
-        await publish_home(context, context.team_id, user)
+        if event.get("tab") == "messages" and isinstance(channel, str):
+            await suggest_prompts(context, channel, user)
+        elif event.get("tab") == "home":
+            await publish_home(context, context.team_id, user)
 
     @app.action(home.END_ACTION)
     async def end_from_home(ack: AsyncAck, body: dict, context: AsyncBoltContext) -> None:
