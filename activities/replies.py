@@ -30,12 +30,13 @@ from temporalio.exceptions import ApplicationError
 
 from activities import slack as slack_activities
 from activities.bedrock import BedrockActivities, ModelRequest, check_stop_reason, classify
+from activities.sessions import AgentSessions
 from threadchat import telemetry, texts
 from threadchat.actions import message_body, reply_actions
 from threadchat.formatting import SAFE_LIMIT, slack_markdown, split_markdown
 from threadchat.mentions import MentionGuard, neutralize
 from threadchat.model import DeliveredReply, ReplyRef, ReplyRequest
-from threadchat.texts import THINKING, THINKING_RETRYING
+from threadchat.texts import THINKING_RETRYING
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,18 @@ class SlackReplyWriter:
     streamed is exactly what the finished text is) and links are never unfurled where Slack
     lets a post say so."""
 
-    def __init__(self, client: AsyncWebClient, request: ReplyRequest, earlier: list[str]):
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        request: ReplyRequest,
+        earlier: list[str],
+        session_status: str | None = None,
+    ):
         self.client = client
+        # Passed with the answer's last chat.stopStream: the session leaves `processing` on a
+        # call made anyway. `settled` once Slack took it.
+        self.session_status = session_status
+        self.settled = False
         self.request = request
         self.thread = request.thread
         # Messages an earlier attempt left, or the answer a regenerate replaces, are
@@ -163,13 +174,16 @@ class SlackReplyWriter:
         reply's buttons)."""
         try:
             if self.mode == "stream":
+                last = metadata is not None
                 await _patiently(
                     self.client.chat_stopStream,
                     channel=self.thread.channel,
                     ts=self.ts,
                     metadata=metadata,
                     blocks=reply_actions(actions) if actions else None,
+                    session_status=self.session_status if last else None,
                 )
+                self.settled = last and self.session_status is not None
             else:
                 await _patiently(
                     self.client.chat_update,
@@ -287,9 +301,15 @@ def _retry_later(err: SlackApiError) -> bool:
 class ReplyActivities:
     """The streaming reply: one activity from the model's first token to the final message."""
 
-    def __init__(self, bedrock: BedrockActivities, slack: AsyncWebClient):
+    def __init__(
+        self,
+        bedrock: BedrockActivities,
+        slack: AsyncWebClient,
+        sessions: AgentSessions | None = None,
+    ):
         self.bedrock = bedrock
         self.slack = slack
+        self.sessions = sessions or AgentSessions(slack)
         self.executor = ThreadPoolExecutor(64, thread_name_prefix="converse-stream")
         self.bot_user: str | None = None
 
@@ -318,21 +338,23 @@ class ReplyActivities:
                 )
                 # What the workflow says next may be only for one person (a failed
                 # regenerate), which does not clear the status.
-                await self._set_status(request, "")
+                await self._set_status(request, "active")
             raise
         finally:
             heartbeats.cancel()
-        if not writer.messages:
-            # Slack clears the status when the app posts in the thread, not when it edits: an
-            # answer that only replaced messages (a regenerate, a retry taking over) must.
-            await self._set_status(request, "")
+        # Slack clears an assistant thread's status when the app posts in the thread, not
+        # when it edits: an answer that only replaced messages (a regenerate, a retry taking
+        # over) must. A session leaves `processing` with the last chat.stopStream, or here.
+        if not writer.settled and (not self.sessions.refused or not writer.messages):
+            await self._set_status(request, "active")
         return delivered
 
     async def _write(self, request: ReplyRequest, writer: SlackReplyWriter) -> DeliveredReply:
         info = activity.info()
         waited = time.time() - info.scheduled_time.timestamp()
         slow = info.attempt > 1 and waited > SLOW_TURN_SECONDS
-        await self._set_status(request, THINKING_RETRYING if slow else THINKING)
+        await self._set_status(request, "processing", THINKING_RETRYING if slow else "")
+        writer.session_status = self.sessions.stop_stream_status
         # Files are downloaded while the request is built: off the event loop.
         model_request = await asyncio.get_running_loop().run_in_executor(
             self.executor, functools.partial(self.bedrock.reply_request, request, streaming=True)
@@ -416,17 +438,15 @@ class ReplyActivities:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             activity.heartbeat(writer.progress())
 
-    async def _set_status(self, request: ReplyRequest, status: str) -> None:
-        """The "is thinking…" indicator ("" ends it) is a nicety: failing to set it never fails
-        a turn."""
+    async def _set_status(self, request: ReplyRequest, status: str, text: str = "") -> None:
+        """The session's status (or the assistant thread's "is thinking…") is a nicety:
+        failing to set it never fails a turn."""
         try:
-            await self.slack.assistant_threads_setStatus(
-                channel_id=request.thread.channel,
-                thread_ts=request.thread.thread_ts,
-                status=status,
+            await self.sessions.set_status(
+                request.thread, status, initiator=request.recipient_user, text=text
             )
         except Exception as err:
-            log.debug("could not set the thread status: %s", type(err).__name__)
+            log.debug("could not set the session status: %s", type(err).__name__)
 
     async def _model_events(self, request: ModelRequest) -> AsyncIterator[tuple[str, object]]:
         """("response", metadata), then ("text", delta), ("stop", reason) and ("usage",

@@ -15,6 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.sessions import AgentSessions
 from threadchat import prompt, texts
 from threadchat.actions import message_body
 from threadchat.context import estimate_tokens
@@ -122,8 +123,14 @@ _SAID = {None, "thread_broadcast", "file_share", "bot_message", "me_message"}
 class SlackActivities:
     """Activities that call the Slack Web API."""
 
-    def __init__(self, client: AsyncWebClient, prompts_for: Callable[[str], list] | None = None):
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        prompts_for: Callable[[str], list] | None = None,
+        sessions: AgentSessions | None = None,
+    ):
         self.client = client
+        self.sessions = sessions or AgentSessions(client)
         self.names: TTLCache[str, str] = TTLCache(maxsize=NAMES_KEPT, ttl=NAMES_TTL_SECONDS)
         # The suggested prompts for a channel in view: operators' (per-channel settings)
         # or the defaults.
@@ -152,12 +159,10 @@ class SlackActivities:
 
     @activity.defn
     async def set_title(self, title: ThreadTitle) -> None:
-        """The assistant panel thread's title."""
+        """The conversation's title: its agent session's (or its assistant thread's)."""
         try:
-            await self.client.assistant_threads_setTitle(
-                channel_id=title.thread.channel,
-                thread_ts=title.thread.thread_ts,
-                title=neutralize(title.title, title.participants or None),
+            await self.sessions.rename(
+                title.thread, neutralize(title.title, title.participants or None)
             )
         except SlackApiError as err:
             raise classify(err) from err
@@ -195,6 +200,11 @@ class SlackActivities:
                 written.append(response["ts"])
         except SlackApiError as err:
             raise classify(err) from err
+        if post.session_status:
+            try:
+                await self.sessions.set_status(post.thread, post.session_status)
+            except Exception as err:  # a nicety: never a reason to post again
+                log.debug("could not set the session status: %s", type(err).__name__)
         return PostedMessage(ts=written[-1] if written else "", parts=written)
 
     @activity.defn

@@ -50,6 +50,7 @@ TEXT_LIMIT = 40_000
 # dedicated error for exceeding it; `msg_too_long` ("Message text is too long") is the closest.
 MARKDOWN_LIMIT = 12_000
 MAX_BLOCKS = 50
+SESSION_STATUSES = ("processing", "active", "suspended", "closed")
 SECTION_TEXT_LIMIT = 3_000
 # Cumulative text of `markdown` blocks in one message (Slack answers `msg_blocks_too_long`).
 MARKDOWN_BLOCKS_LIMIT = 12_000
@@ -277,6 +278,12 @@ class LocalSlack:
 
         self._channels: dict[str, dict[str, Json]] = {}
         self._statuses: dict[tuple[str, str], str] = {}
+        # Agent sessions by (channel, thread_ts): every status set, in order, and the title.
+        # `sessions_error`: what agents.sessions.* answer when set (an app that is no agent
+        # says "not_allowed", an older workspace "unknown_method").
+        self.session_statuses: dict[tuple[str, str], list[str]] = {}
+        self.session_titles: dict[tuple[str, str], str] = {}
+        self.sessions_error: str | None = None
         self._streams: dict[tuple[str, str], _Stream] = {}
         self._injections: dict[str, list[_Injection]] = {}
         self._subscribers: list[Subscriber] = []
@@ -328,6 +335,8 @@ class LocalSlack:
             "chat.startStream": self._chat_start_stream,
             "chat.appendStream": self._chat_append_stream,
             "chat.stopStream": self._chat_stop_stream,
+            "agents.sessions.setStatus": self._sessions_set_status,
+            "agents.sessions.rename": self._sessions_rename,
         }
 
     # ----------------------------------------------------------------------------------------
@@ -473,6 +482,10 @@ class LocalSlack:
     def status(self, channel: str, thread_ts: str) -> str:
         """The thread status last set with assistant.threads.setStatus ("" when cleared)."""
         return self._statuses.get((channel, thread_ts), "")
+
+    def session(self, channel: str, thread_ts: str) -> str:
+        """The agent session's status ("" when the thread has no session)."""
+        return (self.session_statuses.get((channel, thread_ts)) or [""])[-1]
 
     def is_streaming(self, channel: str, ts: str) -> bool:
         """Whether a message started by chat.startStream has not been stopped yet."""
@@ -1357,6 +1370,54 @@ class LocalSlack:
         )
         return {}
 
+    def _session_thread(self, params: Json) -> tuple[str, str]:
+        if self.sessions_error:
+            raise SlackError(self.sessions_error)
+        channel = self._channel(params, "channel_id")
+        # Thread-based sessions (the only kind threadchat keeps) need the thread, in channels
+        # and DMs alike; it must be a thread in this channel.
+        thread_ts = self._required(params, "thread_ts")
+        if thread_ts not in self._channels.get(channel, {}):
+            raise SlackError("thread_not_found")
+        return channel, thread_ts
+
+    def _sessions_set_status(self, params: Json) -> Json:
+        channel, thread_ts = self._session_thread(params)
+        status = params.get("status")
+        if status not in SESSION_STATUSES:
+            raise SlackError(
+                "invalid_arguments", detail="status: active, processing, suspended, closed"
+            )
+        title = params.get("title")
+        if title is not None and not 1 <= len(str(title)) <= 200:
+            raise SlackError("invalid_arguments", detail="title: 1 to 200 characters")
+        self._set_session(channel, thread_ts, str(status), title=title)
+        return {"status": status, "title": self.session_titles.get((channel, thread_ts), "")}
+
+    def _set_session(self, channel: str, thread_ts: str, status: str, title: Any = None) -> None:
+        key = (channel, thread_ts)
+        if key not in self.session_statuses and title:
+            self.session_titles[key] = str(title)  # only when the session is created
+        history = self.session_statuses.setdefault(key, [])
+        if history[-1:] == [status]:
+            return  # setting the status it has changes nothing
+        history.append(status)
+        self._emit(
+            {"type": "session", "channel": channel, "thread_ts": thread_ts, "status": status}
+        )
+
+    def _sessions_rename(self, params: Json) -> Json:
+        channel, thread_ts = self._session_thread(params)
+        title = str(params.get("title") or "").strip()
+        if not 1 <= len(title) <= 200:
+            raise SlackError("invalid_arguments", detail="title: 1 to 200 characters")
+        self.session_titles[(channel, thread_ts)] = title
+        self.titles[(channel, thread_ts)] = title  # what the thread shows, as setTitle's
+        self._emit(
+            {"type": "session_title", "channel": channel, "thread_ts": thread_ts, "title": title}
+        )
+        return {"title": title}
+
     def _replied(self, channel: str, message: Json) -> None:
         """Slack clears a thread's status when the app replies in it."""
         thread_ts = message.get("thread_ts")
@@ -1504,6 +1565,12 @@ class LocalSlack:
         channel, ts, message, stream = self._streaming_message(params)
         blocks = self._blocks(params)
         metadata = self._metadata(params)
+        session_status = params.get("session_status")
+        if session_status is not None:
+            if self.sessions_error:
+                raise SlackError(self.sessions_error)
+            if session_status not in SESSION_STATUSES:
+                raise SlackError("invalid_arguments", detail="session_status: not a status")
         delta = self._append(message, stream, params)
         if blocks is not None:
             message["blocks"] = blocks
@@ -1520,6 +1587,8 @@ class LocalSlack:
                 "message": message,
             }
         )
+        if session_status is not None:
+            self._set_session(channel, message["thread_ts"], str(session_status))
         return {"channel": channel, "ts": ts, "message": copy.deepcopy(message)}
 
 

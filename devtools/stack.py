@@ -26,7 +26,7 @@ from devtools.slack_events import (
     message_event,
     view_action,
 )
-from threadchat import actions
+from threadchat import actions, texts
 from threadchat.channels import load as load_channels
 from threadchat.commands.worker import build_workers
 from threadchat.config import BedrockSettings, Settings, SlackSettings, TemporalSettings
@@ -297,14 +297,22 @@ class Stack:
         return await eventually(finished, timeout, f"{count} bot replies in {channel}/{thread_ts}")
 
     def converse_requests(self) -> list[dict]:
-        """Bodies of the model calls, streamed or not (summaries included)."""
+        """Bodies of the model calls, streamed or not (summaries included, each
+        conversation's title left out)."""
         return [
-            r.body for r in self.bedrock.requests if r.operation in ("converse", "converse-stream")
+            r.body
+            for r in self.bedrock.requests
+            if r.operation in ("converse", "converse-stream") and not is_title_request(r.body)
         ]
 
     async def close(self) -> None:
         for closer in reversed(self._closers):
             await closer()
+
+
+def is_title_request(body: dict) -> bool:
+    """The call that titles a conversation after its first answer."""
+    return any(b.get("text") == texts.TITLE_PROMPT for b in body.get("system") or [])
 
 
 async def start_stack(

@@ -352,10 +352,12 @@ async def test_a_long_answer_reaches_slack_in_several_appends(make_stack):
     streamed = start.params["markdown_text"] + "".join(c.params["markdown_text"] for c in appends)
     assert streamed.strip() == answer == reply["text"].strip()
     assert stack.slack.calls_to("chat.stopStream")
-    # "is thinking…" was shown until the answer began, which clears it: no call to clear it.
-    statuses = [c.params["status"] for c in stack.slack.calls_to("assistant.threads.setStatus")]
-    assert len(statuses) == 1 and statuses[0].startswith("is thinking")
-    assert stack.slack.status(stack.channel, ts) == ""
+    # The session was processing until the answer's last chat.stopStream made it active:
+    # no call of its own to end it.
+    [processing] = stack.slack.calls_to("agents.sessions.setStatus")
+    assert processing.params["status"] == "processing"
+    assert stack.slack.calls_to("chat.stopStream")[-1].params["session_status"] == "active"
+    assert stack.slack.session(stack.channel, ts) == "active"
 
 
 async def test_a_turn_throttled_for_over_10_seconds_says_so(make_stack):
@@ -365,6 +367,8 @@ async def test_a_turn_throttled_for_over_10_seconds_says_so(make_stack):
     ts = await stack.mention(stack.channel, "patience")
     [reply] = await stack.replies(stack.channel, ts, 1, timeout=40)
     assert "patience" in reply["text"]
+    # A session has no words of its own for it: the thread's status says so beside it.
     statuses = [c.params["status"] for c in stack.slack.calls_to("assistant.threads.setStatus")]
     assert any("busy" in status for status in statuses), statuses
     assert stack.slack.status(stack.channel, ts) == ""
+    assert stack.slack.session(stack.channel, ts) == "active"

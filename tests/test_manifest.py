@@ -58,13 +58,16 @@ METHOD_SCOPES = {
     "assistant_threads_setStatus": {"assistant:write"},
     "assistant_threads_setSuggestedPrompts": {"assistant:write"},
     "assistant_threads_setTitle": {"assistant:write"},
+    # Sessions need chat:write; only agents may create them, which adds assistant:write.
+    "agents_sessions_setStatus": {"chat:write", "assistant:write"},
+    "agents_sessions_rename": {"chat:write", "assistant:write"},
     "views_publish": set(),
     "auth_test": set(),
     "apps_connections_open": set(),  # the app-level token's connections:write
 }
 CALLS = re.compile(
     r"\.(chat_\w+|users_\w+|conversations_\w+|files_\w+|assistant_threads_\w+|views_\w+"
-    r"|auth_test|apps_\w+)\b"
+    r"|auth_test|apps_\w+|agents_\w+)\b"
 )
 ROOT = Path(__file__).parent.parent
 

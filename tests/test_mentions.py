@@ -189,7 +189,7 @@ async def test_posts_titles_and_notes_keep_only_participants_mentions(slack):
     assert post.params["unfurl_links"] is False and post.params["unfurl_media"] is False
     assert f"@{WJ}U0EVE" in post.params["markdown_text"]
     await env.run(activities.set_title, ThreadTitle(thread, "<!here> title", [ALICE]))
-    assert slack.titles[("C0TEAM", thread.thread_ts)] == f"@{WJ}here title"
+    assert slack.session_titles[("C0TEAM", thread.thread_ts)] == f"@{WJ}here title"
     note = PrivateNote(thread, "U0BOB", "<!channel> <@U0BOB> <@U0EVE>", participants=[ALICE])
     await env.run(activities.post_private, note)
     assert slack.ephemerals[-1]["text"] == f"@{WJ}channel <@U0BOB> @{WJ}U0EVE"

@@ -2,7 +2,7 @@
 what came back, and `threadchat show --invocations` rebuilds the list from history alone."""
 
 from devtools.bedrock import GUARDRAIL_MESSAGE
-from devtools.stack import ALICE, eventually
+from devtools.stack import ALICE, eventually, is_title_request
 from threadchat import actions, texts
 from threadchat.commands import operator
 from threadchat.config import DEFAULT_SYSTEM_PROMPT
@@ -45,7 +45,11 @@ async def test_show_invocations_lists_every_call_across_runs(make_stack):
     assert rows[0].system_prompt_hash == prompt_hash(DEFAULT_SYSTEM_PROMPT)
     assert rows[3].system_prompt_hash != rows[0].system_prompt_hash  # the summariser's own
     # Tokens and request ids are the ones the model server answered, in order.
-    served = [r for r in stack.bedrock.requests if r.operation.startswith("converse")]
+    served = [
+        r
+        for r in stack.bedrock.requests
+        if r.operation.startswith("converse") and not is_title_request(r.body)
+    ]
     assert [r.request_id for r in rows] == [s.request_id for s in served]
     assert all(r.input_tokens > 0 and r.output_tokens > 0 for r in rows)
     assert all(r.attempt == 1 and r.latency_ms >= 0 and r.at is not None for r in rows)

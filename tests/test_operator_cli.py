@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 from devtools.slack_events import slash_command
-from devtools.stack import ALICE, BOB, TEAM, eventually
+from devtools.stack import ALICE, BOB, TEAM, eventually, is_title_request
 from threadchat.ids import conversation_id, thread_permalink
 
 THREADCHAT = str(Path(sys.executable).with_name("threadchat"))
@@ -231,4 +231,5 @@ async def test_show_invocations_prints_each_model_call(temporal_server, make_sta
     assert as_json.returncode == 0, as_json.stderr
     [call] = json.loads(as_json.stdout)
     assert call["kind"] == "reply" and call["model_id"] == stack.settings.bedrock.model_id
-    assert call["request_id"] == stack.bedrock.requests[-1].request_id
+    [served] = [r for r in stack.bedrock.requests if not is_title_request(r.body)]
+    assert call["request_id"] == served.request_id

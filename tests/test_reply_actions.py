@@ -3,6 +3,8 @@ conversation workflow on the real dev server, and the answer read back from the 
 
 import asyncio
 
+import pytest
+
 from devtools.bedrock import Fault
 from devtools.stack import ALICE, BOB, Stack, eventually
 from threadchat import actions, texts
@@ -59,27 +61,47 @@ async def test_regenerate_replaces_the_answer_in_place_and_in_the_context(make_s
     assert status.turn_count == 2
 
 
-async def test_regenerate_ends_the_thinking_status(make_stack):
+def thinking_ended(stack: Stack, thread: str) -> bool:
+    """The thread no longer shows the answer being worked on: its session is active again,
+    or (where Slack refuses sessions) the assistant thread's status is cleared."""
+    if stack.slack.sessions_error:
+        return stack.slack.status(stack.channel, thread) == ""
+    return stack.slack.session(stack.channel, thread) == "active"
+
+
+@pytest.mark.parametrize("sessions", [True, False])
+async def test_regenerate_ends_the_thinking_status(make_stack, sessions):
     stack = await make_stack()
+    stack.slack.sessions_error = None if sessions else "unknown_method"
     thread = await stack.mention(stack.channel, "name a river")
     [first] = await stack.replies(stack.channel, thread, 1)
     assert await stack.click(stack.channel, first["ts"], actions.REGENERATE) == 200
     await regenerated(stack, first["ts"])
     # An edit does not clear it in Slack (nor in the local one): the reply must say so.
-    await eventually(lambda: stack.slack.status(stack.channel, thread) == "", 10, "status cleared")
-    statuses = [c.params["status"] for c in stack.slack.calls_to("assistant.threads.setStatus")]
-    assert statuses[-2].startswith("is thinking") and statuses[-1] == ""
+    await eventually(lambda: thinking_ended(stack, thread), 10, "status cleared")
+    if sessions:
+        history = stack.slack.session_statuses[(stack.channel, thread)]
+        assert history == ["processing", "active", "processing", "active"]
+    else:
+        statuses = [c.params["status"] for c in stack.slack.calls_to("assistant.threads.setStatus")]
+        assert statuses[-2].startswith("is thinking") and statuses[-1] == ""
 
 
-async def test_a_failed_regenerate_ends_the_thinking_status(make_stack):
+@pytest.mark.parametrize("sessions", [True, False])
+async def test_a_failed_regenerate_ends_the_thinking_status(make_stack, sessions):
     stack = await make_stack()
+    stack.slack.sessions_error = None if sessions else "unknown_method"
     thread = await stack.mention(stack.channel, "name a lake")
     [first] = await stack.replies(stack.channel, thread, 1)
     stack.bedrock.inject(Fault("AccessDeniedException", operation="converse-stream"))
     assert await stack.click(stack.channel, first["ts"], actions.REGENERATE) == 200
     await eventually(lambda: len(stack.private_notes(stack.channel, ALICE)) == 1, 20, "notice")
-    await eventually(lambda: stack.slack.status(stack.channel, thread) == "", 10, "status cleared")
-    assert any(c.params["status"] for c in stack.slack.calls_to("assistant.threads.setStatus"))
+    await eventually(lambda: thinking_ended(stack, thread), 10, "status cleared")
+    if sessions:
+        history = stack.slack.session_statuses[(stack.channel, thread)]
+        assert history[-2:] == ["processing", "active"] and len(history) == 4
+    else:
+        assert any(c.params["status"] for c in stack.slack.calls_to("assistant.threads.setStatus"))
     assert stack.slack.message(stack.channel, first["ts"])["text"] == first["text"]
 
 

@@ -438,6 +438,9 @@ class SlackPost:
     # Whose `<@…>` mentions may stay in model text written to Slack (threadchat.mentions);
     # broadcasts never do. Empty: not told (requests from before the field), mentions stay.
     participants: list[str] = field(default_factory=list)
+    # The agent session's status once posted ("active" under an answer, "closed" under the
+    # summary); "" leaves it as it is.
+    session_status: str = ""
 
 
 @dataclass

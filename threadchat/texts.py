@@ -82,6 +82,7 @@ def format_duration(seconds: float) -> str:
 
 THINKING = "is thinking…"
 # After about 10 s of Bedrock refusing (throttling), the status says why the answer is slow.
+SUSPENDED = "is waiting for you…"
 THINKING_RETRYING = "is waiting for the model, which is busy. Still trying…"
 
 

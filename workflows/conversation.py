@@ -331,6 +331,7 @@ class ConversationWorkflow:
             self.responder.key("summary"),
             "summary",
             list(state.participants),
+            session_status="closed",
         )
         requested_by = state.end_request.requested_by
         if summary_ts and requested_by:

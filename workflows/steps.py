@@ -185,11 +185,17 @@ async def post_message(post: SlackPost, summary: str) -> PostedMessage:
 
 
 async def post(
-    thread: ThreadRef, text: str, key: str, what: str, participants: list[str]
+    thread: ThreadRef,
+    text: str,
+    key: str,
+    what: str,
+    participants: list[str],
+    session_status: str = "",
 ) -> str | None:
     """Post a notice or summary (`what`) and return its ts; if Slack stays down, log it
-    rather than fail the conversation. Only `participants` may be mentioned in it."""
-    post = SlackPost(thread, text, key, participants=participants)
+    rather than fail the conversation. Only `participants` may be mentioned in it; the
+    agent session then shows `session_status` (if given)."""
+    post = SlackPost(thread, text, key, participants=participants, session_status=session_status)
     try:
         posted = await post_message(post, f"post {what}")
     except ActivityError as err:

@@ -165,6 +165,7 @@ class Responder:
                 request.idempotency_key,
                 actions=request.actions,
                 participants=request.participants,
+                session_status="active",
             ),
             f"post reply {number}",
         )
@@ -306,8 +307,9 @@ class Responder:
         return history if len(history) == len(prompt) + 1 else []
 
     async def _name(self, turn: Turn) -> None:
-        """Title the panel's thread after its first answer; the title is also a search
-        attribute, so operators see it. A nicety: failing it changes nothing else."""
+        """Title the panel's thread (its agent session) after its first answer; the title is
+        also a search attribute, so operators see it. A nicety: failing it changes nothing
+        else."""
         state = self.state
         try:
             named = await steps.write_title(

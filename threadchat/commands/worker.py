@@ -26,6 +26,7 @@ from activities.channel_context import ChannelReader
 from activities.conversations import ChannelDirectory, ConversationActivities
 from activities.files import SlackFiles
 from activities.replies import ReplyActivities
+from activities.sessions import AgentSessions
 from activities.slack import SlackActivities
 from threadchat import telemetry
 from threadchat.config import Settings
@@ -74,8 +75,10 @@ def build_workers(
     slack_client = slack_client or make_client(
         settings.slack.bot_token or "", settings.slack.api_url
     )
-    slack = SlackActivities(slack_client, prompts_for=channels.prompts)
-    replies = ReplyActivities(bedrock, slack_client)
+    # Whether Slack takes agent sessions here is learnt once per worker, by both.
+    sessions = AgentSessions(slack_client)
+    slack = SlackActivities(slack_client, prompts_for=channels.prompts, sessions=sessions)
+    replies = ReplyActivities(bedrock, slack_client, sessions=sessions)
     conversations = ConversationActivities(client, settings, channels)
     budgets = BudgetActivities(client, settings.temporal.task_queue, settings.token_limits)
     model_calls = [
