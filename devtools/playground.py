@@ -17,7 +17,8 @@ HTTP endpoints (JSON; POST bodies must be ``application/json``):
     channel id}, "commands": ["/endchat"], "shortcuts": [{"callback_id", "name"}],
     "messages": {channel id: [message, ...]}, "ephemerals": [...], "statuses": {"C…/ts":
     status}, "assistant_threads": [{"user", "channel", "thread_ts", "context_channel"}],
-    "titles": {"D…/ts": title}, "suggested_prompts": {"D…/ts": {"title", "prompts":
+    "titles": {"D…/ts": title}, "sessions": {"C…/ts": agent session status},
+    "suggested_prompts": {"D…/ts": {"title", "prompts":
     [{"title", "message"}]}}, "home_views": {user id: view}, "bot_events_url",
     "temporal_ui_url", "offline_model"}``. Messages are LocalSlack's, top level and replies
     together in ts order, each with ``"streaming"``.
@@ -26,8 +27,9 @@ HTTP endpoints (JSON; POST bodies must be ``application/json``):
     "state": <as /api/state>}``, then every LocalSlack change notification as
     `LocalSlack.subscribe` describes it ("message", "message_changed", "message_deleted",
     "ephemeral", "status", "stream_append", "stream_stop", "suggested_prompts", "title",
-    "home"), and the playground's own ``{"type": "assistant_thread", "user", "channel",
-    "thread_ts", "context_channel"}`` when a panel thread opens or its context changes.
+    "session", "session_title", "home"), and the playground's own ``{"type":
+    "assistant_thread", "user", "channel", "thread_ts", "context_channel"}`` when a panel
+    thread opens or its context changes.
 ``POST /api/upload`` ``{"user", "name", "mimetype", "data"}``
     A user uploads a file (`data` is its bytes in base64, at most `MAX_FILE_BYTES`), not yet
     shared anywhere: it goes to `LocalSlack.add_file`. Answers ``{"ok", "file"}`` with Slack's
@@ -53,9 +55,10 @@ HTTP endpoints (JSON; POST bodies must be ``application/json``):
 ``POST /api/shortcuts`` ``{"channel", "user", "message_ts", "callback_id"?}``
     A message shortcut (default ``end_chat``) on a stored message: a ``message_action`` payload
     with the message's ts and thread_ts. Answers ``{"ok", "status"}``.
-``POST /api/action`` ``{"channel", "user", "message_ts", "action_id"}``
-    A click on a button of a stored message's ``actions`` block: a ``block_actions`` payload
-    with the button's value, the whole message and a ``response_url`` whose answers land in
+``POST /api/action`` ``{"channel", "user", "message_ts", "action_id", "value"?}``
+    A click on a button of a stored message's ``actions`` block, or (with ``value``, naming
+    the half) on its ``context_actions`` feedback buttons: a ``block_actions`` payload with
+    the button's value, the whole message and a ``response_url`` whose answers land in
     ``LocalSlack.ephemerals``. Answers ``{"ok", "status"}``; 404 when the message or a button
     with that action_id is not there.
 ``POST /api/assistant/open`` ``{"user", "context_channel"?}``
@@ -452,6 +455,9 @@ class Playground:
             "statuses": statuses,
             "assistant_threads": [asdict(t) for t in self._assistant_threads.values()],
             "titles": {f"{c}/{ts}": title for (c, ts), title in self.slack.titles.items()},
+            "sessions": {
+                f"{c}/{ts}": history[-1] for (c, ts), history in self.slack.session_statuses.items()
+            },
             "suggested_prompts": {
                 f"{c}/{ts}": prompts for (c, ts), prompts in self.slack.suggested_prompts.items()
             },
@@ -679,13 +685,16 @@ class Playground:
         status, _ = await self._deliver(self._sender.send_shortcut(body))
         return {"ok": 200 <= status < 300, "status": status}
 
-    async def click_action(self, channel: str, user: str, message_ts: str, action_id: str) -> Json:
-        """Click, as `user`, the button `action_id` under a stored message."""
+    async def click_action(
+        self, channel: str, user: str, message_ts: str, action_id: str, value: str | None = None
+    ) -> Json:
+        """Click, as `user`, the button `action_id` under a stored message (for Slack's
+        feedback buttons, the half whose value is `value`)."""
         self._check_user(user)
         message = self.slack.message(channel, message_ts)
         if message is None:
             raise PlaygroundError("message_not_found", 404)
-        found = _find_button(message, action_id)
+        found = _find_button(message, action_id, value)
         if found is None:
             raise PlaygroundError("action_not_found", 404)
         block_id, button = found
@@ -701,6 +710,7 @@ class Playground:
             block_id=block_id,
             user_name=self.slack.users[user],
             channel_name=self._channel_name(channel),
+            element_type=str(button.get("type") or "button"),
         )
         status, _ = await self._deliver(self._sender.send_action(body))
         return {"ok": 200 <= status < 300, "status": status}
@@ -961,6 +971,7 @@ class Playground:
             _field(body, "user"),
             _field(body, "message_ts"),
             _field(body, "action_id"),
+            _optional_field(body, "value"),
         )
         return web.json_response(result)
 
@@ -997,9 +1008,19 @@ def _find_button(
     message: Json, action_id: str, value: str | None = None
 ) -> tuple[str, Json] | None:
     """The block_id and element of the button `action_id` (with `value`, when given) in a
-    message's or view's blocks: in an actions block, or a section's accessory."""
+    message's or view's blocks: in an actions block, or a section's accessory; or one half
+    of a context_actions block's feedback buttons (its value is required)."""
     for index, block in enumerate(message.get("blocks") or []):
         if not isinstance(block, dict):
+            continue
+        if block.get("type") == "context_actions" and value is not None:
+            for element in block.get("elements") or []:
+                if not isinstance(element, dict) or element.get("action_id") != action_id:
+                    continue
+                halves = [element.get("positive_button"), element.get("negative_button")]
+                if any(isinstance(h, dict) and h.get("value") == value for h in halves):
+                    block_id = str(block.get("block_id") or f"block{index}")
+                    return block_id, {"type": "feedback_buttons", "value": value}
             continue
         if block.get("type") == "actions":
             elements = block.get("elements") or []

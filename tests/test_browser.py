@@ -181,8 +181,11 @@ async def test_the_buttons_under_a_reply_rate_it_and_regenerate_it(make_stack):
         thread_ts = await mention.get_attribute("data-ts")
         stored = len(stack.slack.bot_replies(channel, thread_ts))
 
-        # 👍 is answered privately: a note only Alice sees, in the thread or in the channel.
-        await reply.locator('[data-action-id="threadchat_feedback_up"]').click()
+        # The session shows the answer is done.
+        await expect(page.locator('#thread-status [data-session="active"]')).to_be_visible()
+        # 👍 (one half of Slack's feedback buttons) is answered privately: a note only Alice
+        # sees, in the thread or in the channel.
+        await reply.locator('.context-actions [data-action-id="threadchat_feedback"]').first.click()
         private = page.locator("#thread-messages, #channel-messages").locator(".message.ephemeral")
         note = private.filter(has_text="feedback")
         await expect(note).to_have_count(1)

@@ -18,6 +18,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from devtools.playground import MAX_FILE_BYTES, Playground, PlaygroundError
 from devtools.slack import LocalSlack
 from devtools.stack import ALICE, BOB, SIGNING_SECRET, eventually
+from threadchat import actions
+from threadchat.model import ReplyRef
 
 
 @pytest.fixture
@@ -152,7 +154,7 @@ async def test_the_event_stream_delivers_the_bots_messages_live(playground):
     assert seen[0]["message"]["ts"] == ts  # the user's own message comes back too
     started = next(e for e in seen if e["type"] == "message" and e.get("streaming"))
     assert started["message"]["thread_ts"] == ts and started["message"]["bot_id"]
-    assert "status" in types  # "is thinking…" before the first words
+    assert "session" in types  # the session is processing before the first words
     stopped = seen[-1]
     assert stopped["message"]["ts"] == started["message"]["ts"]
     assert "stream to me" in stopped["message"]["text"]
@@ -207,6 +209,61 @@ REPLY_ACTIONS = {
         ]
     ],
 }
+
+
+async def test_slacks_feedback_buttons_are_clicked_by_half_and_sessions_are_shown():
+    slack = LocalSlack()
+    await slack.start()
+    received: list[dict] = []
+
+    async def bot(request: web.Request) -> web.Response:
+        received.append(json.loads(parse_qs(await request.text())["payload"][0]))
+        return web.Response()
+
+    bot_app = web.Application()
+    bot_app.router.add_post("/slack/events", bot)
+    bot_runner = web.AppRunner(bot_app, access_log=None, shutdown_timeout=1.0)
+    await bot_runner.setup()
+    await web.TCPSite(bot_runner, "127.0.0.1", 0).start()
+    bot_url = f"http://127.0.0.1:{bot_runner.addresses[0][1]}/slack/events"
+    server = Playground(slack, bot_url, SIGNING_SECRET)
+    url = await server.start()
+    try:
+        general = server.channels[0].id
+        question = slack.add_message(general, user=ALICE, text="<@U0BOT> hi")
+        web_api = AsyncWebClient(token=slack.bot_token, base_url=slack.base_url)
+        thread = {"channel_id": general, "thread_ts": question["ts"]}
+        await web_api.agents_sessions_setStatus(status="processing", **thread)
+        blocks = actions.reply_actions(ReplyRef("key", 1))
+        posted = await web_api.chat_postMessage(
+            channel=general, thread_ts=question["ts"], text="answer", blocks=blocks
+        )
+        await web_api.agents_sessions_setStatus(status="active", **thread)
+        async with aiohttp.ClientSession(base_url=url) as http:
+            async with http.get("/api/state") as response:
+                state = await response.json()
+            assert state["sessions"] == {f"{general}/{question['ts']}": "active"}
+            down = actions.feedback_value(ReplyRef("key", 1), "down")
+            click = {
+                "channel": general,
+                "user": ALICE,
+                "message_ts": posted["ts"],
+                "action_id": actions.FEEDBACK,
+                "value": down,
+            }
+            assert await post(http, "/api/action", click) == (200, {"ok": True, "status": 200})
+            [payload] = received
+            [action] = payload["actions"]
+            assert (action["type"], action["action_id"]) == ("feedback_buttons", actions.FEEDBACK)
+            assert (action["value"], action["block_id"]) == (down, actions.FEEDBACK_BLOCK_ID)
+            # A value neither half has is no button.
+            status, result = await post(http, "/api/action", {**click, "value": "up/forged:1:0"})
+            assert (status, result["error"]) == (404, "action_not_found")
+            assert len(received) == 1
+    finally:
+        await server.stop()
+        await bot_runner.cleanup()
+        await slack.stop()
 
 
 async def test_a_button_click_reaches_the_bot_signed_and_its_answer_shows_privately():

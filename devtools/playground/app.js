@@ -210,6 +210,7 @@
     messages: new Map(),     // channel id -> Map(ts -> message)
     ephemerals: [],
     statuses: new Map(),     // "channel/thread_ts" -> status text
+    sessions: new Map(),     // "channel/thread_ts" -> agent session status
     notices: [],             // the page's own "only visible to you" notes
     user: null,
     channel: null,
@@ -290,6 +291,7 @@
     }
     state.ephemerals = snapshot.ephemerals.slice();
     state.statuses = new Map(Object.entries(snapshot.statuses));
+    state.sessions = new Map(Object.entries(snapshot.sessions || {}));
     state.assistantThreads = new Map(
       (snapshot.assistant_threads || []).map((t) => [`${t.channel}/${t.thread_ts}`, t]));
     state.titles = new Map(Object.entries(snapshot.titles || {}));
@@ -352,6 +354,12 @@
       }
       case "status":
         state.statuses.set(`${channel}/${event.thread_ts}`, event.status);
+        break;
+      case "session":
+        state.sessions.set(`${channel}/${event.thread_ts}`, event.status);
+        break;
+      case "session_title":
+        state.titles.set(`${channel}/${event.thread_ts}`, event.title);
         break;
       case "suggested_prompts":
         state.prompts.set(`${channel}/${event.thread_ts}`, {
@@ -534,14 +542,16 @@
     if (!result.ok) notice(explainFailure(result, "the shortcut"), threadTs, channel);
   }
 
-  async function clickAction(actionId, channel, messageTs, threadTs) {
-    const key = `${channel}/${messageTs}/${actionId}`;
+  async function clickAction(actionId, channel, messageTs, threadTs, value) {
+    const key = value === undefined
+      ? `${channel}/${messageTs}/${actionId}` : `${channel}/${messageTs}/${actionId}/${value}`;
     // Slack holds a clicked button until the app acks, so one click is one delivery.
     if (state.clicking.has(key)) return;
     state.clicking.add(key);
     scheduleRender();
     const result = await api("/api/action", {
       channel, user: state.user, message_ts: messageTs, action_id: actionId,
+      ...(value === undefined ? {} : { value }),
     });
     state.clicking.delete(key);
     scheduleRender();
@@ -773,13 +783,26 @@
   // messages get them: a click is delivered with the message LocalSlack keeps.
   function blockActionsHtml(channel, message) {
     if (message.kind !== "message" || !Array.isArray(message.blocks)) return "";
-    return message.blocks.filter((block) => block && block.type === "actions" && Array.isArray(block.elements))
+    return message.blocks.filter((block) => block && ["actions", "context_actions"].includes(block.type) && Array.isArray(block.elements))
       .map((block) => {
+        if (block.type === "context_actions") return contextActionsHtml(channel, message, block);
         const buttons = block.elements.filter(isButton).map((button) => buttonHtml(button,
           `data-ts="${escapeHtml(message.ts)}"`,
           state.clicking.has(`${channel}/${message.ts}/${button.action_id}`))).join("");
         return buttons ? `<div class="block-actions">${buttons}</div>` : "";
       }).join("");
+  }
+
+  // Slack's feedback buttons: each half is a button of its own, clicked with its value.
+  function contextActionsHtml(channel, message, block) {
+    const buttons = block.elements.filter((e) => e && e.type === "feedback_buttons" && e.action_id)
+      .flatMap((element) => [element.positive_button, element.negative_button]
+        .filter((half) => half && typeof half.value === "string")
+        .map((half) => buttonHtml({ ...half, action_id: element.action_id },
+          `data-ts="${escapeHtml(message.ts)}" data-value="${escapeHtml(half.value)}"`,
+          state.clicking.has(`${channel}/${message.ts}/${element.action_id}/${half.value}`))))
+      .join("");
+    return buttons ? `<div class="block-actions context-actions">${buttons}</div>` : "";
   }
 
   function isButton(element) {
@@ -1076,11 +1099,23 @@
     jumpToBottom = false;
   }
 
+  // The agent session's status, as Slack shows it on the thread, and the thread's status
+  // text (an assistant thread's, or words a session has none for).
+  const SESSION_LABELS = {
+    processing: "Working", suspended: "Waiting for you", active: "Active", closed: "Closed",
+  };
+
   function statusHtml(channel, threadTs) {
-    const status = state.statuses.get(`${channel}/${threadTs}`);
-    return status
-      ? `<b>${escapeHtml(state.config.bot.name)}</b> <span class="dots">${escapeHtml(status.replace(/[.…]+$/, ""))}</span>`
+    const key = `${channel}/${threadTs}`;
+    const session = state.sessions.get(key);
+    const badge = session
+      ? `<span class="session session-${escapeHtml(session)}" data-session="${escapeHtml(session)}">` +
+        `${escapeHtml(SESSION_LABELS[session] || session)}</span> `
       : "";
+    const status = state.statuses.get(key) || (session === "processing" ? "is thinking…" : "");
+    return badge + (status
+      ? `<b>${escapeHtml(state.config.bot.name)}</b> <span class="dots">${escapeHtml(status.replace(/[.…]+$/, ""))}</span>`
+      : "");
   }
 
   // The side panel shows its thread without the root, which is only the thread's anchor, and
@@ -1291,7 +1326,7 @@
         }
         const button = event.target.closest("[data-action-id]");
         if (button && !button.disabled) {
-          clickAction(button.dataset.actionId, channel, button.dataset.ts, threadTs);
+          clickAction(button.dataset.actionId, channel, button.dataset.ts, threadTs, button.dataset.value);
         }
       });
     }
