@@ -3,6 +3,7 @@
 
 import json
 
+from devtools.slack_events import agent_session_stopped_event
 from devtools.stack import ALICE, BOB, Stack, eventually
 from threadchat import texts
 from workflows.conversation import ConversationWorkflow
@@ -92,3 +93,20 @@ async def test_someone_elses_view_does_not_reach_a_conversation(make_stack):
     await stack.say(dm, thread, "anything new?", channel_type="im")
     await stack.replies(dm, thread, 2)
     assert in_view(prompts(stack)[-1]) == ""
+
+
+async def test_a_stop_is_acknowledged_and_the_conversation_goes_on(make_stack):
+    """Stop does not cancel a turn yet: the event is acked (Slack would retry a 404), and the
+    next message is answered."""
+    stack = await make_stack()
+    thread = await stack.mention(stack.channel, "hello")
+    [first] = await stack.replies(stack.channel, thread, 1)
+    event = agent_session_stopped_event(
+        user=ALICE, channel=stack.channel, thread_ts=thread, streaming_message_ts=[first["ts"]]
+    )
+    for retry in (None, 1):
+        status, _ = await stack.sender.send_event(event, retry_num=retry)
+        assert status == 200
+    await stack.say(stack.channel, thread, "and then?")
+    await stack.replies(stack.channel, thread, 2)
+    assert stack.slack.session(stack.channel, thread) == "active"

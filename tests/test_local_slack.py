@@ -861,3 +861,65 @@ async def test_pings_record_whom_bot_messages_would_notify(
         (stream["ts"], "!channel"),  # a mention streamed in two pieces
         (stream["ts"], "!everyone"),
     ]  # and nothing for the person's own <!channel>
+
+
+async def test_agent_sessions_are_validated_and_their_statuses_recorded(
+    slack: LocalSlack, client: AsyncWebClient
+) -> None:
+    root = slack.add_message(CHANNEL, user="U0ALICE", text="go")["ts"]
+    thread = {"channel_id": CHANNEL, "thread_ts": root}
+    for status in ("processing", "processing", "active", "closed"):  # a repeat is one
+        await client.agents_sessions_setStatus(status=status, **thread)
+    assert slack.session_statuses[(CHANNEL, root)] == ["processing", "active", "closed"]
+    await client.agents_sessions_rename(title="Launch plans", **thread)
+    assert slack.session_titles[(CHANNEL, root)] == "Launch plans"
+    for arguments, error in [
+        ({"status": "thinking", **thread}, "invalid_arguments"),
+        ({"status": "active", "channel_id": CHANNEL}, "invalid_arguments"),
+        ({"status": "active", "channel_id": CHANNEL, "thread_ts": "1.000001"}, "thread_not_found"),
+        ({"status": "active", "title": "x" * 201, **thread}, "invalid_arguments"),
+    ]:
+        with pytest.raises(SlackApiError) as raised:
+            await client.agents_sessions_setStatus(**arguments)
+        assert raised.value.response["error"] == error
+    with pytest.raises(SlackApiError) as raised:
+        await client.agents_sessions_rename(title="", **thread)
+    assert raised.value.response["error"] == "invalid_arguments"
+    slack.sessions_error = "unknown_method"
+    with pytest.raises(SlackApiError) as raised:
+        await client.agents_sessions_setStatus(status="active", **thread)
+    assert raised.value.response["error"] == "unknown_method"
+
+
+async def test_stop_stream_moves_the_session_and_feedback_blocks_are_checked(
+    slack: LocalSlack, client: AsyncWebClient
+) -> None:
+    root = slack.add_message(CHANNEL, user="U0ALICE", text="go")["ts"]
+    stream = {"channel": CHANNEL, "recipient_user_id": "U0A", "recipient_team_id": "T0A"}
+    await client.agents_sessions_setStatus(channel_id=CHANNEL, thread_ts=root, status="processing")
+    started = await client.chat_startStream(thread_ts=root, markdown_text="hi", **stream)
+    with pytest.raises(SlackApiError) as raised:
+        await client.chat_stopStream(channel=CHANNEL, ts=started["ts"], session_status="done")
+    assert raised.value.response["error"] == "invalid_arguments"
+    assert slack.is_streaming(CHANNEL, started["ts"])  # a refused stop changes nothing
+    await client.chat_stopStream(channel=CHANNEL, ts=started["ts"], session_status="active")
+    assert slack.session(CHANNEL, root) == "active"
+
+    half = {"text": {"type": "plain_text", "text": "👍"}, "value": "up"}
+    good = {"type": "feedback_buttons", "positive_button": half, "negative_button": half}
+    await client.chat_postMessage(
+        channel=CHANNEL, text="x", blocks=[{"type": "context_actions", "elements": [good]}]
+    )
+    for elements in (
+        [],
+        [good] * 6,
+        [{**good, "negative_button": {"text": {"type": "plain_text", "text": "👎"}}}],
+        [{"type": "button", "text": {"type": "plain_text", "text": "no"}}],
+    ):
+        with pytest.raises(SlackApiError) as raised:
+            await client.chat_postMessage(
+                channel=CHANNEL,
+                text="x",
+                blocks=[{"type": "context_actions", "elements": elements}],
+            )
+        assert raised.value.response["error"] == "invalid_blocks"
