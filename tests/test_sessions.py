@@ -58,12 +58,26 @@ async def test_a_regenerate_and_a_failed_turn_leave_the_session_active(make_stac
     thread = await stack.mention(stack.channel, "name a colour")
     [first] = await stack.replies(stack.channel, thread, 1)
     key = (stack.channel, thread)
-    assert await stack.click(stack.channel, first["ts"], actions.REGENERATE) == 200
 
     def regenerated() -> bool:
         message = stack.slack.message(stack.channel, first["ts"])
         return "temperature 0.8" in message.get("text", "") and stack.slack.session(*key)
 
+    # The answer shows before the workflow has recorded its turn: a click in between is
+    # refused privately ("not the latest answer"), and the user clicks again.
+    for _ in range(10):
+        notes = len(stack.private_notes(stack.channel, ALICE))
+        assert await stack.click(stack.channel, first["ts"], actions.REGENERATE) == 200
+
+        def answered(notes: int = notes) -> str | None:
+            if regenerated():
+                return "regenerated"
+            if len(stack.private_notes(stack.channel, ALICE)) > notes:
+                return "refused"
+            return None
+
+        if await eventually(answered, 20, "an answer to the click") == "regenerated":
+            break
     await eventually(regenerated, 20, "the regenerated answer")
     await eventually(lambda: stack.slack.session(*key) == "active", what="active again")
     assert stack.slack.session_statuses[key][-3:] == ["active", "processing", "active"]
