@@ -7,7 +7,8 @@ new version, run the scenario tests with THREADCHAT_RECORD_HISTORIES set:
     THREADCHAT_RECORD_HISTORIES=tests/histories/<version> pytest tests/test_e2e.py \
         tests/test_conversation.py tests/test_budgets.py tests/test_reply_actions.py \
         tests/test_model_calls.py tests/test_bursts.py tests/test_prompt_caching.py \
-        tests/test_channels.py tests/test_files.py tests/test_assistant.py
+        tests/test_channels.py tests/test_files.py tests/test_assistant.py \
+        tests/test_trust.py tests/test_thread_context.py tests/test_sessions.py
 """
 
 from pathlib import Path
