@@ -40,12 +40,14 @@ with workflow.unsafe.imports_passed_through():
     )
 
 # Temporal owns retries (botocore makes one attempt). Throttling and 5xx back off up to about
-# a minute in all; errors that cannot succeed are non-retryable and fail at once.
+# two minutes in all; errors that cannot succeed are non-retryable and fail at once. A worker
+# lost mid-answer costs an attempt too (its heartbeat times out): ten ride out a run of
+# crashes (the soak kills a worker every few seconds) where six did not always.
 BEDROCK_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=20),
-    maximum_attempts=6,
+    maximum_attempts=10,
 )
 SLACK_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
