@@ -220,50 +220,46 @@ async def test_slacks_feedback_buttons_are_clicked_by_half_and_sessions_are_show
         received.append(json.loads(parse_qs(await request.text())["payload"][0]))
         return web.Response()
 
-    bot_app = web.Application()
-    bot_app.router.add_post("/slack/events", bot)
-    bot_runner = web.AppRunner(bot_app, access_log=None, shutdown_timeout=1.0)
-    await bot_runner.setup()
-    await web.TCPSite(bot_runner, "127.0.0.1", 0).start()
-    bot_url = f"http://127.0.0.1:{bot_runner.addresses[0][1]}/slack/events"
-    server = Playground(slack, bot_url, SIGNING_SECRET)
-    url = await server.start()
-    try:
-        general = server.channels[0].id
-        question = slack.add_message(general, user=ALICE, text="<@U0BOT> hi")
-        web_api = AsyncWebClient(token=slack.bot_token, base_url=slack.base_url)
-        thread = {"channel_id": general, "thread_ts": question["ts"]}
-        await web_api.agents_sessions_setStatus(status="processing", **thread)
-        blocks = actions.reply_actions(ReplyRef("key", 1))
-        posted = await web_api.chat_postMessage(
-            channel=general, thread_ts=question["ts"], text="answer", blocks=blocks
-        )
-        await web_api.agents_sessions_setStatus(status="active", **thread)
-        async with aiohttp.ClientSession(base_url=url) as http:
-            async with http.get("/api/state") as response:
-                state = await response.json()
-            assert state["sessions"] == {f"{general}/{question['ts']}": "active"}
-            down = actions.feedback_value(ReplyRef("key", 1), "down")
-            click = {
-                "channel": general,
-                "user": ALICE,
-                "message_ts": posted["ts"],
-                "action_id": actions.FEEDBACK,
-                "value": down,
-            }
-            assert await post(http, "/api/action", click) == (200, {"ok": True, "status": 200})
-            [payload] = received
-            [action] = payload["actions"]
-            assert (action["type"], action["action_id"]) == ("feedback_buttons", actions.FEEDBACK)
-            assert (action["value"], action["block_id"]) == (down, actions.FEEDBACK_BLOCK_ID)
-            # A value neither half has is no button.
-            status, result = await post(http, "/api/action", {**click, "value": "up/forged:1:0"})
-            assert (status, result["error"]) == (404, "action_not_found")
-            assert len(received) == 1
-    finally:
-        await server.stop()
-        await bot_runner.cleanup()
-        await slack.stop()
+    async with stand_in_bot(bot) as (bot_url, bot_runner):
+        server = Playground(slack, bot_url, SIGNING_SECRET)
+        url = await server.start()
+        try:
+            general = server.channels[0].id
+            question = slack.add_message(general, user=ALICE, text="<@U0BOT> hi")
+            web_api = AsyncWebClient(token=slack.bot_token, base_url=slack.base_url)
+            thread = {"channel_id": general, "thread_ts": question["ts"]}
+            await web_api.agents_sessions_setStatus(status="processing", **thread)
+            blocks = actions.reply_actions(ReplyRef("key", 1))
+            posted = await web_api.chat_postMessage(
+                channel=general, thread_ts=question["ts"], text="answer", blocks=blocks
+            )
+            await web_api.agents_sessions_setStatus(status="active", **thread)
+            async with aiohttp.ClientSession(base_url=url) as http:
+                async with http.get("/api/state") as response:
+                    state = await response.json()
+                assert state["sessions"] == {f"{general}/{question['ts']}": "active"}
+                down = actions.feedback_value(ReplyRef("key", 1), "down")
+                click = {
+                    "channel": general,
+                    "user": ALICE,
+                    "message_ts": posted["ts"],
+                    "action_id": actions.FEEDBACK,
+                    "value": down,
+                }
+                assert await post(http, "/api/action", click) == (200, {"ok": True, "status": 200})
+                [payload] = received
+                [action] = payload["actions"]
+                assert action["type"] == "feedback_buttons"
+                assert action["action_id"] == actions.FEEDBACK
+                assert (action["value"], action["block_id"]) == (down, actions.FEEDBACK_BLOCK_ID)
+                # A value neither half has is no button.
+                forged = {**click, "value": "up/forged:1:0"}
+                status, result = await post(http, "/api/action", forged)
+                assert (status, result["error"]) == (404, "action_not_found")
+                assert len(received) == 1
+        finally:
+            await server.stop()
+            await slack.stop()
 
 
 async def test_a_button_click_reaches_the_bot_signed_and_its_answer_shows_privately():
@@ -288,97 +284,106 @@ async def test_a_button_click_reaches_the_bot_signed_and_its_answer_shows_privat
             assert response.status == 200
         return web.Response()
 
-    bot_app = web.Application()
-    bot_app.router.add_post("/slack/events", bot)
-    bot_runner = web.AppRunner(bot_app, access_log=None, shutdown_timeout=1.0)
-    await bot_runner.setup()
-    await web.TCPSite(bot_runner, "127.0.0.1", 0).start()
-    bot_url = f"http://127.0.0.1:{bot_runner.addresses[0][1]}/slack/events"
-    server = Playground(slack, bot_url, SIGNING_SECRET)
-    url = await server.start()
-    try:
-        general = server.channels[0].id
-        question = slack.add_message(general, user=ALICE, text="<@U0BOT> hi")
-        body = "Hello, *Alice*."
-        web_api = AsyncWebClient(token=slack.bot_token, base_url=slack.base_url)
-        posted = await web_api.chat_postMessage(
-            channel=general,
-            thread_ts=question["ts"],
-            text=body,
-            blocks=[{"type": "markdown", "text": body}, REPLY_ACTIONS],
-        )
-        reply_ts = posted["ts"]
-        async with aiohttp.ClientSession(base_url=url) as http:
-            click = {
-                "channel": general,
-                "user": ALICE,
-                "message_ts": reply_ts,
-                "action_id": "threadchat_feedback_up",
-            }
-            assert await post(http, "/api/action", click) == (200, {"ok": True, "status": 200})
-
-            [(headers, raw)] = received
-            assert headers["Content-Type"] == "application/x-www-form-urlencoded"
-            assert SignatureVerifier(SIGNING_SECRET).is_valid(
-                raw, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"]
+    async with stand_in_bot(bot) as (bot_url, bot_runner):
+        server = Playground(slack, bot_url, SIGNING_SECRET)
+        url = await server.start()
+        try:
+            general = server.channels[0].id
+            question = slack.add_message(general, user=ALICE, text="<@U0BOT> hi")
+            body = "Hello, *Alice*."
+            web_api = AsyncWebClient(token=slack.bot_token, base_url=slack.base_url)
+            posted = await web_api.chat_postMessage(
+                channel=general,
+                thread_ts=question["ts"],
+                text=body,
+                blocks=[{"type": "markdown", "text": body}, REPLY_ACTIONS],
             )
-            payload = json.loads(parse_qs(raw)["payload"][0])
-            assert payload["type"] == "block_actions"
-            [action] = payload["actions"]
-            assert action["action_id"] == "threadchat_feedback_up"
-            assert action["value"] == "reply-v1"
-            assert action["block_id"] == "threadchat_reply_actions"
-            # The container is how the bot learns the thread, as with a shortcut's thread_ts.
-            assert payload["container"] == {
-                "type": "message",
-                "message_ts": reply_ts,
-                "channel_id": general,
-                "is_ephemeral": False,
-                "thread_ts": question["ts"],
-            }
-            assert payload["user"]["id"] == ALICE and payload["user"]["name"] == "alice"
-            assert payload["channel"] == {"id": general, "name": "general"}
-            assert payload["team"]["id"] == slack.team_id
-            assert payload["response_url"] == slack.response_url(general, ALICE)
-            # The message comes along whole, as Slack sends it.
-            assert payload["message"]["ts"] == reply_ts
-            assert payload["message"]["text"] == body
-            assert payload["message"]["blocks"][1] == REPLY_ACTIONS
+            reply_ts = posted["ts"]
+            async with aiohttp.ClientSession(base_url=url) as http:
+                click = {
+                    "channel": general,
+                    "user": ALICE,
+                    "message_ts": reply_ts,
+                    "action_id": "threadchat_feedback_up",
+                }
+                assert await post(http, "/api/action", click) == (200, {"ok": True, "status": 200})
 
-            # The bot's answer is Alice's alone, in the thread the button is in.
-            async with http.get("/api/state") as response:
-                state = await response.json()
-            [note] = state["ephemerals"]
-            assert (note["user"], note["channel"]) == (ALICE, general)
-            assert note["thread_ts"] == question["ts"] and "feedback" in note["text"]
+                [(headers, raw)] = received
+                assert headers["Content-Type"] == "application/x-www-form-urlencoded"
+                assert SignatureVerifier(SIGNING_SECRET).is_valid(
+                    raw, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"]
+                )
+                payload = json.loads(parse_qs(raw)["payload"][0])
+                assert payload["type"] == "block_actions"
+                [action] = payload["actions"]
+                assert action["action_id"] == "threadchat_feedback_up"
+                assert action["value"] == "reply-v1"
+                assert action["block_id"] == "threadchat_reply_actions"
+                # The container is how the bot learns the thread, as with a shortcut's thread_ts.
+                assert payload["container"] == {
+                    "type": "message",
+                    "message_ts": reply_ts,
+                    "channel_id": general,
+                    "is_ephemeral": False,
+                    "thread_ts": question["ts"],
+                }
+                assert payload["user"]["id"] == ALICE and payload["user"]["name"] == "alice"
+                assert payload["channel"] == {"id": general, "name": "general"}
+                assert payload["team"]["id"] == slack.team_id
+                assert payload["response_url"] == slack.response_url(general, ALICE)
+                # The message comes along whole, as Slack sends it.
+                assert payload["message"]["ts"] == reply_ts
+                assert payload["message"]["text"] == body
+                assert payload["message"]["blocks"][1] == REPLY_ACTIONS
 
-            for wrong, error in [
-                ({"action_id": "threadchat_no_such_button"}, "action_not_found"),
-                ({"message_ts": question["ts"]}, "action_not_found"),  # no buttons at all
-                ({"message_ts": "1.000001"}, "message_not_found"),
-            ]:
-                status, result = await post(http, "/api/action", {**click, **wrong})
-                assert (status, result) == (404, {"ok": False, "error": error})
-            status, result = await post(http, "/api/action", {**click, "user": "U0NOBODY"})
-            assert (status, result["error"]) == (400, "user_not_found")
-            status, result = await post(http, "/api/action", {**click, "action_id": ""})
-            assert (status, result["error"]) == (400, "missing_action_id")
-            assert len(received) == 1  # none of those reached the bot
+                # The bot's answer is Alice's alone, in the thread the button is in.
+                async with http.get("/api/state") as response:
+                    state = await response.json()
+                [note] = state["ephemerals"]
+                assert (note["user"], note["channel"]) == (ALICE, general)
+                assert note["thread_ts"] == question["ts"] and "feedback" in note["text"]
 
-            await bot_runner.cleanup()
-            assert await post(http, "/api/action", click) == (
-                502,
-                {"ok": False, "error": "bot_unreachable"},
-            )
-    finally:
-        await server.stop()
-        await bot_runner.cleanup()
-        await slack.stop()
+                for wrong, error in [
+                    ({"action_id": "threadchat_no_such_button"}, "action_not_found"),
+                    ({"message_ts": question["ts"]}, "action_not_found"),  # no buttons at all
+                    ({"message_ts": "1.000001"}, "message_not_found"),
+                ]:
+                    status, result = await post(http, "/api/action", {**click, **wrong})
+                    assert (status, result) == (404, {"ok": False, "error": error})
+                status, result = await post(http, "/api/action", {**click, "user": "U0NOBODY"})
+                assert (status, result["error"]) == (400, "user_not_found")
+                status, result = await post(http, "/api/action", {**click, "action_id": ""})
+                assert (status, result["error"]) == (400, "missing_action_id")
+                assert len(received) == 1  # none of those reached the bot
+
+                await bot_runner.cleanup()
+                assert await post(http, "/api/action", click) == (
+                    502,
+                    {"ok": False, "error": "bot_unreachable"},
+                )
+        finally:
+            await server.stop()
+            await slack.stop()
 
 
 # Only its first bytes need to look like a PNG: neither the playground nor LocalSlack decodes it.
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24
 PDF = b"%PDF-1.4\n%%EOF\n"
+
+
+@contextlib.asynccontextmanager
+async def stand_in_bot(handler) -> AsyncIterator[tuple[str, web.AppRunner]]:
+    """A stand-in for the bot's Request URL, answering with `handler`: its URL and runner
+    (a test stops it to see the playground say the bot is unreachable)."""
+    app = web.Application()
+    app.router.add_post("/slack/events", handler)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events", runner
+    finally:
+        await runner.cleanup()
 
 
 @contextlib.asynccontextmanager
@@ -390,15 +395,8 @@ async def recording_bot() -> AsyncIterator[tuple[str, list[tuple[dict[str, str],
         received.append((dict(request.headers), await request.text()))
         return web.Response()
 
-    app = web.Application()
-    app.router.add_post("/slack/events", bot)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events", received
-    finally:
-        await runner.cleanup()
+    async with stand_in_bot(bot) as (url, _):
+        yield url, received
 
 
 @pytest.fixture
