@@ -5,6 +5,7 @@ and a retried post first looks for the message it may already have made, by the 
 key stored in the message's metadata.
 """
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import timedelta
@@ -118,6 +119,12 @@ THREAD_PAGES = 5
 # Messages of a thread that are a person or an app saying something; joins, topic changes
 # and the like are not.
 _SAID = {None, "thread_broadcast", "file_share", "bot_message", "me_message"}
+
+
+# Both run as local activities, and the SDK (temporalio 1.35) cannot replay a history in which
+# a local activity failed by its timeout (30 s, workflows/steps.py): they stop in time
+# themselves and answer with what they have.
+LOCAL_DEADLINE_SECONDS = 20
 
 
 class SlackActivities:
@@ -244,6 +251,14 @@ class SlackActivities:
         not tell (rate limited, no access), says why instead of failing: the conversation
         goes on without them."""
         try:
+            async with asyncio.timeout(LOCAL_DEADLINE_SECONDS):
+                return await self._read_thread(read)
+        except TimeoutError:
+            log.warning("reading the thread took too long; answering without it")
+            return ThreadContext(unread="timeout")
+
+    async def _read_thread(self, read: ThreadRead) -> ThreadContext:
+        try:
             me = await self._identity()
         except SlackApiError as err:
             return ThreadContext(unread=_refusal(err))
@@ -301,8 +316,17 @@ class SlackActivities:
 
     @activity.defn
     async def describe_users(self, user_ids: list[str]) -> dict[str, str]:
-        """Display names for user ids; ids that cannot be looked up are left out."""
+        """Display names for user ids; ids that cannot be looked up (or not in time) are
+        left out."""
         names: dict[str, str] = {}
+        try:
+            async with asyncio.timeout(LOCAL_DEADLINE_SECONDS):
+                await self._describe(user_ids, names)
+        except TimeoutError:
+            log.warning("looking up names took too long; %d of %d found", len(names), len(user_ids))
+        return names
+
+    async def _describe(self, user_ids: list[str], names: dict[str, str]) -> None:
         for user_id in user_ids:
             if user_id in self.names:
                 names[user_id] = self.names[user_id]
@@ -319,7 +343,6 @@ class SlackActivities:
             name = profile.get("display_name") or profile.get("real_name") or user.get("name")
             if name:
                 names[user_id] = self.names[user_id] = name
-        return names
 
 
 # How the thread read labels the bot's own earlier answers.
