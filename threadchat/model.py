@@ -565,3 +565,71 @@ class Reservation:
     tokens: int
     limit: int = 0
     rate: int = 0
+
+
+# -- Tools (MCP servers and the built-in tools) ---------------------------------------------
+
+
+@dataclass
+class ToolSpec:
+    """A tool the model may call this turn: from an MCP server named in the tools file, or a
+    built-in one (`knowledge`, `slack_search`, `memory`), whose `server` is that name."""
+
+    server: str
+    name: str  # the tool's own name at its server
+    description: str
+    input_schema: dict  # JSON Schema of its arguments, as the server gave it
+    approval: bool = False  # waits for the asker's approval before it runs
+    source: str = ""  # a URL shown on the tool's task card (the server's, for HTTP)
+
+
+@dataclass
+class ToolCatalogRequest:
+    """Which tools a conversation's turn may use: its channel's servers in the tools file."""
+
+    thread: ThreadRef
+    user: str = ""  # whose turn it is (the memory tools are theirs)
+
+
+@dataclass
+class ToolCatalog:
+    tools: list[ToolSpec] = field(default_factory=list)
+    # Servers the channel may use that did not answer: their tools are out of this turn.
+    unavailable: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ToolSource:
+    """Where a tool result came from: a citation under the answer and on its task card."""
+
+    title: str
+    url: str
+
+
+@dataclass
+class ToolCall:
+    """One call the model asked for (a `toolUse` block), run by the `call_tool` activity."""
+
+    tool_use_id: str  # the model's toolUseId
+    server: str
+    name: str
+    arguments: dict
+    # Stable across Temporal's retries: sent in the MCP request's `_meta` as
+    # `idempotency_key`, so a server with side effects performs it once.
+    idempotency_key: str
+    thread: ThreadRef
+    user: str = ""  # whose turn it answers
+    action_token: str = ""  # Slack's, from the message that started the turn (search)
+    round: int = 1
+
+
+@dataclass
+class ToolOutcome:
+    """What a tool call gave back, told to the model as a `toolResult`. `text` is untrusted."""
+
+    tool_use_id: str
+    status: str  # "success" or "error"
+    text: str
+    sources: list[ToolSource] = field(default_factory=list)
+    truncated: bool = False  # cut to the size cap (the text says so)
+    duration_ms: int = 0
