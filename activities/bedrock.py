@@ -23,7 +23,7 @@ from activities.channel_context import ChannelReader
 from activities.files import FileUnavailable, SlackFiles
 from threadchat import attachments, caching, prompt, telemetry, texts
 from threadchat.config import BedrockSettings
-from threadchat.context import answered, quote
+from threadchat.context import answered, estimate_tokens, quote
 from threadchat.inference import BLOCKED, prompt_hash
 from threadchat.model import (
     ContextNote,
@@ -160,6 +160,13 @@ class ModelRequest:
     cached: bool = False  # the arguments carry cache points
     # Files of the question that did not reach the model: (name, why), for the notes.
     unread: list[tuple[str, str]] = field(default_factory=list)
+
+    def estimated_input_tokens(self) -> int:
+        """The prompt's size before Bedrock has said it (its text; files are not counted)."""
+        pieces = [b.get("text", "") for b in self.arguments.get("system") or []]
+        for message in self.arguments.get("messages") or []:
+            pieces += [b.get("text", "") for b in message.get("content") or []]
+        return estimate_tokens("".join(p for p in pieces if isinstance(p, str)))
 
     def record(self, response: dict, usage: dict, stop_reason: str, started: float) -> ModelCall:
         """What the history keeps of the call once it has answered."""

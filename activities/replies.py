@@ -33,7 +33,9 @@ from activities.bedrock import BedrockActivities, ModelRequest, check_stop_reaso
 from activities.sessions import AgentSessions
 from threadchat import telemetry, texts
 from threadchat.actions import message_body, reply_actions
+from threadchat.context import estimate_tokens
 from threadchat.formatting import SAFE_LIMIT, slack_markdown, split_markdown
+from threadchat.inference import STOPPED
 from threadchat.mentions import MentionGuard, neutralize
 from threadchat.model import DeliveredReply, ReplyRef, ReplyRequest
 from threadchat.texts import THINKING_RETRYING
@@ -44,10 +46,20 @@ log = logging.getLogger(__name__)
 # (chat.update is rate limited at about one call per second per message).
 STREAM_FLUSH_SECONDS = 0.25
 UPDATE_FLUSH_SECONDS = 1.2
-HEARTBEAT_SECONDS = 2.0
+# A Stop reaches the activity with a heartbeat's answer (and the worker sends at most one a
+# second, see the model worker's heartbeat throttle).
+HEARTBEAT_SECONDS = 0.5
 SLOW_TURN_SECONDS = 10
 # Slack rate limits waited out within one attempt, before the activity fails and retries.
 RATE_LIMIT_WAITS = 3
+
+
+class StoppedBySlack(Exception):
+    """Slack stopped the answer's stream (someone clicked Stop): nothing more is written."""
+
+
+def _stopped_stream(err: SlackApiError) -> bool:
+    return err.response.get("error") == "message_not_in_streaming_state"
 
 
 class SlackReplyWriter:
@@ -82,6 +94,9 @@ class SlackReplyWriter:
         self.last_flush = 0.0
         self.participants = request.participants or None
         self.guard = MentionGuard(self.participants)
+        self.said = ""  # what the model wrote so far
+        self.shown_before = ""  # what the finished messages of the answer show
+        self.prompt_tokens = 0  # the prompt's size, estimated
 
     @property
     def ts(self) -> str | None:
@@ -89,12 +104,13 @@ class SlackReplyWriter:
 
     def progress(self) -> dict:
         """Heartbeat details: the messages a retry takes over (it also reads the thread, as
-        the last heartbeats of a killed worker may never arrive)."""
-        return {"messages": self.earlier + self.messages}
+        the last heartbeats of a killed worker may never arrive), and what the last one shows,
+        which a Stop keeps if this worker dies while it stops."""
+        return {"messages": self.earlier + self.messages, "shown": self.sent}
 
-    def _created(self, ts: str) -> None:
+    def _created(self, ts: str, text: str) -> None:
         self.messages.append(ts)
-        activity.heartbeat(self.progress())
+        activity.heartbeat({**self.progress(), "shown": text})
 
     async def append(self, text: str) -> None:
         self.pending += self.guard.feed(text)
@@ -133,7 +149,7 @@ class SlackReplyWriter:
                     recipient_user_id=self.request.recipient_user,
                     markdown_text=chunk,
                 )
-                self._created(response["ts"])
+                self._created(response["ts"], chunk)
             else:
                 await _patiently(
                     self.client.chat_appendStream,
@@ -142,6 +158,8 @@ class SlackReplyWriter:
                     markdown_text=chunk,
                 )
         except SlackApiError as err:
+            if self.ts is not None and _stopped_stream(err):
+                raise StoppedBySlack from err
             if _retry_later(err) or self.ts is not None:
                 raise slack_activities.classify(err) from err
             log.info("streaming unavailable (%s); editing one message instead", _error(err))
@@ -158,7 +176,7 @@ class SlackReplyWriter:
                     unfurl_links=False,
                     unfurl_media=False,
                 )
-                self._created(response["ts"])
+                self._created(response["ts"], chunk)
             else:
                 await self.client.chat_update(
                     channel=self.thread.channel, ts=self.ts, markdown_text=self.sent + chunk
@@ -193,8 +211,24 @@ class SlackReplyWriter:
                     **message_body(self.sent, actions),
                 )
         except SlackApiError as err:
+            if self.mode == "stream" and _stopped_stream(err):
+                raise StoppedBySlack from err
             raise slack_activities.classify(err) from err
+        self.shown_before += self.sent
         self.sent = ""
+
+    def stopped(self, tokens: dict) -> DeliveredReply:
+        """The answer as far as it showed when Stop was clicked, its current message (the
+        workflow adds the line saying who stopped it) and what it cost."""
+        shown = self.messages[-1:] if self.sent else []
+        return DeliveredReply(
+            text=(self.shown_before + self.sent).strip() if self.mode != "replace" else "",
+            ts=shown[0] if shown else "",
+            stop_reason=STOPPED,
+            parts=self.earlier + self.messages if self.mode != "replace" else [],
+            shown=self.sent,
+            **tokens,
+        )
 
     async def finish(self, text: str, metadata: dict) -> list[str]:
         """Complete the reply with its full `text`; returns the ts of its messages."""
@@ -234,7 +268,7 @@ class SlackReplyWriter:
                 unfurl_media=False,
                 **message_body(part, actions),
             )
-            self._created(response["ts"])
+            self._created(response["ts"], part)
             written.append(response["ts"])
         await self.remove(existing[min(reusable, len(parts)) :])
         return written
@@ -326,6 +360,13 @@ class ReplyActivities:
         heartbeats = asyncio.create_task(self._heartbeat(writer))
         try:
             delivered = await self._write(request, writer)
+        except StoppedBySlack:
+            return await self._stop(request, writer)
+        except asyncio.CancelledError:
+            details = activity.cancellation_details()
+            if details is None or not details.cancel_requested:
+                raise  # the worker shuts down: another attempt answers
+            return await self._stop(request, writer)
         except Exception as err:
             policy = info.retry_policy
             last_attempt = policy is not None and info.attempt >= (policy.maximum_attempts or 0) > 0
@@ -349,6 +390,20 @@ class ReplyActivities:
             await self._set_status(request, "active")
         return delivered
 
+    async def _stop(self, request: ReplyRequest, writer: SlackReplyWriter) -> DeliveredReply:
+        """Stop (the workflow cancelled this activity, or Slack stopped its stream): the model
+        call is abandoned, nothing more is written, and what showed is returned as it is.
+        Leftovers of an earlier attempt go; the answer a regenerate was to replace stays."""
+        keep = set(request.replace_ts)
+        if writer.mode == "replace":
+            await writer.remove([ts for ts in writer.earlier if ts not in keep])
+        await self._set_status(request, "active")
+        tokens = {
+            "input_tokens": writer.prompt_tokens,
+            "output_tokens": estimate_tokens(writer.said) if writer.said else 0,
+        }
+        return writer.stopped(tokens)
+
     async def _write(self, request: ReplyRequest, writer: SlackReplyWriter) -> DeliveredReply:
         info = activity.info()
         waited = time.time() - info.scheduled_time.timestamp()
@@ -360,10 +415,12 @@ class ReplyActivities:
             self.executor, functools.partial(self.bedrock.reply_request, request, streaming=True)
         )
         started = time.time()
-        text, usage, response, stop_reason = "", {}, {}, "end_turn"
+        # Until Bedrock reports usage at the end, what a Stop is charged for.
+        writer.prompt_tokens = model_request.estimated_input_tokens()
+        usage, response, stop_reason = {}, {}, "end_turn"
         async for kind, value in self._model_events(model_request):
             if kind == "text":
-                text += value
+                writer.said += value
                 await writer.append(value)
             elif kind == "response":
                 response = value
@@ -374,15 +431,20 @@ class ReplyActivities:
                 usage = value
         call = model_request.record(response, usage, stop_reason, started)
         telemetry.record_model_call(call)
-        text = text.strip() or texts.EMPTY_ANSWER
+        text = writer.said.strip() or texts.EMPTY_ANSWER
         notes = texts.join_notes(request.notes, texts.file_notes(model_request.unread))
         shown = texts.reply_text(text, stop_reason, notes)
         if shown.startswith(text):
             await writer.append(shown[len(text) :])  # a note after the answer streams too
         tokens = {"input_tokens": call.input_tokens, "output_tokens": call.output_tokens}
-        parts = await writer.finish(
-            shown, slack_activities.message_metadata(request.idempotency_key, **tokens)
-        )
+        # Once the whole answer is being laid out, a Stop is too late: half a layout would
+        # leave neither answer in the thread.
+        metadata = slack_activities.message_metadata(request.idempotency_key, **tokens)
+        finishing = asyncio.ensure_future(writer.finish(shown, metadata))
+        try:
+            parts = await asyncio.shield(finishing)
+        except asyncio.CancelledError:
+            parts = await finishing
         return DeliveredReply(
             text=text, ts=parts[-1], stop_reason=stop_reason, call=call, parts=parts, **tokens
         )

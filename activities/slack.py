@@ -6,6 +6,7 @@ key stored in the message's metadata.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import timedelta
@@ -29,6 +30,7 @@ from threadchat.model import (
     PrivateNote,
     Quote,
     SlackPost,
+    StoppedReply,
     ThreadContext,
     ThreadRead,
     ThreadRef,
@@ -213,6 +215,40 @@ class SlackActivities:
             except Exception as err:  # a nicety: never a reason to post again
                 log.debug("could not set the session status: %s", type(err).__name__)
         return PostedMessage(ts=written[-1] if written else "", parts=written)
+
+    @activity.defn
+    async def mark_stopped(self, stopped: StoppedReply) -> str:
+        """Stop: the answer's last message keeps what it showed, under a line naming who
+        stopped it (an edit, not a new answer); with nothing shown, the line alone. The session
+        leaves `processing`. Returns the ts of the message that says it."""
+        text = texts.stopped_text(stopped.text, stopped.stopped_by)
+        text = neutralize(text, stopped.participants or None)
+        if not stopped.ts:
+            post = SlackPost(
+                stopped.thread,
+                text,
+                stopped.idempotency_key,
+                actions=stopped.actions,
+                session_status="active",
+            )
+            return (await self.post_message(post)).ts
+        channel = stopped.thread.channel
+        with contextlib.suppress(SlackApiError):  # as a rule Slack stopped it at the click
+            await self.client.chat_stopStream(channel=channel, ts=stopped.ts)
+        try:
+            await self.client.chat_update(
+                channel=channel,
+                ts=stopped.ts,
+                metadata=message_metadata(stopped.idempotency_key),
+                **message_body(text, stopped.actions),
+            )
+        except SlackApiError as err:
+            raise classify(err) from err
+        try:
+            await self.sessions.set_status(stopped.thread, "active")
+        except Exception as err:  # a nicety, as after an answer
+            log.debug("could not set the session status: %s", type(err).__name__)
+        return stopped.ts
 
     @activity.defn
     async def post_private(self, note: PrivateNote) -> None:

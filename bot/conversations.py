@@ -33,6 +33,7 @@ from threadchat.model import (
     Feedback,
     MessageRevision,
     RegenerateRequest,
+    StopRequest,
     ThreadRef,
     UserMessage,
 )
@@ -290,6 +291,10 @@ class Conversations:
         except RPCError as err:
             return "Ended" if err.status == RPCStatusCode.NOT_FOUND else "Unavailable"
         return ""
+
+    async def stop(self, thread: ThreadRef, request: StopRequest) -> bool:
+        """Stop the answer being written; False if no conversation runs in the thread."""
+        return await self._signal(thread, ConversationWorkflow.stop, request)
 
     async def feedback(self, thread: ThreadRef, feedback: Feedback) -> bool:
         """Record a rating on a reply; False if the conversation has ended."""

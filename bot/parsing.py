@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from threadchat import actions
-from threadchat.model import FileRef, MessageRevision, ReplyRef, ThreadRef, UserMessage
+from threadchat.model import (
+    FileRef,
+    MessageRevision,
+    ReplyRef,
+    StopRequest,
+    ThreadRef,
+    UserMessage,
+)
 from threadchat.slack_text import app_name, message_text
 
 # Slack ids and timestamps, as Slack sends them. Anything else is not from Slack, and would
@@ -245,6 +252,19 @@ def parse_app_context(event: dict) -> ViewingChange | None:
             if _ids(in_channel) and in_channel[:1] in "CG" and _ts(ts):
                 return ViewingChange(user, channel, in_channel, ts)
     return ViewingChange(user, channel, "", "")
+
+
+def parse_session_stopped(
+    event: dict, team_id: str, event_id: str
+) -> tuple[ThreadRef, StopRequest] | None:
+    """`agent_session_stopped`: who clicked Stop on which thread's session, and the streams
+    Slack stopped. None for a payload we cannot trust."""
+    user, channel, thread_ts = event.get("user"), event.get("channel"), event.get("thread_ts")
+    if not (_ids(user, channel, team_id) and _ts(thread_ts) and event_id):
+        return None
+    streams = event.get("streaming_message_ts") or []
+    streaming = [ts for ts in streams if _ts(ts)] if isinstance(streams, list) else []
+    return ThreadRef(team_id, channel, thread_ts), StopRequest(user, str(event_id), streaming)
 
 
 def user_team(payload: dict) -> str:

@@ -492,6 +492,27 @@ class LocalSlack:
         stream = self._streams.get((channel, ts))
         return stream is not None and stream.state == "in_progress"
 
+    def stop_session(self, channel: str, thread_ts: str) -> list[str]:
+        """Someone clicked Stop on the thread's agent session. As Slack does, the app's
+        streams in the thread stop at once (an append to them fails from now on); returns
+        their ts, for the agent_session_stopped event."""
+        stopped = []
+        for message in self.bot_replies(channel, thread_ts):
+            stream = self._streams.get((channel, message["ts"]))
+            if stream is not None and stream.state == "in_progress":
+                stream.state = "completed"
+                stopped.append(message["ts"])
+                self._emit(
+                    {
+                        "type": "stream_stop",
+                        "channel": channel,
+                        "ts": message["ts"],
+                        "markdown_text": "",
+                        "message": message,
+                    }
+                )
+        return stopped
+
     def calls_to(self, method: str) -> list[RecordedCall]:
         """The recorded calls of one method, oldest first."""
         return [c for c in self.calls if c.method == method]

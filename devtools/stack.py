@@ -18,6 +18,7 @@ from devtools.bedrock import LocalBedrock
 from devtools.slack import LocalSlack
 from devtools.slack_events import (
     EventSender,
+    agent_session_stopped_event,
     app_context_changed_event,
     app_home_opened_event,
     app_mention_event,
@@ -273,6 +274,21 @@ class Stack:
         )
         status, _ = await self.sender.send_action(body)
         return status
+
+    async def click_stop(
+        self, channel: str, thread_ts: str, *, user: str = ALICE, event_id: str | None = None
+    ) -> tuple[list[str], str]:
+        """`user` clicks Stop on the thread's session: the local Slack stops the streams, as
+        Slack does, and sends agent_session_stopped. Returns the streams it stopped and the
+        event's id (to deliver it again as Slack's retry)."""
+        stopped = self.slack.stop_session(channel, thread_ts)
+        event = agent_session_stopped_event(
+            user=user, channel=channel, thread_ts=thread_ts, streaming_message_ts=stopped
+        )
+        event_id = event_id or f"Ev{len(self.slack.calls):08d}STOP"
+        status, _ = await self.sender.send_event(event, event_id=event_id, team_id=TEAM)
+        assert status == 200
+        return stopped, event_id
 
     def private_notes(self, channel: str, user: str) -> list[str]:
         """Texts of the ephemeral messages `user` was shown in `channel`."""

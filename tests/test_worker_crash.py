@@ -22,7 +22,7 @@ from devtools.processes import (
     wait_turns,
 )
 from devtools.stack import Stack
-from threadchat import actions
+from threadchat import actions, texts
 
 # A slow stream, so that a signal sent once text is visible lands in the middle of it.
 SLOW_STREAM = {"stream_chunk_chars": 10, "stream_delay_s": 0.05}
@@ -243,5 +243,46 @@ async def test_worker_killed_mid_download_leaves_one_reply(make_stack, temporal_
         assert len(stack.slack.bot_replies(channel, thread_ts)) == 1, workers.logs()
         assert "Files received: image (png" in reply["text"], reply["text"]
         assert stack.slack.download_requests == [chart["id"]] * 2  # fetched again by the retry
+    finally:
+        workers.stop_all()
+
+
+async def test_worker_killed_while_a_stop_cancels_leaves_no_second_answer(
+    make_stack, temporal_server
+):
+    """Stop clicked, and the worker streaming the answer dies before it hears of the cancel:
+    the cancelled activity is not retried (its heartbeat times out with the cancel
+    requested), the answer keeps what showed, and nobody answers the turn again."""
+    server, _ = temporal_server
+    stack = await make_stack(worker=False, bedrock_options=slow_echo_options())
+    workers = Workers(stack, server.address)
+    try:
+        channel = stack.channel
+        first, thread_ts = await streaming_question(stack, workers)
+        stopped = stack.slack.stop_session(channel, thread_ts)  # Slack stops the stream ...
+        first.send(signal.SIGKILL)  # ... and the worker dies before it notices
+        assert await first.wait_exit(10) == -signal.SIGKILL, workers.logs()
+        [partial] = stack.slack.bot_replies(channel, thread_ts)
+        assert stopped == [partial["ts"]]
+        await stack.click_stop(channel, thread_ts)
+        await workers.start("B")
+        line = texts.stopped_line("alice")
+        await until(
+            lambda: stack.slack.message(channel, partial["ts"])["text"].endswith(line),
+            40,
+            "the answer marked stopped",
+            workers.logs,
+        )
+        await wait_turns(stack, channel, thread_ts, 1, workers)
+        assert len(stack.slack.bot_replies(channel, thread_ts)) == 1, workers.logs()
+        # What showed stays (as the dead worker's last heartbeat recorded it), cut short.
+        text = stack.slack.message(channel, partial["ts"])["text"]
+        assert text.startswith("Echo of") and QUESTION not in text
+        assert converse_streams(stack) == 1, workers.logs()  # no retry of the stopped call
+
+        await stack.say(channel, thread_ts, "and a short follow-up, please")
+        await assert_answered(
+            stack, channel, thread_ts, 2, "and a short follow-up, please", workers
+        )
     finally:
         workers.stop_all()

@@ -11,6 +11,8 @@ MAX_TEMPERATURE = 1.0  # the top of Bedrock's range for Claude and Nova models
 
 # Stop reasons where the output is not the model's answer: it stays out of the context.
 BLOCKED = {"guardrail_intervened", "content_filtered"}
+# Not Bedrock's: a turn someone stopped with Slack's Stop button.
+STOPPED = "stopped"
 CUT = "max_tokens"
 
 

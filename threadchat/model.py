@@ -118,6 +118,8 @@ class Turn:
     # The Slack messages the reply fills (a long answer takes several), for Regenerate.
     reply_ts: list[str] = field(default_factory=list)
     version: int = 0  # how often the reply was regenerated
+    # Stopped mid-answer (stop_reason "stopped"): who clicked Stop; `reply` is what showed.
+    stopped_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,30 @@ class RegenerateRequest:
 
     user: str
     reply: ReplyRef
+
+
+@dataclass
+class StopRequest:
+    """Someone clicked Stop on the thread's agent session (the `stop` signal)."""
+
+    user: str
+    event_id: str  # Slack's, so that a retried event stops once
+    # The messages Slack stopped streaming when Stop was clicked.
+    streaming_ts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StoppedReply:
+    """An answer stopped mid-way: its last message keeps what it showed, with a line saying
+    who stopped it (or the line alone, when nothing showed yet)."""
+
+    thread: ThreadRef
+    ts: str  # "" when nothing showed
+    text: str  # what that message shows
+    stopped_by: str  # a display name; "" when Slack stopped it and nobody said who
+    idempotency_key: str
+    actions: ReplyRef | None = None
+    participants: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -262,6 +288,7 @@ class ConversationState:
     title: str = ""
     shared_files: list[FileRef] = field(default_factory=list)  # in the thread, oldest first
     regenerate: RegenerateRequest | None = None  # accepted, not yet done
+    stops_seen: list[str] = field(default_factory=list)  # Slack event ids of Stop clicks
     feedback: list[Feedback] = field(default_factory=list)
     # The thread's messages from before the conversation (a mention inside a thread), read
     # once when it opened; None when there were none to read.
@@ -399,6 +426,7 @@ class DeliveredReply:
     stop_reason: str = ""
     call: ModelCall | None = None
     parts: list[str] = field(default_factory=list)  # ts of every message, in order
+    shown: str = ""  # stopped: what its last message (`ts`) shows
 
 
 @dataclass

@@ -86,6 +86,16 @@ SUSPENDED = "is waiting for you…"
 THINKING_RETRYING = "is waiting for the model, which is busy. Still trying…"
 
 
+def stopped_line(name: str) -> str:
+    """Under an answer stopped mid-way (a name, never a mention: an edit pings nobody, and
+    nobody needs pinging)."""
+    return f"_Stopped by {name}._" if name else "_Stopped._"
+
+
+def stopped_text(shown: str, name: str) -> str:
+    return f"{shown.rstrip()}\n\n{stopped_line(name)}" if shown.strip() else stopped_line(name)
+
+
 def ended_notice(permalink: str) -> str:
     """The private answer to whoever ended the conversation (mrkdwn: an ephemeral message)."""
     return f"Conversation ended. <{permalink}|Its summary> is in the thread."

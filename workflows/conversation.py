@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         Feedback,
         MessageRevision,
         RegenerateRequest,
+        StopRequest,
         ThreadRead,
         Turn,
         UserMessage,
@@ -40,6 +41,8 @@ HISTORY_SIZE_CAP = 2 * 1024 * 1024
 MAX_FEEDBACK = 200
 # Ends that no participant asks for: a quiet thread, an operator's signal.
 ENDED_BY_NOBODY = {"inactivity", "operator"}
+# Stop clicks remembered, so that Slack's retry of one stops nothing else.
+MAX_STOPS_SEEN = 20
 # Messages kept for the next answer without being answered (the newest).
 MAX_ASIDE = 50
 # The part of the context budget the thread's earlier messages may fill.
@@ -167,6 +170,16 @@ class ConversationWorkflow:
             # The rolling summary cannot be rewritten without the turns it folded, which are
             # gone: it goes, so the deleted words never reach a prompt or a summary again.
             state.rolling_summary = ""
+
+    @workflow.signal
+    def stop(self, request: StopRequest) -> None:
+        """Stop clicked on the thread's agent session: the answer being written stops where
+        it is. Only a participant may stop it; Slack's retry of the event stops once."""
+        if request.user not in self.state.participants:
+            workflow.logger.warning("ignored a Stop from a non-participant")
+            return
+        if dedupe.remember(self.state.stops_seen, request.event_id, MAX_STOPS_SEEN):
+            self.responder.stop(request)
 
     @workflow.signal
     def end(self, request: EndRequest) -> None:

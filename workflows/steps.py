@@ -9,6 +9,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
     from activities.bedrock import BedrockActivities
@@ -29,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         PrivateNote,
         ReplyRequest,
         SlackPost,
+        StoppedReply,
         Summary,
         SummaryRequest,
         ThreadContext,
@@ -127,28 +129,34 @@ def _model_options(settings: ConversationSettings) -> dict:
     }
 
 
-async def stream_reply(
+def stream_reply(
     settings: ConversationSettings, request: ReplyRequest, summary: str
-) -> DeliveredReply:
-    return await workflow.execute_activity_method(
+) -> ActivityHandle[DeliveredReply]:
+    """Started, not awaited: a Stop cancels it. The activity hears of the cancel with its
+    next heartbeat and returns what it showed, which the workflow waits for."""
+    return workflow.start_activity_method(
         ReplyActivities.stream_reply,
         request,
         task_queue=settings.bedrock_task_queue or None,
         start_to_close_timeout=STREAMING_TIMEOUT,
         heartbeat_timeout=STREAMING_HEARTBEAT,
         retry_policy=BEDROCK_RETRY,
+        cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         summary=summary,
     )
 
 
-async def generate_reply(
+def generate_reply(
     settings: ConversationSettings, request: ReplyRequest, summary: str
-) -> GeneratedReply:
-    return await workflow.execute_activity_method(
+) -> ActivityHandle[GeneratedReply]:
+    """Started, not awaited: a Stop abandons it (nothing of it showed; the model call runs
+    out on its worker)."""
+    return workflow.start_activity_method(
         BedrockActivities.generate_reply,
         request,
         **_model_options(settings),
         retry_policy=BEDROCK_RETRY,
+        cancellation_type=ActivityCancellationType.TRY_CANCEL,
         summary=summary,
     )
 
@@ -183,6 +191,18 @@ async def post_message(post: SlackPost, summary: str) -> PostedMessage:
         start_to_close_timeout=SLACK_TIMEOUT,
         retry_policy=SLACK_RETRY,
         summary=summary,
+    )
+
+
+async def mark_stopped(stopped: StoppedReply) -> str:
+    """The stopped answer's message, with who stopped it; returns the ts of the message
+    that says it."""
+    return await workflow.execute_activity_method(
+        SlackActivities.mark_stopped,
+        stopped,
+        start_to_close_timeout=SLACK_TIMEOUT,
+        retry_policy=SLACK_RETRY,
+        summary="mark the answer stopped",
     )
 
 

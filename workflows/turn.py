@@ -8,7 +8,7 @@ conversation drives it, and its only I/O is the activities in `steps`.
 import dataclasses
 from datetime import UTC, datetime, timedelta
 
-from temporalio import workflow
+from temporalio import exceptions, workflow
 from temporalio.exceptions import ActivityError
 
 from workflows import steps
@@ -27,6 +27,8 @@ with workflow.unsafe.imports_passed_through():
         ReplyRef,
         ReplyRequest,
         SlackPost,
+        StoppedReply,
+        StopRequest,
         Summary,
         SummaryRequest,
         ThreadTitle,
@@ -37,6 +39,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from threadchat.temporal import CONVERSATION_TITLE
 
+# Slack may stop an answer's stream before its agent_session_stopped event arrives: how long
+# the stopped answer waits for the event, to say who stopped it.
+STOP_EVENT_WAIT = timedelta(seconds=10)
 # If rolling summaries keep failing, verbatim turns beyond this many budgets are dropped, so
 # the carried state stays small (continue-as-new fails for good past 2 MiB).
 MAX_KEPT_BUDGETS = 4
@@ -55,6 +60,20 @@ class Responder:
         self.state = state
         # The turn being answered: not yet in state.turns, still open to edits and deletions.
         self.current: Turn | None = None
+        # While a turn or a regenerate runs: the model call under way, and a Stop for it.
+        self.busy = False
+        self.in_flight: workflow.ActivityHandle | None = None
+        self.stop_request: StopRequest | None = None
+
+    def stop(self, request: StopRequest) -> None:
+        """Stop clicked: the answer being written stops where it is. With nothing running
+        it changes nothing (Slack shows Stop only while a turn is processed, but a click
+        and the answer's end can cross)."""
+        if not self.busy or self.stop_request is not None:
+            return
+        self.stop_request = request
+        if self.in_flight is not None:
+            self.in_flight.cancel()
 
     def key(self, name: str) -> str:
         """An idempotency key unique to this conversation (a thread can host several)."""
@@ -83,6 +102,7 @@ class Responder:
         shared = [f for m in messages for f in m.files]
         state.shared_files = (state.shared_files + shared)[-MAX_SHARED_FILES:]
         payer, key = messages[-1].user, f"turn-{state.turn_count}"
+        self.busy = True
         verdict = await self._check_budget(payer, key)
         if verdict.over == "rate":
             await self._tell(payer, texts.too_fast(verdict.limit), f"{key}-rate")
@@ -93,7 +113,7 @@ class Responder:
         else:
             used = await self._reply(turn, notes)
             await self._settle(payer, verdict, used, key)
-        self.current = None
+        self.current, self.busy, self.stop_request = None, False, None
         if turn.messages:  # else every message was deleted while it was answered
             state.turns.append(turn)
         state.last_activity = state.answered_at = workflow.now().timestamp()
@@ -107,11 +127,20 @@ class Responder:
         try:
             reply = await self._reply_within_context(turn.messages, notes)
         except ActivityError as err:
-            failure = steps.failure_type(err)
+            if self.stop_request is not None:
+                reply = _stopped_before_it_said(err)
+            else:
+                reply = None
+                failure = steps.failure_type(err)
+        if reply is None:
             workflow.logger.warning("turn %s failed: %s", number, failure)
             await self._post(texts.turn_failure(failure), f"turn-{number}-notice")
             telemetry.count_turn("failed")
             return 0
+        if reply.stop_reason == inference.STOPPED:
+            await self._mark_stopped(turn, reply)
+            telemetry.count_turn("stopped")
+            return self._spend(reply)
         telemetry.count_turn("blocked" if reply.stop_reason in inference.BLOCKED else "replied")
         turn.reply, turn.stop_reason = reply.text, reply.stop_reason
         turn.reply_ts = reply.parts or [reply.ts]
@@ -156,8 +185,11 @@ class Responder:
         writes, or generated and then posted by two."""
         settings, number = self.state.settings, self.state.turn_count
         if settings.streaming:
-            return await steps.stream_reply(settings, request, f"stream reply {number}")
-        generated = await steps.generate_reply(settings, request, f"generate reply {number}")
+            streaming = steps.stream_reply(settings, request, f"stream reply {number}")
+            return await self._stoppable(streaming)
+        generated = await self._stoppable(
+            steps.generate_reply(settings, request, f"generate reply {number}")
+        )
         posted = await steps.post_message(
             SlackPost(
                 request.thread,
@@ -178,6 +210,47 @@ class Responder:
             call=generated.call,
             parts=posted.parts,
         )
+
+    async def _stoppable(self, handle: workflow.ActivityHandle):
+        """Await a model call that a Stop may cancel. A Stop that came before it started
+        cancels it at once (the history still shows it scheduled)."""
+        self.in_flight = handle
+        if self.stop_request is not None:
+            handle.cancel()
+        try:
+            return await handle
+        finally:
+            self.in_flight = None
+
+    async def _mark_stopped(self, turn: Turn, reply: DeliveredReply) -> None:
+        """Keep the stopped turn as it showed, and say under it who stopped it. Slack may
+        have stopped the stream (and so the answer) before its event reached us: it is
+        waited for a little, for the name."""
+        state = self.state
+        if self.stop_request is None:
+            try:
+                await workflow.wait_condition(
+                    lambda: self.stop_request is not None,
+                    timeout=STOP_EVENT_WAIT,
+                    timeout_summary="the Stop event",
+                )
+            except TimeoutError:
+                workflow.logger.warning("Slack stopped turn %s; nobody said who", state.turn_count)
+        user = self.stop_request.user if self.stop_request else ""
+        shown = await steps.mark_stopped(
+            StoppedReply(
+                thread=state.thread,
+                ts=reply.ts,
+                text=reply.shown,
+                stopped_by=state.names.get(user, user),
+                idempotency_key=self.key(f"turn-{state.turn_count}-stopped"),
+                actions=ReplyRef(state.conversation_key, state.turn_count),
+                participants=list(state.participants),
+            )
+        )
+        turn.reply, turn.stop_reason, turn.stopped_by = reply.text, inference.STOPPED, user
+        turn.reply_ts = reply.parts or [shown]
+        turn.input_tokens, turn.output_tokens = reply.input_tokens, reply.output_tokens
 
     # -- Regenerate ---------------------------------------------------------------------------
 
@@ -214,15 +287,26 @@ class Responder:
             thread_context=state.thread_context,
             **self._panel_context(),
         )
+        self.busy = True
         try:
-            reply = await steps.stream_reply(
-                state.settings, reply_request, f"regenerate reply {number}"
+            reply = await self._stoppable(
+                steps.stream_reply(state.settings, reply_request, f"regenerate reply {number}")
             )
         except ActivityError as err:
-            failure = steps.failure_type(err)
-            workflow.logger.warning("regenerating turn %s failed: %s", number, failure)
-            await self._settle(request.user, verdict, 0, key)
-            await self._tell(request.user, texts.turn_failure(failure), f"{key}-notice")
+            if self.stop_request is not None:
+                reply = _stopped_before_it_said(err)
+            else:
+                failure = steps.failure_type(err)
+                workflow.logger.warning("regenerating turn %s failed: %s", number, failure)
+                await self._settle(request.user, verdict, 0, key)
+                await self._tell(request.user, texts.turn_failure(failure), f"{key}-notice")
+                return
+        finally:
+            self.busy, self.stop_request = False, None
+        if reply.stop_reason == inference.STOPPED:
+            # The answer it was to replace stays as it was: nothing of the new one showed.
+            telemetry.count_turn("stopped")
+            await self._settle(request.user, verdict, self._spend(reply), key)
             return
         telemetry.count_turn("regenerated")
         turn.version = version
@@ -449,3 +533,21 @@ class Responder:
 
     async def _tell(self, user: str, text: str, name: str) -> None:
         await steps.tell(self.state.thread, user, text, name, list(self.state.participants))
+
+
+def _stopped_before_it_said(err: ActivityError) -> DeliveredReply:
+    """A model call a Stop ended without its answer: abandoned (generated, not streamed), or
+    its worker died while stopping, when its last heartbeat says what showed."""
+    cause = err.cause
+    details = cause.last_heartbeat_details if isinstance(cause, exceptions.TimeoutError) else ()
+    progress = details[0] if details and isinstance(details[0], dict) else {}
+    messages, shown = list(progress.get("messages") or []), str(progress.get("shown") or "")
+    return DeliveredReply(
+        text=shown,
+        input_tokens=0,
+        output_tokens=context.estimate_tokens(shown) if shown else 0,
+        ts=messages[-1] if shown and messages else "",
+        stop_reason=inference.STOPPED,
+        parts=messages,
+        shown=shown,
+    )

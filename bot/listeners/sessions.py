@@ -5,6 +5,7 @@ import logging
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 
 from bot.conversations import Conversations
+from bot.parsing import parse_session_stopped
 from threadchat.config import SlackSettings
 
 log = logging.getLogger(__name__)
@@ -12,7 +13,14 @@ log = logging.getLogger(__name__)
 
 def register(app: AsyncApp, conversations: Conversations, settings: SlackSettings) -> None:
     @app.event("agent_session_stopped")
-    async def session_stopped(event: dict, context: AsyncBoltContext) -> None:
-        """Acknowledged so that Slack does not retry it; the turn in flight runs to its end
-        (stopping it is not built yet), and the session leaves `processing` with it."""
-        log.info("agent session stopped; the turn in flight finishes")
+    async def session_stopped(event: dict, body: dict, context: AsyncBoltContext) -> None:
+        """Stop clicked: the thread's conversation stops the answer it is writing (the
+        workflow decides whether the clicker may). A thread with no conversation has
+        nothing to stop."""
+        parsed = parse_session_stopped(event, context.team_id or "", body.get("event_id") or "")
+        if parsed is None:
+            log.warning("agent_session_stopped without a thread or user; ignored")
+            return
+        thread, request = parsed
+        if not await conversations.stop(thread, request):
+            log.info("Stop for a thread with no conversation running")

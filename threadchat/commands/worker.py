@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_CONCURRENT_ACTIVITIES = 64
 GRACEFUL_SHUTDOWN = timedelta(seconds=25)
+STOP_WITHIN = timedelta(seconds=1)
 
 
 def keep_bytecode() -> None:
@@ -97,6 +98,7 @@ def build_workers(
             slack.read_thread,
             slack.notify_ended,
             slack.post_private,
+            slack.mark_stopped,
             slack.greet,
             slack.set_title,
             conversations.open_conversation,
@@ -123,6 +125,9 @@ def build_workers(
         max_activities_per_second=settings.bedrock.max_calls_per_second,
         deployment_config=deployment_config(settings),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        # A Stop reaches a streaming answer with the answer to its heartbeat: one a second
+        # at most (not 80% of the heartbeat timeout), so it stops within about a second.
+        max_heartbeat_throttle_interval=STOP_WITHIN,
     )
     return [main, model]
 
