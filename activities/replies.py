@@ -408,7 +408,9 @@ class ReplyActivities:
         info = activity.info()
         waited = time.time() - info.scheduled_time.timestamp()
         slow = info.attempt > 1 and waited > SLOW_TURN_SECONDS
-        await self._set_status(request, "processing", THINKING_RETRYING if slow else "")
+        await self._set_status(
+            request, "processing", THINKING_RETRYING if slow else "", request.session_title
+        )
         writer.session_status = self.sessions.stop_stream_status
         # Files are downloaded while the request is built: off the event loop.
         model_request = await asyncio.get_running_loop().run_in_executor(
@@ -500,12 +502,14 @@ class ReplyActivities:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             activity.heartbeat(writer.progress())
 
-    async def _set_status(self, request: ReplyRequest, status: str, text: str = "") -> None:
+    async def _set_status(
+        self, request: ReplyRequest, status: str, text: str = "", title: str = ""
+    ) -> None:
         """The session's status (or the assistant thread's "is thinking…") is a nicety:
         failing to set it never fails a turn."""
         try:
             await self.sessions.set_status(
-                request.thread, status, initiator=request.recipient_user, text=text
+                request.thread, status, initiator=request.recipient_user, text=text, title=title
             )
         except Exception as err:
             log.debug("could not set the session status: %s", type(err).__name__)

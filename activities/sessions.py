@@ -46,7 +46,13 @@ class AgentSessions:
         return None if self.refused else "active"
 
     async def set_status(
-        self, thread: ThreadRef, status: str, *, initiator: str = "", text: str = ""
+        self,
+        thread: ThreadRef,
+        status: str,
+        *,
+        initiator: str = "",
+        text: str = "",
+        title: str = "",
     ) -> None:
         """Raises SlackApiError for anything but a refusal of sessions. `text`: words a
         session has none for (a busy model), shown as the thread's status beside it."""
@@ -59,6 +65,8 @@ class AgentSessions:
                     thread_ts=thread.thread_ts,
                     status=status,
                     initiator_user_id=initiator or None,
+                    # Taken when the call creates the session: no rename of its own.
+                    title=title or None,
                 )
                 if not text:
                     return

@@ -37,6 +37,10 @@ async def test_a_conversations_session_goes_processing_active_and_closed(make_st
     assert stops.count("active") == 2
     # Sessions, not the assistant thread's status.
     assert not stack.slack.calls_to("assistant.threads.setStatus")
+    # Titled by its first question, with its first status: no model call, no rename.
+    assert stack.slack.session_titles[key] == "first question"
+    assert not stack.slack.calls_to("agents.sessions.rename")
+    assert (await handle.query(ConversationWorkflow.status)).title == "first question"
 
 
 async def test_the_panels_session_is_renamed_after_its_first_answer(make_stack):

@@ -401,6 +401,8 @@ class ReplyRequest:
     participants: list[str] = field(default_factory=list)
     # The thread's messages from before the conversation, shown ahead of everything else.
     thread_context: ThreadContext | None = None
+    # The agent session's title, given with its first status (a session is titled once).
+    session_title: str = ""
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Everything threadchat says to people in Slack, in one place."""
 
+import re
 from datetime import datetime
 
 from threadchat.ids import thread_permalink
@@ -84,6 +85,19 @@ THINKING = "is thinking…"
 # After about 10 s of Bedrock refusing (throttling), the status says why the answer is slow.
 SUSPENDED = "is waiting for you…"
 THINKING_RETRYING = "is waiting for the model, which is busy. Still trying…"
+
+
+TITLE_LENGTH = 60
+
+
+def question_title(text: str) -> str:
+    """A session's title without a model call: the first line of the question that opened
+    it, mentions and links dropped, cut at a word."""
+    line = next((x for x in text.splitlines() if x.strip()), "")
+    line = " ".join(re.sub(r"<[^>]*>", "", line).split())
+    if len(line) <= TITLE_LENGTH:
+        return line
+    return line[: TITLE_LENGTH - 1].rsplit(" ", 1)[0] + "…"
 
 
 def stopped_line(name: str) -> str:

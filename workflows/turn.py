@@ -119,6 +119,8 @@ class Responder:
         state.last_activity = state.answered_at = workflow.now().timestamp()
         if state.assistant is not None and not state.title and turn.reply:
             await self._name(turn)
+        elif state.turn_count == 1 and state.assistant is None and turn.messages:
+            self._keep_title(texts.question_title(turn.messages[0].text))
 
     async def _reply(self, turn: Turn, notes: str) -> int:
         """The model's answer in the thread (with `notes` under it), or a short notice there
@@ -177,8 +179,17 @@ class Responder:
             notes=notes,
             participants=list(state.participants),
             thread_context=state.thread_context,
+            session_title=self._session_title(messages),
             **self._panel_context(),
         )
+
+    def _session_title(self, messages: list[UserMessage]) -> str:
+        """A thread's session is titled by its first question, with its first status: no
+        model call, no call of its own. The panel's gets a written title (`_name`)."""
+        state = self.state
+        if state.title or state.assistant is not None or state.turn_count > 1:
+            return ""
+        return texts.question_title(messages[0].text)
 
     async def _deliver(self, request: ReplyRequest) -> DeliveredReply:
         """Get the model's reply into the thread: streamed by one activity as the model
@@ -410,9 +421,13 @@ class Responder:
         except ActivityError as err:
             workflow.logger.warning("could not title the thread: %s", steps.failure_type(err))
             return
-        state.title = named.text
-        if state.settings.title_in_visibility:
-            workflow.upsert_search_attributes([CONVERSATION_TITLE.value_set(named.text)])
+        self._keep_title(named.text)
+
+    def _keep_title(self, title: str) -> None:
+        """The title is also a search attribute, so operators see it."""
+        self.state.title = title
+        if title and self.state.settings.title_in_visibility:
+            workflow.upsert_search_attributes([CONVERSATION_TITLE.value_set(title)])
 
     # -- What goes into a prompt ----------------------------------------------------------------
 
