@@ -72,6 +72,14 @@ HTTP endpoints (JSON; POST bodies must be ``application/json``):
     that is not one of the user's panel threads. What the user writes in the panel, a
     suggested prompt clicked included, goes through ``POST /api/messages`` with the DM and
     the thread's ts, as any DM thread reply.
+``POST /api/session/stop`` ``{"user", "channel", "thread_ts"}``
+    The user clicks Stop on the thread's agent session, which the page offers only while the
+    session is ``processing``, as Slack does. As in Slack, the app's streams in the thread stop
+    at once (`LocalSlack.stop_session`; appends to them fail from then on), then the bot gets
+    ``agent_session_stopped`` listing them in ``streaming_message_ts``. The app itself moves
+    the session on. Answers ``{"ok", "status", "streaming_message_ts"}``; 404 for an unknown
+    thread, 409 ``session_not_processing`` when the session is not processing (a click that
+    raced the answer's end: Slack no longer shows the button then).
 ``POST /api/home/open`` ``{"user"}``
     The user opens the app's Home tab: ``app_home_opened`` for their DM with the app. The bot
     publishes the view with ``views.publish``; it reaches the page as a "home" change.
@@ -106,6 +114,7 @@ from aiohttp import web
 from devtools.slack import Json, LocalSlack, ts_key
 from devtools.slack_events import (
     EventSender,
+    agent_session_stopped_event,
     app_home_opened_event,
     app_mention_event,
     app_message_event,
@@ -271,6 +280,7 @@ class Playground:
         app.router.add_post("/api/action", self._post_action)
         app.router.add_post("/api/assistant/open", self._post_assistant_open)
         app.router.add_post("/api/assistant/context", self._post_assistant_context)
+        app.router.add_post("/api/session/stop", self._post_session_stop)
         app.router.add_post("/api/home/open", self._post_home_open)
         app.router.add_post("/api/home/action", self._post_home_action)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -772,6 +782,22 @@ class Playground:
             raise PlaygroundError("channel_not_found", 404)
         return channel
 
+    async def stop_session(self, user: str, channel: str, thread_ts: str) -> Json:
+        """`user` clicks Stop on the thread's agent session: the local Slack stops the app's
+        streams in the thread, then the bot is told which, as Slack tells it."""
+        self._check_user(user)
+        if self.slack.message(channel, thread_ts) is None:
+            raise PlaygroundError("thread_not_found", 404)
+        if self.slack.session(channel, thread_ts) != "processing":
+            raise PlaygroundError("session_not_processing", 409)
+        stopped = self.slack.stop_session(channel, thread_ts)
+        status = await self._deliver_event(
+            agent_session_stopped_event(
+                user=user, channel=channel, thread_ts=thread_ts, streaming_message_ts=stopped
+            )
+        )
+        return {"ok": 200 <= status < 300, "status": status, "streaming_message_ts": stopped}
+
     async def open_home(self, user: str) -> Json:
         """`user` opens the app's Home tab; the bot answers by publishing the view."""
         self._check_user(user)
@@ -989,6 +1015,13 @@ class Playground:
             _field(body, "channel"),
             _field(body, "thread_ts"),
             _optional_field(body, "context_channel"),
+        )
+        return web.json_response(result)
+
+    async def _post_session_stop(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        result = await self.stop_session(
+            _field(body, "user"), _field(body, "channel"), _field(body, "thread_ts")
         )
         return web.json_response(result)
 

@@ -61,13 +61,16 @@ def require_browser() -> None:
 
 
 @contextlib.asynccontextmanager
-async def playground_page(make_stack: Any) -> AsyncIterator[tuple[Stack, Any]]:
-    """A fresh stack and a Chromium page on its playground; any script error fails the test."""
+async def playground_page(
+    make_stack: Any, **stack_options: Any
+) -> AsyncIterator[tuple[Stack, Any]]:
+    """A fresh stack (`stack_options` as make_stack's) and a Chromium page on its playground;
+    any script error fails the test."""
     require_browser()
     from playwright.async_api import async_playwright, expect
 
     expect.set_options(timeout=TIMEOUT_MS)
-    stack = await make_stack()
+    stack = await make_stack(**stack_options)
     playground = Playground(
         stack.slack,
         stack.bot_url,
@@ -199,6 +202,60 @@ async def test_the_buttons_under_a_reply_rate_it_and_regenerate_it(make_stack):
         await expect(reply.locator('[data-action-id="threadchat_regenerate"]')).to_be_visible()
         await expect(replies).to_have_count(count)
         assert len(stack.slack.bot_replies(channel, thread_ts)) == stored
+
+
+async def test_stop_mid_answer_keeps_what_showed_and_the_next_question_is_answered(make_stack):
+    require_browser()
+    from playwright.async_api import expect
+
+    # The first answer is long and streamed slowly, so Stop lands in its middle; the next one
+    # is short.
+    long = " ".join(f"word{i:03d}" for i in range(150))
+    asked: list[int] = []
+
+    def responder(body: Any) -> str:
+        asked.append(1)
+        return long if len(asked) == 1 else "A short answer."
+
+    slow = {"responder": responder, "stream_chunk_chars": 10, "stream_delay_s": 0.05}
+    async with playground_page(make_stack, bedrock_options=slow) as (stack, page):
+        channel_box = page.locator("#channel-composer textarea")
+        await channel_box.fill("@threadchat tell me everything")
+        await channel_box.press("Enter")
+        mention = page.locator("#channel-messages .message", has_text="tell me everything")
+        await mention.locator(".thread-summary", has_text="1 reply").click()
+        thread = page.locator("#thread-messages")
+        answer = thread.locator(".message.bot:not(.ephemeral):not(.notice)")
+        await expect(answer.locator(".text")).to_contain_text("word010")
+        # While the answer is being written, the session is processing and Slack offers Stop.
+        status = page.locator("#thread-status")
+        await expect(status.locator('[data-session="processing"]')).to_be_visible()
+        stop = status.locator("button.stop-session")
+        await stop.click()
+
+        line = texts.stopped_line("alice")
+        await expect(answer.locator(".text")).to_contain_text("Stopped by alice")
+        await expect(answer).not_to_have_class(re.compile(r"\bstreaming\b"))
+        await expect(status.locator('[data-session="active"]')).to_be_visible()
+        await expect(stop).to_have_count(0)
+        await expect(answer).to_have_count(1)
+        # What showed stays in the same message, cut where the stream stopped.
+        channel = await page.evaluate("threadchatPlayground.state.channel")
+        thread_ts = await mention.get_attribute("data-ts")
+        [stored] = stack.slack.bot_replies(channel, thread_ts)
+        assert stored["text"].endswith(line)
+        shown = stored["text"].removesuffix(line).strip()
+        assert shown and long.startswith(shown) and len(shown) < len(long)
+        assert "word149" not in await answer.locator(".text").text_content()
+
+        thread_box = page.locator("#thread-composer textarea")
+        await thread_box.fill("a short one now, please")
+        await thread_box.press("Enter")
+        await expect(answer).to_have_count(2)
+        await expect(answer.nth(1).locator(".text")).to_contain_text("A short answer.")
+        await expect(status.locator('[data-session="active"]')).to_be_visible()
+        await expect(answer.first.locator(".text")).to_contain_text("Stopped by alice")
+        assert len(asked) == 2
 
 
 async def test_an_image_and_a_pdf_attached_to_a_mention_reach_the_model(make_stack):

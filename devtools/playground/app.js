@@ -1019,6 +1019,14 @@
     if (nearBottom || forceBottom) toBottom(element);
   }
 
+  // The status line is rendered on every streamed chunk; left alone while it says the same,
+  // so its Stop button is not swapped for a copy under the pointer mid-click.
+  function setStatusHtml(element, html) {
+    if (element.dataset.html === html) return;
+    element.innerHTML = html;
+    element.dataset.html = html;
+  }
+
   let renderPending = false;
   let jumpToBottom = true;
 
@@ -1094,7 +1102,7 @@
           .replace("{thread_ts}", thread.ts);
       }
       setHtml($("#thread-messages"), html, jumpToBottom);
-      $("#thread-status").innerHTML = statusHtml(channel, thread.ts);
+      setStatusHtml($("#thread-status"), statusHtml(channel, thread.ts));
     }
     jumpToBottom = false;
   }
@@ -1113,9 +1121,30 @@
         `${escapeHtml(SESSION_LABELS[session] || session)}</span> `
       : "";
     const status = state.statuses.get(key) || (session === "processing" ? "is thinking…" : "");
+    // Slack offers Stop on a session only while it is processing; held while the click is
+    // being delivered, so one click is one agent_session_stopped.
+    const stop = session === "processing"
+      ? ` <button type="button" class="stop-session" data-stop-channel="${escapeHtml(channel)}" ` +
+        `data-stop-thread="${escapeHtml(threadTs)}"${state.clicking.has(`stop/${key}`) ? " disabled" : ""}>` +
+        `<span class="stop-square" aria-hidden="true"></span>Stop</button>`
+      : "";
     return badge + (status
       ? `<b>${escapeHtml(state.config.bot.name)}</b> <span class="dots">${escapeHtml(status.replace(/[.…]+$/, ""))}</span>`
-      : "");
+      : "") + stop;
+  }
+
+  async function stopSession(channel, threadTs) {
+    const key = `stop/${channel}/${threadTs}`;
+    if (state.clicking.has(key)) return;
+    state.clicking.add(key);
+    scheduleRender();
+    const result = await api("/api/session/stop", { user: state.user, channel, thread_ts: threadTs });
+    state.clicking.delete(key);
+    scheduleRender();
+    // A click that raced the answer's end finds nothing to stop, as the button was going away.
+    if (!result.ok && result.error !== "session_not_processing") {
+      notice(explainFailure(result, "Stop"), threadTs, channel);
+    }
   }
 
   // The side panel shows its thread without the root, which is only the thread's anchor, and
@@ -1155,7 +1184,7 @@
         `<button type="button" class="suggested-prompt" data-prompt="${index}" title="${escapeHtml(prompt.message)}">` +
         `${escapeHtml(prompt.title)}</button>`).join("");
     setHtml(prompts, chips, false);
-    $("#assistant-status").innerHTML = ts ? statusHtml(channel, ts) : "";
+    setStatusHtml($("#assistant-status"), ts ? statusHtml(channel, ts) : "");
   }
 
   // ---- Interaction -----------------------------------------------------------------------
@@ -1276,6 +1305,13 @@
       const button = event.target.closest("[data-channel]");
       if (button) selectChannel(button.dataset.channel);
     });
+
+    for (const status of [$("#thread-status"), $("#assistant-status")]) {
+      status.addEventListener("click", (event) => {
+        const stop = event.target.closest("[data-stop-thread]");
+        if (stop && !stop.disabled) stopSession(stop.dataset.stopChannel, stop.dataset.stopThread);
+      });
+    }
 
     $("#thread-close").addEventListener("click", () => {
       state.thread = null;
