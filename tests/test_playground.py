@@ -12,6 +12,7 @@ from urllib.parse import parse_qs
 import aiohttp
 import pytest
 from aiohttp import web
+from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -928,3 +929,50 @@ async def test_a_mid_thread_mention_sees_the_alert_an_edit_and_a_second_person(m
             assert "the threshold is 500ms" not in prompt
     finally:
         await server.stop()
+
+
+async def test_stop_on_a_processing_session_stops_its_streams_and_tells_the_bot(
+    recorded_playground,
+):
+    pg = recorded_playground
+    question = pg.slack.add_message(pg.general, user=ALICE, text="<@U0BOT> tell me everything")
+    web_api = AsyncWebClient(token=pg.slack.bot_token, base_url=pg.slack.base_url)
+    thread = {"channel_id": pg.general, "thread_ts": question["ts"]}
+    await web_api.agents_sessions_setStatus(status="processing", **thread)
+    started = await web_api.chat_startStream(
+        channel=pg.general,
+        thread_ts=question["ts"],
+        markdown_text="So far",
+        recipient_user_id=ALICE,
+        recipient_team_id=pg.slack.team_id,
+    )
+    click = {"user": BOB, "channel": pg.general, "thread_ts": question["ts"]}
+    status, result = await post(pg.http, "/api/session/stop", click)
+    assert (status, result) == (
+        200,
+        {"ok": True, "status": 200, "streaming_message_ts": [started["ts"]]},
+    )
+    # Slack stopped the stream before telling the app: the app can write no more to it.
+    assert not pg.slack.is_streaming(pg.general, started["ts"])
+    with pytest.raises(SlackApiError) as refused:
+        await web_api.chat_appendStream(channel=pg.general, ts=started["ts"], markdown_text="!")
+    assert refused.value.response["error"] == "message_not_in_streaming_state"
+    [event] = events_received(pg)
+    assert {k: v for k, v in event.items() if k != "event_ts"} == {
+        "type": "agent_session_stopped",
+        "user": BOB,
+        "channel": pg.general,
+        "thread_ts": question["ts"],
+        "streaming_message_ts": [started["ts"]],
+    }
+    # Moving the session on is the app's work, not Slack's.
+    assert pg.slack.session(pg.general, question["ts"]) == "processing"
+
+    # Once the session is active, Slack shows no Stop: a late click delivers nothing.
+    await web_api.agents_sessions_setStatus(status="active", **thread)
+    status, result = await post(pg.http, "/api/session/stop", click)
+    assert (status, result["error"]) == (409, "session_not_processing")
+    unknown = {**click, "thread_ts": "1.000001"}
+    status, result = await post(pg.http, "/api/session/stop", unknown)
+    assert (status, result["error"]) == (404, "thread_not_found")
+    assert len(pg.received) == 1
