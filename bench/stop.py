@@ -4,9 +4,10 @@ and to the session back to `active`.
     .venv/bin/python -m bench.stop [--stops 20]
 
 Each stop is a new mention whose long answer streams as a model would (12 characters every
-30 ms); Stop is clicked once some of it shows (60 to 220 characters, varied so stops land at
-different points of a chunk). The click is what Slack does (`Stack.click_stop`): the local
-Slack stops the thread's streams, then the bot gets the signed agent_session_stopped. Times
+30 ms); Stop is clicked once some of it shows (60 to 220 characters), then 0 to 237.5 ms
+later (12.5 ms steps) so that clicks fall all over the app's 250 ms append interval. The
+click is what Slack does (`Stack.click_stop`): the local Slack stops the thread's streams,
+then the bot gets the signed agent_session_stopped. Times
 come from the local Slack's recorded calls (`RecordedCall.at`, when each request arrived),
 against the click:
   (a) the last chat.appendStream the app attempted on the stopped answer (how long it kept
@@ -30,6 +31,9 @@ from devtools.temporal_server import TemporalDevServer
 from threadchat import texts
 
 LONG = " ".join(f"word{i:04d}" for i in range(600))  # about 20 s of streaming
+# The reply activity's append interval, and the step by which clicks move through it.
+STREAM_FLUSH_SECONDS = 0.25
+PHASE_STEP_S = 0.0125
 PACING = {"stream_chunk_chars": 12, "stream_delay_s": 0.03, "responder": lambda body: LONG}
 
 
@@ -69,6 +73,9 @@ async def main(stops: int) -> None:
                 return None
 
             answer = await eventually(streaming, 30, "an answer streaming")
+            # The text grows only when an append lands, so a click right on seeing it would
+            # always fall just after one; spread the clicks over the app's append interval.
+            await asyncio.sleep((i * PHASE_STEP_S) % STREAM_FLUSH_SECONDS)
             clicked = time.monotonic()
             stopped, _ = await stack.click_stop(stack.channel, thread)
             assert stopped == [answer["ts"]], stopped
