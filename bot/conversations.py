@@ -24,13 +24,15 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from threadchat import telemetry
-from threadchat.ids import budget_id, conversation_id, thread_of
+from threadchat.ids import budget_id, conversation_id, memory_id, thread_of
 from threadchat.model import (
     AssistantThread,
     ConversationStart,
     ConversationStatus,
     EndRequest,
     Feedback,
+    ForgetRequest,
+    Memory,
     MessageRevision,
     RegenerateRequest,
     StopRequest,
@@ -45,6 +47,7 @@ from threadchat.temporal import (
 )
 from workflows.budget import TokenBudgetWorkflow
 from workflows.conversation import ConversationWorkflow
+from workflows.memory import MemoryWorkflow
 
 _SLACK_ID = re.compile(r"^[A-Z0-9]+$")
 # Slack waits 3 s for the ack, counted from when it sent the request. The hand-over gets what
@@ -200,6 +203,26 @@ class Conversations:
             return 0 if err.status == RPCStatusCode.NOT_FOUND else None
         except Exception:  # a budget no worker answers for: unknown, not zero
             return None
+
+    async def memories_of(self, team: str, user: str) -> list[Memory] | None:
+        """What `user` asked the bot to remember; None when it cannot be told."""
+        handle = self.client.get_workflow_handle(memory_id(team, user))
+        try:
+            return await handle.query(MemoryWorkflow.memories, rpc_timeout=rpc_timeout())
+        except RPCError as err:
+            return [] if err.status == RPCStatusCode.NOT_FOUND else None
+        except Exception:  # a memory no worker answers for: unknown, not empty
+            return None
+
+    async def forget_memory(self, team: str, request: ForgetRequest) -> bool:
+        """Forget one of the requester's own memories (or all): the workflow is theirs by
+        id, and it checks the request's user too. False when it could not be done."""
+        handle = self.client.get_workflow_handle(memory_id(team, request.user))
+        try:
+            await handle.execute_update(MemoryWorkflow.forget, request, rpc_timeout=rpc_timeout())
+        except (RPCError, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            return False
+        return True
 
     async def wait_closed(self, workflow_id: str, timeout: float) -> bool:
         """Whether the conversation `workflow_id` closed (summary written, or failed) within

@@ -4,10 +4,14 @@ Pure: the view is built from what the bot read from Temporal, and published by t
 """
 
 from bot.conversations import OpenConversation
+from threadchat import memories as memory_rules
 from threadchat import texts
 from threadchat.ids import thread_permalink
+from threadchat.model import Memory
 
 END_ACTION = "threadchat_end_conversation"
+FORGET_ACTION = "memory_forget"
+FORGET_ALL_ACTION = "memory_forget_all"
 MAX_LISTED = 20  # a view holds at most 100 blocks
 
 
@@ -19,6 +23,7 @@ def home_view(
     team_domain: str,
     channel_names: dict[str, str] | None = None,
     ending: frozenset[str] = frozenset(),
+    memories: list[Memory] | None = None,
 ) -> dict:
     """The Home view. Conversations in `ending` (workflow ids) were asked to end and have not
     finished yet: they are listed without their button."""
@@ -67,7 +72,51 @@ def home_view(
         blocks.append(
             {"type": "context", "elements": [{"type": "mrkdwn", "text": texts.home_more(more)}]}
         )
-    return {"type": "home", "blocks": blocks}
+    return {"type": "home", "blocks": blocks + memory_blocks(memories)}
+
+
+def memory_blocks(memories: list[Memory] | None) -> list[dict]:
+    """The person's memories, a Forget button each, and Forget everything. `None`: they
+    could not be read (said so, no buttons). At most 50 memories: with the conversations'
+    blocks, well inside a view's 100."""
+    blocks: list[dict] = [
+        {"type": "divider"},
+        {"type": "header", "text": {"type": "plain_text", "text": texts.HOME_MEMORY_TITLE}},
+    ]
+    if memories is None or not memories:
+        text = texts.HOME_MEMORY_UNKNOWN if memories is None else texts.HOME_MEMORY_NONE
+        return [*blocks, {"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    for memory in memories:
+        blocks.append(
+            {
+                "type": "section",
+                "block_id": f"memory_{memory.id}",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": f"{_escaped(memory.text)}\n_{memory_rules.day(memory)}_",
+                },
+                "accessory": {
+                    "type": "button",
+                    "action_id": FORGET_ACTION,
+                    "text": {"type": "plain_text", "text": texts.HOME_FORGET},
+                    "value": memory.id,
+                },
+            }
+        )
+    forget_all = {
+        "type": "button",
+        "action_id": FORGET_ALL_ACTION,
+        "style": "danger",
+        "text": {"type": "plain_text", "text": texts.HOME_FORGET_ALL},
+        "value": "all",
+        "confirm": {
+            "title": {"type": "plain_text", "text": texts.HOME_FORGET_ALL},
+            "text": {"type": "mrkdwn", "text": texts.HOME_FORGET_ALL_CONFIRM},
+            "confirm": {"type": "plain_text", "text": texts.HOME_FORGET_ALL},
+            "deny": {"type": "plain_text", "text": texts.HOME_KEEP_MEMORIES},
+        },
+    }
+    return [*blocks, {"type": "actions", "elements": [forget_all]}]
 
 
 def _escaped(text: str) -> str:

@@ -65,3 +65,8 @@ def parse_thread_link(text: str) -> ThreadLocation | None:
 def thread_permalink(team_domain: str, channel: str, thread_ts: str) -> str:
     """A link to a thread's parent message, in the form Slack's own permalinks take."""
     return f"https://{team_domain}.slack.com/archives/{channel}/p{thread_ts.replace('.', '')}"
+
+
+def memory_id(team: str, user: str) -> str:
+    """The workflow id that keeps what one person asked the bot to remember."""
+    return f"{WORKFLOW_ID_PREFIX}-memory-{team}-{user}"

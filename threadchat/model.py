@@ -43,6 +43,9 @@ class UserMessage:
     # Another app's post (an alert, a ticket): its name. Context for the next answer, never
     # answered, never a participant; `user` is then its bot id.
     app: str = ""
+    # Slack's action token for the message (Real-time Search runs as its author with it);
+    # short-lived, so it is only used by the turn this message starts.
+    action_token: str = ""
 
 
 @dataclass
@@ -663,3 +666,59 @@ class ToolOutcome:
     sources: list[ToolSource] = field(default_factory=list)
     truncated: bool = False  # cut to the size cap (the text says so)
     duration_ms: int = 0
+
+
+# -- Memory (the built-in `memory` tools, one MemoryWorkflow per person) --------------------
+
+
+@dataclass
+class Memory:
+    """One thing a person asked the bot to remember: short, dated, theirs alone."""
+
+    id: str  # "m1", "m2"...: what forget names
+    text: str
+    at: float  # epoch seconds, workflow time
+
+
+@dataclass
+class RememberRequest:
+    """The `remember` update. `key` makes a retried call store once; `user` must be the
+    memory's owner (the workflow refuses anyone else)."""
+
+    user: str
+    text: str
+    key: str
+
+
+@dataclass
+class ForgetRequest:
+    """The `forget` update: one memory by id, or every one (`memory_id` "")."""
+
+    user: str
+    memory_id: str = ""
+
+
+@dataclass
+class MemoryState:
+    """A person's memories, carried across continue-as-new."""
+
+    memories: list[Memory] = field(default_factory=list)
+    keys: dict[str, str] = field(default_factory=dict)  # idempotency key -> memory id
+    next_id: int = 1
+
+
+@dataclass
+class MemoryStart:
+    """Input of a MemoryWorkflow: whose memory it is, and the state when continuing."""
+
+    team: str
+    user: str
+    state: MemoryState | None = None
+
+
+@dataclass
+class MemoryLookup:
+    """Input of `memories_of`: whose memories a turn of theirs shows the model."""
+
+    team: str
+    user: str

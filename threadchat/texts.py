@@ -275,6 +275,18 @@ def home_more(count: int) -> str:
     return f"…and {count} more."
 
 
+HOME_MEMORY_TITLE = "What you asked me to remember"
+HOME_MEMORY_NONE = (
+    'Nothing yet. Say "remember that I…" in a conversation and it shows here; only your own '
+    "conversations see it."
+)
+HOME_MEMORY_UNKNOWN = "Your memories cannot be shown right now."
+HOME_FORGET = "Forget"
+HOME_FORGET_ALL = "Forget everything"
+HOME_FORGET_ALL_CONFIRM = "Everything you asked me to remember will be forgotten."
+HOME_KEEP_MEMORIES = "Keep them"
+
+
 def turn_size_note(messages_left_out: int, files_left_out: int, cut_short: bool) -> str:
     """Under an answer whose turn was over the size one turn may send."""
     parts = []

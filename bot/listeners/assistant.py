@@ -14,7 +14,7 @@ from bot.parsing import parse_app_context, parse_assistant_event
 from threadchat import texts
 from threadchat.config import SlackSettings
 from threadchat.ids import thread_of
-from threadchat.model import AssistantThread, EndRequest, TokenLimits
+from threadchat.model import AssistantThread, EndRequest, ForgetRequest, TokenLimits
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ def register(
                 (context.authorize_result and context.authorize_result.team) or "app",
                 await channel_names.of(context.client, [c for c in untitled if c[:1] != "D"]),
                 ending,
+                await conversations.memories_of(team, user),
             )
             await context.client.views_publish(user_id=user, view=view)
         except Exception as err:
@@ -122,6 +123,24 @@ def register(
             await suggest_prompts(context, channel, user)
         elif event.get("tab") == "home":
             await publish_home(context, context.team_id, user)
+
+    @app.action(home.FORGET_ACTION)
+    @app.action(home.FORGET_ALL_ACTION)
+    async def forget_from_home(ack: AsyncAck, body: dict, context: AsyncBoltContext) -> None:
+        """Forget one memory, or all: only the clicker's own (their workflow, which checks
+        the request's user again). The Home is published again to show what is left."""
+        await ack()
+        user = (body.get("user") or {}).get("id")
+        action = (body.get("actions") or [{}])[0]
+        if not isinstance(user, str) or not context.team_id:
+            return
+        which = "" if action.get("action_id") == home.FORGET_ALL_ACTION else action.get("value")
+        if not isinstance(which, str) or (
+            action.get("action_id") == home.FORGET_ACTION and not which
+        ):
+            return
+        await conversations.forget_memory(context.team_id, ForgetRequest(user, which))
+        await publish_home(context, context.team_id, user)
 
     @app.action(home.END_ACTION)
     async def end_from_home(ack: AsyncAck, body: dict, context: AsyncBoltContext) -> None:

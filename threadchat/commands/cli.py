@@ -129,12 +129,25 @@ async def _show(
     print(operator.conversation_json(view) if as_json else operator.format_conversation(view))
 
 
-async def _forget(settings: Settings, ref: str) -> None:
+async def _forget(
+    settings: Settings, ref: str | None, user: str | None = None, team: str | None = None
+) -> None:
     from threadchat.commands import operator
     from threadchat.temporal import connect
 
-    operator.parse_ref(ref)  # a bad link fails before connecting
+    if (ref is None) == (user is None):
+        raise operator.OperatorError("forget takes a LINK_OR_ID or --user U…, one of them")
+    if ref is not None:
+        operator.parse_ref(ref)  # a bad link fails before connecting
     client = await connect(settings.temporal, data_converter=_data_converter(settings))
+    if user is not None:
+        forgotten = await operator.forget_memory(client, user, team)
+        if not forgotten:
+            print(f"{user} has no memory in Temporal: nothing to delete")
+        for each in forgotten:
+            held = "an unknown number of" if each.memories is None else str(each.memories)
+            print(f"deleted {each.workflow_id}: {held} memories, {each.runs} run(s), from Temporal")
+        return
     deleted = await operator.forget_conversation(client, ref)
     print(f"deleted {deleted} run(s) of the conversation from Temporal")
 
@@ -145,7 +158,10 @@ COMMANDS = {
     "bot": ("run the Slack bot (Socket Mode with SLACK_APP_TOKEN, else HTTP on PORT)", _bot),
     "conversations": ("list active conversations (Temporal settings only)", _conversations),
     "show": ("print a conversation's transcript, with the summary if ended", _show),
-    "forget": ("delete a conversation, every run, from Temporal (a data request)", _forget),
+    "forget": (
+        "delete a conversation, or with --user a person's memory, from Temporal (a data request)",
+        _forget,
+    ),
 }
 
 
@@ -191,8 +207,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parsers["conversations"].add_argument("--channel", help="only this channel (id, C...)")
     parsers["conversations"].add_argument("--user", help="only with this participant (id, U...)")
-    for name in ("show", "forget"):
-        parsers[name].add_argument("ref", metavar="LINK_OR_ID", help="thread link or workflow id")
+    parsers["show"].add_argument("ref", metavar="LINK_OR_ID", help="thread link or workflow id")
+    parsers["forget"].add_argument(
+        "ref", metavar="LINK_OR_ID", nargs="?", help="thread link or workflow id"
+    )
+    parsers["forget"].add_argument(
+        "--user", help="instead: what this person (U...) asked the bot to remember"
+    )
+    parsers["forget"].add_argument("--team", help="with --user: only in this team (T...)")
     parsers["show"].add_argument(
         "--invocations",
         action="store_true",

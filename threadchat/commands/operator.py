@@ -18,8 +18,9 @@ from typing import Any
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.memory import MEMORIES_QUERY, MEMORY_WORKFLOW
 from threadchat.codec import EncryptedPayloadError
-from threadchat.ids import WORKFLOW_ID_PREFIX, parse_thread_link
+from threadchat.ids import WORKFLOW_ID_PREFIX, memory_id, parse_thread_link
 from threadchat.model import (
     ConversationResult,
     ConversationSetup,
@@ -29,6 +30,7 @@ from threadchat.model import (
     EndRequest,
     Feedback,
     GeneratedReply,
+    Memory,
     ReplyRequest,
     Summary,
     SummaryRequest,
@@ -866,7 +868,58 @@ def invocations_json(rows: list[Invocation]) -> str:
 
 async def forget_conversation(client: Client, ref: str, rounds: int = 20) -> int:
     """Delete every run of a conversation from Temporal (a person's data request); a
-    running one is terminated first. Returns how many runs went.
+    running one is terminated first. Returns how many runs went."""
+    workflow_id = await resolve(client, ref)
+    deleted = await _delete_runs(client, workflow_id, rounds)
+    if not deleted:
+        raise ConversationNotFound(f"no conversation {workflow_id}")
+    return deleted
+
+
+@dataclass
+class ForgottenMemory:
+    """A person's memory workflow, deleted: its id, how many memories it held, its runs."""
+
+    workflow_id: str
+    memories: int | None  # None: could not be read before deletion (no worker answered)
+    runs: int
+
+
+async def forget_memory(
+    client: Client, user: str, team: str | None = None, rounds: int = 20
+) -> list[ForgottenMemory]:
+    """Delete what `user` asked the bot to remember, every run of their memory workflow (in
+    `team`, or in every team that has one): a person's data request."""
+    if not re.fullmatch(r"U[A-Z0-9]+|W[A-Z0-9]+", user) or (
+        team is not None and not re.fullmatch(r"[TE][A-Z0-9]+", team)
+    ):
+        raise OperatorError(f"not a Slack user id (and team id): {user!r} {team or ''}".rstrip())
+    if team:
+        ids = {memory_id(team, user)}
+    else:
+        query = f"WorkflowType = '{MEMORY_WORKFLOW}'"
+        ids = {
+            run.id
+            async for run in client.list_workflows(query)
+            if run.id.startswith(f"{WORKFLOW_ID_PREFIX}-memory-") and run.id.endswith(f"-{user}")
+        }
+    forgotten = []
+    for workflow_id in sorted(ids):
+        try:
+            held = await client.get_workflow_handle(workflow_id).query(
+                MEMORIES_QUERY, result_type=list[Memory], rpc_timeout=timedelta(seconds=5)
+            )
+            count: int | None = len(held)
+        except Exception:
+            count = None
+        runs = await _delete_runs(client, workflow_id, rounds)
+        if runs:
+            forgotten.append(ForgottenMemory(workflow_id, count, runs))
+    return forgotten
+
+
+async def _delete_runs(client: Client, workflow_id: str, rounds: int) -> int:
+    """Delete every run of `workflow_id`, terminating a running one; how many went.
 
     Visibility can list a run that was just deleted, or miss one that a continue-as-new had
     just opened: it is read again until it lists none.
@@ -874,7 +927,6 @@ async def forget_conversation(client: Client, ref: str, rounds: int = 20) -> int
     from temporalio.api.common.v1 import WorkflowExecution
     from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 
-    workflow_id = await resolve(client, ref)
     deleted: set[str] = set()
     for _ in range(rounds):
         runs = [run async for run in client.list_workflows(f"WorkflowId = '{workflow_id}'")]
@@ -893,6 +945,4 @@ async def forget_conversation(client: Client, ref: str, rounds: int = 20) -> int
                     raise
             deleted.add(run.run_id)
         await asyncio.sleep(0.5)
-    if not deleted:
-        raise ConversationNotFound(f"no conversation {workflow_id}")
     return len(deleted)

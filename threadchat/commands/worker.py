@@ -25,6 +25,7 @@ from activities.budgets import BudgetActivities
 from activities.channel_context import ChannelReader
 from activities.conversations import ChannelDirectory, ConversationActivities
 from activities.files import SlackFiles
+from activities.memory import MemoryActivities
 from activities.replies import ReplyActivities
 from activities.sessions import AgentSessions
 from activities.slack import SlackActivities
@@ -33,6 +34,7 @@ from threadchat.config import Settings
 from threadchat.slack_client import make_client
 from workflows.budget import TokenBudgetWorkflow
 from workflows.conversation import ConversationWorkflow
+from workflows.memory import MemoryWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ def build_workers(
     main = Worker(
         client,
         task_queue=settings.temporal.task_queue,
-        workflows=[ConversationWorkflow, TokenBudgetWorkflow],
+        workflows=[ConversationWorkflow, TokenBudgetWorkflow, MemoryWorkflow],
         activities=[
             slack.post_message,
             slack.describe_users,
@@ -104,6 +106,7 @@ def build_workers(
             conversations.open_conversation,
             budgets.check_budget,
             budgets.charge_tokens,
+            MemoryActivities(client).memories_of,
         ],
         max_concurrent_activities=MAX_CONCURRENT_ACTIVITIES,
         deployment_config=deployment_config(settings),
