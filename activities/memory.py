@@ -22,8 +22,8 @@ from threadchat.model import (
     MemoryLookup,
     MemoryStart,
     RememberRequest,
+    ThreadRef,
     ToolCall,
-    ToolCatalogRequest,
     ToolOutcome,
     ToolSpec,
 )
@@ -75,13 +75,17 @@ SPECS = [
 class MemoryTool:
     """The `memory` built-in: three tools over the asker's own MemoryWorkflow."""
 
-    server = SERVER
+    name = SERVER
 
     def __init__(self, client: Client, task_queue: str):
         self.client = client
         self.task_queue = task_queue
 
-    def specs(self, request: ToolCatalogRequest | None = None) -> list[ToolSpec]:
+    def specs(self, thread: ThreadRef, user: str = "", settings: object = None) -> list[ToolSpec]:
+        """The three tools, offered wherever the tools file lists `memory`; a turn with no
+        asker (none to remember for) gets none."""
+        if not user:
+            return []
         return [
             ToolSpec(server=SERVER, name=name, description=text, input_schema=schema)
             for name, text, schema in SPECS

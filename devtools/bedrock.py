@@ -42,6 +42,8 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from devtools.knowledge import LocalKnowledgeBases
+
 __all__ = [
     "ERROR_STATUS",
     "Fault",
@@ -770,6 +772,8 @@ class LocalBedrock:
         self._guardrail_words = tuple(w.lower() for w in guardrail_words)
         self.cache = PromptCache(ttl_s=cache_ttl_s, clock=clock)
         self._faults: list[_PendingFault] = []
+        # bedrock-agent-runtime's Retrieve, over the sample documents (devtools/knowledge.py).
+        self.knowledge = LocalKnowledgeBases()
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
         self.requests: list[RecordedRequest] = []
@@ -784,6 +788,7 @@ class LocalBedrock:
         app = web.Application(client_max_size=_MAX_REQUEST_BYTES)
         for operation in OPERATIONS:
             app.router.add_post(f"/model/{{modelId:.+}}/{operation}", self._handler(operation))
+        app.router.add_post("/knowledgebases/{knowledgeBaseId}/retrieve", self.knowledge.handle)
         # Open the socket ourselves: it is the portable way to learn the port chosen for port 0.
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.create_server((host, port), family=family)

@@ -106,6 +106,7 @@ def worker_env(stack: Stack, temporal_address: str) -> dict[str, str]:
             "SLACK_BOT_TOKEN": stack.slack.bot_token,
             "SLACK_API_URL": stack.slack.base_url,
             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": stack.bedrock.url,
+            "AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME": stack.bedrock.url,
             "AWS_ACCESS_KEY_ID": "test",
             "AWS_SECRET_ACCESS_KEY": "test",
             "AWS_DEFAULT_REGION": "us-east-1",

@@ -100,7 +100,9 @@ async def test_remember_then_recall_shows_it_dated(make_stack):
     assert abs(memory.at - datetime.now(UTC).timestamp()) < 60
     recalled = await tool.call(tool_call(alice, "recall"))
     assert "[m1]" in recalled.text and "tables" in recalled.text
-    assert "remember" in [s.name for s in tool.specs()]
+    thread = ThreadRef(TEAM, "C0MEMORY", "1.0")
+    assert [s.name for s in tool.specs(thread, alice, None)] == ["remember", "recall", "forget"]
+    assert tool.specs(thread, "", None) == []
 
 
 async def test_a_retried_remember_stores_once(make_stack):

@@ -77,6 +77,7 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
         "AWS_REGION",
         "AWS_DEFAULT_REGION",
         "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+        "AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME",
         "AWS_ENDPOINT_URL",
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
@@ -180,6 +181,8 @@ class BedrockSettings:
     temperature: float = 0.5
     region: str = "us-east-1"
     endpoint_url: str | None = None
+    # Knowledge bases' Retrieve (bedrock-agent-runtime), for the `knowledge` tool.
+    knowledge_endpoint_url: str | None = None
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     top_p: float | None = None  # not sent when unset: the model's default applies
@@ -494,6 +497,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     endpoint = _get(env, "AWS_ENDPOINT_URL_BEDROCK_RUNTIME") or _get(env, "AWS_ENDPOINT_URL")
     if endpoint and not endpoint.startswith(("http://", "https://")):
         raise ConfigError("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", f"must be a URL, got {endpoint!r}")
+    knowledge_endpoint = _get(env, "AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME") or _get(
+        env, "AWS_ENDPOINT_URL"
+    )
+    if knowledge_endpoint and not knowledge_endpoint.startswith(("http://", "https://")):
+        raise ConfigError(
+            "AWS_ENDPOINT_URL_BEDROCK_AGENT_RUNTIME", f"must be a URL, got {knowledge_endpoint!r}"
+        )
 
     model_id = _get(env, "BEDROCK_MODEL_ID") or DEFAULT_MODEL_ID
     read_timeout = _number(env, "BEDROCK_READ_TIMEOUT", 60.0, float, 1, 3600)
@@ -532,6 +542,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             temperature=_number(env, "BEDROCK_TEMPERATURE", 0.5, float, 0, 1),
             region=_get(env, "AWS_REGION") or _get(env, "AWS_DEFAULT_REGION") or "us-east-1",
             endpoint_url=endpoint,
+            knowledge_endpoint_url=knowledge_endpoint,
             read_timeout=read_timeout,
             top_p=_number(env, "BEDROCK_TOP_P", None, float, 0, 1),
             guardrail_id=guardrail_id,

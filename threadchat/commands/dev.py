@@ -142,7 +142,12 @@ async def run_dev(
             stack.push_async_callback(local_bedrock.stop)
             settings = dataclasses.replace(
                 settings,
-                bedrock=dataclasses.replace(settings.bedrock, endpoint_url=endpoint, local=True),
+                bedrock=dataclasses.replace(
+                    settings.bedrock,
+                    endpoint_url=endpoint,
+                    knowledge_endpoint_url=endpoint,  # it serves Retrieve too
+                    local=True,
+                ),
             )
             reason = "--bedrock local" if bedrock == "local" else "No AWS credentials found"
             print(f"{reason}: using the local Bedrock server's offline model.")
