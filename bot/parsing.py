@@ -102,9 +102,18 @@ def parse_message_event(
             may_start=may_start,
             files=files,
             team=_author_team(event, team_id),
+            action_token=_action_token(event),
         ),
         may_start=may_start,
     )
+
+
+def _action_token(event: dict) -> str:
+    """Slack's action token for the message (Real-time Search, as its author); "" if none."""
+    token = event.get("action_token")
+    if token is None:
+        token = (event.get("assistant_thread") or {}).get("action_token")
+    return token if isinstance(token, str) and 0 < len(token) <= 200 else ""
 
 
 def _app_message(

@@ -549,6 +549,8 @@ class Playground:
         thread_ts = message.get("thread_ts")  # a reply to a reply lands in the same thread
         parent = self.slack.message(channel, thread_ts) if thread_ts else None
         is_dm = channel.startswith("D")
+        # One token for both deliveries, as Slack gives it: Real-time Search as the author.
+        action_token = self.slack.search.issue(user)
         events = [
             message_event(
                 channel=channel,
@@ -560,6 +562,7 @@ class Playground:
                 team=self.slack.team_id,
                 parent_user_id=parent.get("user") if parent else None,
                 files=shared or None,
+                action_token=action_token,
             )
         ]
         # Slack sends app_mention only where the app is a member of a conversation, not for
@@ -574,6 +577,7 @@ class Playground:
                     thread_ts=thread_ts,
                     team=self.slack.team_id,
                     files=shared or None,
+                    action_token=action_token,
                 )
             )
         # Both deliveries go out together, as Slack sends them: the bot must cope with either

@@ -37,6 +37,8 @@ from typing import Any, Literal
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from devtools.slack_search import LocalSearch
+
 log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
@@ -312,6 +314,8 @@ class LocalSlack:
         self.downloads: list[str] = []  # file ids served, in order
         self.download_requests: list[str] = []  # file ids asked for, as the requests arrive
         self.download_delay_s = 0.0  # a slow file server, to kill a worker mid-download
+        # Real-time Search (assistant.search.context) and the action tokens it takes.
+        self.search = LocalSearch(self)
 
         self._methods: dict[str, Callable[[Json], Json]] = {
             "api.test": self._api_test,
@@ -337,6 +341,7 @@ class LocalSlack:
             "chat.stopStream": self._chat_stop_stream,
             "agents.sessions.setStatus": self._sessions_set_status,
             "agents.sessions.rename": self._sessions_rename,
+            "assistant.search.context": self.search.context,
         }
 
     # ----------------------------------------------------------------------------------------

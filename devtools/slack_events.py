@@ -116,6 +116,7 @@ def message_event(
     parent_user_id: str | None = None,
     files: list[Json] | None = None,
     user_team: str | None = None,
+    action_token: str | None = None,
 ) -> Json:
     """A ``message`` event (message.channels / message.im / … subscriptions).
 
@@ -141,6 +142,8 @@ def message_event(
         if parent_user_id is not None:
             event["parent_user_id"] = parent_user_id
     event.update({"channel": channel, "event_ts": ts, "channel_type": channel_type})
+    if action_token is not None:
+        event["action_token"] = action_token
     return _from_team(event, user_team)
 
 
@@ -214,6 +217,7 @@ def app_mention_event(
     team: str = "T0LOCAL",
     files: list[Json] | None = None,
     user_team: str | None = None,
+    action_token: str | None = None,
 ) -> Json:
     """An ``app_mention`` event; `text` should contain the mention, e.g. ``"<@U0BOT> hi"``.
     A mention with files attached carries them, as Slack sends it."""
@@ -231,6 +235,8 @@ def app_mention_event(
         event["thread_ts"] = thread_ts
     if files:
         event["files"] = files
+    if action_token is not None:
+        event["action_token"] = action_token
     return _from_team(event, user_team)
 
 

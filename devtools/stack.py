@@ -130,9 +130,11 @@ class Stack:
         user: str = ALICE,
         thread_ts: str | None = None,
         files: list[dict] | None = None,
+        action_token: str | None = None,
     ) -> str:
-        """A user mentions the bot (with `files` from LocalSlack.add_file attached); returns
-        the message ts (the thread, when top level)."""
+        """A user mentions the bot (with `files` from LocalSlack.add_file attached, and the
+        `action_token` Slack gives the event); returns the message ts (the thread, when top
+        level)."""
         message = self.slack.add_message(
             channel,
             user=user,
@@ -147,6 +149,7 @@ class Stack:
             ts=message["ts"],
             thread_ts=thread_ts,
             files=message.get("files"),
+            action_token=action_token,
         )
         status, _ = await self.sender.send_event(event)
         assert status == 200

@@ -61,12 +61,20 @@ METHOD_SCOPES = {
     # Sessions need chat:write; only agents may create them, which adds assistant:write.
     "agents_sessions_setStatus": {"chat:write", "assistant:write"},
     "agents_sessions_rename": {"chat:write", "assistant:write"},
+    # Real-time Search: one scope per channel type searched (activities/slack_search.py).
+    "assistant_search_context": {
+        "search:read.public",
+        "search:read.private",
+        "search:read.im",
+        "search:read.mpim",
+    },
     "views_publish": set(),
     "auth_test": set(),
     "apps_connections_open": set(),  # the app-level token's connections:write
 }
 CALLS = re.compile(
-    r"\.(chat_\w+|users_\w+|conversations_\w+|files_\w+|assistant_threads_\w+|views_\w+"
+    r"\.(chat_\w+|users_\w+|conversations_\w+|files_\w+|assistant_(?:threads|search)_\w+"
+    r"|views_\w+"
     r"|auth_test|apps_\w+|agents_\w+)\b"
 )
 ROOT = Path(__file__).parent.parent
