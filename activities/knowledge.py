@@ -96,7 +96,13 @@ class KnowledgeTool:
         return knowledge_setting(value) if value else None
 
     def specs(self, thread: ThreadRef, user: str = "", settings: Any = None) -> list[ToolSpec]:
-        if not self.setting(thread.channel):
+        """Offered where the channel has knowledge bases: in `settings` (the tools file as
+        the catalog read it) when given, else as `setting_for` says."""
+        if settings is not None and hasattr(settings, "knowledge_for"):
+            value = settings.knowledge_for(thread.channel)
+            if not (value and knowledge_setting(value).ids):
+                return []
+        elif not self.setting(thread.channel):
             return []
         return [ToolSpec(server=NAME, name=TOOL, description=DESCRIPTION, input_schema=SCHEMA)]
 

@@ -3,12 +3,14 @@ change it, the App Home that lists it (through the bot, with signed payloads), a
 operator's `forget --user`."""
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from temporalio import workflow
+from temporalio import activity, workflow
 from temporalio.client import WorkflowUpdateFailedError
+from temporalio.common import RetryPolicy
 from temporalio.service import RPCError
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.memory import (
     FORGET_UPDATE,
@@ -27,9 +29,11 @@ from threadchat.model import (
     ForgetRequest,
     Memory,
     MemoryLookup,
+    MemoryStart,
     RememberRequest,
     ThreadRef,
     ToolCall,
+    ToolOutcome,
 )
 from workflows.memory import NOT_YOURS, MemoryWorkflow
 
@@ -231,3 +235,76 @@ async def test_forget_user_deletes_the_memory_workflow(make_stack):
     assert await operator.forget_memory(stack.client, alice, TEAM) == []
     with pytest.raises(operator.OperatorError):
         await operator.forget_memory(stack.client, "alice")
+
+
+async def test_a_busy_memory_continues_as_new_with_its_memories_and_keys(make_stack):
+    stack = await make_stack(bot=False)
+    tool = MemoryTool(stack.client, stack.settings.temporal.task_queue)
+    alice = person()
+    handle = await stack.client.start_workflow(
+        MemoryWorkflow.run,
+        MemoryStart(TEAM, alice, history_cap=20),
+        id=memory_id(TEAM, alice),
+        task_queue=stack.settings.temporal.task_queue,
+    )
+    for i in range(8):
+        await tool.remember(TEAM, alice, f"fact {i}", key=f"k{i}")
+
+    async def runs() -> int:
+        query = f"WorkflowId = '{handle.id}'"
+        return len([r async for r in stack.client.list_workflows(query)])
+
+    await eventually(lambda: _more_than(runs, 1), what="a second run")
+    await tool.remember(TEAM, alice, "fact 0 again", key="k0")  # a key from an earlier run
+    assert [m.text for m in await stored(stack, alice)] == [f"fact {i}" for i in range(8)]
+
+
+async def _more_than(count, n: int) -> bool:
+    return await count() > n
+
+
+async def test_a_remember_retried_by_temporal_after_it_landed_stores_once(make_stack):
+    """The worst moment for a worker to die: the update landed, the activity's result did not.
+    Temporal retries the activity with the same tool call (same idempotency key)."""
+    stack = await make_stack(bot=False)
+    tool = MemoryTool(stack.client, stack.settings.temporal.task_queue)
+    alice = person()
+    attempts = []
+
+    @activity.defn(name="call_memory_tool")
+    async def call_memory_tool(call: ToolCall) -> ToolOutcome:
+        attempts.append(activity.info().attempt)
+        outcome = await tool.call(call)
+        if activity.info().attempt == 1:
+            raise RuntimeError("worker lost before its result was recorded")
+        return outcome
+
+    queue = f"memory-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        stack.client,
+        task_queue=queue,
+        workflows=[CallOnce],
+        activities=[call_memory_tool],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    ):
+        outcome = await stack.client.execute_workflow(
+            CallOnce.run,
+            tool_call(alice, "remember", key="turn-3/tu-9", text="prefers Portuguese"),
+            id=queue,
+            task_queue=queue,
+        )
+    assert attempts == [1, 2] and outcome.status == "success"
+    assert [m.text for m in await stored(stack, alice)] == ["prefers Portuguese"]
+
+
+@workflow.defn(sandboxed=False)
+class CallOnce:
+    @workflow.run
+    async def run(self, call: ToolCall) -> ToolOutcome:
+        return await workflow.execute_activity(
+            "call_memory_tool",
+            call,
+            result_type=ToolOutcome,
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=50)),
+        )

@@ -714,6 +714,7 @@ class MemoryStart:
     team: str
     user: str
     state: MemoryState | None = None
+    history_cap: int = 0  # events before continuing as new; 0: the workflow's own
 
 
 @dataclass

@@ -29,17 +29,18 @@ class MemoryWorkflow:
         self.team = start.team
         self.user = start.user
         self.state = start.state or MemoryState()
+        self.history_cap = start.history_cap or HISTORY_CAP
 
     @workflow.run
     async def run(self, start: MemoryStart) -> None:
         await workflow.wait_condition(
             lambda: (
                 workflow.info().is_continue_as_new_suggested()
-                or workflow.info().get_current_history_length() > HISTORY_CAP
+                or workflow.info().get_current_history_length() > self.history_cap
             )
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
-        workflow.continue_as_new(MemoryStart(self.team, self.user, self.state))
+        workflow.continue_as_new(MemoryStart(self.team, self.user, self.state, start.history_cap))
 
     @workflow.update
     def remember(self, request: RememberRequest) -> Memory:
