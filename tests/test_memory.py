@@ -2,8 +2,13 @@
 change it, the App Home that lists it (through the bot, with signed payloads), and the
 operator's `forget --user`."""
 
+import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from temporalio import activity, workflow
@@ -308,3 +313,29 @@ class CallOnce:
             start_to_close_timeout=timedelta(seconds=10),
             retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=50)),
         )
+
+
+async def test_the_forget_command_says_what_it_removed(make_stack, temporal_server):
+    stack = await make_stack(bot=False)
+    tool = MemoryTool(stack.client, stack.settings.temporal.task_queue)
+    alice = person()
+    await tool.call(tool_call(alice, "remember", text="has a dog called Rex"))
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "TEMPORAL_ADDRESS": temporal_server[0].address,
+    }
+
+    def forget(*args: str) -> subprocess.CompletedProcess:
+        command = [str(Path(sys.executable).with_name("threadchat")), "forget", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+    done = await asyncio.to_thread(forget, "--user", alice, "--team", TEAM)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        f"deleted {memory_id(TEAM, alice)}: 1 memories, 1 run(s), from Temporal"
+    )
+    again = await asyncio.to_thread(forget, "--user", alice, "--team", TEAM)
+    assert again.stdout.strip() == f"{alice} has no memory in Temporal: nothing to delete"
+    neither = await asyncio.to_thread(forget)
+    assert neither.returncode == 2 and "LINK_OR_ID or --user" in neither.stderr
