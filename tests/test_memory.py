@@ -333,7 +333,7 @@ async def test_the_forget_command_says_what_it_removed(make_stack, temporal_serv
     done = await asyncio.to_thread(forget, "--user", alice, "--team", TEAM)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == (
-        f"deleted {memory_id(TEAM, alice)}: 1 memories, 1 run(s), from Temporal"
+        f"deleted {memory_id(TEAM, alice)}: 1 memory, 1 run(s), from Temporal"
     )
     again = await asyncio.to_thread(forget, "--user", alice, "--team", TEAM)
     assert again.stdout.strip() == f"{alice} has no memory in Temporal: nothing to delete"

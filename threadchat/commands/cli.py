@@ -145,8 +145,12 @@ async def _forget(
         if not forgotten:
             print(f"{user} has no memory in Temporal: nothing to delete")
         for each in forgotten:
-            held = "an unknown number of" if each.memories is None else str(each.memories)
-            print(f"deleted {each.workflow_id}: {held} memories, {each.runs} run(s), from Temporal")
+            held = (
+                "an unknown number of memories"
+                if each.memories is None
+                else f"{each.memories} memor{'y' if each.memories == 1 else 'ies'}"
+            )
+            print(f"deleted {each.workflow_id}: {held}, {each.runs} run(s), from Temporal")
         return
     deleted = await operator.forget_conversation(client, ref)
     print(f"deleted {deleted} run(s) of the conversation from Temporal")
