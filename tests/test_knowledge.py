@@ -222,19 +222,20 @@ async def test_a_search_cites_the_documents_it_found(bedrock):
     tool = knowledge_tool(bedrock, [SAMPLE_KB])
     outcome = await tool.call(retrieve("How many vacation days do we get?"))
     assert outcome.status == "success"
-    assert outcome.text.count("\n[") == len(outcome.sources) == 5
-    assert (
-        "[1] Vacation policy <https://acme-knowledge.s3.amazonaws.com/handbook/Vacation_policy.md>"
-        in outcome.text
-    )
-    assert "28 vacation days" in outcome.text.split("[2]")[0]
-    assert outcome.sources[0] == ToolSource(
-        "Vacation policy", "https://acme-knowledge.s3.amazonaws.com/handbook/Vacation_policy.md"
-    )
+    vacation = "https://acme-knowledge.s3.amazonaws.com/handbook/Vacation_policy.md"
+    expenses = "https://acme-knowledge.s3.amazonaws.com/handbook/Expense_policy.md"
+    # Five passages from two documents: one number each, [n] is sources[n-1].
+    assert outcome.sources == [
+        ToolSource("Vacation policy", vacation),
+        ToolSource("Expense policy", expenses),
+    ]
+    first, second = outcome.text.split("\n\n[2] ")
+    assert f"\n\n[1] Vacation policy <{vacation}>\n" in first
+    assert "28 vacation days" in first and "Sick days" in first
+    assert second.startswith(f"Expense policy <{expenses}>") and "50 EUR a day" in second
     [(kb, body)] = bedrock.knowledge.requests
-    assert kb == SAMPLE_KB and body["retrievalQuery"] == {
-        "text": "How many vacation days do we get?"
-    }
+    assert kb == SAMPLE_KB
+    assert body["retrievalQuery"] == {"text": "How many vacation days do we get?"}
     assert body["retrievalConfiguration"] == {"vectorSearchConfiguration": {"numberOfResults": 5}}
 
 
@@ -242,8 +243,9 @@ async def test_results_and_filter_are_the_operators(bedrock):
     only = {"equals": {"key": "category", "value": "engineering"}}
     tool = knowledge_tool(bedrock, {"ids": [SAMPLE_KB], "results": 2, "filter": only})
     outcome = await tool.call(retrieve("what to do when paged on call"))
-    assert [s.title for s in outcome.sources] == ["On-call handbook", "On-call handbook"]
-    assert "Acknowledge a page within 5 minutes" in outcome.text.split("[2]")[0]
+    assert [s.title for s in outcome.sources] == ["On-call handbook"]
+    paged, rotation = outcome.text.split("[1] ")[1].split("\n…\n")
+    assert "Acknowledge a page within 5 minutes" in paged and "Rotation" in rotation
     search = bedrock.knowledge.requests[0][1]["retrievalConfiguration"]
     assert search["vectorSearchConfiguration"] == {"numberOfResults": 2, "filter": only}
 
