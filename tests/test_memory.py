@@ -339,3 +339,19 @@ async def test_the_forget_command_says_what_it_removed(make_stack, temporal_serv
     assert again.stdout.strip() == f"{alice} has no memory in Temporal: nothing to delete"
     neither = await asyncio.to_thread(forget)
     assert neither.returncode == 2 and "LINK_OR_ID or --user" in neither.stderr
+
+
+async def test_memories_that_cannot_be_read_leave_the_turn_without_them(client):
+    """No worker answers for this memory (its queue is unpolled): the look-up gives up in
+    seconds with nothing, instead of failing the turn that asked."""
+    alice = person()
+    handle = await client.start_workflow(
+        MemoryWorkflow.run,
+        MemoryStart(TEAM, alice),
+        id=memory_id(TEAM, alice),
+        task_queue=f"nobody-{uuid.uuid4().hex[:8]}",
+    )
+    started = asyncio.get_running_loop().time()
+    assert await MemoryActivities(client).memories_of(MemoryLookup(TEAM, alice)) == []
+    assert asyncio.get_running_loop().time() - started < 10
+    await handle.terminate()
