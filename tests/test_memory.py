@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 from temporalio import activity, workflow
 from temporalio.client import WorkflowUpdateFailedError
@@ -26,7 +27,8 @@ from activities.memory import (
     MemoryTool,
 )
 from bot import home
-from devtools.stack import TEAM, eventually
+from devtools.playground import Playground
+from devtools.stack import SIGNING_SECRET, TEAM, eventually
 from threadchat import memories, prompt, texts
 from threadchat.commands import operator
 from threadchat.ids import memory_id
@@ -355,3 +357,38 @@ async def test_memories_that_cannot_be_read_leave_the_turn_without_them(client):
     assert await MemoryActivities(client).memories_of(MemoryLookup(TEAM, alice)) == []
     assert asyncio.get_running_loop().time() - started < 10
     await handle.terminate()
+
+
+async def test_the_playground_shows_memories_on_the_home_tab_and_forgets_them(make_stack):
+    stack = await make_stack()
+    tool = MemoryTool(stack.client, stack.settings.temporal.task_queue)
+    dana = person()
+    stack.slack.add_user(dana, "dana")
+    await tool.call(tool_call(dana, "remember", text="Dana reviews PRs on Tuesdays"))
+    playground = Playground(stack.slack, stack.bot_url, SIGNING_SECRET)
+    url = await playground.start()
+    try:
+        async with aiohttp.ClientSession(base_url=url) as http:
+            async with http.post("/api/home/open", json={"user": dana}) as response:
+                assert (await response.json())["ok"]
+            await eventually(
+                lambda: forget_buttons(stack.slack.home_views.get(dana) or {"blocks": []}),
+                what="Dana's memories on her Home",
+            )
+            click = {"user": dana, "action_id": home.FORGET_ALL_ACTION, "value": "all"}
+            async with http.post("/api/home/action", json=click) as response:
+                assert (await response.json())["ok"]
+            await eventually(
+                lambda: texts.HOME_MEMORY_NONE in str(stack.slack.home_views[dana]),
+                what="forgotten",
+            )
+            # Messages typed in the playground carry an action token for their author.
+            async with http.post(
+                "/api/messages",
+                json={"channel": playground.channels[0].id, "user": dana, "text": "hi"},
+            ) as response:
+                assert (await response.json())["ok"]
+            assert dana in stack.slack.search.tokens.values()
+    finally:
+        await playground.stop()
+    assert await stored(stack, dana) == []
