@@ -18,6 +18,8 @@ from threadchat.channels import REPLY_MODES, ChannelSettings, ChannelsFileError
 from threadchat.channels import load as load_channels
 from threadchat.durations import parse_duration
 from threadchat.model import ConversationSettings, InferenceSettings, TokenLimits
+from threadchat.tools_file import ToolsFile, ToolsFileError
+from threadchat.tools_file import load as load_tools
 
 DEFAULT_MODEL_ID = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 DEFAULT_SYSTEM_PROMPT = (
@@ -60,6 +62,7 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
         "SLACK_API_URL",
         *_TEMPORAL_CONNECTION,
         "TEMPORAL_BEDROCK_TASK_QUEUE",
+        "TEMPORAL_TOOLS_TASK_QUEUE",
         "TEMPORAL_DEPLOYMENT_NAME",
         "TEMPORAL_WORKER_BUILD_ID",
         "WORKER_HEALTH_PORT",
@@ -92,6 +95,9 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
         "THREADCHAT_USER_TURNS_PER_MINUTE",
         "THREADCHAT_CONVERSATION_DAILY_TOKENS",
         "THREADCHAT_CHANNELS_FILE",
+        "THREADCHAT_TOOLS_FILE",
+        "THREADCHAT_MAX_TOOL_ROUNDS",
+        "THREADCHAT_APPROVAL_TIMEOUT",
         "THREADCHAT_ENCRYPTION_KEY",
         *_OBSERVABILITY,
     ),
@@ -165,6 +171,8 @@ class TemporalSettings:
     task_queue: str = "threadchat"
     # Model calls: their own queue, so Bedrock's quota can be rate limited across workers.
     bedrock_task_queue: str = "threadchat-bedrock"
+    # Tool calls: their own queue, so a slow tool never delays Slack work or model calls.
+    tools_task_queue: str = "threadchat-tools"
     # Worker Versioning (docs/upgrading.md): both set, or neither for an unversioned worker.
     deployment_name: str = ""
     build_id: str = ""
@@ -243,6 +251,14 @@ class Settings:
     # file again when it changes.
     channels_file: str | None = None
     channels: dict[str, ChannelSettings] = field(default_factory=dict)
+    # MCP servers and built-in tools by channel (THREADCHAT_TOOLS_FILE), as read at start;
+    # the tools worker reads the file again when it changes.
+    tools_file: str | None = None
+    tools: ToolsFile = field(default_factory=ToolsFile, repr=False)
+    # Model calls a turn may make to use tools before it must answer.
+    max_tool_rounds: int = 8
+    # How long a tool call waits for the asker's approval before it counts as denied.
+    approval_timeout_seconds: float = 3600.0
 
     def require_slack_token(self) -> None:
         if not self.slack.bot_token:
@@ -445,6 +461,13 @@ def _temporal(env: Mapping[str, str]) -> TemporalSettings:
             "must differ from TEMPORAL_TASK_QUEUE (model calls "
             "get their own queue, so a Bedrock backlog never delays Slack)",
         )
+    tools_queue = _get(env, "TEMPORAL_TOOLS_TASK_QUEUE") or f"{task_queue}-tools"
+    if tools_queue in (task_queue, bedrock_queue):
+        raise ConfigError(
+            "TEMPORAL_TOOLS_TASK_QUEUE",
+            "must differ from TEMPORAL_TASK_QUEUE and TEMPORAL_BEDROCK_TASK_QUEUE (tool calls "
+            "get their own queue, so a slow tool never delays Slack or model calls)",
+        )
     deployment = _get(env, "TEMPORAL_DEPLOYMENT_NAME") or ""
     build_id = _get(env, "TEMPORAL_WORKER_BUILD_ID") or ""
     if bool(deployment) != bool(build_id):
@@ -455,6 +478,7 @@ def _temporal(env: Mapping[str, str]) -> TemporalSettings:
         namespace=namespace,
         task_queue=task_queue,
         bedrock_task_queue=bedrock_queue,
+        tools_task_queue=tools_queue,
         deployment_name=deployment,
         build_id=build_id,
         connect_options=options,
@@ -477,6 +501,23 @@ def _guardrail(env: Mapping[str, str]) -> tuple[str, str]:
             "BEDROCK_GUARDRAIL_VERSION", f"must be a number or DRAFT, got {version!r}"
         )
     return guardrail_id, version
+
+
+def load_tools_file(path: str, env: Mapping[str, str] | None = None) -> ToolsFile:
+    """The tools file at `path`, its `${VAR}`s from the environment (read again by the
+    worker when the file changes). Raises ToolsFileError."""
+    return load_tools(path, os.environ if env is None else env)
+
+
+def _approval_timeout(env: Mapping[str, str]) -> float:
+    raw = _get(env, "THREADCHAT_APPROVAL_TIMEOUT") or "1h"
+    try:
+        seconds = parse_duration(raw)
+    except ValueError as err:
+        raise ConfigError("THREADCHAT_APPROVAL_TIMEOUT", str(err)) from None
+    if seconds > 7 * 86400:
+        raise ConfigError("THREADCHAT_APPROVAL_TIMEOUT", f"must be at most 7d, got {raw!r}")
+    return seconds
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -520,6 +561,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         per_channel = load_channels(channels_file) if channels_file else {}
     except ChannelsFileError as err:
         raise ConfigError("THREADCHAT_CHANNELS_FILE", str(err)) from None
+    tools_file = _get(env, "THREADCHAT_TOOLS_FILE")
+    try:
+        tools = load_tools_file(tools_file, env) if tools_file else ToolsFile()
+    except ToolsFileError as err:
+        raise ConfigError("THREADCHAT_TOOLS_FILE", str(err)) from None
 
     allow_external = _flag(env, "THREADCHAT_ALLOW_EXTERNAL_USERS", False)
     return Settings(
@@ -593,4 +639,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         codec_port=codec_port,
         channels_file=channels_file,
         channels=per_channel,
+        tools_file=tools_file,
+        tools=tools,
+        max_tool_rounds=_number(env, "THREADCHAT_MAX_TOOL_ROUNDS", 8, int, 1, 50),
+        approval_timeout_seconds=_approval_timeout(env),
     )

@@ -614,6 +614,9 @@ class ToolSpec:
     input_schema: dict  # JSON Schema of its arguments, as the server gave it
     approval: bool = False  # waits for the asker's approval before it runs
     source: str = ""  # a URL shown on the tool's task card (the server's, for HTTP)
+    # The server's `timeout:` for one call: the call_tool activity's start-to-close is
+    # this plus a margin (the activity gives up on the server itself at this mark).
+    timeout_seconds: float = 60.0
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """The Temporal workers: the conversation workflow and every activity, wired together.
 
 Model calls poll a task queue of their own, so that Temporal's task-queue rate limit holds
-Bedrock's quota across every worker, and a Bedrock backlog never delays Slack work."""
+Bedrock's quota across every worker, and a Bedrock backlog never delays Slack work. Tool calls
+(MCP servers and built-in tools) poll a third, so a slow tool delays neither."""
 
 import asyncio
 import atexit
@@ -29,8 +30,9 @@ from activities.memory import MemoryActivities
 from activities.replies import ReplyActivities
 from activities.sessions import AgentSessions
 from activities.slack import SlackActivities
+from activities.tools import BuiltinTool, ToolActivities, ToolsDirectory
 from threadchat import telemetry
-from threadchat.config import Settings
+from threadchat.config import Settings, load_tools_file
 from threadchat.slack_client import make_client
 from workflows.budget import TokenBudgetWorkflow
 from workflows.conversation import ConversationWorkflow
@@ -39,6 +41,8 @@ from workflows.memory import MemoryWorkflow
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENT_ACTIVITIES = 64
+# Tool calls at once per worker: mostly waiting on servers, each stdio call a process.
+MAX_CONCURRENT_TOOL_CALLS = 32
 GRACEFUL_SHUTDOWN = timedelta(seconds=25)
 STOP_WITHIN = timedelta(seconds=1)
 
@@ -64,8 +68,8 @@ def build_workers(
     slack_client: AsyncWebClient | None = None,
     bedrock_client: Any = None,
 ) -> list[Worker]:
-    """The main worker (conversations, Slack, budgets) and the model-call worker, on their
-    two task queues. Tests pass their own clients."""
+    """The main worker (conversations, Slack, budgets), the model-call worker and the tools
+    worker, on their three task queues. Tests pass their own clients."""
     keep_bytecode()
     token = settings.slack.bot_token or ""
     bedrock = BedrockActivities(
@@ -132,7 +136,34 @@ def build_workers(
         # at most (not 80% of the heartbeat timeout), so it stops within about a second.
         max_heartbeat_throttle_interval=STOP_WITHIN,
     )
-    return [main, model]
+    tools = ToolsDirectory(settings.tools_file, settings.tools, load_tools_file)
+    tool_calls = ToolActivities(
+        tools, builtin_tools(settings, tools, slack_client=slack_client, bedrock=bedrock)
+    )
+    # Always polled, tools file or not: a conversation that asks for its catalog gets an
+    # (empty) answer instead of waiting on a queue nobody polls.
+    tool_worker = Worker(
+        client,
+        task_queue=settings.temporal.tools_task_queue,
+        activities=[tool_calls.list_tools, tool_calls.call_tool],
+        max_concurrent_activities=MAX_CONCURRENT_TOOL_CALLS,
+        deployment_config=deployment_config(settings),
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+    )
+    return [main, model, tool_worker]
+
+
+def builtin_tools(
+    settings: Settings,
+    tools: ToolsDirectory,
+    *,
+    slack_client: AsyncWebClient,
+    bedrock: BedrockActivities,
+) -> list[BuiltinTool]:
+    """The built-in tools (`knowledge`, `slack_search`, `memory`) this worker serves: each
+    is constructed here (see activities/tools.py for the protocol), and a tools file may
+    then name it in `channels:`."""
+    return []
 
 
 def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
