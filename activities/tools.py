@@ -242,13 +242,14 @@ class ToolActivities:
         server = settings.servers.get(call.server)
         if server is None or not server.allows(call.name):
             return _error(call, f"the tool {call.server}/{call.name} is not available")
+        server_errors: list[int] = []
         try:
             async with asyncio.timeout(server.timeout_seconds):
-                result = await _call_server_tool(server, call)
+                result = await _call_server_tool(server, call, server_errors)
         except TimeoutError:
             return _error(call, f"the tool did not answer within {server.timeout_seconds:g} s")
         except Exception as err:
-            if _worth_retrying(err):
+            if server_errors or _worth_retrying(err):
                 raise ApplicationError(
                     f"{call.server} could not be reached: {_describe(err)}",
                     type=RETRYABLE_TOOL_ERROR,
@@ -276,15 +277,26 @@ def _error(call: ToolCall, text: str) -> ToolOutcome:
 
 
 @contextlib.asynccontextmanager
-async def open_session(server: ServerConfig) -> AsyncIterator[ClientSession]:
+async def open_session(
+    server: ServerConfig, server_errors: list[int] | None = None
+) -> AsyncIterator[ClientSession]:
     """An initialized MCP client session with `server`: Streamable HTTP with its headers, or
-    a stdio process of its command, started for this session and stopped after it."""
+    a stdio process of its command, started for this session and stopped after it. HTTP
+    5xx statuses are appended to `server_errors`: the SDK reports them as a plain JSON-RPC
+    internal error, which would not tell a failing server from a failing tool."""
     async with contextlib.AsyncExitStack() as stack:
         if server.url:
             http = create_mcp_http_client(
                 headers=server.headers,
                 timeout=httpx2.Timeout(server.timeout_seconds + 5, connect=LIST_TIMEOUT_SECONDS),
             )
+            if server_errors is not None:
+
+                async def seen(response: httpx2.Response) -> None:
+                    if response.status_code >= 500:
+                        server_errors.append(response.status_code)
+
+                http.event_hooks = {"request": [], "response": [seen]}
             await stack.enter_async_context(http)
             read, write = await stack.enter_async_context(
                 streamable_http_client(server.url, http_client=http)
@@ -329,11 +341,11 @@ async def _list_server_tools(server: ServerConfig) -> list[ToolSpec]:
     return specs
 
 
-async def _call_server_tool(server: ServerConfig, call: ToolCall) -> Any:
+async def _call_server_tool(server: ServerConfig, call: ToolCall, server_errors: list[int]) -> Any:
     async def progressed(progress: float, total: float | None, message: str | None) -> None:
         activity.heartbeat()
 
-    async with open_session(server) as session:
+    async with open_session(server, server_errors) as session:
         return await session.call_tool(
             call.name,
             call.arguments,
@@ -374,6 +386,7 @@ def _causes(err: BaseException) -> list[BaseException]:
 
 
 def _worth_retrying(err: BaseException) -> bool:
+    """A server that refused the connection or answered 5xx may well answer a retry."""
     for cause in _causes(err):
         if isinstance(cause, httpx2.ConnectError | ConnectionRefusedError):
             return True
