@@ -23,6 +23,8 @@ import fcntl
 import itertools
 import json
 import os
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -176,6 +178,59 @@ def big_report(chars: int) -> str:
     _record({"tool": "big_report", "arguments": {"chars": chars}, "outcome": "answered"})
     line = "All quiet on the directory front. "
     return (line * (chars // len(line) + 1))[:chars]
+
+
+class SampleMcpProcess:
+    """This server as a child process on 127.0.0.1 (Streamable HTTP), for `threadchat dev`
+    and tests: its URL, the calls it logged, stopped by PID."""
+
+    def __init__(self, log: Path, port: int = 0):
+        self.log = Path(log)
+        self.port = port or _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/mcp"
+        self.process: subprocess.Popen | None = None
+
+    async def start(self, timeout: float = 30) -> str:
+        """Start it and wait (polling) until it listens; returns its URL."""
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "devtools.sample_mcp", "--port", str(self.port)]
+            + ["--log", str(self.log)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while not _listening(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the sample MCP server did not start on port {self.port}")
+            await asyncio.sleep(0.05)
+        return self.url
+
+    def calls(self, tool: str | None = None) -> list[dict[str, Any]]:
+        """What it logged, in order (of `tool` only, if given)."""
+        if not self.log.exists():
+            return []
+        entries = [json.loads(line) for line in self.log.read_text().splitlines() if line]
+        return [e for e in entries if tool is None or e["tool"] == tool]
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+        if self.process:
+            self.process.wait(timeout=10)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,7 +30,13 @@ from devtools.slack_events import (
 from threadchat import actions, texts
 from threadchat.channels import load as load_channels
 from threadchat.commands.worker import build_workers
-from threadchat.config import BedrockSettings, Settings, SlackSettings, TemporalSettings
+from threadchat.config import (
+    BedrockSettings,
+    Settings,
+    SlackSettings,
+    TemporalSettings,
+    load_tools_file,
+)
 from threadchat.ids import conversation_id
 from threadchat.model import ConversationResult, ConversationSettings
 from threadchat.slack_client import http_session, make_client
@@ -343,11 +349,14 @@ async def start_stack(
     max_tokens: int = 2048,
     bedrock_settings: dict[str, Any] | None = None,
     channels_file: str | None = None,
+    tools_file: str | None = None,
     **overrides: Any,
 ) -> Stack:
     """Start the local Slack and Bedrock servers, and (by default) a worker and the bot on a
     fresh task queue. `overrides` are ConversationSettings fields, `bedrock_settings`
-    BedrockSettings fields; `channels_file` is THREADCHAT_CHANNELS_FILE."""
+    BedrockSettings fields; `channels_file` is THREADCHAT_CHANNELS_FILE, `tools_file`
+    THREADCHAT_TOOLS_FILE (devtools/sample_mcp.py's SampleMcpProcess serves a real MCP
+    server to name in it)."""
     slack, bedrock = LocalSlack(), LocalBedrock(**{"stream_delay_s": 0, **(bedrock_options or {})})
     api_url = await slack.start()
     endpoint = await bedrock.start()
@@ -357,7 +366,10 @@ async def start_stack(
             bot_token=slack.bot_token, signing_secret=SIGNING_SECRET, api_url=api_url, port=0
         ),
         temporal=TemporalSettings(
-            target_host="unused", task_queue=queue, bedrock_task_queue=f"{queue}-bedrock"
+            target_host="unused",
+            task_queue=queue,
+            bedrock_task_queue=f"{queue}-bedrock",
+            tools_task_queue=f"{queue}-tools",
         ),
         bedrock=BedrockSettings(
             endpoint_url=endpoint,
@@ -368,6 +380,8 @@ async def start_stack(
         conversation=conversation_settings(**overrides),
         channels_file=channels_file,
         channels=load_channels(channels_file) if channels_file else {},
+        tools_file=tools_file,
+        **({"tools": load_tools_file(tools_file)} if tools_file else {}),
     )
     stack = Stack(client=client, slack=slack, bedrock=bedrock, settings=settings)
     stack._closers += [slack.stop, bedrock.stop]

@@ -3,9 +3,7 @@ and over stdio: listing (allow list, approval, cache, a server down or slow), ca
 tool errors, the size cap, heartbeats, cancellation) and the idempotency key in `_meta`."""
 
 import asyncio
-import json
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,6 +14,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.tools import RETRYABLE_TOOL_ERROR, ToolActivities, ToolsDirectory
+from devtools.sample_mcp import SampleMcpProcess
 from devtools.stack import eventually
 from threadchat.model import (
     ThreadRef,
@@ -37,43 +36,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def listening(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
-class SampleServer:
-    """`python -m devtools.sample_mcp` as a child process, and what it says it performed."""
-
-    def __init__(self, log: Path):
-        self.log = log
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/mcp"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "devtools.sample_mcp", "--port", str(self.port)]
-            + ["--log", str(log)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def calls(self, tool: str | None = None) -> list[dict]:
-        if not self.log.exists():
-            return []
-        entries = [json.loads(line) for line in self.log.read_text().splitlines() if line]
-        return [e for e in entries if tool is None or e["tool"] == tool]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=10)
-
-
 @pytest.fixture
 async def sample(tmp_path):
-    server = SampleServer(tmp_path / "calls.jsonl")
+    server = SampleMcpProcess(tmp_path / "calls.jsonl")
+    await server.start()
     try:
-        await eventually(lambda: listening(server.port), 30, "the sample MCP server to listen")
         yield server
     finally:
         server.stop()

@@ -3,7 +3,8 @@
 It starts the Temporal dev server (SQLite in the data directory, Web UI on 8233), the worker
 and the bot. Without Slack credentials it serves the local Slack Web API instead, and without
 AWS credentials the local Bedrock server with its offline model, so it runs on nothing but
-Python.
+Python. Without THREADCHAT_TOOLS_FILE it starts our sample MCP server (a team directory) and
+gives the worker devtools/tools.yaml, so the bot has tools to call.
 """
 
 import asyncio
@@ -19,12 +20,13 @@ import boto3
 
 from devtools.bedrock import LocalBedrock
 from devtools.playground import Playground
+from devtools.sample_mcp import SampleMcpProcess
 from devtools.slack import LocalSlack
 from devtools.temporal_server import TemporalDevServer
 from threadchat.codec import CODEC_PATH, data_converter
 from threadchat.commands.operator import OperatorError
 from threadchat.commands.worker import build_workers, run_workers
-from threadchat.config import Settings
+from threadchat.config import Settings, load_tools_file
 from threadchat.slack_client import pooled_client
 from threadchat.temporal import ensure_search_attributes
 
@@ -36,6 +38,9 @@ PLAYGROUND_PORT = 3001
 # Fixed, as the others: files' links (in the saved workspace, and in conversations Temporal
 # keeps) name the local Slack's address, and must still work after a restart.
 LOCAL_SLACK_PORT = 3002
+# The sample MCP server's, as devtools/tools.yaml names it.
+SAMPLE_MCP_PORT = 3004
+SAMPLE_TOOLS_FILE = Path(__file__).resolve().parent.parent.parent / "devtools" / "tools.yaml"
 TEMPORAL_DB = "temporal.db"
 PLAYGROUND_DIR = "playground"
 
@@ -99,6 +104,8 @@ def check_can_start(settings: Settings, bedrock: str) -> None:
         ports[LOCAL_SLACK_PORT] = "the local Slack API"
     if settings.encryption_keys:
         ports[settings.codec_port] = "the codec endpoint, THREADCHAT_CODEC_PORT"
+    if not settings.tools_file:
+        ports[SAMPLE_MCP_PORT] = "the sample MCP server"
     busy = [f"{port} ({what})" for port, what in ports.items() if port and port_in_use(port)]
     if busy:
         raise OperatorError(
@@ -183,6 +190,16 @@ async def run_dev(
             stack.push_async_callback(playground.stop)
             lines.insert(0, f"Slack playground: {playground_url}")
             lines.append(f"Local Slack API: {api_url}")
+
+        if not settings.tools_file:
+            sample = SampleMcpProcess(data_dir / "sample_mcp.jsonl", port=SAMPLE_MCP_PORT)
+            lines.append(f"Sample MCP:     {await sample.start()} (tools: {SAMPLE_TOOLS_FILE})")
+            stack.callback(sample.stop)
+            settings = dataclasses.replace(
+                settings,
+                tools_file=str(SAMPLE_TOOLS_FILE),
+                tools=load_tools_file(str(SAMPLE_TOOLS_FILE)),
+            )
 
         from bot.app import serve
 
