@@ -12,6 +12,18 @@ unmodified boto3 client pointed at it with ``endpoint_url`` (or
 * benchmarks, which want a model with a controllable, deterministic latency;
 * the offline dev mode, where :func:`offline_reply` stands in for the model.
 
+Tools (``toolConfig``) are validated as Bedrock does (see :func:`_validate_tools`), and the
+offline model calls them deterministically (:func:`offline_tool_uses`): when the person's
+latest message asks ``use <tool>`` (or ``use tools a, b`` for calls in parallel), naming a tool
+of the request's toolConfig by its name or by the part after ``__`` (``find_person`` for
+``directory__find_person``), it answers with ``toolUse`` blocks (stopReason ``tool_use``).
+Their input: the message's ``key=value`` words for the schema's properties (typed by the
+schema), and each required string property not given filled with the message's text (without
+the ``use …`` words and the key=value words). ``tool_rounds=N`` asks for the same calls in N
+rounds (default 1). Once they are answered, it replies in text naming each tool it used and
+quoting the first line of each result (so tests can see what reached the model). A message
+that asks for no tool gets the reply it always got.
+
 Run it standalone with ``python -m devtools.bedrock --port 8765``.
 """
 
@@ -54,6 +66,7 @@ __all__ = [
     "estimate_tokens",
     "message_text",
     "offline_reply",
+    "offline_tool_uses",
     "said_text",
 ]
 
@@ -231,6 +244,8 @@ def _input_tokens(messages: Any, system: Any) -> int:
         parts.extend(_message_text(m) for m in messages)
         for message in messages:
             for block in (message.get("content") or []) if isinstance(message, dict) else []:
+                if isinstance(block, dict) and ("toolUse" in block or "toolResult" in block):
+                    parts.append(json.dumps(block, ensure_ascii=False))
                 if isinstance(block, dict) and isinstance(block.get("image"), dict):
                     files += 1600
                 elif isinstance(block, dict) and isinstance(block.get("document"), dict):
@@ -355,10 +370,11 @@ def offline_reply(body: dict[str, Any]) -> str:
     summary-shaped answer. Pure: the same body always gives the same reply.
     """
     messages = body.get("messages")
+    # A user message of tool results only is the model's own exchange, not a person's turn.
     user_turns = [
         m
         for m in (messages if isinstance(messages, list) else [])
-        if isinstance(m, dict) and m.get("role") == "user"
+        if isinstance(m, dict) and m.get("role") == "user" and not _only_tool_results(m)
     ]
     user_texts = [said_text(m) for m in user_turns]
     n = len(user_texts)
@@ -374,6 +390,14 @@ def offline_reply(body: dict[str, Any]) -> str:
         # Asked in the last message, the conversation is the messages before it.
         return offline_summary(listed[:-1] if not _asks_for_summary(system) else listed)
     reply = f'(offline model) Turn {n}. You said: "{last[:200]}".'
+    used = _tool_results_since_prompt(messages if isinstance(messages, list) else [])
+    if used:
+        names = list(dict.fromkeys(name for name, _, _ in used))
+        quoted = "; ".join(
+            f'{name}{" (error)" if status == "error" else ""}: "{first_line[:200]}"'
+            for name, status, first_line in used
+        )
+        return f"{reply} I used {', '.join(names)}. Results: {quoted}."
     if prev:
         reply += f' Before that: "{prev[:200]}".'
     received = _files_received(user_turns[-1] if user_turns else {})
@@ -385,6 +409,293 @@ def offline_reply(body: dict[str, Any]) -> str:
         # A real model answers differently when sampled differently (a regenerate).
         reply += f" (Sampled at temperature {temperature}.)"
     return reply
+
+
+# -- tools ---------------------------------------------------------------------------------
+
+_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_TOOL_USE_ID = re.compile(r"^[a-zA-Z0-9_.:-]{1,64}$")
+_USE_TOOLS = re.compile(
+    r"\buse\s+(?:tools?\s+)?([A-Za-z0-9_-]+(?:\s*(?:,|\band\b)\s*[A-Za-z0-9_-]+)*)", re.I
+)
+_KEY_VALUE = re.compile(r'\b([A-Za-z_][A-Za-z0-9_]*)=("[^"]*"|\S+)')
+_MENTION = re.compile(r"<[@#!][^>]*>")
+
+
+def _only_tool_results(message: dict[str, Any]) -> bool:
+    content = message.get("content")
+    return (
+        isinstance(content, list)
+        and bool(content)
+        and all(isinstance(b, dict) and "toolResult" in b for b in content)
+    )
+
+
+def _has_text(message: dict[str, Any]) -> bool:
+    return any(block_text(b) for b in message.get("content") or [])
+
+
+def _tool_result_text(result: dict[str, Any]) -> str:
+    parts = []
+    for block in result.get("content") or []:
+        if isinstance(block, dict) and isinstance(block.get("text"), str):
+            parts.append(block["text"])
+        elif isinstance(block, dict) and "json" in block:
+            parts.append(json.dumps(block["json"], ensure_ascii=False))
+    return "\n".join(parts)
+
+
+def _prompt_index(messages: list[Any]) -> int:
+    """Where the person's latest message is: the last user message with text and no tool
+    results (a note sent beside tool results is not a new question)."""
+    for i in range(len(messages) - 1, -1, -1):
+        m = messages[i]
+        if (
+            isinstance(m, dict)
+            and m.get("role") == "user"
+            and _has_text(m)
+            and not any(isinstance(b, dict) and "toolResult" in b for b in m.get("content") or [])
+        ):
+            return i
+    return -1
+
+
+def _tool_results_since_prompt(messages: list[Any]) -> list[tuple[str, str, str]]:
+    """(tool name, status, the result's first line) of each tool result after the person's
+    latest message, in order."""
+    start = _prompt_index(messages)
+    names: dict[str, str] = {}
+    found = []
+    for m in messages[start + 1 :]:
+        for block in m.get("content") or [] if isinstance(m, dict) else []:
+            if not isinstance(block, dict):
+                continue
+            if isinstance(block.get("toolUse"), dict):
+                names[block["toolUse"].get("toolUseId", "")] = block["toolUse"].get("name", "")
+            result = block.get("toolResult")
+            if isinstance(result, dict):
+                text = _tool_result_text(result).strip()
+                first = text.splitlines()[0] if text else ""
+                name = names.get(result.get("toolUseId", ""), "?")
+                found.append((name, result.get("status", "success"), first))
+    return found
+
+
+def _argument(value: str, schema: Any) -> Any:
+    kind = schema.get("type") if isinstance(schema, dict) else None
+    value = value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+    with contextlib.suppress(ValueError):
+        if kind == "integer":
+            return int(value)
+        if kind == "number":
+            return float(value)
+    if kind == "boolean":
+        return value.lower() in ("true", "yes", "1")
+    return value
+
+
+def offline_tool_uses(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The toolUse blocks the offline model answers with, or [] to answer in text (the rule
+    is in this module's docstring). Pure: the same body always gives the same calls."""
+    config = body.get("toolConfig")
+    messages = body.get("messages")
+    if not isinstance(config, dict) or not isinstance(messages, list):
+        return []
+    specs = {
+        t["toolSpec"]["name"]: t["toolSpec"]
+        for t in config.get("tools") or []
+        if isinstance(t, dict) and isinstance(t.get("toolSpec"), dict)
+    }
+    start = _prompt_index(messages)
+    if start < 0:
+        return []
+    prompt = _MENTION.sub("", said_text(messages[start]))
+    prompt = re.sub(r"^\[[^\]\n]*\] ?", "", prompt, flags=re.M)
+    rounds_done = sum(
+        1
+        for m in messages[start + 1 :]
+        if isinstance(m, dict)
+        and m.get("role") == "assistant"
+        and any(isinstance(b, dict) and "toolUse" in b for b in m.get("content") or [])
+    )
+    wanted = re.search(r"\btool_rounds=(\d+)", prompt)
+    if rounds_done >= (int(wanted.group(1)) if wanted else 1):
+        return []
+    chosen: list[str] = []
+    for asked in _USE_TOOLS.finditer(prompt):
+        for word in re.split(r"\s*(?:,|\band\b)\s*", asked.group(1)):
+            for name in specs:
+                if word and (name == word or name.endswith(f"__{word}")) and name not in chosen:
+                    chosen.append(name)
+    if not chosen:
+        return []
+    given = {k: v for k, v in _KEY_VALUE.findall(prompt) if k != "tool_rounds"}
+    rest = _KEY_VALUE.sub("", _USE_TOOLS.sub("", prompt))
+    rest = " ".join(rest.split()).strip(" .,;:!?") or " ".join(prompt.split())
+    uses = []
+    for index, name in enumerate(chosen):
+        schema = (specs[name].get("inputSchema") or {}).get("json") or {}
+        properties = schema.get("properties") if isinstance(schema, dict) else None
+        properties = properties if isinstance(properties, dict) else {}
+        arguments = {k: _argument(v, properties[k]) for k, v in given.items() if k in properties}
+        for required in schema.get("required") or [] if isinstance(schema, dict) else []:
+            if required not in arguments:
+                kind = (properties.get(required) or {}).get("type", "string")
+                arguments[required] = {"integer": 1, "number": 1, "boolean": False}.get(kind, rest)
+        seed = f"{len(messages)}/{rounds_done}/{index}/{name}/{prompt}".encode()
+        tool_use_id = "tooluse_" + hashlib.sha256(seed).hexdigest()[:22]
+        uses.append({"toolUseId": tool_use_id, "name": name, "input": arguments})
+    return uses
+
+
+def _validate_tools(body: dict[str, Any]) -> None:
+    """Refuse tools as Bedrock does: a toolConfig of named specs with object input schemas;
+    toolUse and toolResult blocks only with a toolConfig, in the right roles, each toolResult
+    answering a toolUse of the assistant message just before it, and each toolUse answered."""
+    config = body.get("toolConfig")
+    messages = body.get("messages") or []
+    if config is not None:
+        tools = config.get("tools") if isinstance(config, dict) else None
+        if not isinstance(tools, list) or not tools:
+            raise _BedrockError(
+                "ValidationException", "The toolConfig.tools field must list at least one tool."
+            )
+        names: set[str] = set()
+        for i, tool in enumerate(tools):
+            where = f"toolConfig.tools.{i}"
+            if isinstance(tool, dict) and set(tool) == {"cachePoint"}:
+                continue
+            spec = tool.get("toolSpec") if isinstance(tool, dict) and len(tool) == 1 else None
+            if not isinstance(spec, dict):
+                raise _BedrockError(
+                    "ValidationException", f"The tool at {where} must have exactly one toolSpec."
+                )
+            name = spec.get("name")
+            if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
+                raise _BedrockError(
+                    "ValidationException",
+                    f"1 validation error detected: Value '{name}' at '{where}.member.toolSpec."
+                    "name' failed to satisfy constraint: Member must satisfy regular expression "
+                    "pattern: [a-zA-Z0-9_-]+",
+                )
+            if name in names:
+                raise _BedrockError(
+                    "ValidationException", f"The toolConfig has more than one tool named {name}."
+                )
+            names.add(name)
+            description = spec.get("description")
+            if description is not None and not (isinstance(description, str) and description):
+                raise _BedrockError(
+                    "ValidationException", f"The description of the tool at {where} is empty."
+                )
+            schema = spec.get("inputSchema")
+            json_schema = schema.get("json") if isinstance(schema, dict) else None
+            if not isinstance(json_schema, dict) or json_schema.get("type", "object") != "object":
+                raise _BedrockError(
+                    "ValidationException",
+                    f"The inputSchema.json of the tool at {where} must be a JSON schema of "
+                    "type object.",
+                )
+        choice = config.get("toolChoice")
+        if choice is not None and not (
+            isinstance(choice, dict)
+            and len(choice) == 1
+            and (
+                "auto" in choice
+                or "any" in choice
+                or (isinstance(choice.get("tool"), dict) and choice["tool"].get("name") in names)
+            )
+        ):
+            raise _BedrockError("ValidationException", "The toolConfig.toolChoice is not valid.")
+    pending: list[str] = []  # toolUse ids of the assistant message just before
+    for i, message in enumerate(messages):
+        role = message.get("role")
+        uses, results = [], []
+        for j, block in enumerate(message.get("content") or []):
+            if not isinstance(block, dict) or not ({"toolUse", "toolResult"} & block.keys()):
+                continue
+            if config is None:
+                raise _BedrockError(
+                    "ValidationException",
+                    "The toolConfig field must be defined when using toolUse and toolResult "
+                    "content blocks.",
+                )
+            where = f"messages.{i}.content.{j}"
+            if "toolUse" in block:
+                use = block["toolUse"]
+                if role != "assistant":
+                    raise _BedrockError(
+                        "ValidationException",
+                        f"The toolUse at {where} must be in an assistant message.",
+                    )
+                if not (
+                    isinstance(use, dict)
+                    and isinstance(use.get("toolUseId"), str)
+                    and _TOOL_USE_ID.fullmatch(use["toolUseId"])
+                    and isinstance(use.get("name"), str)
+                    and _TOOL_NAME.fullmatch(use["name"])
+                    and "input" in use
+                ):
+                    raise _BedrockError(
+                        "ValidationException",
+                        f"The toolUse at {where} needs a toolUseId, a name and an input.",
+                    )
+                uses.append(use["toolUseId"])
+            else:
+                result = block["toolResult"]
+                if role != "user":
+                    raise _BedrockError(
+                        "ValidationException",
+                        f"The toolResult at {where} must be in a user message.",
+                    )
+                if not (
+                    isinstance(result, dict)
+                    and isinstance(result.get("toolUseId"), str)
+                    and _TOOL_USE_ID.fullmatch(result["toolUseId"])
+                    and isinstance(result.get("content"), list)
+                ):
+                    raise _BedrockError(
+                        "ValidationException",
+                        f"The toolResult at {where} needs a toolUseId and a content list.",
+                    )
+                if result.get("status", "success") not in ("success", "error"):
+                    raise _BedrockError(
+                        "ValidationException", f"The toolResult status at {where} is not valid."
+                    )
+                if not result["content"] and result.get("status") == "error":
+                    raise _BedrockError(
+                        "ValidationException",
+                        f"The content field at {where}.toolResult cannot be empty when status "
+                        "value is error.",
+                    )
+                if result["toolUseId"] not in pending:
+                    raise _BedrockError(
+                        "ValidationException",
+                        f"{where}: unexpected toolUseId found in toolResult blocks: "
+                        f"{result['toolUseId']}. Each toolResult block must have a "
+                        "corresponding toolUse block in the previous message.",
+                    )
+                results.append(result["toolUseId"])
+        if role == "user" and pending:
+            missing = [u for u in pending if u not in results]
+            if missing:
+                raise _BedrockError(
+                    "ValidationException",
+                    f"Expected toolResult blocks at messages.{i}.content for the following "
+                    f"Ids: {', '.join(missing)}",
+                )
+        if role == "assistant":
+            if len(set(uses)) != len(uses):
+                raise _BedrockError("ValidationException", f"messages.{i} repeats a toolUseId.")
+            pending = uses
+        elif role == "user":
+            pending = []
+    if pending:
+        raise _BedrockError(
+            "ValidationException",
+            "The conversation ends with toolUse blocks that no toolResult answers: "
+            + ", ".join(pending),
+        )
 
 
 # Converse's limits on files, per request (Bedrock's documentation).
@@ -738,7 +1049,9 @@ class LocalBedrock:
     ``model_latency_s`` is the time the "model" takes before answering (before the first byte
     of a stream). Streams are sent in deltas of ``stream_chunk_chars`` characters,
     ``stream_delay_s`` apart. ``responder`` computes the reply text from the parsed request body;
-    it defaults to :func:`offline_reply`.
+    it defaults to :func:`offline_reply`. With a ``toolConfig``, ``tool_responder`` (default
+    :func:`offline_tool_uses`) decides first whether the model calls tools instead;
+    ``tool_preamble`` puts a short text block before the calls.
 
     Use ``await start()`` / ``await stop()`` or ``async with``. All methods must be called from
     the event loop the server runs in.
@@ -752,6 +1065,8 @@ class LocalBedrock:
         stream_chunk_chars: int = 12,
         stream_delay_s: float = 0.03,
         responder: Callable[[dict[str, Any]], str] | None = None,
+        tool_responder: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None,
+        tool_preamble: bool = False,
         guardrail_words: tuple[str, ...] = (),
         cache_ttl_s: float = 300,
         clock: Callable[[], float] = time.monotonic,
@@ -767,6 +1082,11 @@ class LocalBedrock:
         self._stream_chunk_chars = stream_chunk_chars
         self._stream_delay_s = stream_delay_s
         self._responder = responder or offline_reply
+        # Which tools the model calls (toolUse blocks, or [] to answer in text), asked only
+        # when the request has a toolConfig; and whether a short text comes before the calls
+        # in the same message, as models often write one.
+        self._tool_responder = tool_responder or offline_tool_uses
+        self._tool_preamble = tool_preamble
         # A request with a guardrailConfig whose user text has one of these words is blocked,
         # as a Bedrock guardrail with a word filter blocks it.
         self._guardrail_words = tuple(w.lower() for w in guardrail_words)
@@ -919,10 +1239,12 @@ class LocalBedrock:
 
     def _prepare_turn(
         self, model_id: str, body: dict[str, Any], streaming: bool
-    ) -> tuple[str, str, dict[str, int]]:
-        """Validate a Converse request and compute (reply, stopReason, the prompt's usage)."""
+    ) -> tuple[str, str, dict[str, int], list[dict[str, Any]]]:
+        """Validate a Converse request and compute (reply, stopReason, the prompt's usage,
+        the toolUse blocks asked for)."""
         messages, system = body.get("messages"), body.get("system")
         _validate_conversation(messages, system)
+        _validate_tools(body)
         _validate_files(model_id, messages)
         guardrail = _validate_guardrail(body.get("guardrailConfig"), streaming)
         input_tokens = _input_tokens(messages, system)
@@ -930,7 +1252,15 @@ class LocalBedrock:
             raise _BedrockError("ValidationException", _TOO_LONG_MESSAGE)
         prompt = self.cache.account(model_id, system, messages, input_tokens)
         if guardrail and self._blocked(messages, system):
-            return GUARDRAIL_MESSAGE, "guardrail_intervened", prompt
+            return GUARDRAIL_MESSAGE, "guardrail_intervened", prompt, []
+        try:
+            uses = self._tool_responder(body) if body.get("toolConfig") else []
+        except Exception as error:
+            raise _BedrockError("ModelErrorException", f"Responder failed: {error!r}") from error
+        if uses:
+            names = ", ".join(use["name"] for use in uses)
+            preamble = f"(offline model) Calling {names}." if self._tool_preamble else ""
+            return preamble, "tool_use", prompt, uses
         try:
             reply = self._responder(body)
         except Exception as error:  # a broken responder is a model failure, not a server crash
@@ -941,7 +1271,7 @@ class LocalBedrock:
         if isinstance(max_tokens, int) and estimate_tokens(reply) > max_tokens:
             reply = reply[: max_tokens * 4]
             stop_reason = "max_tokens"
-        return reply, stop_reason, prompt
+        return reply, stop_reason, prompt, []
 
     def _blocked(self, messages: list[Any], system: Any) -> bool:
         """Whether the guardrail stops the request: as Bedrock's does, it checks only the
@@ -958,15 +1288,20 @@ class LocalBedrock:
     async def _converse(
         self, body: dict[str, Any], arrived: float, record: RecordedRequest
     ) -> web.Response:
-        reply, stop_reason, prompt = self._prepare_turn(record.model_id, body, streaming=False)
+        reply, stop_reason, prompt, uses = self._prepare_turn(
+            record.model_id, body, streaming=False
+        )
         # A model writes at the same pace whether or not it streams: the whole answer is
         # ready only after as long as streaming it would take.
         chunks = math.ceil(len(reply) / self._stream_chunk_chars)
         await asyncio.sleep(self._model_latency_s + max(0, chunks - 1) * self._stream_delay_s)
-        output_tokens = estimate_tokens(reply)
+        content = ([{"text": reply}] if reply or not uses else []) + [
+            {"toolUse": use} for use in uses
+        ]
+        output_tokens = estimate_tokens(reply + "".join(json.dumps(u) for u in uses))
         return web.json_response(
             {
-                "output": {"message": {"role": "assistant", "content": [{"text": reply}]}},
+                "output": {"message": {"role": "assistant", "content": content}},
                 "stopReason": stop_reason,
                 "usage": _usage(prompt, output_tokens),
                 "metrics": {"latencyMs": _elapsed_ms(arrived)},
@@ -982,19 +1317,33 @@ class LocalBedrock:
         arrived: float,
         fault: Fault | None,
     ) -> web.StreamResponse:
-        reply, stop_reason, prompt = self._prepare_turn(record.model_id, body, streaming=True)
+        reply, stop_reason, prompt, uses = self._prepare_turn(record.model_id, body, streaming=True)
         await asyncio.sleep(self._model_latency_s)
         size = self._stream_chunk_chars
         deltas = [
             ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": reply[i : i + size]}})
             for i in range(0, len(reply), size)
         ]
+        blocks: list[tuple[str, dict[str, Any]]] = []
+        if reply or not uses:
+            blocks = [*deltas, ("contentBlockStop", {"contentBlockIndex": 0})]
+        first = 1 if blocks else 0  # after the text block, if there is one
+        for index, use in enumerate(uses, start=first):
+            # A tool call streams as Bedrock's do: its id and name first, then its input as
+            # pieces of a JSON string, then the block's end.
+            start = {"toolUse": {"toolUseId": use["toolUseId"], "name": use["name"]}}
+            blocks.append(("contentBlockStart", {"contentBlockIndex": index, "start": start}))
+            raw = json.dumps(use["input"])
+            for i in range(0, len(raw), size):
+                delta = {"toolUse": {"input": raw[i : i + size]}}
+                blocks.append(("contentBlockDelta", {"contentBlockIndex": index, "delta": delta}))
+            blocks.append(("contentBlockStop", {"contentBlockIndex": index}))
+        output_tokens = estimate_tokens(reply + "".join(json.dumps(u) for u in uses))
         events: list[tuple[str, dict[str, Any]]] = [
             ("messageStart", {"role": "assistant"}),
-            *deltas,
-            ("contentBlockStop", {"contentBlockIndex": 0}),
+            *blocks,
             ("messageStop", {"stopReason": stop_reason}),
-            ("metadata", {"usage": _usage(prompt, estimate_tokens(reply))}),
+            ("metadata", {"usage": _usage(prompt, output_tokens)}),
         ]
         if fault is not None:
             events = events[: fault.cut_stream_after_events]

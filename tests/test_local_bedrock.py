@@ -7,6 +7,7 @@ through ``asyncio.to_thread``.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -629,3 +630,286 @@ def test_the_offline_model_reads_threadchats_framing() -> None:
     )
     body = {"messages": [{"role": "user", "content": [{"text": framed}, guarded("x")]}]}
     assert offline_reply(body) == '(offline model) Turn 1. You said: "[Ada & co] hello\nx".'
+
+
+# -- tools ------------------------------------------------------------------------------------
+
+FIND = {
+    "toolSpec": {
+        "name": "directory__find_person",
+        "description": "Find people in the team directory.",
+        "inputSchema": {
+            "json": {
+                "type": "object",
+                "properties": {"name": {"type": "string"}},
+                "required": ["name"],
+            }
+        },
+    }
+}
+REPORT = {
+    "toolSpec": {
+        "name": "directory__big_report",
+        "description": "A report.",
+        "inputSchema": {
+            "json": {
+                "type": "object",
+                "properties": {"chars": {"type": "integer"}, "title": {"type": "string"}},
+                "required": ["chars"],
+            }
+        },
+    }
+}
+TOOLS = {"tools": [FIND, REPORT]}
+
+
+def framed(text: str, name: str = "Ada") -> dict[str, Any]:
+    return user(f'<message from="{name}" user="U0ADA" ts="1.1">\n{text}\n</message>')
+
+
+def uses_of(message: dict[str, Any]) -> list[dict[str, Any]]:
+    return [block["toolUse"] for block in message["content"] if "toolUse" in block]
+
+
+def results_for(uses: list[dict[str, Any]], texts: list[str], status: str = "success") -> dict:
+    return {
+        "role": "user",
+        "content": [
+            {
+                "toolResult": {
+                    "toolUseId": u["toolUseId"],
+                    "content": [{"text": t}],
+                    "status": status,
+                }
+            }
+            for u, t in zip(uses, texts, strict=True)
+        ],
+    }
+
+
+async def test_converse_with_tools_asks_for_a_tool_and_reads_its_result(client: Any) -> None:
+    messages = [framed("<@U0BOT> please use find_person Grace Hopper")]
+    first = await call(client.converse, modelId=MODEL_ID, messages=messages, toolConfig=TOOLS)
+    assert first["stopReason"] == "tool_use"
+    message = first["output"]["message"]
+    [use] = uses_of(message)
+    assert message["content"] == [{"toolUse": use}]  # no text before it by default
+    assert use["name"] == "directory__find_person"
+    assert use["input"] == {"name": "please Grace Hopper"}
+    assert use["toolUseId"].startswith("tooluse_") and len(use["toolUseId"]) <= 64
+
+    messages += [message, results_for([use], ["Grace Hopper: Compilers team\nmore lines"])]
+    second = await call(client.converse, modelId=MODEL_ID, messages=messages, toolConfig=TOOLS)
+    assert second["stopReason"] == "end_turn"
+    text = reply_text(second)
+    assert text.startswith("(offline model) Turn 1. You said:")
+    assert "I used directory__find_person." in text
+    assert 'directory__find_person: "Grace Hopper: Compilers team"' in text
+    assert "more lines" not in text
+    again = await call(client.converse, modelId=MODEL_ID, messages=messages, toolConfig=TOOLS)
+    assert again["output"] == second["output"]  # deterministic
+
+
+async def test_parallel_calls_with_typed_arguments_and_several_rounds(client: Any) -> None:
+    prompt = framed(
+        'use tools find_person, big_report name=Ada chars=50 title="Q3 plan" tool_rounds=2'
+    )
+    messages = [prompt]
+    rounds = []
+    for _ in range(2):
+        answer = await call(client.converse, modelId=MODEL_ID, messages=messages, toolConfig=TOOLS)
+        assert answer["stopReason"] == "tool_use"
+        uses = uses_of(answer["output"]["message"])
+        rounds.append(uses)
+        messages += [answer["output"]["message"], results_for(uses, ["one", "two"], "error")]
+    first, second = rounds
+    assert [u["name"] for u in first] == ["directory__find_person", "directory__big_report"]
+    assert first[0]["input"] == {"name": "Ada"}
+    assert first[1]["input"] == {"chars": 50, "title": "Q3 plan"}
+    assert [u["input"] for u in second] == [u["input"] for u in first]
+    all_ids = [u["toolUseId"] for u in first + second]
+    assert len(set(all_ids)) == 4  # a fresh id for every call
+    final = await call(client.converse, modelId=MODEL_ID, messages=messages, toolConfig=TOOLS)
+    assert final["stopReason"] == "end_turn"
+    assert 'directory__big_report (error): "two"' in reply_text(final)
+
+
+async def test_a_message_asking_for_no_tool_is_answered_as_before(client: Any) -> None:
+    for text in ("hello there", "use your judgement", "use nothing_known"):
+        messages = [framed(text)]
+        with_tools = await call(
+            client.converse, modelId=MODEL_ID, messages=messages, toolConfig=TOOLS
+        )
+        without = await call(client.converse, modelId=MODEL_ID, messages=messages)
+        assert with_tools["stopReason"] == "end_turn"
+        assert with_tools["output"] == without["output"]
+    # Without a toolConfig, asking for a tool is just text.
+    plain = await call(client.converse, modelId=MODEL_ID, messages=[framed("use find_person")])
+    assert plain["stopReason"] == "end_turn"
+
+
+async def test_converse_stream_sends_tool_use_as_bedrock_does(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    messages = [framed("use tools find_person and big_report name=Alan chars=7")]
+    whole = await call(client.converse, modelId=MODEL_ID, messages=messages, toolConfig=TOOLS)
+    streamed = await call(
+        client.converse_stream, modelId=MODEL_ID, messages=messages, toolConfig=TOOLS
+    )
+    events = await asyncio.to_thread(read_stream, streamed)
+    kinds = [next(iter(e)) for e in events]
+    assert kinds[0] == "messageStart" and kinds[-2:] == ["messageStop", "metadata"]
+    assert events[-2]["messageStop"]["stopReason"] == "tool_use"
+    starts = [e["contentBlockStart"] for e in events if "contentBlockStart" in e]
+    assert [s["contentBlockIndex"] for s in starts] == [0, 1]
+    expected = uses_of(whole["output"]["message"])
+    assert [s["start"]["toolUse"] for s in starts] == [
+        {"toolUseId": u["toolUseId"], "name": u["name"]} for u in expected
+    ]
+    for index, use in enumerate(expected):
+        pieces = [
+            e["contentBlockDelta"]["delta"]["toolUse"]["input"]
+            for e in events
+            if "contentBlockDelta" in e and e["contentBlockDelta"]["contentBlockIndex"] == index
+        ]
+        assert len(pieces) > 1  # the input comes in pieces of a JSON string
+        assert json.loads("".join(pieces)) == use["input"]
+    stops = [e["contentBlockStop"]["contentBlockIndex"] for e in events if "contentBlockStop" in e]
+    assert stops == [0, 1]
+    # Each block starts, has its deltas, and stops before the next starts.
+    order = [
+        (next(iter(e)), next(iter(e.values()))["contentBlockIndex"])
+        for e in events
+        if next(iter(e)).startswith("contentBlock")
+    ]
+    assert order == sorted(order, key=lambda item: item[1])
+
+    monkeypatch.delenv("AWS_BEARER_TOKEN_BEDROCK", raising=False)
+    async with LocalBedrock(stream_delay_s=0, tool_preamble=True) as talkative:
+        other = make_client(talkative.url)
+        streamed = await call(
+            other.converse_stream, modelId=MODEL_ID, messages=messages, toolConfig=TOOLS
+        )
+        events = await asyncio.to_thread(read_stream, streamed)
+        whole = await call(other.converse, modelId=MODEL_ID, messages=messages, toolConfig=TOOLS)
+    text = "".join(
+        e["contentBlockDelta"]["delta"].get("text", "") for e in events if "contentBlockDelta" in e
+    )
+    assert text == "(offline model) Calling directory__find_person, directory__big_report."
+    starts = [
+        e["contentBlockStart"]["contentBlockIndex"] for e in events if "contentBlockStart" in e
+    ]
+    assert starts == [1, 2]
+    assert list(whole["output"]["message"]["content"][0]) == ["text"]
+
+
+def tool_error(bedrock_error: ClientError) -> str:
+    assert bedrock_error.response["Error"]["Code"] == "ValidationException"
+    return bedrock_error.response["Error"]["Message"]
+
+
+async def test_tool_blocks_need_a_tool_config(client: Any) -> None:
+    asked = await call(
+        client.converse, modelId=MODEL_ID, messages=[framed("use find_person")], toolConfig=TOOLS
+    )
+    message = asked["output"]["message"]
+    messages = [framed("use find_person"), message, results_for(uses_of(message), ["ok"])]
+    for operation in (client.converse, client.converse_stream):
+        error = await client_error(operation, modelId=MODEL_ID, messages=messages)
+        assert tool_error(error) == (
+            "The toolConfig field must be defined when using toolUse and toolResult content blocks."
+        )
+
+
+def spec(name: str = "ok_tool", schema: Any = None, **extra: Any) -> dict[str, Any]:
+    schema = {"type": "object"} if schema is None else schema
+    return {"toolSpec": {"name": name, "inputSchema": {"json": schema}, **extra}}
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"tools": [spec("has space")]}, "failed to satisfy constraint"),
+        ({"tools": [spec("a.b")]}, "failed to satisfy constraint"),
+        ({"tools": [spec("dup"), spec("dup")]}, "more than one tool named dup"),
+        ({"tools": [spec(schema={"type": "string"})]}, "must be a JSON schema of type object"),
+        ({"tools": [spec()], "toolChoice": {"tool": {"name": "other"}}}, "toolChoice"),
+    ],
+)
+async def test_a_bad_tool_config_is_refused(client: Any, config: Any, message: str) -> None:
+    # (An empty tool list, a name over 64 characters or an empty description botocore
+    # refuses itself, before sending.)
+    error = await client_error(
+        client.converse, modelId=MODEL_ID, messages=[user("hi")], toolConfig=config
+    )
+    assert message in tool_error(error)
+
+
+async def test_tool_results_must_answer_the_previous_tool_uses(client: Any) -> None:
+    use = {"toolUseId": "tooluse_abc", "name": "ok_tool", "input": {}}
+    other = {"toolUseId": "tooluse_other", "name": "ok_tool", "input": {}}
+    asked = {"role": "assistant", "content": [{"toolUse": use}, {"toolUse": other}]}
+    config = {"tools": [spec()]}
+
+    def result(tool_use_id: str, **extra: Any) -> dict[str, Any]:
+        return {"toolResult": {"toolUseId": tool_use_id, "content": [{"text": "r"}], **extra}}
+
+    cases = [
+        (
+            [user("q"), asked, {"role": "user", "content": [result("tooluse_abc")]}],
+            "Expected toolResult blocks at messages.2.content for the following Ids: tooluse_other",
+        ),
+        (
+            [user("q"), assistant("a"), {"role": "user", "content": [result("tooluse_abc")]}],
+            "unexpected toolUseId found in toolResult blocks: tooluse_abc",
+        ),
+        ([user("q"), asked], "no toolResult answers"),
+        (
+            [
+                user("q"),
+                {"role": "assistant", "content": [{"toolUse": {**use, "toolUseId": "bad id"}}]},
+            ],
+            "needs a toolUseId, a name and an input",
+        ),
+        ([{"role": "user", "content": [{"toolUse": use}]}], "must be in an assistant message"),
+        (
+            [user("q"), asked, {"role": "user", "content": [result("tooluse_abc", status="fine")]}],
+            "status",
+        ),
+        (
+            [
+                user("q"),
+                asked,
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "toolResult": {
+                                "toolUseId": "tooluse_abc",
+                                "content": [],
+                                "status": "error",
+                            }
+                        },
+                        result("tooluse_other"),
+                    ],
+                },
+            ],
+            "cannot be empty when status value is error",
+        ),
+    ]
+    for messages, message in cases:
+        error = await client_error(
+            client.converse, modelId=MODEL_ID, messages=messages, toolConfig=config
+        )
+        assert message in tool_error(error), (message, tool_error(error))
+    fine = [
+        user("q"),
+        asked,
+        {
+            "role": "user",
+            "content": [result("tooluse_other"), result("tooluse_abc", status="error")],
+        },
+    ]
+    answer = await call(client.converse, modelId=MODEL_ID, messages=fine, toolConfig=config)
+    assert answer["stopReason"] == "end_turn"
+    assert 'ok_tool (error): "r"' in reply_text(answer)
