@@ -234,6 +234,12 @@ class ConversationSettings:
     summary_model_id: str = ""
     # Model calls go to this task queue (rate limited across workers); "" = the workflow's.
     bedrock_task_queue: str = ""
+    # Tool calls and tool lists go to this task queue; "" = the workflow's.
+    tools_task_queue: str = ""
+    # Model calls with tools a turn may make before it must answer (THREADCHAT_MAX_TOOL_ROUNDS).
+    max_tool_rounds: int = 8
+    # How long a call waits for approval before it counts as denied (THREADCHAT_APPROVAL_TIMEOUT).
+    approval_timeout_seconds: float = 3600
     # Prompts carry cache points while turns come sooner than this apart: Bedrock keeps a
     # cached prompt 5 minutes, and writing one that expires unread costs more than none.
     prompt_cache_seconds: float = 300
