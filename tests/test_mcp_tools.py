@@ -6,12 +6,15 @@ import asyncio
 import socket
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from aiohttp import web
+from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
+from temporalio.worker import Worker
 
 from activities.tools import RETRYABLE_TOOL_ERROR, ToolActivities, ToolsDirectory
 from devtools.sample_mcp import SampleMcpProcess
@@ -19,6 +22,7 @@ from devtools.stack import eventually
 from threadchat.model import (
     ThreadRef,
     ToolCall,
+    ToolCatalog,
     ToolCatalogRequest,
     ToolOutcome,
     ToolSource,
@@ -359,3 +363,66 @@ async def test_a_builtin_tool_is_listed_and_called_through_the_registry(sample):
     assert missing.status == "error"
     with pytest.raises(ValueError):
         ToolActivities(ToolsDirectory(None, ToolsFile()), builtins=[type("X", (), {"name": "x"})()])
+
+
+@workflow.defn(sandboxed=False)
+class ToolRound:
+    """A stand-in for the lead's tool loop: one catalog and two calls, by activity name, on
+    the tools queue (this test is about the activities' wiring, not the workflow)."""
+
+    @workflow.run
+    async def run(self, queue: str) -> list:
+        options = {
+            "task_queue": queue,
+            "start_to_close_timeout": timedelta(seconds=30),
+            "heartbeat_timeout": timedelta(seconds=10),
+        }
+        catalog = await workflow.execute_activity(
+            "list_tools", ToolCatalogRequest(THREAD, "U0ALICE"), result_type=ToolCatalog, **options
+        )
+        [ticket] = [spec for spec in catalog.tools if spec.name == "file_ticket"]
+        request = ToolCall(
+            tool_use_id="tooluse_1",
+            server=ticket.server,
+            name=ticket.name,
+            arguments={"title": "Printer", "body": "Out of toner."},
+            idempotency_key=f"{workflow.info().workflow_id}/1/tooluse_1",
+            thread=THREAD,
+        )
+        outcomes = []
+        for _ in range(2):
+            outcomes.append(
+                await workflow.execute_activity(
+                    "call_tool", request, result_type=ToolOutcome, **options
+                )
+            )
+        return [catalog, *outcomes]
+
+
+async def test_the_worker_serves_the_tools_queue_from_its_tools_file(
+    make_stack, client, sample, tmp_path
+):
+    tools_file = tmp_path / "tools.yaml"
+    tools_file.write_text(
+        f"servers:\n  directory:\n    url: {sample.url}\n    approval: [file_ticket]\n"
+        "channels:\n  default: [directory]\n"
+    )
+    stack = await make_stack(bot=False, tools_file=str(tools_file))
+    tools_queue = stack.settings.temporal.tools_task_queue
+    assert tools_queue == f"{stack.settings.temporal.task_queue}-tools"
+    queue = f"{tools_queue}-test"
+    async with Worker(client, task_queue=queue, workflows=[ToolRound]):
+        catalog, first, again = await client.execute_workflow(
+            ToolRound.run,
+            tools_queue,
+            id=f"tool-round-{queue}",
+            task_queue=queue,
+            result_type=list,
+        )
+    catalog = ToolCatalog(**catalog) if isinstance(catalog, dict) else catalog
+    names = {spec["name"] if isinstance(spec, dict) else spec.name for spec in catalog.tools}
+    assert names == ALL_TOOLS
+    texts = [o["text"] if isinstance(o, dict) else o.text for o in (first, again)]
+    assert texts == ["Ticket TICKET-0001 is filed: Printer"] * 2
+    performed = [c for c in sample.calls("file_ticket") if c["outcome"] == "performed"]
+    assert len(performed) == 1 and performed[0]["idempotency_key"].endswith("/1/tooluse_1")
