@@ -72,6 +72,9 @@ log = logging.getLogger(__name__)
 CATALOG_SECONDS = 60.0
 # A server that has not listed its tools in this long is left out of the turn.
 LIST_TIMEOUT_SECONDS = 5.0
+# ...and out of the turns of the next few seconds, so a slow server does not cost every turn
+# of a busy channel the wait; a server back up is listed again soon after.
+UNAVAILABLE_SECONDS = 15.0
 # What the model gets of one result at most: a tool must not fill the context window.
 MAX_RESULT_CHARS = 20_000
 MAX_ERROR_CHARS = 2_000
@@ -129,7 +132,7 @@ class ToolsDirectory:
 @dataclass
 class _Listing:
     server: ServerConfig
-    tools: list[ToolSpec]
+    tools: list[ToolSpec] | None  # None: the server did not answer
     until: float
 
 
@@ -142,6 +145,7 @@ class ToolActivities:
         builtins: Sequence[BuiltinTool] = (),
         *,
         catalog_seconds: float = CATALOG_SECONDS,
+        unavailable_seconds: float = UNAVAILABLE_SECONDS,
         list_timeout: float = LIST_TIMEOUT_SECONDS,
         max_result_chars: int = MAX_RESULT_CHARS,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
@@ -152,6 +156,7 @@ class ToolActivities:
         if unknown:
             raise ValueError(f"not built-in tool names: {sorted(unknown)}")
         self.catalog_seconds = catalog_seconds
+        self.unavailable_seconds = unavailable_seconds
         self.list_timeout = list_timeout
         self.max_result_chars = max_result_chars
         self.heartbeat_seconds = heartbeat_seconds
@@ -194,6 +199,8 @@ class ToolActivities:
                 specs = await _list_server_tools(server)
         except Exception as err:
             log.warning("MCP server %s is unavailable: %s", name, _describe(err))
+            until = time.monotonic() + self.unavailable_seconds
+            self._listings[name] = _Listing(server, None, until)
             return None
         self._listings[name] = _Listing(server, specs, time.monotonic() + self.catalog_seconds)
         return specs

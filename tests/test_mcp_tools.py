@@ -170,6 +170,23 @@ async def test_a_listing_is_cached_for_a_while(sample):
     assert again.unavailable == [] and {spec.name for spec in again.tools} == ALL_TOOLS
 
 
+async def test_a_server_that_was_unavailable_is_not_waited_for_again_at_once(tmp_path):
+    silent = socket.socket()  # accepts connections and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    slow = ServerConfig("slow", url=f"http://127.0.0.1:{silent.getsockname()[1]}/mcp")
+    remembering = activities(slow, list_timeout=0.5)
+    forgetting = activities(slow, list_timeout=0.5, unavailable_seconds=0)
+    try:
+        for tools, second_wait in ((remembering, False), (forgetting, True)):
+            assert (await catalog_of(tools)).unavailable == ["slow"]
+            started = time.monotonic()
+            assert (await catalog_of(tools)).unavailable == ["slow"]
+            assert (time.monotonic() - started >= 0.5) == second_wait
+    finally:
+        silent.close()
+
+
 @pytest.mark.parametrize("transport", ["http", "stdio"])
 async def test_a_call_returns_the_text_and_the_http_server_as_its_source(
     sample, tmp_path, transport

@@ -54,6 +54,7 @@ async def test_worker_answers_healthz_and_readyz_and_follows_temporal(tmp_path):
             "temporal": True,
             f"polling {queue}": True,
             f"polling {queue}-bedrock": True,
+            f"polling {queue}-tools": True,
         }
         assert await get(f"{base}/healthz") == (200, {"ok": True, "dead": []})
 
