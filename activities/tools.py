@@ -311,7 +311,10 @@ async def open_session(
         else:
             program, *args = server.command
             read, write = await stack.enter_async_context(
-                stdio_client(StdioServerParameters(command=program, args=args), errlog=sys.stderr)
+                stdio_client(
+                    StdioServerParameters(command=program, args=args, env=server.env or None),
+                    errlog=sys.stderr,
+                )
             )
         session = await stack.enter_async_context(ClientSession(read, write))
         await session.initialize()

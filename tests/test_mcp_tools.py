@@ -3,6 +3,7 @@ and over stdio: listing (allow list, approval, cache, a server down or slow), ca
 tool errors, the size cap, heartbeats, cancellation) and the idempotency key in `_meta`."""
 
 import asyncio
+import json
 import socket
 import sys
 import time
@@ -443,3 +444,19 @@ async def test_the_worker_serves_the_tools_queue_from_its_tools_file(
     assert texts == ["Ticket TICKET-0001 is filed: Printer"] * 2
     performed = [c for c in sample.calls("file_ticket") if c["outcome"] == "performed"]
     assert len(performed) == 1 and performed[0]["idempotency_key"].endswith("/1/tooluse_1")
+
+
+async def test_a_stdio_server_gets_the_environment_its_entry_names(tmp_path, monkeypatch):
+    log = tmp_path / "from-env.jsonl"
+    monkeypatch.setenv("SAMPLE_MCP_LOG", str(tmp_path / "inherited.jsonl"))
+    command = (sys.executable, "-m", "devtools.sample_mcp", "--stdio")
+    bare = ServerConfig("bare", command=command)
+    named = ServerConfig("named", command=command, env={"SAMPLE_MCP_LOG": str(log)})
+    for server in (bare, named):
+        outcome = await run(activities(server), call(server.name, "find_person", name="alan"))
+        assert outcome.status == "success"
+    # The worker's own variables stay with the worker; the entry's reach the server.
+    assert not (tmp_path / "inherited.jsonl").exists()
+    assert [json.loads(line)["arguments"] for line in log.read_text().splitlines()] == [
+        {"name": "alan"}
+    ]

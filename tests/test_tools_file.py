@@ -28,6 +28,7 @@ servers:
     timeout: 2m
   repo:
     command: [python, -m, repo_mcp_server]
+    env: {REPO_TOKEN: "${REPO_TOKEN}", MODE: read-only}
     approval: "*"
 channels:
   default: [tickets]
@@ -45,7 +46,7 @@ def write(tmp_path: Path, text: str, name: str = "tools.yaml") -> str:
 
 
 def test_the_issues_example_is_read(tmp_path):
-    tools = load(write(tmp_path, EXAMPLE), {"TICKETS_TOKEN": "s3cret"})
+    tools = load(write(tmp_path, EXAMPLE), {"TICKETS_TOKEN": "s3cret", "REPO_TOKEN": "r3po"})
     tickets, repo = tools.servers["tickets"], tools.servers["repo"]
     assert tickets.url == "https://tickets.internal.example/mcp"
     assert tickets.headers == {"Authorization": "Bearer s3cret"}
@@ -56,6 +57,8 @@ def test_the_issues_example_is_read(tmp_path):
     assert repo.command == ("python", "-m", "repo_mcp_server") and repo.url == ""
     assert repo.timeout_seconds == 60 and repo.tools is None and repo.allows("anything")
     assert repo.needs_approval("anything")
+    assert repo.env == {"REPO_TOKEN": "r3po", "MODE": "read-only"} and tickets.env == {}
+    assert "r3po" not in repr(repo)
     assert tools.servers_for("C0123ABCD") == ("tickets", "repo", "knowledge", "memory")
     assert tools.servers_for("C0OTHER") == ("tickets",)
     assert tools.servers_for("D0ALICE") == ()
@@ -98,6 +101,18 @@ def test_an_empty_file_and_no_channels_mean_no_tools(tmp_path):
         (
             "servers:\n  a:\n    url: http://x\n    headers:\n      Bad Header: b\n",
             "line 5, servers.a.headers.Bad Header: is not an HTTP header name",
+        ),
+        (
+            "servers:\n  a:\n    url: http://x\n    env: {A: b}\n",
+            "line 4, servers.a.env: is for command servers only",
+        ),
+        (
+            "servers:\n  a:\n    command: [x]\n    env:\n      1A: b\n",
+            "line 5, servers.a.env.1A: is not an environment variable name",
+        ),
+        (
+            "servers:\n  a:\n    command: [x]\n    env:\n      A: ${MISSING}\n",
+            "line 5, servers.a.env.A: ${MISSING} is not set in the worker's environment",
         ),
         (
             "servers:\n  a:\n    url: http://x\n    headers:\n      X-Token: ${NOT_SET}\n",

@@ -11,6 +11,7 @@ Operators write it in YAML, named by THREADCHAT_TOOLS_FILE:
         timeout: 60s                                     # one call (default 60s)
       repo:
         command: [python, -m, repo_mcp_server]           # stdio, started by the worker
+        env: {REPO_TOKEN: "${REPO_TOKEN}"}               # its environment, beside PATH, HOME…
     channels:                                            # which servers a conversation may use
       default: [tickets]
       C0123ABCD: [tickets, repo, knowledge]
@@ -42,7 +43,8 @@ _CHANNEL = re.compile(r"^[CDG][A-Z0-9]{2,31}$")
 _KNOWLEDGE_BASE = re.compile(r"^[0-9A-Za-z]{10}$")
 _HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-SERVER_KEYS = ("url", "command", "headers", "tools", "approval", "timeout")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SERVER_KEYS = ("url", "command", "env", "headers", "tools", "approval", "timeout")
 TOP_KEYS = ("servers", "channels", "knowledge")
 
 
@@ -55,6 +57,9 @@ class ServerConfig:
     command: tuple[str, ...] = ()
     # Sent with every HTTP request; values may hold secrets, so they stay out of repr.
     headers: dict[str, str] = field(default_factory=dict, repr=False)
+    # A stdio server's environment on top of the SDK's minimal one (PATH, HOME, …): the
+    # worker's own variables are not passed on unless named here.
+    env: dict[str, str] = field(default_factory=dict, repr=False)
     tools: tuple[str, ...] | None = None  # None: every tool the server lists
     approval: tuple[str, ...] = ()
     approval_all: bool = False  # `approval: "*"`
@@ -246,7 +251,15 @@ class _Reader:
                 )
             values["command"] = tuple(command)
         if "headers" in entries:
-            values["headers"] = self.headers(key, entries["headers"][1], "url" in entries)
+            node = entries["headers"][1]
+            if "url" not in entries:
+                self.fail(node.start_mark.line + 1, f"{key}.headers", "are for url servers only")
+            values["headers"] = self.expanded(f"{key}.headers", node, _HEADER, "HTTP header")
+        if "env" in entries:
+            node = entries["env"][1]
+            if "command" not in entries:
+                self.fail(node.start_mark.line + 1, f"{key}.env", "is for command servers only")
+            values["env"] = self.expanded(f"{key}.env", node, _ENV_NAME, "environment variable")
         if "tools" in entries:
             values["tools"] = self.names(
                 entries["tools"][1], f"{key}.tools", "must list tool names"
@@ -282,16 +295,16 @@ class _Reader:
             values["timeout_seconds"] = seconds
         return ServerConfig(**values)  # type: ignore[arg-type]
 
-    def headers(self, key: str, node: yaml.Node, http: bool) -> dict[str, str]:
-        key = f"{key}.headers"
-        if not http:
-            self.fail(node.start_mark.line + 1, key, "are for url servers only")
-        entries = self.mapping(node, key, "must map header names to values")
+    def expanded(
+        self, key: str, node: yaml.Node, pattern: re.Pattern[str], kind: str
+    ) -> dict[str, str]:
+        """A mapping of names to text values, `${VAR}` taken from the environment."""
+        entries = self.mapping(node, key, f"must map {kind} names to values")
         headers = {}
         for header, (line, value_node) in entries.items():
             name = f"{key}.{header}"
-            if not _HEADER.fullmatch(header):
-                self.fail(line, name, "is not an HTTP header name")
+            if not pattern.fullmatch(header):
+                self.fail(line, name, f"is not an {kind} name")
             value = self.value(value_node)
             if not isinstance(value, str):
                 self.fail(line, name, "must be text")
