@@ -10,6 +10,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import boto3
 import pytest
 from aiohttp import web
 from temporalio import workflow
@@ -18,6 +19,7 @@ from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
 from activities.tools import RETRYABLE_TOOL_ERROR, ToolActivities, ToolsDirectory
+from devtools.bedrock import LocalBedrock
 from devtools.sample_mcp import SampleMcpProcess
 from devtools.stack import eventually
 from threadchat.model import (
@@ -29,6 +31,7 @@ from threadchat.model import (
     ToolSource,
     ToolSpec,
 )
+from threadchat.tools import bedrock_tool_config, find_tool, tool_result_block
 from threadchat.tools_file import ServerConfig, ToolsFile
 
 THREAD = ThreadRef("T0TEAM", "C0TOOLS", "1700000000.000100")
@@ -460,3 +463,61 @@ async def test_a_stdio_server_gets_the_environment_its_entry_names(tmp_path, mon
     assert [json.loads(line)["arguments"] for line in log.read_text().splitlines()] == [
         {"name": "alan"}
     ]
+
+
+async def test_one_round_from_the_catalog_through_the_offline_model_and_back(sample, monkeypatch):
+    """Every part of a tool round but the workflow: the sample server's catalog as Bedrock's
+    toolConfig, the offline model's toolUse, the call, its toolResult, the final answer."""
+    monkeypatch.delenv("AWS_BEARER_TOKEN_BEDROCK", raising=False)
+    tools = activities(ServerConfig("directory", url=sample.url, approval=("file_ticket",)))
+    catalog = await catalog_of(tools)
+    config = bedrock_tool_config(catalog.tools)
+    async with LocalBedrock(stream_delay_s=0) as bedrock:
+        model = boto3.client(
+            "bedrock-runtime",
+            region_name="us-east-1",
+            endpoint_url=bedrock.url,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+        messages = [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "text": '<message from="Ada" user="U0ADA" ts="1.1">\n'
+                        "use tools find_person and file_ticket name=katherine "
+                        'title="Badge" body="Lost it"\n</message>'
+                    }
+                ],
+            }
+        ]
+
+        def converse() -> dict:
+            return model.converse(
+                modelId="us.anthropic.claude-haiku-4-5-20251001-v1:0",
+                messages=messages,
+                toolConfig=config,
+            )
+
+        asked = await asyncio.to_thread(converse)
+        assert asked["stopReason"] == "tool_use"
+        uses = [b["toolUse"] for b in asked["output"]["message"]["content"] if "toolUse" in b]
+        results = []
+        for use in uses:
+            spec = find_tool(catalog.tools, use["name"])
+            assert spec is not None and spec.server == "directory"
+            tool_call = ToolCall(
+                use["toolUseId"], spec.server, spec.name, use["input"], use["toolUseId"], THREAD
+            )
+            results.append(tool_result_block(await run(tools, tool_call)))
+        messages += [asked["output"]["message"], {"role": "user", "content": results}]
+        answer = await asyncio.to_thread(converse)
+    assert [use["input"] for use in uses] == [
+        {"name": "katherine"},
+        {"title": "Badge", "body": "Lost it"},
+    ]
+    text = answer["output"]["message"]["content"][0]["text"]
+    assert answer["stopReason"] == "end_turn"
+    assert 'directory__find_person: "Katherine Johnson: Flight team' in text
+    assert 'directory__file_ticket: "Ticket TICKET-0001 is filed: Badge"' in text

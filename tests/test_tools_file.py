@@ -12,8 +12,15 @@ import pytest
 
 from activities.tools import ToolsDirectory
 from threadchat.config import ConfigError, load_settings, load_tools_file
-from threadchat.model import ToolSpec
-from threadchat.tools import MODEL_NAME, find_tool, model_tool_name, tools_by_model_name
+from threadchat.model import ToolOutcome, ToolSpec
+from threadchat.tools import (
+    MODEL_NAME,
+    bedrock_tool_config,
+    find_tool,
+    model_tool_name,
+    tool_result_block,
+    tools_by_model_name,
+)
 from threadchat.tools_file import ServerConfig, ToolsFile, ToolsFileError, load
 
 THREADCHAT = str(Path(sys.executable).with_name("threadchat"))
@@ -303,3 +310,38 @@ def test_a_server_config_says_what_it_allows():
     some = ServerConfig("a", url="http://x", tools=("b",), approval=("b",))
     assert some.allows("b") and not some.allows("c") and some.needs_approval("b")
     assert ServerConfig("a", command=("x",), approval_all=True).needs_approval("c")
+
+
+def test_the_tool_config_names_each_tool_as_the_model_sees_it():
+    specs = [
+        ToolSpec("team", "find_person", "Find people.", {"type": "object", "required": []}),
+        ToolSpec("team", "files.read", "", {"properties": {"path": {"type": "string"}}}),
+        ToolSpec("odd", "scalar", "Takes a string.", {"type": "string"}),
+    ]
+    config = bedrock_tool_config(specs)
+    listed = [tool["toolSpec"] for tool in config["tools"]]
+    assert [spec["name"] for spec in listed] == [model_tool_name(s) for s in specs]
+    assert listed[0] == {
+        "name": "team__find_person",
+        "description": "Find people.",
+        "inputSchema": {"json": {"type": "object", "required": []}},
+    }
+    assert listed[1]["description"] == "files.read"  # never empty: Bedrock refuses that
+    assert listed[1]["inputSchema"]["json"]["type"] == "object"
+    assert listed[2]["inputSchema"]["json"] == {"type": "object", "properties": {}}
+    assert specs[1].input_schema == {"properties": {"path": {"type": "string"}}}  # untouched
+    assert bedrock_tool_config([]) == {"tools": []}
+
+
+def test_a_tool_result_block_is_never_blank():
+    ok = tool_result_block(ToolOutcome("tooluse_1", "success", "Grace Hopper"))
+    assert ok == {
+        "toolResult": {
+            "toolUseId": "tooluse_1",
+            "content": [{"text": "Grace Hopper"}],
+            "status": "success",
+        }
+    }
+    empty = tool_result_block(ToolOutcome("tooluse_2", "error", "  "))
+    assert empty["toolResult"]["status"] == "error"
+    assert empty["toolResult"]["content"] == [{"text": "(the tool returned nothing)"}]

@@ -8,8 +8,9 @@ stable. Pure: the workflow and the activities both use it.
 
 import hashlib
 import re
+from typing import Any
 
-from threadchat.model import ToolSpec
+from threadchat.model import ToolOutcome, ToolSpec
 
 MODEL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 SEPARATOR = "__"
@@ -44,3 +45,40 @@ def find_tool(specs: list[ToolSpec], model_name: str) -> ToolSpec | None:
     """The tool the model means by `model_name` among this turn's `specs`, or None (a name
     the model made up)."""
     return tools_by_model_name(specs).get(model_name)
+
+
+def bedrock_tool_config(specs: list[ToolSpec]) -> dict[str, Any]:
+    """Converse's `toolConfig` for a turn's tools, each under its model name (send none at
+    all for a turn without tools: Bedrock refuses an empty list)."""
+    tools = []
+    for name, spec in tools_by_model_name(specs).items():
+        schema = dict(spec.input_schema) if isinstance(spec.input_schema, dict) else {}
+        # Bedrock wants an object schema at the top; MCP says the same but not every server
+        # spells out the type.
+        schema.setdefault("type", "object")
+        if schema["type"] != "object":
+            schema = {"type": "object", "properties": {}}
+        tools.append(
+            {
+                "toolSpec": {
+                    "name": name,
+                    "description": (spec.description or spec.name or name)[:4000],
+                    "inputSchema": {"json": schema},
+                }
+            }
+        )
+    return {"tools": tools}
+
+
+def tool_result_block(outcome: ToolOutcome) -> dict[str, Any]:
+    """The `toolResult` content block that tells the model what a call gave back (it goes in
+    a user-role message: the text is untrusted)."""
+    # Bedrock refuses an error result without content, and blank text anywhere.
+    text = outcome.text if outcome.text.strip() else "(the tool returned nothing)"
+    return {
+        "toolResult": {
+            "toolUseId": outcome.tool_use_id,
+            "content": [{"text": text}],
+            "status": "error" if outcome.status == "error" else "success",
+        }
+    }
