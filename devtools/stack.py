@@ -375,7 +375,8 @@ async def start_stack(
             endpoint_url=endpoint,
             read_timeout=10,
             max_tokens=max_tokens,
-            **(bedrock_settings or {}),
+            # The local Bedrock serves the knowledge tool's Retrieve too.
+            **{"knowledge_endpoint_url": endpoint, **(bedrock_settings or {})},
         ),
         conversation=conversation_settings(**overrides),
         channels_file=channels_file,

@@ -521,3 +521,53 @@ async def test_one_round_from_the_catalog_through_the_offline_model_and_back(sam
     assert answer["stopReason"] == "end_turn"
     assert 'directory__find_person: "Katherine Johnson: Flight team' in text
     assert 'directory__file_ticket: "Ticket TICKET-0001 is filed: Badge"' in text
+
+
+@workflow.defn(sandboxed=False)
+class BuiltinRound:
+    """The catalog of a channel naming every built-in, and one knowledge search."""
+
+    @workflow.run
+    async def run(self, queue: str) -> list:
+        options = {"task_queue": queue, "start_to_close_timeout": timedelta(seconds=30)}
+        catalog = await workflow.execute_activity(
+            "list_tools", ToolCatalogRequest(THREAD, "U0ALICE"), result_type=ToolCatalog, **options
+        )
+        search = ToolCall(
+            "tooluse_kb", "knowledge", "retrieve", {"query": "vacation days"}, "kb-1", THREAD
+        )
+        found = await workflow.execute_activity(
+            "call_tool", search, result_type=ToolOutcome, **options
+        )
+        return [catalog, found]
+
+
+async def test_the_worker_serves_the_builtin_tools_through_the_hook(
+    make_stack, client, sample, tmp_path
+):
+    tools_file = tmp_path / "tools.yaml"
+    tools_file.write_text(
+        f"servers:\n  directory:\n    url: {sample.url}\n"
+        "channels:\n  default: [directory, knowledge, slack_search, memory]\n"
+        "knowledge:\n  default: {ids: [KBSAMPLE01], results: 2}\n"
+    )
+    stack = await make_stack(bot=False, tools_file=str(tools_file))
+    queue = f"{stack.settings.temporal.task_queue}-builtins"
+    async with Worker(client, task_queue=queue, workflows=[BuiltinRound]):
+        catalog, found = await client.execute_workflow(
+            BuiltinRound.run,
+            stack.settings.temporal.tools_task_queue,
+            id=f"builtin-round-{queue}",
+            task_queue=queue,
+            result_type=list,
+        )
+    by_server: dict[str, set[str]] = {}
+    for spec in catalog["tools"]:
+        by_server.setdefault(spec["server"], set()).add(spec["name"])
+    assert catalog["unavailable"] == []
+    assert by_server["directory"] == ALL_TOOLS
+    assert by_server["knowledge"] == {"retrieve"}
+    assert by_server["slack_search"] == {"search_slack"}
+    assert {"remember", "recall", "forget"} <= by_server["memory"]
+    assert found["status"] == "success", found
+    assert found["sources"] and "Vacation" in found["text"]

@@ -12,6 +12,7 @@ import pytest
 
 from activities.tools import ToolsDirectory
 from threadchat.config import ConfigError, load_settings, load_tools_file
+from threadchat.knowledge import KnowledgeSetting
 from threadchat.model import ToolOutcome, ToolSpec
 from threadchat.tools import (
     MODEL_NAME,
@@ -43,6 +44,10 @@ channels:
   dm: []
 knowledge:
   C0123ABCD: [KB12345678, ab34CD56ef]
+  dm:
+    ids: [KB12345678]
+    results: 8
+    filter: {equals: {key: department, value: engineering}}
 """
 
 
@@ -69,8 +74,11 @@ def test_the_issues_example_is_read(tmp_path):
     assert tools.servers_for("C0123ABCD") == ("tickets", "repo", "knowledge", "memory")
     assert tools.servers_for("C0OTHER") == ("tickets",)
     assert tools.servers_for("D0ALICE") == ()
-    assert tools.knowledge_for("C0123ABCD") == ("KB12345678", "ab34CD56ef")
-    assert tools.knowledge_for("C0OTHER") == ()
+    assert tools.knowledge_for("C0123ABCD") == KnowledgeSetting(("KB12345678", "ab34CD56ef"))
+    assert tools.knowledge_for("C0OTHER") is None
+    direct = tools.knowledge_for("D0ALICE")
+    assert direct.ids == ("KB12345678",) and direct.results == 8
+    assert direct.filter == {"equals": {"key": "department", "value": "engineering"}}
     # The secret never shows in a repr (logs, tracebacks).
     assert "s3cret" not in repr(tickets) and "s3cret" not in repr(tools)
 
@@ -157,6 +165,11 @@ def test_an_empty_file_and_no_channels_mean_no_tools(tmp_path):
             "line 2, knowledge.C0123ABCD: 'KB-1234567' is not a knowledge base id",
         ),
         ("knowledge:\n  C0123ABCD: [KB123]\n", "line 2, knowledge.C0123ABCD: 'KB123' is not a"),
+        (
+            "knowledge:\n  default:\n    ids: [KB12345678]\n    results: 99\n",
+            "line 3, knowledge.default: results must be a whole number from 1 to 25",
+        ),
+        ("knowledge:\n  dm: {id: [KB12345678]}\n", "line 2, knowledge.dm: unknown key 'id'"),
         ("servers:\n  a: [\n", "line 3: "),
     ],
 )

@@ -18,6 +18,7 @@ Operators write it in YAML, named by THREADCHAT_TOOLS_FILE:
       dm: []
     knowledge:                                           # the built-in `knowledge` tool's bases
       C0123ABCD: [KB12345678]
+      default: {ids: [KB12345678], results: 8, filter: {...}}   # threadchat/knowledge.py
 
 `knowledge`, `slack_search` and `memory` are built-in tools: a `channels:` list may name them
 without a `servers:` entry. Every problem is reported with the file, the line and the key, and
@@ -28,11 +29,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from threadchat.channels import SPECIAL
 from threadchat.durations import parse_duration
+from threadchat.knowledge import KnowledgeSetting, KnowledgeSettingError, knowledge_setting
 
 BUILTINS = ("knowledge", "slack_search", "memory")
 DEFAULT_TIMEOUT_SECONDS = 60.0
@@ -40,7 +43,6 @@ MAX_TIMEOUT_SECONDS = 3600.0
 # No double underscore: the model sees `server__tool` (threadchat/tools.py) and it must split.
 _SERVER = re.compile(r"^[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*$")
 _CHANNEL = re.compile(r"^[CDG][A-Z0-9]{2,31}$")
-_KNOWLEDGE_BASE = re.compile(r"^[0-9A-Za-z]{10}$")
 _HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -79,22 +81,22 @@ class ToolsFile:
 
     servers: dict[str, ServerConfig] = field(default_factory=dict)
     channels: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    knowledge: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    knowledge: dict[str, KnowledgeSetting] = field(default_factory=dict)
 
     def servers_for(self, channel: str) -> tuple[str, ...]:
         """The server (and built-in) names a conversation in `channel` may use: the channel's
         own list, else the `dm` list for D… channels, else `default`, else none."""
-        return _lookup(self.channels, channel)
+        return _lookup(self.channels, channel) or ()
 
-    def knowledge_for(self, channel: str) -> tuple[str, ...]:
-        """The knowledge base ids of `channel`, looked up the same way."""
+    def knowledge_for(self, channel: str) -> KnowledgeSetting | None:
+        """The knowledge bases `channel` searches, looked up the same way; None: none."""
         return _lookup(self.knowledge, channel)
 
 
-def _lookup(table: dict[str, tuple[str, ...]], channel: str) -> tuple[str, ...]:
+def _lookup(table: dict[str, Any], channel: str) -> Any:
     if channel in table:
         return table[channel]
-    return table.get("dm" if channel.startswith("D") else "default", ())
+    return table.get("dm" if channel.startswith("D") else "default")
 
 
 class ToolsFileError(ValueError):
@@ -145,20 +147,14 @@ def load(path: str, env: Mapping[str, str]) -> ToolsFile:
                         f"({', '.join(BUILTINS)})",
                     )
             channels[channel] = names
-    knowledge: dict[str, tuple[str, ...]] = {}
+    knowledge: dict[str, KnowledgeSetting] = {}
     if "knowledge" in sections:
         node = sections["knowledge"][1]
         for channel, (_line, value) in reader.channel_map(node, "knowledge").items():
-            key = f"knowledge.{channel}"
-            ids = reader.names(value, key, "must list knowledge base ids")
-            for kb in ids:
-                if not _KNOWLEDGE_BASE.fullmatch(kb):
-                    reader.fail(
-                        value.start_mark.line + 1,
-                        key,
-                        f"{kb!r} is not a knowledge base id (10 letters or digits)",
-                    )
-            knowledge[channel] = ids
+            try:
+                knowledge[channel] = knowledge_setting(reader.value(value))
+            except KnowledgeSettingError as err:
+                reader.fail(value.start_mark.line + 1, f"knowledge.{channel}", str(err))
     return ToolsFile(servers=servers, channels=channels, knowledge=knowledge)
 
 

@@ -26,10 +26,13 @@ from activities.budgets import BudgetActivities
 from activities.channel_context import ChannelReader
 from activities.conversations import ChannelDirectory, ConversationActivities
 from activities.files import SlackFiles
-from activities.memory import MemoryActivities
+from activities.knowledge import KnowledgeTool
+from activities.knowledge import make_client as knowledge_client
+from activities.memory import MemoryActivities, MemoryTool
 from activities.replies import ReplyActivities
 from activities.sessions import AgentSessions
 from activities.slack import SlackActivities
+from activities.slack_search import SlackSearchTool
 from activities.tools import BuiltinTool, ToolActivities, ToolsDirectory
 from threadchat import telemetry
 from threadchat.config import Settings, load_tools_file
@@ -138,7 +141,7 @@ def build_workers(
     )
     tools = ToolsDirectory(settings.tools_file, settings.tools, load_tools_file)
     tool_calls = ToolActivities(
-        tools, builtin_tools(settings, tools, slack_client=slack_client, bedrock=bedrock)
+        tools, builtin_tools(settings, tools, client=client, slack_client=slack_client)
     )
     # Always polled, tools file or not: a conversation that asks for its catalog gets an
     # (empty) answer instead of waiting on a queue nobody polls.
@@ -157,13 +160,21 @@ def builtin_tools(
     settings: Settings,
     tools: ToolsDirectory,
     *,
+    client: Client,
     slack_client: AsyncWebClient,
-    bedrock: BedrockActivities,
 ) -> list[BuiltinTool]:
     """The built-in tools (`knowledge`, `slack_search`, `memory`) this worker serves: each
     is constructed here (see activities/tools.py for the protocol), and a tools file may
     then name it in `channels:`."""
-    return []
+    return [
+        # The channel's bases as the tools file has them at the call, not at the catalog.
+        KnowledgeTool(
+            knowledge_client(settings.bedrock),
+            lambda channel: tools.current().knowledge_for(channel),
+        ),
+        SlackSearchTool(slack_client),
+        MemoryTool(client, settings.temporal.task_queue),
+    ]
 
 
 def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
