@@ -21,7 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.channel_context import ChannelReader
 from activities.files import FileUnavailable, SlackFiles
-from threadchat import attachments, caching, prompt, telemetry, texts
+from threadchat import attachments, caching, prompt, telemetry, texts, tool_prompt, tools
 from threadchat.config import BedrockSettings
 from threadchat.context import answered, estimate_tokens, quote
 from threadchat.inference import BLOCKED, prompt_hash
@@ -228,11 +228,16 @@ class BedrockActivities:
         messages, unread = self._messages(request, inference.model_id, guard)
         # The channel in view changes between turns: with the question, it leaves the
         # cached prefix (all that comes before) the same.
-        messages[-1]["content"][:0] = self._channel_in_view(request, guard)
+        messages[-1]["content"][:0] = self._channel_in_view(request, guard) + self._memories(
+            request, guard
+        )
         messages[0]["content"][:0] = prompt.notes_content(
             request.context_notes, guard
         ) + self._thread_before(request, guard)
+        messages += tool_prompt.round_messages(request.rounds, request.last_round)
         arguments = self._arguments(inference, inference.system_prompt, messages, streaming)
+        if request.tools:
+            arguments["toolConfig"] = tools.bedrock_tool_config(request.tools)
         cached = request.cache and self._caches(inference.model_id)
         if cached:
             arguments = caching.with_cache_points(arguments)
@@ -244,6 +249,12 @@ class BedrockActivities:
         if thread is None or not (thread.quotes or thread.left_out):
             return []
         return [prompt.quoted(prompt.thread_block(thread.quotes, thread.left_out), guard)]
+
+    @staticmethod
+    def _memories(request: ReplyRequest, guard: bool) -> list[dict]:
+        """The asker's memories, in their own turn (the question's message) and no other."""
+        block = prompt.memory_block(request.recipient_user, request.memories)
+        return [prompt.quoted(block, guard)] if block else []
 
     def _channel_in_view(self, request: ReplyRequest, guard: bool) -> list[dict]:
         """The assistant panel's channel in view, as a quoted block; none if unreadable."""
@@ -380,9 +391,15 @@ class BedrockActivities:
             call.output_tokens,
             call.stop_reason,
         )
+        uses = tool_prompt.tool_uses(response["output"]["message"].get("content", []))
+        asks = call.stop_reason == "tool_use" and uses and not request.last_round
+        notes = texts.join_notes(request.notes, texts.file_notes(model_request.unread))
+        if call.stop_reason == "tool_use" and not asks:  # asked for more than a turn may use
+            notes = texts.join_notes(notes, texts.TOOL_ROUNDS_USED)
         return GeneratedReply(
-            notes=texts.join_notes(request.notes, texts.file_notes(model_request.unread)),
-            text=response_text(response) or texts.EMPTY_ANSWER,
+            notes=notes,
+            text=response_text(response) or ("" if asks else texts.EMPTY_ANSWER),
+            tool_uses=uses if asks else [],
             input_tokens=call.input_tokens,
             output_tokens=call.output_tokens,
             stop_reason=call.stop_reason,

@@ -3,6 +3,7 @@
 import dataclasses
 import logging
 import os
+from collections.abc import Callable
 
 from temporalio import activity
 from temporalio.client import Client
@@ -20,6 +21,7 @@ from threadchat.model import (
     ThreadRef,
     TokenLimits,
 )
+from threadchat.tools_file import ToolsFile
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +72,17 @@ class ChannelDirectory:
 
 class ConversationActivities:
     def __init__(
-        self, client: Client, settings: Settings, channels: ChannelDirectory | None = None
+        self,
+        client: Client,
+        settings: Settings,
+        channels: ChannelDirectory | None = None,
+        tools: Callable[[], ToolsFile] | None = None,
     ):
         self.client = client
         self.settings = settings
         self.channels = channels or ChannelDirectory(settings.channels_file, settings.channels)
+        # The tools file as it is now (the worker reads it again when it changes).
+        self.tools = tools or (lambda: settings.tools)
 
     def conversation_settings(self, channel: str) -> ConversationSettings:
         """What a new conversation in `channel` runs with, for all of its life: the model,
@@ -107,6 +115,7 @@ class ConversationActivities:
             summary_model_id=summary_model,
             bedrock_task_queue=self.settings.temporal.bedrock_task_queue,
             tools_task_queue=self.settings.temporal.tools_task_queue,
+            tool_servers=list(self.tools().servers_for(channel)),
             max_tool_rounds=self.settings.max_tool_rounds,
             approval_timeout_seconds=self.settings.approval_timeout_seconds,
             token_limits=limits,

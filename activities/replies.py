@@ -31,7 +31,7 @@ from temporalio.exceptions import ApplicationError
 from activities import slack as slack_activities
 from activities.bedrock import BedrockActivities, ModelRequest, check_stop_reason, classify
 from activities.sessions import AgentSessions
-from threadchat import telemetry, texts
+from threadchat import telemetry, texts, tool_prompt, tools
 from threadchat.actions import message_body, reply_actions
 from threadchat.context import estimate_tokens
 from threadchat.formatting import SAFE_LIMIT, slack_markdown, split_markdown
@@ -97,10 +97,53 @@ class SlackReplyWriter:
         self.said = ""  # what the model wrote so far
         self.shown_before = ""  # what the finished messages of the answer show
         self.prompt_tokens = 0  # the prompt's size, estimated
+        # The current message's stream holds task cards (it may have no text yet).
+        self.cards = False
+        if request.stream_ts and not earlier:
+            # A round after tool calls goes on in the answer's open stream.
+            self.messages, self.sent, self.cards = [request.stream_ts], request.shown, True
+            self.mode = request.stream_mode or "stream"
 
     @property
     def ts(self) -> str | None:
-        return self.messages[-1] if self.messages and self.sent else None
+        return self.messages[-1] if self.messages and (self.sent or self.cards) else None
+
+    async def show_tasks(self, cards: list[dict]) -> None:
+        """Task cards (Slack's `task_update` chunks) in the answer's stream, after the text
+        so far; a stream is started for them if the model called tools before writing. Only
+        while streaming: a replaced or edited answer lists its tools in a line instead."""
+        if self.mode != "stream" or not cards:
+            return
+        await self._flush()
+        for card in cards:  # tool output is untrusted: it pings nobody
+            for key in ("title", "output"):
+                if key in card:
+                    card[key] = neutralize(card[key], self.participants)
+        try:
+            if self.ts is None:
+                response = await self.client.chat_startStream(
+                    channel=self.thread.channel,
+                    thread_ts=self.thread.thread_ts,
+                    recipient_team_id=self.thread.team,
+                    recipient_user_id=self.request.recipient_user,
+                    chunks=cards,
+                )
+                self.cards = True
+                self._created(response["ts"], "")
+            else:
+                await _patiently(
+                    self.client.chat_appendStream,
+                    channel=self.thread.channel,
+                    ts=self.ts,
+                    chunks=cards,
+                )
+                self.cards = True
+        except SlackApiError as err:
+            if self.ts is not None and _stopped_stream(err):
+                raise StoppedBySlack from err
+            if _retry_later(err):
+                raise slack_activities.classify(err) from err
+            log.info("task cards refused (%s); the answer lists its tools", _error(err))
 
     def progress(self) -> dict:
         """Heartbeat details: the messages a retry takes over (it also reads the thread, as
@@ -385,7 +428,10 @@ class ReplyActivities:
             heartbeats.cancel()
         # Slack clears an assistant thread's status when the app posts in the thread, not
         # when it edits: an answer that only replaced messages (a regenerate, a retry taking
-        # over) must. A session leaves `processing` with the last chat.stopStream, or here.
+        # over) must. A session leaves `processing` with the last chat.stopStream, or here;
+        # not while tools run for the answer.
+        if delivered.tool_uses:
+            return delivered
         if not writer.settled and (not self.sessions.refused or not writer.messages):
             await self._set_status(request, "active")
         return delivered
@@ -420,10 +466,16 @@ class ReplyActivities:
         # Until Bedrock reports usage at the end, what a Stop is charged for.
         writer.prompt_tokens = model_request.estimated_input_tokens()
         usage, response, stop_reason = {}, {}, "end_turn"
+        await writer.show_tasks(self._finished_tasks(request))
+        uses = tool_prompt.StreamedToolUses()
         async for kind, value in self._model_events(model_request):
             if kind == "text":
                 writer.said += value
                 await writer.append(value)
+            elif kind == "tool_start":
+                uses.start(value)
+            elif kind == "tool_delta":
+                uses.delta(value)
             elif kind == "response":
                 response = value
             elif kind == "stop":
@@ -433,12 +485,20 @@ class ReplyActivities:
                 usage = value
         call = model_request.record(response, usage, stop_reason, started)
         telemetry.record_model_call(call)
+        tokens = {"input_tokens": call.input_tokens, "output_tokens": call.output_tokens}
+        if stop_reason == "tool_use" and uses.uses() and not request.last_round:
+            return await self._ask_for_tools(request, writer, uses.uses(), call, tokens)
         text = writer.said.strip() or texts.EMPTY_ANSWER
         notes = texts.join_notes(request.notes, texts.file_notes(model_request.unread))
+        if stop_reason == "tool_use":  # asked for more tools than a turn may use
+            notes = texts.join_notes(notes, texts.TOOL_ROUNDS_USED)
+        cited = texts.sources_line(request.sources, text, request.cited_by_number)
+        notes = texts.join_notes(cited, notes)
         shown = texts.reply_text(text, stop_reason, notes)
         if shown.startswith(text):
             await writer.append(shown[len(text) :])  # a note after the answer streams too
-        tokens = {"input_tokens": call.input_tokens, "output_tokens": call.output_tokens}
+        # After tool rounds, the message goes on from what it showed before this round.
+        shown = request.shown + shown if request.stream_ts else shown
         # Once the whole answer is being laid out, a Stop is too late: half a layout would
         # leave neither answer in the thread.
         metadata = slack_activities.message_metadata(request.idempotency_key, **tokens)
@@ -450,6 +510,55 @@ class ReplyActivities:
         return DeliveredReply(
             text=text, ts=parts[-1], stop_reason=stop_reason, call=call, parts=parts, **tokens
         )
+
+    async def _ask_for_tools(
+        self, request: ReplyRequest, writer: SlackReplyWriter, uses: list, call, tokens: dict
+    ) -> DeliveredReply:
+        """The model asks for tools: their cards go into the open stream (waiting, or
+        running), and the workflow runs them; the answer's next round goes on here."""
+        specs = tools.tools_by_model_name(request.tools)
+        cards = [
+            tool_prompt.task_card(
+                use,
+                specs.get(use.name),
+                "pending" if getattr(specs.get(use.name), "approval", False) else "in_progress",
+            )
+            for use in uses
+        ]
+        await writer.show_tasks(cards)
+        await writer._flush()
+        return DeliveredReply(
+            text=writer.said.strip(),
+            ts=writer.ts or "",
+            stop_reason="tool_use",
+            call=call,
+            parts=writer.earlier + writer.messages,
+            shown=writer.sent,
+            tool_uses=uses,
+            mode=writer.mode,
+            **tokens,
+        )
+
+    @staticmethod
+    def _finished_tasks(request: ReplyRequest) -> list[dict]:
+        """The last round's calls, done: complete or error, with what they found."""
+        if not request.rounds:
+            return []
+        specs = tools.tools_by_model_name(request.tools)
+        done = request.rounds[-1]
+        results = {r.tool_use_id: r for r in done.results}
+        return [
+            tool_prompt.task_card(
+                use,
+                specs.get(use.name),
+                "error"
+                if results.get(use.tool_use_id) is None
+                or results[use.tool_use_id].status == "error"
+                else "complete",
+                results.get(use.tool_use_id),
+            )
+            for use in done.uses
+        ]
 
     async def _earlier_attempts(
         self, request: ReplyRequest, details
@@ -478,13 +587,17 @@ class ReplyActivities:
                     parts=[message["ts"]],
                 )
                 return done, []
-        unfinished = set(request.replace_ts) | {
-            m["ts"]
-            for m in recent
-            if m.get("user") == bot_user
-            and m["ts"] != request.thread.thread_ts
-            and slack_activities.message_key(m) is None
-        }
+        unfinished = (
+            set(request.replace_ts)
+            | set(filter(None, [request.stream_ts]))
+            | {
+                m["ts"]
+                for m in recent
+                if m.get("user") == bot_user
+                and m["ts"] != request.thread.thread_ts
+                and slack_activities.message_key(m) is None
+            }
+        )
         progress = details[0] if details and isinstance(details[0], dict) else {}
         unfinished |= set(progress.get("messages") or [])
         return None, sorted(unfinished, key=lambda ts: tuple(int(p) for p in ts.split(".")))
@@ -548,8 +661,14 @@ class ReplyActivities:
                     raise classify(event) from event
                 if "ResponseMetadata" in event:
                     yield "response", event
+                elif "contentBlockStart" in event:
+                    yield "tool_start", event["contentBlockStart"]
                 elif "contentBlockDelta" in event:
-                    yield "text", event["contentBlockDelta"]["delta"].get("text", "")
+                    delta = event["contentBlockDelta"]
+                    if "toolUse" in delta.get("delta", {}):
+                        yield "tool_delta", delta
+                    else:
+                        yield "text", delta["delta"].get("text", "")
                 elif "messageStop" in event:
                     yield "stop", event["messageStop"].get("stopReason", "end_turn")
                 elif "metadata" in event:

@@ -19,11 +19,12 @@ from temporalio.exceptions import ApplicationError
 
 from activities.sessions import AgentSessions
 from threadchat import prompt, texts
-from threadchat.actions import message_body
+from threadchat.actions import approval_blocks, message_body
 from threadchat.context import estimate_tokens
 from threadchat.formatting import slack_markdown, split_markdown
 from threadchat.mentions import neutralize
 from threadchat.model import (
+    ApprovalRequest,
     AssistantGreeting,
     EndNotice,
     PostedMessage,
@@ -249,6 +250,55 @@ class SlackActivities:
         except Exception as err:  # a nicety, as after an answer
             log.debug("could not set the session status: %s", type(err).__name__)
         return stopped.ts
+
+    @activity.defn
+    async def ask_approval(self, ask: ApprovalRequest) -> str:
+        """The message a tool call waits on, with Approve and Deny; at most once per call (a
+        retry finds it by its key). The session is `suspended` while it waits."""
+        text = texts.approval_prompt(ask.asker, ask.tool, ask.arguments)
+        text = neutralize(text, [ask.asker])  # the arguments are model text
+        try:
+            if activity.info().attempt > 1:
+                recent = await messages_since_scheduled(self.client, ask.thread)
+                for message in recent:
+                    if message_key(message) == ask.key:
+                        return message["ts"]
+            response = await self.client.chat_postMessage(
+                channel=ask.thread.channel,
+                thread_ts=ask.thread.thread_ts,
+                text=text,
+                blocks=approval_blocks(text, ask.key),
+                metadata=message_metadata(ask.key),
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        except SlackApiError as err:
+            raise classify(err) from err
+        await self._session(ask.thread, "suspended")
+        return response["ts"]
+
+    @activity.defn
+    async def settle_approval(self, ask: ApprovalRequest) -> None:
+        """The approval message says how it ended, in place of its buttons; the answer goes
+        on (`processing`)."""
+        text = neutralize(texts.approval_prompt(ask.asker, ask.tool, ask.arguments), [ask.asker])
+        try:
+            await self.client.chat_update(
+                channel=ask.thread.channel,
+                ts=ask.ts,
+                text=f"{text}\n{ask.outcome}",
+                # Without the buttons: the blocks are replaced, not kept.
+                blocks=[{"type": "markdown", "text": f"{text}\n{ask.outcome}"}],
+            )
+        except SlackApiError as err:
+            raise classify(err) from err
+        await self._session(ask.thread, "processing")
+
+    async def _session(self, thread: ThreadRef, status: str) -> None:
+        try:
+            await self.sessions.set_status(thread, status)
+        except Exception as err:  # a nicety: never a reason to post again
+            log.debug("could not set the session status: %s", type(err).__name__)
 
     @activity.defn
     async def post_private(self, note: PrivateNote) -> None:

@@ -26,6 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from threadchat import telemetry
 from threadchat.ids import budget_id, conversation_id, memory_id, thread_of
 from threadchat.model import (
+    ApprovalDecision,
     AssistantThread,
     ConversationStart,
     ConversationStatus,
@@ -300,12 +301,17 @@ class Conversations:
     async def regenerate(self, thread: ThreadRef, request: RegenerateRequest) -> str:
         """Ask the conversation to answer its latest turn again. "" when accepted, else why
         not: a refusal type of the workflow's, "Ended", or "Unavailable"."""
+        # An update, not a signal: the workflow says at once whether it will regenerate.
+        return await self._update(thread, ConversationWorkflow.regenerate, request)
+
+    async def decide(self, thread: ThreadRef, decision: ApprovalDecision) -> str:
+        """Approve or deny a tool call: "" when taken, else why not, as for `regenerate`."""
+        return await self._update(thread, ConversationWorkflow.decide, decision)
+
+    async def _update(self, thread: ThreadRef, update, arg) -> str:
         handle = self.client.get_workflow_handle(_conversation(thread))
         try:
-            # An update, not a signal: the workflow says at once whether it will regenerate.
-            await handle.execute_update(
-                ConversationWorkflow.regenerate, request, rpc_timeout=rpc_timeout()
-            )
+            await handle.execute_update(update, arg, rpc_timeout=rpc_timeout())
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             return cause.type or "" if isinstance(cause, ApplicationError) else "Unavailable"

@@ -41,10 +41,12 @@ def home_view(
     for conversation in conversations[:MAX_LISTED]:
         thread = conversation.thread
         link = thread_permalink(team_domain, thread.channel, thread.thread_ts)
-        name = conversation.title or texts.home_untitled(
-            thread.channel, channel_names.get(thread.channel)
-        )
-        started = texts.home_started(conversation.started)
+        place = channel_names.get(thread.channel)
+        name = conversation.title or texts.home_untitled(thread.channel, place)
+        # Where it is goes under the title (a title says what, not where).
+        started = f"{_escaped(texts.home_place(thread.channel, place))} · " * bool(
+            conversation.title
+        ) + texts.home_started(conversation.started)
         if conversation.workflow_id in ending:
             text = f"*<{link}|{_escaped(name)}>*\n{started}\n_{texts.HOME_ENDING}_"
             blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})

@@ -345,6 +345,43 @@ def parse_reply_action(body: dict) -> ReplyAction | None:
     )
 
 
+@dataclass(frozen=True)
+class ApprovalClick:
+    """Approve or Deny on a tool call waiting for approval."""
+
+    thread: ThreadRef
+    user: str
+    key: str  # the call's idempotency key
+    approve: bool
+    guest: bool = False
+
+
+def parse_approval(body: dict) -> ApprovalClick | None:
+    """A `block_actions` payload from an approval message's buttons; None for anything else."""
+    container, clicked = body.get("container"), body.get("actions")
+    if not (isinstance(container, dict) and isinstance(clicked, list) and clicked):
+        return None
+    action = clicked[0] if isinstance(clicked[0], dict) else {}
+    action_id, key = action.get("action_id"), action.get("value")
+    ids = [
+        (body.get(f) or {}).get("id") if isinstance(body.get(f), dict) else None
+        for f in ("team", "channel", "user")
+    ]
+    team, channel, user = ids
+    thread_ts = container.get("thread_ts") or container.get("message_ts")
+    if action_id not in (actions.TOOL_APPROVE, actions.TOOL_DENY) or not isinstance(key, str):
+        return None
+    if not (_ids(team, channel, user) and _ts(thread_ts) and 0 < len(key) <= 500):
+        return None
+    return ApprovalClick(
+        thread=ThreadRef(team, channel, thread_ts),
+        user=user,
+        key=key,
+        approve=action_id == actions.TOOL_APPROVE,
+        guest=user_team(body) not in ("", team),
+    )
+
+
 def malformed(body: str) -> bool:
     """Payload shapes Bolt itself trips over (it answers them 500, as if we had failed):
     an event that is not an object or has no string type, or an interaction without its

@@ -122,6 +122,8 @@ def worker_env(stack: Stack, temporal_address: str) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if stack.settings.tools_file:
+        env["THREADCHAT_TOOLS_FILE"] = stack.settings.tools_file
     assert "AWS_BEARER_TOKEN_BEDROCK" not in env
     return env
 

@@ -43,6 +43,8 @@ from threadchat.slack_client import http_session, make_client
 
 SIGNING_SECRET = "local-signing-secret"
 TEAM = "T0LOCAL"
+# Overrides that are the worker's settings, which a conversation takes when it opens.
+WORKER_WIDE = ("max_tool_rounds", "approval_timeout_seconds")
 ALICE, BOB = "U0ALICE", "U0BOB"
 
 
@@ -378,11 +380,14 @@ async def start_stack(
             # The local Bedrock serves the knowledge tool's Retrieve too.
             **{"knowledge_endpoint_url": endpoint, **(bedrock_settings or {})},
         ),
-        conversation=conversation_settings(**overrides),
+        conversation=conversation_settings(
+            **{k: v for k, v in overrides.items() if k not in WORKER_WIDE}
+        ),
         channels_file=channels_file,
         channels=load_channels(channels_file) if channels_file else {},
         tools_file=tools_file,
         **({"tools": load_tools_file(tools_file)} if tools_file else {}),
+        **{k: v for k, v in overrides.items() if k in WORKER_WIDE},
     )
     stack = Stack(client=client, slack=slack, bedrock=bedrock, settings=settings)
     stack._closers += [slack.stop, bedrock.stop]

@@ -142,10 +142,17 @@ async def test_app_home_names_the_channel_and_shows_the_end_once_it_has_ended(ma
     ts = await stack.mention(stack.channel, "an untitled question", user=erin)
     await stack.replies(stack.channel, ts, 1)
     workflow_id = stack.handle(stack.channel, ts).id
-    view = await stack.open_home(erin)
-    assert end_buttons(view) == [workflow_id]
-    [label] = [str(b["text"]) for b in view["blocks"] if b.get("accessory")]
-    assert "A conversation in #general" in label and "&lt;" not in label
+
+    async def titled() -> str | None:
+        # The title reaches Temporal's visibility, which the Home reads, a moment later.
+        view = await stack.open_home(erin)
+        assert end_buttons(view) == [workflow_id]
+        [label] = [str(b["text"]) for b in view["blocks"] if b.get("accessory")]
+        return label if "an untitled question" in label else None
+
+    label = await eventually(titled, what="the conversation's title in the Home")
+    # Titled by its question, and where it is under the title.
+    assert "In #general" in label and "&lt;" not in label
 
     assert await stack.click_home("threadchat_end_conversation", workflow_id, user=erin) == 200
     await stack.handle(stack.channel, ts).result()
@@ -170,9 +177,14 @@ async def test_app_home_labels_a_channel_it_cannot_name_without_markup(make_stac
     frank = "U" + uuid.uuid4().hex[:10].upper()
     ts = await stack.mention(stack.channel, "another question", user=frank)
     await stack.replies(stack.channel, ts, 1)
-    view = await stack.open_home(frank)
-    [label] = [str(b["text"]) for b in view["blocks"] if b.get("accessory")]
-    assert "A conversation in a channel" in label and stack.channel not in label.split("|")[1]
+
+    async def titled() -> str | None:
+        view = await stack.open_home(frank)
+        [label] = [str(b["text"]) for b in view["blocks"] if b.get("accessory")]
+        return label if "another question" in label else None
+
+    label = await eventually(titled, what="the conversation's title in the Home")
+    assert "In a channel" in label and stack.channel not in label.split("|")[1]
 
 
 async def test_slack_retries_of_each_event_change_nothing(make_stack):

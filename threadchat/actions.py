@@ -18,6 +18,10 @@ FEEDBACK = "threadchat_feedback"
 FEEDBACK_UP = "threadchat_feedback_up"
 FEEDBACK_DOWN = "threadchat_feedback_down"
 RATINGS = {FEEDBACK_UP: "up", FEEDBACK_DOWN: "down"}
+# A tool call waiting for approval (contracts: keep the ids).
+TOOL_APPROVE = "tool_approve"
+TOOL_DENY = "tool_deny"
+APPROVAL_BLOCK_ID = "threadchat_tool_approval"
 
 
 def encode(reply: ReplyRef) -> str:
@@ -98,3 +102,14 @@ def message_body(text: str, reply: ReplyRef | None) -> dict:
     if reply is None:
         return {"markdown_text": text}
     return {"text": text, "blocks": [{"type": "markdown", "text": text}, *reply_actions(reply)]}
+
+
+def approval_blocks(text: str, key: str) -> list[dict]:
+    """A tool call's approval message: what it would do, Approve and Deny. The buttons
+    carry the call's idempotency key, which the conversation knows it by."""
+    approve = {**_button(TOOL_APPROVE, "Approve", key), "style": "primary"}
+    deny = {**_button(TOOL_DENY, "Deny", key), "style": "danger"}
+    return [
+        {"type": "markdown", "text": text},
+        {"type": "actions", "block_id": APPROVAL_BLOCK_ID, "elements": [approve, deny]},
+    ]

@@ -236,6 +236,9 @@ class ConversationSettings:
     bedrock_task_queue: str = ""
     # Tool calls and tool lists go to this task queue; "" = the workflow's.
     tools_task_queue: str = ""
+    # The tool servers (and built-ins) the channel may use, from the tools file as it was
+    # when the conversation opened; none: no tools, and no tool list asked for.
+    tool_servers: list[str] = field(default_factory=list)
     # Model calls with tools a turn may make before it must answer (THREADCHAT_MAX_TOOL_ROUNDS).
     max_tool_rounds: int = 8
     # How long a call waits for approval before it counts as denied (THREADCHAT_APPROVAL_TIMEOUT).
@@ -412,6 +415,21 @@ class ReplyRequest:
     thread_context: ThreadContext | None = None
     # The agent session's title, given with its first status (a session is titled once).
     session_title: str = ""
+    # Tools the model may call this turn, and the rounds of calls made so far.
+    tools: list["ToolSpec"] = field(default_factory=list)
+    rounds: list["ToolRound"] = field(default_factory=list)
+    # A round after tool calls goes on in the answer's open stream (`stream_ts`), whose
+    # message shows `shown` so far.
+    stream_ts: str = ""
+    shown: str = ""
+    stream_mode: str = ""  # how that message is written: "stream", or "update" (edits)
+    last_round: bool = False  # the tool rounds are used up: the model must answer now
+    # What the turn's searches found (knowledge bases, Slack), listed under the answer, and
+    # whether they are numbered as the one search the model saw gave them.
+    sources: list["ToolSource"] = field(default_factory=list)
+    cited_by_number: bool = False
+    # The asker's own memories (the `memory` tools), shown in their turn only.
+    memories: list["Memory"] = field(default_factory=list)
 
 
 @dataclass
@@ -424,6 +442,7 @@ class GeneratedReply:
     stop_reason: str = "end_turn"
     call: ModelCall | None = None
     notes: str = ""  # shown under the answer: files that did not reach the model
+    tool_uses: list["ToolUse"] = field(default_factory=list)  # stop_reason "tool_use"
 
 
 @dataclass
@@ -437,7 +456,11 @@ class DeliveredReply:
     stop_reason: str = ""
     call: ModelCall | None = None
     parts: list[str] = field(default_factory=list)  # ts of every message, in order
-    shown: str = ""  # stopped: what its last message (`ts`) shows
+    shown: str = ""  # stopped, or waiting on tools: what its last message (`ts`) shows
+    # stop_reason "tool_use": the calls asked for, the answer's stream still open at `ts`,
+    # written as `mode` says.
+    tool_uses: list["ToolUse"] = field(default_factory=list)
+    mode: str = ""
 
 
 @dataclass
@@ -732,3 +755,44 @@ class MemoryLookup:
 
     team: str
     user: str
+
+
+@dataclass
+class ToolUse:
+    """A tool call as the model asked for it (a Converse `toolUse` block)."""
+
+    tool_use_id: str
+    name: str  # the name the model knows the tool by (threadchat.tools.model_tool_name)
+    input: dict
+
+
+@dataclass
+class ToolRound:
+    """One round of a turn's tool loop: what the model said and asked, and what it got."""
+
+    text: str
+    uses: list[ToolUse]
+    results: list[ToolOutcome]
+
+
+@dataclass
+class ApprovalRequest:
+    """A tool call waiting for the asker's approval: the message with the two buttons."""
+
+    thread: ThreadRef
+    key: str  # the call's idempotency key: the buttons carry it
+    asker: str
+    tool: str  # "server / tool"
+    arguments: dict
+    participants: list[str] = field(default_factory=list)
+    ts: str = ""  # the message, once posted (to settle it)
+    outcome: str = ""  # how it ended, said in place of the buttons
+
+
+@dataclass
+class ApprovalDecision:
+    """Someone clicked Approve or Deny (the `decide` update)."""
+
+    key: str
+    user: str
+    approve: bool

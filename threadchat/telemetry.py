@@ -110,6 +110,20 @@ def count_turn(outcome: str) -> None:
     ).add(1, {"outcome": outcome})
 
 
+def count_tool_call(server: str, tool: str, outcome: str, duration_ms: int) -> None:
+    """From the workflow, so each call counts once whatever its retries: by server, tool and
+    outcome (success, error, denied), with its latency."""
+    meter = workflow.metric_meter()
+    labels = {"server": server, "tool": tool, "outcome": outcome}
+    meter.create_counter("threadchat_tool_calls", "Tool calls, by server, tool and outcome").add(
+        1, labels
+    )
+    if duration_ms:
+        meter.create_histogram(
+            "threadchat_tool_call_latency", "Tool call latency", unit="ms"
+        ).record(duration_ms, labels)
+
+
 # -- Traces ------------------------------------------------------------------------------------
 
 

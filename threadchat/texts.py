@@ -1,5 +1,6 @@
 """Everything threadchat says to people in Slack, in one place."""
 
+import json
 import re
 from datetime import datetime
 
@@ -265,6 +266,13 @@ def home_untitled(channel: str, name: str | None = None) -> str:
     return f"A conversation in #{name}" if name else "A conversation in a channel"
 
 
+def home_place(channel: str, name: str | None = None) -> str:
+    """Where a titled conversation is, under its title."""
+    if channel.startswith("D"):
+        return "In a direct conversation"
+    return f"In #{name}" if name else "In a channel"
+
+
 def home_started(started: datetime) -> str:
     """When it began, in the reader's own time zone (Slack's date formatting)."""
     fallback = f"{started:%Y-%m-%d %H:%M} UTC"
@@ -319,3 +327,70 @@ def too_fast(turns_per_minute: int) -> str:
         f":hourglass: You're asking faster than {turns_per_minute} a minute, so I skipped this "
         "one. Try again in a moment."
     )
+
+
+# -- Tools ------------------------------------------------------------------------------------
+
+# Told to the model as a tool's result (it says so to the person in its own words).
+NO_SUCH_TOOL = "There is no such tool in this conversation."
+TOOL_FAILED = "The tool failed (its server did not answer in time, or kept failing)."
+TOOL_STOPPED = "Not run: the person stopped the answer."
+APPROVAL_STOPPED = "Stopped before anyone decided."
+APPROVAL_TIMED_OUT = "Nobody decided in time: not run."
+# Why a click on Approve or Deny did nothing (the `decide` update's refusals), said privately.
+APPROVAL_REFUSED = {
+    "NotAsker": "Only the person who asked can approve or deny this.",
+    "Decided": "This was already decided.",
+    "NotWaiting": "This is no longer waiting for a decision.",
+}
+MAX_ARGUMENTS_SHOWN = 1_500
+TOOL_ROUNDS_USED = "_The answer used all the tool calls it may make; it may be incomplete._"
+
+
+def not_approved(name: str) -> str:
+    return f"Not approved by {name}: not run."
+
+
+def approval_timed_out(asker: str) -> str:
+    return f"Not approved by {asker} in time: not run."
+
+
+def approval_decided(approve: bool, name: str) -> str:
+    return f"✅ Approved by {name}." if approve else f"🚫 Denied by {name}."
+
+
+def approval_prompt(asker: str, tool: str, arguments: dict) -> str:
+    """The message a tool call waits on: which tool, with what (cut short; the caller
+    neutralises mentions)."""
+    shown = json.dumps(arguments, indent=1, ensure_ascii=False, sort_keys=True)
+    if len(shown) > MAX_ARGUMENTS_SHOWN:
+        shown = shown[:MAX_ARGUMENTS_SHOWN] + "\n… (cut short)"
+    shown = shown.replace("```", "` ` `")
+    return f"<@{asker}>, may I use *{tool}* with these arguments?\n```\n{shown}\n```"
+
+
+def tools_unavailable(servers: list[str]) -> str:
+    return f"_Could not reach {', '.join(sorted(servers))}: answered without those tools._"
+
+
+def tools_used(titles: list[str]) -> str:
+    return f"_Used {', '.join(titles)}._" if titles else ""
+
+
+MAX_SOURCES = 10
+
+
+def sources_line(sources: list, answer: str, cited_by_number: bool) -> str:
+    """The documents and messages an answer drew on, as numbered links under it. With one
+    search's results, numbered as the model saw them, only those it cites ([n]) are listed
+    (all of them if it cites none)."""
+    numbered = list(enumerate(sources, 1))
+    if cited_by_number:
+        cited = [(n, s) for n, s in numbered if f"[{n}]" in answer]
+        numbered = cited or numbered
+    links = [f"[{n}] [{_link_text(s.title or s.url)}]({s.url})" for n, s in numbered[:MAX_SOURCES]]
+    return f"Sources: {' · '.join(links)}" if links else ""
+
+
+def _link_text(text: str) -> str:
+    return re.sub(r"[\[\]()<>]", "", text).strip()[:80] or "source"

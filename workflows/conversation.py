@@ -16,6 +16,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from threadchat import context, dedupe, telemetry, texts
     from threadchat.model import (
+        ApprovalDecision,
         AssistantGreeting,
         AssistantThread,
         ConversationResult,
@@ -206,6 +207,21 @@ class ConversationWorkflow:
     def _may_regenerate(self, request: RegenerateRequest) -> None:
         """Refused requests never reach the history: the clicker learns why, privately."""
         refusal = self._regenerate_refusal(request)
+        if refusal:
+            raise ApplicationError(refusal, type=refusal, non_retryable=True)
+
+    @workflow.update
+    def decide(self, decision: ApprovalDecision) -> None:
+        """Approve or Deny clicked on a tool call waiting for approval. The decision, who
+        and when, is in the history (this update's acceptance)."""
+        self._may_decide(decision)
+        self.responder.decisions[decision.key] = decision
+
+    @decide.validator
+    def _may_decide(self, decision: ApprovalDecision) -> None:
+        """Only the asker decides, once: anyone else's click, a double click or Slack's
+        retry is refused and never reaches the history."""
+        refusal = self.responder.approval_refusal(decision)
         if refusal:
             raise ApplicationError(refusal, type=refusal, non_retryable=True)
 

@@ -15,9 +15,12 @@ with workflow.unsafe.imports_passed_through():
     from activities.bedrock import BedrockActivities
     from activities.budgets import BudgetActivities
     from activities.conversations import ConversationActivities
+    from activities.memory import MemoryActivities
     from activities.replies import ReplyActivities
     from activities.slack import SlackActivities
+    from activities.tools import ToolActivities
     from threadchat.model import (
+        ApprovalRequest,
         AssistantGreeting,
         BudgetCheck,
         BudgetVerdict,
@@ -26,6 +29,8 @@ with workflow.unsafe.imports_passed_through():
         DeliveredReply,
         EndNotice,
         GeneratedReply,
+        Memory,
+        MemoryLookup,
         PostedMessage,
         PrivateNote,
         ReplyRequest,
@@ -39,6 +44,10 @@ with workflow.unsafe.imports_passed_through():
         ThreadTitle,
         TitleRequest,
         TokenCharge,
+        ToolCall,
+        ToolCatalog,
+        ToolCatalogRequest,
+        ToolOutcome,
     )
 
 # Temporal owns retries (botocore makes one attempt). Throttling and 5xx back off up to about
@@ -179,6 +188,91 @@ async def write_title(settings: ConversationSettings, request: TitleRequest) -> 
         retry_policy=FEW_TRIES,
         summary="write a title",
     )
+
+
+# -- Tools ------------------------------------------------------------------------------------
+
+# The activity holds a call to its server's timeout; this margin covers starting a stdio
+# server and the session around the call. A worker that dies mid-call is caught sooner, by
+# its heartbeat (the activity beats every 2 s).
+TOOL_MARGIN_SECONDS = 30
+TOOL_HEARTBEAT = timedelta(seconds=10)
+# Connection trouble is retried with the same idempotency key; errors the tool reports are
+# results, told to the model, never retried.
+TOOL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=20),
+    maximum_attempts=5,
+)
+
+
+async def list_tools(
+    settings: ConversationSettings, request: ToolCatalogRequest, servers: list[str]
+) -> ToolCatalog:
+    """The turn's tools; none (each server told as unavailable) if the list cannot be had."""
+    try:
+        return await workflow.execute_activity_method(
+            ToolActivities.list_tools,
+            request,
+            task_queue=settings.tools_task_queue or None,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=FEW_TRIES,
+            summary="list tools",
+        )
+    except ActivityError as err:
+        workflow.logger.warning("could not list tools: %s", failure_type(err))
+        return ToolCatalog(unavailable=list(servers))
+
+
+def call_tool(
+    settings: ConversationSettings, call: ToolCall, timeout_seconds: float
+) -> ActivityHandle[ToolOutcome]:
+    """Started, not awaited: a Stop abandons it (its key keeps a later retry from doing it
+    twice)."""
+    return workflow.start_activity_method(
+        ToolActivities.call_tool,
+        call,
+        task_queue=settings.tools_task_queue or None,
+        start_to_close_timeout=timedelta(seconds=timeout_seconds + TOOL_MARGIN_SECONDS),
+        heartbeat_timeout=TOOL_HEARTBEAT,
+        retry_policy=TOOL_RETRY,
+        cancellation_type=ActivityCancellationType.TRY_CANCEL,
+        summary=f"tool {call.server}/{call.name} (round {call.round})",
+    )
+
+
+async def memories_of(lookup: MemoryLookup) -> list[Memory]:
+    """The asker's memories; never fails (the activity answers [] when it cannot read them,
+    within its own RPC timeout, well inside this one: a local activity must not time out)."""
+    return await workflow.execute_local_activity_method(
+        MemoryActivities.memories_of,
+        lookup,
+        start_to_close_timeout=timedelta(seconds=30),
+        summary="read the asker's memories",
+    )
+
+
+async def ask_approval(ask: ApprovalRequest) -> str:
+    """The approval message with its buttons; its ts ("" if Slack stayed down: the call
+    then waits out the timeout, as nobody can click)."""
+    try:
+        return await workflow.execute_activity_method(
+            SlackActivities.ask_approval,
+            ask,
+            start_to_close_timeout=SLACK_TIMEOUT,
+            retry_policy=SLACK_RETRY,
+            summary=f"ask approval for {ask.tool}",
+        )
+    except ActivityError as err:
+        workflow.logger.error("could not ask for approval: %s", failure_type(err))
+        return ""
+
+
+async def settle_approval(ask: ApprovalRequest) -> None:
+    """The approval message says how it ended, without its buttons."""
+    if ask.ts:
+        await _best_effort("settle approval", SlackActivities.settle_approval, ask, SLACK_RETRY)
 
 
 # -- Slack ------------------------------------------------------------------------------------

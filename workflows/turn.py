@@ -5,7 +5,9 @@ regenerate, the rolling and final summaries and the title. Workflow code, determ
 conversation drives it, and its only I/O is the activities in `steps`.
 """
 
+import contextlib
 import dataclasses
+from asyncio import gather
 from datetime import UTC, datetime, timedelta
 
 from temporalio import exceptions, workflow
@@ -15,14 +17,19 @@ from workflows import steps
 
 with workflow.unsafe.imports_passed_through():
     from activities.bedrock import CONTEXT_OVERFLOW, SUMMARY_PROMPT
-    from threadchat import context, inference, telemetry, texts, turn_size
+    from threadchat import context, inference, telemetry, texts, tools, turn_size
     from threadchat.model import (
+        ApprovalDecision,
+        ApprovalRequest,
         BudgetCheck,
         BudgetVerdict,
         ChatMessage,
         ConversationState,
         DeliveredReply,
+        GeneratedReply,
         InferenceSettings,
+        Memory,
+        MemoryLookup,
         RegenerateRequest,
         ReplyRef,
         ReplyRequest,
@@ -34,11 +41,20 @@ with workflow.unsafe.imports_passed_through():
         ThreadTitle,
         TitleRequest,
         TokenCharge,
+        ToolCall,
+        ToolCatalog,
+        ToolCatalogRequest,
+        ToolOutcome,
+        ToolRound,
+        ToolSpec,
+        ToolUse,
         Turn,
         UserMessage,
     )
     from threadchat.temporal import CONVERSATION_TITLE
 
+# Built-in tools whose results are cited under the answer.
+SEARCHES = ("knowledge", "slack_search")
 # Slack may stop an answer's stream before its agent_session_stopped event arrives: how long
 # the stopped answer waits for the event, to say who stopped it.
 STOP_EVENT_WAIT = timedelta(seconds=10)
@@ -60,10 +76,15 @@ class Responder:
         self.state = state
         # The turn being answered: not yet in state.turns, still open to edits and deletions.
         self.current: Turn | None = None
-        # While a turn or a regenerate runs: the model call under way, and a Stop for it.
+        # While a turn or a regenerate runs: the calls under way (the model's, tools'), and
+        # a Stop for them.
         self.busy = False
-        self.in_flight: workflow.ActivityHandle | None = None
+        self.in_flight: list[workflow.ActivityHandle] = []
         self.stop_request: StopRequest | None = None
+        # Tool calls waiting for approval this turn, and the decisions, by idempotency key.
+        self.approvals: dict[str, ApprovalRequest] = {}
+        self.decisions: dict[str, ApprovalDecision] = {}
+        self.round_tokens = 0  # what the turn's tool rounds cost before its answer
 
     def stop(self, request: StopRequest) -> None:
         """Stop clicked: the answer being written stops where it is. With nothing running
@@ -72,8 +93,8 @@ class Responder:
         if not self.busy or self.stop_request is not None:
             return
         self.stop_request = request
-        if self.in_flight is not None:
-            self.in_flight.cancel()
+        for handle in self.in_flight:
+            handle.cancel()
 
     def key(self, name: str) -> str:
         """An idempotency key unique to this conversation (a thread can host several)."""
@@ -114,6 +135,7 @@ class Responder:
             used = await self._reply(turn, notes)
             await self._settle(payer, verdict, used, key)
         self.current, self.busy, self.stop_request = None, False, None
+        self.approvals, self.decisions = {}, {}
         if turn.messages:  # else every message was deleted while it was answered
             state.turns.append(turn)
         state.last_activity = state.answered_at = workflow.now().timestamp()
@@ -126,6 +148,7 @@ class Responder:
         """The model's answer in the thread (with `notes` under it), or a short notice there
         if it cannot be had; returns the tokens it used."""
         number = self.state.turn_count
+        self.round_tokens = 0
         try:
             reply = await self._reply_within_context(turn.messages, notes)
         except ActivityError as err:
@@ -138,16 +161,16 @@ class Responder:
             workflow.logger.warning("turn %s failed: %s", number, failure)
             await self._post(texts.turn_failure(failure), f"turn-{number}-notice")
             telemetry.count_turn("failed")
-            return 0
+            return self.round_tokens
         if reply.stop_reason == inference.STOPPED:
             await self._mark_stopped(turn, reply)
             telemetry.count_turn("stopped")
-            return self._spend(reply)
+            return self._spend(reply) + self.round_tokens
         telemetry.count_turn("blocked" if reply.stop_reason in inference.BLOCKED else "replied")
         turn.reply, turn.stop_reason = reply.text, reply.stop_reason
         turn.reply_ts = reply.parts or [reply.ts]
         turn.input_tokens, turn.output_tokens = reply.input_tokens, reply.output_tokens
-        return self._spend(reply)
+        return self._spend(reply) + self.round_tokens
 
     async def _reply_within_context(
         self, messages: list[UserMessage], notes: str
@@ -155,15 +178,26 @@ class Responder:
         """Reply with as much recent context as the budget allows; on overflow, once more
         with a quarter of it."""
         budget = self.state.settings.context_budget_tokens
+        memories = await self._memories(messages[-1].user)
         try:
-            return await self._deliver(self._reply_request(messages, budget, notes))
+            return await self._deliver(self._reply_request(messages, budget, notes, memories))
         except ActivityError as err:
             if steps.failure_type(err) != CONTEXT_OVERFLOW:
                 raise
             workflow.logger.warning("context overflow; retrying with a smaller window")
-            return await self._deliver(self._reply_request(messages, budget // 4, notes))
+            request = self._reply_request(messages, budget // 4, notes, memories)
+            return await self._deliver(request)
 
-    def _reply_request(self, messages: list[UserMessage], budget: int, notes: str) -> ReplyRequest:
+    async def _memories(self, user: str) -> list[Memory]:
+        """What the asker asked the bot to remember, where the channel has the `memory`
+        tools: theirs alone, for their own turns."""
+        if "memory" not in self.state.settings.tool_servers:
+            return []
+        return await steps.memories_of(MemoryLookup(self.state.thread.team, user))
+
+    def _reply_request(
+        self, messages: list[UserMessage], budget: int, notes: str, memories: list[Memory]
+    ) -> ReplyRequest:
         state = self.state
         budget -= self._thread_tokens()
         prompt = context.prompt_messages(state.turns, messages, state.names, budget)
@@ -180,6 +214,7 @@ class Responder:
             participants=list(state.participants),
             thread_context=state.thread_context,
             session_title=self._session_title(messages),
+            memories=memories,
             **self._panel_context(),
         )
 
@@ -193,45 +228,213 @@ class Responder:
 
     async def _deliver(self, request: ReplyRequest) -> DeliveredReply:
         """Get the model's reply into the thread: streamed by one activity as the model
-        writes, or generated and then posted by two."""
-        settings, number = self.state.settings, self.state.turn_count
+        writes, or generated and then posted by two. In between, the tool rounds the model
+        asks for; one answer message however many there are."""
+        settings = self.state.settings
+        catalog = await self._catalog(request.recipient_user)
+        request.tools, request.rounds = catalog.tools, []
+        if catalog.unavailable:
+            request.notes = texts.join_notes(
+                request.notes, texts.tools_unavailable(catalog.unavailable)
+            )
+        said: list[str] = []
+        while True:
+            reply = await self._model_round(request)
+            said.append(reply.text)
+            if not reply.tool_uses:
+                break
+            self.round_tokens += self._spend(reply)
+            results = await self._run_tools(reply.tool_uses, request)
+            request.rounds.append(ToolRound(reply.text, reply.tool_uses, results))
+            self._cite(request)
+            if settings.streaming:
+                request.stream_ts, request.shown = reply.ts, reply.shown
+                request.stream_mode = reply.mode
+            request.last_round = len(request.rounds) >= settings.max_tool_rounds
+            if self.stop_request is not None:
+                return self._stopped_between_rounds(request, said)
+        text = "\n\n".join(t for t in said if t.strip()) or reply.text
         if settings.streaming:
-            streaming = steps.stream_reply(settings, request, f"stream reply {number}")
-            return await self._stoppable(streaming)
-        generated = await self._stoppable(
-            steps.generate_reply(settings, request, f"generate reply {number}")
+            reply.text = text
+            return reply
+        used = [t for r in request.rounds for t in r.uses]
+        notes = texts.join_notes(
+            reply.notes,
+            texts.sources_line(request.sources, text, request.cited_by_number),
+            texts.tools_used(_tool_titles(used, request.tools)),
         )
         posted = await steps.post_message(
             SlackPost(
                 request.thread,
-                texts.reply_text(generated.text, generated.stop_reason, generated.notes),
+                texts.reply_text(text, reply.stop_reason, notes),
                 request.idempotency_key,
                 actions=request.actions,
                 participants=request.participants,
                 session_status="active",
             ),
-            f"post reply {number}",
+            f"post reply {self.state.turn_count}",
         )
         return DeliveredReply(
-            text=generated.text,
-            input_tokens=generated.input_tokens,
-            output_tokens=generated.output_tokens,
+            text=text,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
             ts=posted.ts,
-            stop_reason=generated.stop_reason,
-            call=generated.call,
+            stop_reason=reply.stop_reason,
+            call=reply.call,
             parts=posted.parts,
         )
+
+    async def _model_round(self, request: ReplyRequest) -> DeliveredReply | GeneratedReply:
+        settings, number = self.state.settings, self.state.turn_count
+        which = f" round {len(request.rounds) + 1}" if request.rounds else ""
+        if settings.streaming:
+            streaming = steps.stream_reply(settings, request, f"stream reply {number}{which}")
+            return await self._stoppable(streaming)
+        return await self._stoppable(
+            steps.generate_reply(settings, request, f"generate reply {number}{which}")
+        )
+
+    def _stopped_between_rounds(self, request: ReplyRequest, said: list[str]) -> DeliveredReply:
+        """Stop while tools ran: the answer's open message keeps what it showed."""
+        return DeliveredReply(
+            text="\n\n".join(t for t in said if t.strip()),
+            input_tokens=0,
+            output_tokens=0,
+            ts=request.stream_ts,
+            stop_reason=inference.STOPPED,
+            parts=[request.stream_ts] if request.stream_ts else [],
+            shown=request.shown,
+        )
+
+    # -- Tools --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _cite(request: ReplyRequest) -> None:
+        """The searches' sources so far, for under the answer, once each."""
+        searches = [
+            r
+            for done in request.rounds
+            for r in done.results
+            if r.sources and _server_of(r, done, request) in SEARCHES
+        ]
+        unique = {s.url: s for r in searches for s in r.sources}
+        request.sources = list(unique.values())
+        request.cited_by_number = len(searches) == 1
+
+    async def _catalog(self, user: str) -> ToolCatalog:
+        """The tools this conversation's channel may use; none without a tools file, at no
+        cost."""
+        state = self.state
+        if not state.settings.tool_servers:
+            return ToolCatalog()
+        return await steps.list_tools(
+            state.settings,
+            ToolCatalogRequest(state.thread, user),
+            state.settings.tool_servers,
+        )
+
+    async def _run_tools(self, uses: list[ToolUse], request: ReplyRequest) -> list[ToolOutcome]:
+        """One round's calls, at once; each waits for the asker's approval first if its
+        server says so. Whatever happens, each call has an outcome to tell the model."""
+        specs = tools.tools_by_model_name(request.tools)
+        number, round_number = self.state.turn_count, len(request.rounds) + 1
+        action_token = self.current.messages[-1].action_token if self.current else ""
+
+        async def run(use: ToolUse) -> ToolOutcome:
+            spec = specs.get(use.name)
+            if spec is None:
+                return ToolOutcome(use.tool_use_id, "error", texts.NO_SUCH_TOOL)
+            call = ToolCall(
+                tool_use_id=use.tool_use_id,
+                server=spec.server,
+                name=spec.name,
+                arguments=use.input,
+                idempotency_key=self.key(f"turn-{number}-tool-{use.tool_use_id}"),
+                thread=self.state.thread,
+                user=request.recipient_user,
+                action_token=action_token,
+                round=round_number,
+            )
+            refusal = await self._approval(call, spec) if spec.approval else ""
+            if refusal:
+                outcome = ToolOutcome(use.tool_use_id, "error", refusal)
+                telemetry.count_tool_call(spec.server, spec.name, "denied", 0)
+                return outcome
+            outcome = await self._call_tool(call, spec.timeout_seconds)
+            telemetry.count_tool_call(spec.server, spec.name, outcome.status, outcome.duration_ms)
+            return outcome
+
+        return list(await gather(*(run(use) for use in uses)))
+
+    async def _call_tool(self, call: ToolCall, timeout_seconds: float) -> ToolOutcome:
+        if self.stop_request is not None:
+            return ToolOutcome(call.tool_use_id, "error", texts.TOOL_STOPPED)
+        try:
+            calling = steps.call_tool(self.state.settings, call, timeout_seconds)
+            return await self._stoppable(calling)
+        except ActivityError as err:
+            failure = steps.failure_type(err)
+            workflow.logger.warning("tool %s/%s failed: %s", call.server, call.name, failure)
+            stopped = self.stop_request is not None
+            return ToolOutcome(
+                call.tool_use_id, "error", texts.TOOL_STOPPED if stopped else texts.TOOL_FAILED
+            )
+
+    async def _approval(self, call: ToolCall, spec: ToolSpec) -> str:
+        """Wait for the asker to approve the call: "" when they do, else what the model is
+        told. Nobody deciding within the approval timeout is a denial; so is a Stop."""
+        state = self.state
+        ask = ApprovalRequest(
+            thread=state.thread,
+            key=call.idempotency_key,
+            asker=call.user,
+            tool=f"{spec.server} / {spec.name}",
+            arguments=call.arguments,
+            participants=list(state.participants),
+        )
+        self.approvals[ask.key] = ask
+        ask.ts = await steps.ask_approval(ask)
+        with contextlib.suppress(TimeoutError):  # nobody decided: a denial
+            await workflow.wait_condition(
+                lambda: ask.key in self.decisions or self.stop_request is not None,
+                timeout=timedelta(seconds=state.settings.approval_timeout_seconds),
+                timeout_summary=f"approval of {ask.tool}",
+            )
+        decision = self.decisions.get(ask.key)
+        asker = state.names.get(call.user, call.user)
+        if decision is not None:
+            name = state.names.get(decision.user, decision.user)
+            ask.outcome = texts.approval_decided(decision.approve, name)
+            refusal = "" if decision.approve else texts.not_approved(name)
+        elif self.stop_request is not None:
+            ask.outcome, refusal = texts.APPROVAL_STOPPED, texts.TOOL_STOPPED
+        else:
+            ask.outcome, refusal = texts.APPROVAL_TIMED_OUT, texts.approval_timed_out(asker)
+        await steps.settle_approval(ask)
+        return refusal
+
+    def approval_refusal(self, decision: ApprovalDecision) -> str:
+        """Why `decision` cannot decide (a texts.APPROVAL_REFUSED key), or "": only the
+        person whose message the turn answers decides, once."""
+        ask = self.approvals.get(decision.key)
+        if ask is None:
+            return "NotWaiting"
+        if decision.key in self.decisions:
+            return "Decided"
+        if decision.user != ask.asker:
+            return "NotAsker"
+        return ""
 
     async def _stoppable(self, handle: workflow.ActivityHandle):
         """Await a model call that a Stop may cancel. A Stop that came before it started
         cancels it at once (the history still shows it scheduled)."""
-        self.in_flight = handle
+        self.in_flight.append(handle)
         if self.stop_request is not None:
             handle.cancel()
         try:
             return await handle
         finally:
-            self.in_flight = None
+            self.in_flight.remove(handle)
 
     async def _mark_stopped(self, turn: Turn, reply: DeliveredReply) -> None:
         """Keep the stopped turn as it showed, and say under it who stopped it. Slack may
@@ -566,3 +769,18 @@ def _stopped_before_it_said(err: ActivityError) -> DeliveredReply:
         parts=messages,
         shown=shown,
     )
+
+
+def _tool_titles(uses: list[ToolUse], specs: list[ToolSpec]) -> list[str]:
+    """The tools a turn used, once each, as the answer's line names them."""
+    named = tools.tools_by_model_name(specs)
+    titles = [f"{named[u.name].server} / {named[u.name].name}" for u in uses if u.name in named]
+    return list(dict.fromkeys(titles))
+
+
+def _server_of(outcome: ToolOutcome, done: ToolRound, request: ReplyRequest) -> str:
+    """The server of the tool that gave `outcome`."""
+    named = tools.tools_by_model_name(request.tools)
+    use = next((u for u in done.uses if u.tool_use_id == outcome.tool_use_id), None)
+    spec = named.get(use.name) if use else None
+    return spec.server if spec else ""

@@ -92,7 +92,7 @@ def register(
             listed = [
                 c for c in await conversations.open_for(team, user) if c.workflow_id not in closed
             ]
-            untitled = [c.thread.channel for c in listed if not c.title]
+            channels = sorted({c.thread.channel for c in listed})
             view = home.home_view(
                 user,
                 listed,
@@ -100,7 +100,7 @@ def register(
                 limits.per_user,
                 # Bolt's cached auth.test: no call of our own per Home opened.
                 (context.authorize_result and context.authorize_result.team) or "app",
-                await channel_names.of(context.client, [c for c in untitled if c[:1] != "D"]),
+                await channel_names.of(context.client, [c for c in channels if c[:1] != "D"]),
                 ending,
                 await conversations.memories_of(team, user),
             )

@@ -1,4 +1,5 @@
-"""The buttons under each reply: Slack's 👍/👎 feedback buttons, and Regenerate."""
+"""The buttons under each reply (Slack's 👍/👎 feedback buttons, and Regenerate), and on a
+tool call waiting for approval (Approve, Deny)."""
 
 import logging
 import re
@@ -6,10 +7,10 @@ import re
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
 from bot.conversations import Conversations
-from bot.parsing import parse_reply_action
+from bot.parsing import parse_approval, parse_reply_action
 from threadchat import actions, texts
 from threadchat.config import SlackSettings
-from threadchat.model import Feedback, RegenerateRequest
+from threadchat.model import ApprovalDecision, Feedback, RegenerateRequest
 
 log = logging.getLogger(__name__)
 
@@ -60,3 +61,22 @@ def register(app: AsyncApp, conversations: Conversations, settings: SlackSetting
             await answer(respond, texts.FEEDBACK_TOO_LATE, click.thread.thread_ts)
             return
         await answer(respond, texts.FEEDBACK_THANKS[rating], click.thread.thread_ts)
+
+    @app.action(re.compile(f"^({actions.TOOL_APPROVE}|{actions.TOOL_DENY})$"))
+    async def decide(ack: AsyncAck, body: dict, respond: AsyncRespond) -> None:
+        """The conversation decides who may approve (only the asker, once); anyone else
+        learns why privately."""
+        await ack()
+        click = parse_approval(body)
+        if click is None:
+            return
+        if not settings.allows(click.thread.channel, click.user, guest=click.guest):
+            await answer(respond, texts.NOT_ENABLED, click.thread.thread_ts)
+            return
+        refusal = await conversations.decide(
+            click.thread, ApprovalDecision(click.key, click.user, click.approve)
+        )
+        if refusal:
+            log.info("approval click refused: %s", refusal)
+            text = texts.APPROVAL_REFUSED.get(refusal) or texts.TRY_AGAIN
+            await answer(respond, text, click.thread.thread_ts)

@@ -89,7 +89,8 @@ def build_workers(
     sessions = AgentSessions(slack_client)
     slack = SlackActivities(slack_client, prompts_for=channels.prompts, sessions=sessions)
     replies = ReplyActivities(bedrock, slack_client, sessions=sessions)
-    conversations = ConversationActivities(client, settings, channels)
+    tools = ToolsDirectory(settings.tools_file, settings.tools, load_tools_file)
+    conversations = ConversationActivities(client, settings, channels, tools.current)
     budgets = BudgetActivities(client, settings.temporal.task_queue, settings.token_limits)
     model_calls = [
         bedrock.generate_reply,
@@ -108,6 +109,8 @@ def build_workers(
             slack.notify_ended,
             slack.post_private,
             slack.mark_stopped,
+            slack.ask_approval,
+            slack.settle_approval,
             slack.greet,
             slack.set_title,
             conversations.open_conversation,
@@ -139,7 +142,6 @@ def build_workers(
         # at most (not 80% of the heartbeat timeout), so it stops within about a second.
         max_heartbeat_throttle_interval=STOP_WITHIN,
     )
-    tools = ToolsDirectory(settings.tools_file, settings.tools, load_tools_file)
     tool_calls = ToolActivities(
         tools, builtin_tools(settings, tools, client=client, slack_client=slack_client)
     )
