@@ -400,6 +400,7 @@ class Responder:
                 timeout=timedelta(seconds=state.settings.approval_timeout_seconds),
                 timeout_summary=f"approval of {ask.tool}",
             )
+        del self.approvals[ask.key]  # a click from now on is too late
         decision = self.decisions.get(ask.key)
         asker = state.names.get(call.user, call.user)
         if decision is not None:
@@ -417,10 +418,10 @@ class Responder:
         """Why `decision` cannot decide (a texts.APPROVAL_REFUSED key), or "": only the
         person whose message the turn answers decides, once."""
         ask = self.approvals.get(decision.key)
-        if ask is None:
-            return "NotWaiting"
         if decision.key in self.decisions:
             return "Decided"
+        if ask is None:
+            return "NotWaiting"
         if decision.user != ask.asker:
             return "NotAsker"
         return ""
