@@ -101,8 +101,9 @@ async def test_a_first_turn_schedules_nothing_but_the_reply(make_stack):
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
     assert scheduled == ["stream_reply", "stream_reply"]  # the rest ran locally
-    # No patch markers, and the only search attribute written is Bob joining: the bot
-    # started the conversation with Alice's already there.
+    # No patch markers, and the only search attributes written are the title (with the
+    # first answer, in the same workflow task) and Bob joining: the bot started the
+    # conversation with Alice's already there.
     markers = [e for e in history.events if e.HasField("marker_recorded_event_attributes")]
     assert {m.marker_recorded_event_attributes.marker_name for m in markers} <= {
         "core_local_activity"
@@ -112,7 +113,7 @@ async def test_a_first_turn_schedules_nothing_but_the_reply(make_stack):
         for e in history.events
         if e.HasField("upsert_workflow_search_attributes_event_attributes")
     ]
-    assert upserts == [{"SlackParticipants"}]
+    assert upserts == [{"ConversationTitle"}, {"SlackParticipants"}]
     # Alice's name was looked up once for both her threads; Bob's when he joined.
     looked_up = [c.params.get("user") for c in stack.slack.calls_to("users.info")]
     assert sorted(looked_up) == [ALICE, BOB]

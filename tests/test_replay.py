@@ -8,7 +8,8 @@ new version, run the scenario tests with THREADCHAT_RECORD_HISTORIES set:
         tests/test_conversation.py tests/test_budgets.py tests/test_reply_actions.py \
         tests/test_model_calls.py tests/test_bursts.py tests/test_prompt_caching.py \
         tests/test_channels.py tests/test_files.py tests/test_assistant.py \
-        tests/test_trust.py tests/test_thread_context.py tests/test_sessions.py
+        tests/test_trust.py tests/test_thread_context.py tests/test_sessions.py \
+        tests/test_stop.py tests/test_tools.py tests/test_knowing.py
 """
 
 from pathlib import Path
@@ -23,6 +24,7 @@ from threadchat.model import ConversationResult, ConversationStart
 from workflows import steps
 from workflows.budget import TokenBudgetWorkflow
 from workflows.conversation import ConversationWorkflow
+from workflows.memory import MemoryWorkflow
 
 # One folder per version whose conversations may still be running.
 HISTORIES = sorted((Path(__file__).parent / "histories").rglob("*.json"))
@@ -35,7 +37,9 @@ def test_there_are_recorded_histories():
 @pytest.mark.parametrize("path", HISTORIES, ids=[f"{p.parent.name}/{p.stem}" for p in HISTORIES])
 async def test_recorded_history_replays(path: Path):
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    await Replayer(workflows=[ConversationWorkflow, TokenBudgetWorkflow]).replay_workflow(history)
+    await Replayer(
+        workflows=[ConversationWorkflow, TokenBudgetWorkflow, MemoryWorkflow]
+    ).replay_workflow(history)
 
 
 @workflow.defn(name="ConversationWorkflow")
