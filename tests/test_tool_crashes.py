@@ -83,6 +83,7 @@ async def test_worker_killed_mid_tool_call_performs_the_effect_once(
         # On the record: one call, two attempts, a success.
         [row] = await tool_rows(stack, thread)
         assert (row.tool, row.outcome, row.attempts) == ("file_ticket", "success", 2)
+        assert row.waited_ms > row.duration_ms + 5000  # the heartbeat timeout, at least
         assert row.idempotency_key == performed["idempotency_key"]
     finally:
         workers.stop_all()

@@ -780,7 +780,8 @@ class ToolInvocation:
     approval: str = ""
     approved_by: str = ""
     approved_at: datetime | None = None
-    duration_ms: int | None = None
+    duration_ms: int | None = None  # the tool's answer, as its last attempt timed it
+    waited_ms: int | None = None  # scheduled to closed: queueing and retries included
     attempts: int | None = None
     arguments: dict | None = None
     result_chars: int | None = None
@@ -862,7 +863,7 @@ async def _run_invocations(client: Client, workflow_id: str, run_id: str, histor
             if attrs.scheduled_event_id in calls:
                 row, began = calls[attrs.scheduled_event_id]
                 outcome = await _decode(client, attrs.result, ToolOutcome)
-                row.duration_ms = _ms(at - began)
+                row.duration_ms = row.waited_ms = _ms(at - began)
                 if outcome is not None:
                     # A Stop cancelled it, but it finished first: the model was told "stopped".
                     if row.outcome != "cancelled":
@@ -884,7 +885,7 @@ async def _run_invocations(client: Client, workflow_id: str, run_id: str, histor
                 row, began = calls[attrs.scheduled_event_id]
                 if row.outcome == "cancelled":
                     continue  # cancel requested, then the activity's own end: one outcome
-                row.duration_ms = _ms(at - began)
+                row.duration_ms = row.waited_ms = _ms(at - began)
                 row.outcome = {
                     "activity_task_failed_event_attributes": "error",
                     "activity_task_timed_out_event_attributes": "timed out",
