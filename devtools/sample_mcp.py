@@ -2,9 +2,9 @@
 
 Tools:
 - `find_person(name)`: reads the directory (no side effect).
-- `file_ticket(title, body)`: files a ticket (a side effect). The request's
-  `_meta.idempotency_key` deduplicates it: the same key twice files once, the second call
-  answers with the ticket the first filed.
+- `file_ticket(title, body, delay=0)`: files a ticket (a side effect), answering `delay`
+  seconds later. The request's `_meta.idempotency_key` deduplicates it: the same key twice
+  files once, the second call answers with the ticket the first filed.
 - `slow_lookup(seconds)`: takes that long, reporting MCP progress every half second.
 - `broken_lookup(name)`: always fails (the result has isError).
 - `big_report(chars)`: a result of that many characters.
@@ -86,8 +86,9 @@ def find_person(name: str) -> str:
 
 
 @server.tool()
-async def file_ticket(title: str, body: str, ctx: Context) -> str:
+async def file_ticket(title: str, body: str, ctx: Context, delay: float = 0) -> str:
     """File a ticket with the helpdesk: a title and what it is about."""
+    # `delay`: seconds between filing and answering, for losing a worker mid-call.
     key = _key(ctx)
     arguments = {"title": title, "body": body}
     async with _tickets_lock:
@@ -112,7 +113,7 @@ async def file_ticket(title: str, body: str, ctx: Context) -> str:
                         "ticket": earlier,
                     }
                 )
-                return f"Ticket {earlier} is filed: {title}"
+                return await _after(delay, f"Ticket {earlier} is filed: {title}")
             if _log_path is None:
                 number = next(_numbers)
             else:
@@ -129,7 +130,12 @@ async def file_ticket(title: str, body: str, ctx: Context) -> str:
                     "ticket": ticket,
                 }
             )
-    return f"Ticket {ticket} is filed: {title}"
+    return await _after(delay, f"Ticket {ticket} is filed: {title}")
+
+
+async def _after(delay: float, answer: str) -> str:
+    await asyncio.sleep(max(0.0, delay))
+    return answer
 
 
 @contextlib.contextmanager

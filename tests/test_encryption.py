@@ -638,3 +638,50 @@ async def _titled(handle, title: str) -> bool:
     from workflows.conversation import ConversationWorkflow
 
     return (await handle.query(ConversationWorkflow.status)).title == title
+
+
+async def test_tool_calls_on_the_record_are_read_with_the_key(temporal_server, tmp_path):
+    from devtools.sample_mcp import SampleMcpProcess
+    from tests.test_tools import tools_file, waiting_for_approval
+    from threadchat import actions
+
+    server = temporal_server[0]
+    key = os.urandom(32)
+    encrypting = await Client.connect(server.address, data_converter=data_converter([key]))
+    raw = await Client.connect(server.address)
+    directory = SampleMcpProcess(tmp_path / "calls.jsonl")
+    await directory.start()
+    stack = await start_stack(encrypting, tools_file=tools_file(tmp_path, directory.url))
+    try:
+        secret = f"kumquat{uuid.uuid4().hex[:8]}"
+        ts = await stack.mention(stack.channel, f"use file_ticket title={secret} body=broken")
+        ask = await waiting_for_approval(stack, ts)
+        assert await stack.click(stack.channel, ask["ts"], actions.TOOL_APPROVE) == 200
+        await stack.replies(stack.channel, ts, 2)
+        workflow_id = conversation_id(TEAM, stack.channel, ts)
+        # The call's arguments and the decision are in the history encrypted only.
+        history = await raw.get_workflow_handle(workflow_id).fetch_history()
+        decided = "workflow_execution_update_accepted_event_attributes"
+        payloads = [(e, p) for e in history.events for p, _ in payloads_in(e)]
+        called = [p for e, p in payloads if e.HasField("activity_task_scheduled_event_attributes")]
+        assert called and all(secret.encode() not in p.data for p in called)
+        decisions = [p for e, p in payloads if e.HasField(decided)]
+        assert decisions and all(p.metadata["encoding"] == ENCODING for p in decisions)
+        env = {
+            "TEMPORAL_ADDRESS": server.address,
+            "TEMPORAL_TASK_QUEUE": stack.settings.temporal.task_queue,
+        }
+        args = ("show", workflow_id, "--invocations", "--json")
+        keyed = await run_cli(*args, **env, **{KEY_VARIABLE: b64(key)})
+        assert keyed.returncode == 0, keyed.stderr
+        [call] = [row for row in json.loads(keyed.stdout) if row["kind"] == "tool"]
+        assert call["arguments"] == {"title": secret, "body": "broken"}
+        assert (call["outcome"], call["approval"], call["approved_by"]) == (
+            "success",
+            "approved",
+            ALICE,
+        )
+        assert_says_encrypted(await run_cli(*args, **env), key)
+    finally:
+        await stack.close()
+        directory.stop()

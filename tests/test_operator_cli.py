@@ -233,3 +233,83 @@ async def test_show_invocations_prints_each_model_call(temporal_server, make_sta
     assert call["kind"] == "reply" and call["model_id"] == stack.settings.bedrock.model_id
     [served] = [r for r in stack.bedrock.requests if not is_title_request(r.body)]
     assert call["request_id"] == served.request_id
+
+
+async def test_show_invocations_lists_tool_calls_between_the_model_calls(
+    temporal_server, make_stack, tmp_path
+):
+    from devtools.sample_mcp import SampleMcpProcess
+    from tests.test_tools import tools_file, waiting_for_approval
+    from threadchat import actions
+
+    server = temporal_server[0]
+    directory = SampleMcpProcess(tmp_path / "calls.jsonl")
+    await directory.start()
+    try:
+        stack = await make_stack(tools_file=tools_file(tmp_path, directory.url))
+        ts = await stack.mention(
+            stack.channel, "use tools find_person, file_ticket name=ada title=Printer body=broken"
+        )
+        ask = await waiting_for_approval(stack, ts)
+        workflow_id = conversation_id(TEAM, stack.channel, ts)
+        # While the approval waits, the call shows as waiting.
+        waiting = await run(server, stack, "show", workflow_id, "--invocations", "--json")
+        assert waiting.returncode == 0, waiting.stderr
+        [ticket] = [r for r in json.loads(waiting.stdout) if r.get("tool") == "file_ticket"]
+        assert ticket["outcome"] == "waiting" and ticket["approval"] == "waiting"
+
+        assert await stack.click(stack.channel, ask["ts"], actions.TOOL_APPROVE) == 200
+        await stack.replies(stack.channel, ts, 2)
+        await stack.say(stack.channel, ts, "use file_ticket title=Again body=twice")
+        ask = await eventually(lambda: _second_ask(stack, ts, ask["ts"]), what="a second ask")
+        assert await stack.click(stack.channel, ask["ts"], actions.TOOL_DENY) == 200
+        await stack.replies(stack.channel, ts, 4)
+    finally:
+        directory.stop()
+
+    as_json = await run(server, stack, "show", workflow_id, "--invocations", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    rows = json.loads(as_json.stdout)
+    kinds = [(r["kind"], r.get("tool"), r.get("round")) for r in rows if r["kind"] != "title"]
+    assert kinds == [
+        ("reply", None, None),
+        ("tool", "find_person", 1),
+        ("tool", "file_ticket", 1),
+        ("reply", None, None),
+        ("reply", None, None),
+        ("tool", "file_ticket", 1),
+        ("reply", None, None),
+    ], kinds
+    find, approved, denied = [r for r in rows if r["kind"] == "tool"]
+    assert find["server"] == "directory" and find["outcome"] == "success"
+    assert find["approval"] == "" and find["arguments"] == {"name": "ada"}
+    assert find["result_chars"] > 0 and find["truncated"] is False
+    assert find["duration_ms"] >= 0 and find["attempts"] == 1
+    assert approved["outcome"] == "success" and approved["approval"] == "approved"
+    assert approved["approved_by"] == ALICE and approved["approved_at"]
+    assert approved["arguments"] == {"title": "Printer", "body": "broken"}
+    [performed] = directory.calls("file_ticket")
+    assert approved["idempotency_key"] == performed["idempotency_key"]
+    assert denied["outcome"] == "denied" and denied["approval"] == "denied"
+    assert denied["duration_ms"] is None and denied["result_chars"] is None
+
+    table = await run(server, stack, "show", workflow_id, "--invocations")
+    assert table.returncode == 0, table.stderr
+    tools = [line for line in table.stdout.splitlines() if "  tool  " in line]
+    assert len(tools) == 3, table.stdout
+    assert "directory/find_person" in tools[0] and "no approval needed" in tools[0]
+    assert "round 1" in tools[1] and "success" in tools[1] and " ms" in tools[1]
+    assert f"approved by {ALICE} at " in tools[1]
+    assert "denied" in tools[2] and f"denied by {ALICE}" in tools[2]
+
+
+def _second_ask(stack, thread: str, first: str) -> dict | None:
+    from threadchat import actions
+
+    asks = [
+        message
+        for message in stack.slack.bot_replies(stack.channel, thread)
+        if message["ts"] != first
+        and any(b.get("block_id") == actions.APPROVAL_BLOCK_ID for b in message.get("blocks") or [])
+    ]
+    return asks[0] if asks else None

@@ -55,9 +55,11 @@ async def test_metrics_endpoint_serves_sdk_and_threadchat_series(temporal_server
     assert _value(scrape, "threadchat_model_stops", 'reason="end_turn"') == 1
 
 
-def _value(scrape: str, series: str, label: str) -> float:
+def _value(scrape: str, series: str, *labels: str) -> float:
     [line] = [
-        line for line in scrape.splitlines() if line.startswith(series + "{") and label in line
+        line
+        for line in scrape.splitlines()
+        if line.startswith(series + "{") and all(label in line for label in labels)
     ]
     return float(line.rsplit(" ", 1)[1])
 
@@ -105,3 +107,43 @@ async def test_a_trace_follows_a_message_from_slack_to_the_post(temporal_server)
     in_trace = {s.name for s in spans if s.context.trace_id == request.context.trace_id}
     assert "SignalWithStartWorkflow:ConversationWorkflow" in in_trace, in_trace
     assert "RunActivity:stream_reply" in in_trace, in_trace
+
+
+async def test_tool_calls_are_counted_by_server_tool_and_outcome(temporal_server, tmp_path):
+    from devtools.sample_mcp import SampleMcpProcess
+    from tests.test_tools import tools_file
+
+    server, _ = temporal_server
+    port = free_port()
+    client = await Client.connect(
+        server.address, runtime=telemetry.make_runtime(f"127.0.0.1:{port}")
+    )
+    directory = SampleMcpProcess(tmp_path / "calls.jsonl")
+    await directory.start()
+    stack = await start_stack(client, tools_file=tools_file(tmp_path, directory.url))
+    try:
+        ts = await stack.mention(stack.channel, "use tools find_person, broken_lookup name=ada")
+        await stack.replies(stack.channel, ts, 1)
+        url = f"http://127.0.0.1:{port}/metrics"
+
+        async def scrape_once() -> str | None:
+            async with aiohttp.ClientSession() as session, session.get(url) as response:
+                text = await response.text()
+            # Counted by the workflow as it takes each outcome, around when the answer shows.
+            return text if text.count("threadchat_tool_calls{") >= 2 else None
+
+        scrape = await eventually(scrape_once, what="the tool calls counted")
+    finally:
+        await stack.close()
+        directory.stop()
+    directory_ = 'server="directory"'
+    found, broken = 'tool="find_person"', 'tool="broken_lookup"'
+    success, error = 'outcome="success"', 'outcome="error"'
+    assert _value(scrape, "threadchat_tool_calls", directory_, found, success) == 1
+    assert _value(scrape, "threadchat_tool_calls", directory_, broken, error) == 1
+    latency = [
+        line
+        for line in scrape.splitlines()
+        if line.startswith("threadchat_tool_call_latency_count{") and found in line
+    ]
+    assert latency and float(latency[0].rsplit(" ", 1)[1]) == 1, latency

@@ -222,7 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     parsers["show"].add_argument(
         "--invocations",
         action="store_true",
-        help="every model call instead: model, parameters, tokens, stop reason, latency",
+        help="every model call instead (model, parameters, tokens, stop reason, latency), "
+        "and the tool calls between them",
     )
     for name in ("conversations", "show"):
         parsers[name].add_argument("--json", dest="as_json", action="store_true", help="as JSON")

@@ -19,9 +19,12 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.memory import MEMORIES_QUERY, MEMORY_WORKFLOW
+from threadchat import texts
 from threadchat.codec import EncryptedPayloadError
 from threadchat.ids import WORKFLOW_ID_PREFIX, memory_id, parse_thread_link
 from threadchat.model import (
+    ApprovalDecision,
+    ApprovalRequest,
     ConversationResult,
     ConversationSetup,
     ConversationStart,
@@ -34,6 +37,8 @@ from threadchat.model import (
     ReplyRequest,
     Summary,
     SummaryRequest,
+    ToolCall,
+    ToolOutcome,
     Turn,
     UserMessage,
 )
@@ -757,9 +762,50 @@ def _invocation(run_id: str, at: datetime, request: Any, result: Any) -> Invocat
     return row
 
 
+@dataclass
+class ToolInvocation:
+    """One tool call of a conversation, between the model calls, as its history records it:
+    the `call_tool` activity and, for a tool that needs approval, the ask and the `decide`
+    update that answered it (matched by the call's idempotency key)."""
+
+    at: datetime | None  # when it was asked for (the approval asked, or the call scheduled)
+    run_id: str
+    server: str
+    tool: str
+    round: int | None = None
+    # success, error (the tool's, or it kept failing), denied, timed out (nobody approved in
+    # time, or the call's own timeout), cancelled (a Stop), waiting (for approval), running
+    outcome: str = "running"
+    # "" (none needed), "waiting", "approved", "denied", "timed out" or "stopped"
+    approval: str = ""
+    approved_by: str = ""
+    approved_at: datetime | None = None
+    duration_ms: int | None = None  # the tool's answer, as its last attempt timed it
+    waited_ms: int | None = None  # scheduled to closed: queueing and retries included
+    attempts: int | None = None
+    arguments: dict | None = None
+    result_chars: int | None = None
+    truncated: bool | None = None
+    idempotency_key: str = ""
+    kind: str = "tool"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["at"] = self.at.isoformat() if self.at else None
+        data["approved_at"] = self.approved_at.isoformat() if self.approved_at else None
+        return data
+
+
+# How a settled approval message ended, when nobody decided.
+_UNDECIDED = {texts.APPROVAL_TIMED_OUT: "timed out", texts.APPROVAL_STOPPED: "stopped"}
+
+
 async def _run_invocations(client: Client, workflow_id: str, run_id: str, history) -> list:
-    rows: list[Invocation] = []
+    rows: list[Invocation | ToolInvocation] = []
     scheduled: dict[int, tuple[str, Any]] = {}
+    tools: dict[str, ToolInvocation] = {}  # by idempotency key
+    calls: dict[int, tuple[ToolInvocation, datetime]] = {}  # call_tool's scheduled event id
+    tool_round = 1  # the round of the calls the last model call asked for
     for event in history.events:
         kind = event.WhichOneof("attributes")
         at = event.event_time.ToDatetime().replace(tzinfo=UTC)
@@ -768,19 +814,85 @@ async def _run_invocations(client: Client, workflow_id: str, run_id: str, histor
             name = attrs.activity_type.name
             if name in _MODEL_ACTIVITIES:
                 hint = SummaryRequest if name == "summarize_conversation" else ReplyRequest
-                scheduled[event.event_id] = (name, await _decode(client, attrs.input, hint))
+                request = await _decode(client, attrs.input, hint)
+                scheduled[event.event_id] = (name, request)
+                if isinstance(request, ReplyRequest):
+                    tool_round = len(request.rounds) + 1
+            elif name == "ask_approval":
+                ask = await _decode(client, attrs.input, ApprovalRequest)
+                if ask is not None:
+                    server, _, tool = ask.tool.partition(" / ")
+                    row = ToolInvocation(at, run_id, server, tool, round=tool_round)
+                    row.outcome = row.approval = "waiting"
+                    row.arguments, row.idempotency_key = ask.arguments, ask.key
+                    tools[ask.key] = row
+                    rows.append(row)
+            elif name == "settle_approval":
+                ask = await _decode(client, attrs.input, ApprovalRequest)
+                row = tools.get(ask.key) if ask is not None else None
+                if row is not None and row.approval == "waiting":
+                    row.approval = _UNDECIDED.get(ask.outcome, "timed out")
+                    row.outcome = "cancelled" if row.approval == "stopped" else "timed out"
+            elif name == "call_tool":
+                call = await _decode(client, attrs.input, ToolCall)
+                if call is None:
+                    continue
+                row = tools.get(call.idempotency_key)
+                if row is None:
+                    row = ToolInvocation(at, run_id, call.server, call.name)
+                    tools[call.idempotency_key] = row
+                    rows.append(row)
+                row.round, row.arguments = call.round, call.arguments
+                row.idempotency_key, row.outcome = call.idempotency_key, "running"
+                calls[event.event_id] = (row, at)
+        elif kind == "workflow_execution_update_accepted_event_attributes":
+            request = event.workflow_execution_update_accepted_event_attributes.accepted_request
+            if request.input.name == "decide":
+                decision = await _decode(client, request.input.args, ApprovalDecision)
+                row = tools.get(decision.key) if decision is not None else None
+                if row is not None:
+                    row.approval = "approved" if decision.approve else "denied"
+                    row.approved_by, row.approved_at = decision.user, at
+                    row.outcome = "running" if decision.approve else "denied"
+        elif kind == "activity_task_started_event_attributes":
+            attrs = event.activity_task_started_event_attributes
+            if attrs.scheduled_event_id in calls:
+                calls[attrs.scheduled_event_id][0].attempts = attrs.attempt
         elif kind == "activity_task_completed_event_attributes":
             attrs = event.activity_task_completed_event_attributes
-            if attrs.scheduled_event_id in scheduled:
+            if attrs.scheduled_event_id in calls:
+                row, began = calls[attrs.scheduled_event_id]
+                outcome = await _decode(client, attrs.result, ToolOutcome)
+                row.duration_ms = row.waited_ms = _ms(at - began)
+                if outcome is not None:
+                    # A Stop cancelled it, but it finished first: the model was told "stopped".
+                    if row.outcome != "cancelled":
+                        row.outcome = outcome.status
+                    row.duration_ms = outcome.duration_ms or row.duration_ms
+                    row.result_chars, row.truncated = len(outcome.text), outcome.truncated
+            elif attrs.scheduled_event_id in scheduled:
                 name, request = scheduled[attrs.scheduled_event_id]
                 result = await _decode(client, attrs.result, _MODEL_ACTIVITIES[name])
                 rows.append(_invocation(run_id, at, request, result))
         elif kind in (
             "activity_task_failed_event_attributes",
             "activity_task_timed_out_event_attributes",
+            "activity_task_canceled_event_attributes",
+            "activity_task_cancel_requested_event_attributes",
         ):
             attrs = getattr(event, kind)
-            if attrs.scheduled_event_id in scheduled:
+            if attrs.scheduled_event_id in calls:
+                row, began = calls[attrs.scheduled_event_id]
+                if row.outcome == "cancelled":
+                    continue  # cancel requested, then the activity's own end: one outcome
+                row.duration_ms = row.waited_ms = _ms(at - began)
+                row.outcome = {
+                    "activity_task_failed_event_attributes": "error",
+                    "activity_task_timed_out_event_attributes": "timed out",
+                }.get(kind, "cancelled")
+            elif attrs.scheduled_event_id in scheduled and not kind.startswith(
+                "activity_task_cancel"
+            ):
                 _, request = scheduled[attrs.scheduled_event_id]
                 row = _invocation(run_id, at, request, None)
                 failure = attrs.failure
@@ -789,6 +901,10 @@ async def _run_invocations(client: Client, workflow_id: str, run_id: str, histor
                 row.outcome = f"failed: {error}"
                 rows.append(row)
     return rows
+
+
+def _ms(elapsed: timedelta) -> int:
+    return round(elapsed.total_seconds() * 1000)
 
 
 async def load_invocations(client: Client, ref: str) -> list[Invocation]:
@@ -818,8 +934,9 @@ def _cell(value: Any, suffix: str = "") -> str:
     return "-" if value is None or value == "" else f"{value}{suffix}"
 
 
-def format_invocations(rows: list[Invocation]) -> str:
-    """The calls as a plain-text table."""
+def format_invocations(rows: list) -> str:
+    """The calls as a plain-text table: the model calls, and between them the tool calls,
+    rows of their own columns (time, server/tool, round, outcome, duration, approval)."""
     if not rows:
         return "No model calls yet."
     header = (
@@ -836,12 +953,26 @@ def format_invocations(rows: list[Invocation]) -> str:
         "LATENCY",
         "TRY",
     )
-    lines = []
+    models, tools = [], []
     for row in rows:
+        when = f"{row.at:%Y-%m-%d %H:%M:%S}" if row.at else "?"
+        if isinstance(row, ToolInvocation):
+            tools.append(
+                (
+                    when,
+                    "tool",
+                    f"{row.server}/{row.tool}",
+                    f"round {_cell(row.round)}",
+                    row.outcome,
+                    _cell(row.duration_ms, " ms"),
+                    _approval_cell(row),
+                )
+            )
+            continue
         stop = row.stop_reason if row.outcome == "ok" else row.outcome
-        lines.append(
+        models.append(
             (
-                f"{row.at:%Y-%m-%d %H:%M:%S}" if row.at else "?",
+                when,
                 row.kind,
                 row.model_id + (f" +guardrail {row.guardrail}" if row.guardrail else ""),
                 _cell(row.temperature),
@@ -855,11 +986,28 @@ def format_invocations(rows: list[Invocation]) -> str:
                 _cell(row.attempt),
             )
         )
-    widths = [max(len(cells[i]) for cells in [header, *lines]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
-        for cells in [header, *lines]
-    )
+    widths = [max(len(cells[i]) for cells in [header, *models]) for i in range(len(header))]
+    tool_widths = [max((len(cells[i]) for cells in tools), default=0) for i in range(7)]
+    tool_widths[:2] = widths[:2]  # time and kind line up with the model calls'
+    models_left, tools_left = iter(models), iter(tools)
+    lines = []
+    for cells in [header, *rows]:
+        if isinstance(cells, ToolInvocation):
+            cells, sizes = next(tools_left), tool_widths
+        else:
+            cells = cells if isinstance(cells, tuple) else next(models_left)
+            sizes = widths
+        lines.append(
+            "  ".join(cell.ljust(width) for cell, width in zip(cells, sizes, strict=True)).rstrip()
+        )
+    return "\n".join(lines)
+
+
+def _approval_cell(row: ToolInvocation) -> str:
+    if row.approval in ("approved", "denied"):
+        when = f" at {row.approved_at:%H:%M:%S}" if row.approved_at else ""
+        return f"{row.approval} by {row.approved_by}{when}"
+    return row.approval or "no approval needed"
 
 
 def invocations_json(rows: list[Invocation]) -> str:
