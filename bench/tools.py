@@ -27,10 +27,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from activities.tools import open_session
 from bench.rig import percentile
 from devtools.sample_mcp import SampleMcpProcess
 from devtools.stack import Stack, eventually, is_title_request, start_stack
 from devtools.temporal_server import TemporalDevServer
+from threadchat.tools_file import ServerConfig
 
 KINDS = ("plain", "one round")
 
@@ -95,6 +97,15 @@ async def one_turn(
     return times
 
 
+async def mcp_call(url: str) -> float:
+    """One find_person as the call_tool activity makes it (a session opened, initialized,
+    the call, closed), outside Temporal; in ms."""
+    started = time.monotonic()
+    async with open_session(ServerConfig(name="directory", url=url)) as session:
+        await session.call_tool("find_person", {"name": "alice"})
+    return (time.monotonic() - started) * 1000
+
+
 async def main(turns: int, warmup: int) -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
@@ -118,6 +129,7 @@ async def main(turns: int, warmup: int) -> None:
         finally:
             await stack.close()
         finds = len(directory.calls("find_person"))
+        mcp = [await mcp_call(directory.url) for _ in range(turns)]
     finally:
         server.stop()
         directory.stop()
@@ -150,6 +162,11 @@ async def main(turns: int, warmup: int) -> None:
         f"\nBetween the two model calls (the tool round: the first call's stream, its task "
         f"card, the call_tool activity, the next workflow task): p50 "
         f"{statistics.median(between):.1f} ms, p99 {percentile(between, 0.99):.1f} ms."
+    )
+    print(
+        f"Of which the MCP session and call alone (opened, initialized, called, closed, as the"
+        f" activity does, outside Temporal, {turns} times after the turns): p50 "
+        f"{statistics.median(mcp):.1f} ms, p99 {percentile(mcp, 0.99):.1f} ms."
     )
 
 
