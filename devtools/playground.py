@@ -21,7 +21,9 @@ HTTP endpoints (JSON; POST bodies must be ``application/json``):
     "suggested_prompts": {"D…/ts": {"title", "prompts":
     [{"title", "message"}]}}, "home_views": {user id: view}, "bot_events_url",
     "temporal_ui_url", "offline_model"}``. Messages are LocalSlack's, top level and replies
-    together in ts order, each with ``"streaming"``.
+    together in ts order, each with ``"streaming"``; a streamed answer with task cards also
+    has ``"tasks"``: `LocalSlack.tasks`, one ``task_update`` per task as it stands now (the
+    messages of change notifications carry them too).
 ``GET /api/events``
     Server-Sent Events, one JSON object per ``data:`` line. First ``{"type": "snapshot",
     "state": <as /api/state>}``, then every LocalSlack change notification as
@@ -427,7 +429,16 @@ class Playground:
         for message in messages:
             message["streaming"] = self.slack.is_streaming(channel, message["ts"])
             self._with_files(channel, message)
+            self._with_tasks(channel, message)
         return messages
+
+    def _with_tasks(self, channel: str, message: Json) -> Json:
+        # Slack draws a streamed answer's task cards above its text; LocalSlack keeps them
+        # with the stream, not in the message, so they travel to the page on the side.
+        tasks = self.slack.tasks(channel, message.get("ts", ""))
+        if tasks:
+            message["tasks"] = tasks
+        return message
 
     def _with_files(self, channel: str, message: Json) -> Json:
         files = self._message_files.get((channel, message.get("ts", "")))
@@ -916,6 +927,7 @@ class Playground:
             ):
                 self._message_files[(channel, message["ts"])] = sharing[2]
             self._with_files(channel, message)
+            self._with_tasks(channel, message)
         self._broadcast(event)
         self._save_soon()
 

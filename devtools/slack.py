@@ -144,6 +144,42 @@ class _Stream:
     chunks: list[Json] = field(default_factory=list)
 
 
+TASK_STATUSES = ("pending", "in_progress", "complete", "error")
+# A task card's details and output, as Slack documents them.
+TASK_TEXT_LIMIT = 256
+
+
+def _check_task(chunk: Json) -> None:
+    """A `task_update` stream chunk as Slack takes it; anything else is refused whole."""
+
+    def refuse(detail: str) -> SlackError:
+        return SlackError("invalid_chunks", detail=f"task_update: {detail}")
+
+    for key in ("id", "title"):
+        if not isinstance(chunk.get(key), str) or not chunk[key]:
+            raise refuse(f"{key} must be a non-empty string")
+    if chunk.get("status") not in TASK_STATUSES:
+        raise refuse("status must be one of " + ", ".join(TASK_STATUSES))
+    for key in ("details", "output"):
+        value = chunk.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > TASK_TEXT_LIMIT):
+            raise refuse(f"{key} must be a string of at most {TASK_TEXT_LIMIT} characters")
+    sources = chunk.get("sources")
+    if sources is None:
+        return
+    if not isinstance(sources, list):
+        raise refuse("sources must be a list")
+    for source in sources:
+        if (
+            not isinstance(source, dict)
+            or source.get("type") != "url"
+            or not isinstance(source.get("url"), str)
+            or not source["url"]
+            or not isinstance(source.get("text"), str)
+        ):
+            raise refuse('each source must be {"type": "url", "url", "text"}')
+
+
 def ts_key(ts: str) -> tuple[int, int]:
     """Sort key for a Slack ts ("seconds.micros"); malformed values sort first."""
     seconds, _, fraction = ts.partition(".")
@@ -496,6 +532,16 @@ class LocalSlack:
         """Whether a message started by chat.startStream has not been stopped yet."""
         stream = self._streams.get((channel, ts))
         return stream is not None and stream.state == "in_progress"
+
+    def tasks(self, channel: str, ts: str) -> list[Json]:
+        """The task cards a streamed message shows, as Slack's timeline does: one per task id,
+        in the order first streamed, each as its latest `task_update` left it."""
+        stream = self._streams.get((channel, ts))
+        cards: dict[str, Json] = {}
+        for chunk in stream.chunks if stream is not None else []:
+            if chunk.get("type") == "task_update":
+                cards[chunk["id"]] = {**cards.get(chunk["id"], {}), **chunk}
+        return [copy.deepcopy(card) for card in cards.values()]
 
     def stop_session(self, channel: str, thread_ts: str) -> list[str]:
         """Someone clicked Stop on the thread's agent session. As Slack does, the app's
@@ -1115,6 +1161,8 @@ class LocalSlack:
                         raise SlackError("invalid_chunks")
                     text += chunk["text"]
                 else:
+                    if chunk["type"] == "task_update":
+                        _check_task(chunk)
                     others.append(chunk)
         if len(text) > MARKDOWN_LIMIT:
             raise SlackError("msg_too_long")

@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from devtools.playground import Playground
+from devtools.sample_mcp import SampleMcpProcess
 from devtools.samples import TINY_PDF, tiny_png
 from devtools.stack import ALICE, BOB, SIGNING_SECRET, Stack, eventually
-from threadchat import texts
+from threadchat import actions, texts
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Without an emoji font Chromium draws the reply buttons' 👍 and 👎 as empty boxes: CI (.ci/run)
@@ -447,3 +448,119 @@ async def test_a_mention_in_the_middle_of_a_thread_sees_the_thread_and_the_alert
         prompt = str(stack.converse_requests()[-1]["messages"][0])
         assert 'kind="thread"' in prompt and "p99 is 2.4s" in prompt
         assert "checkout feels slow" in prompt and "restarting pods did nothing" in prompt
+
+
+@pytest.fixture
+async def directory(tmp_path):
+    """Our sample MCP server (the team directory) as its own process, as `threadchat dev`
+    starts it."""
+    server = SampleMcpProcess(tmp_path / "calls.jsonl")
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def tools_file(tmp_path: Path, directory_url: str) -> str:
+    """As devtools/tools.yaml, with the directory where this test's server listens."""
+    path = tmp_path / "tools.yaml"
+    path.write_text(
+        "servers:\n"
+        "  directory:\n"
+        f"    url: {directory_url}\n"
+        "    approval: [file_ticket]\n"
+        "channels:\n"
+        "  default: [directory, knowledge, slack_search, memory]\n"
+        "knowledge:\n"
+        "  default: [KBSAMPLE01]\n"
+    )
+    return str(path)
+
+
+async def ask_in_a_new_thread(page: Any, question: str) -> Any:
+    """Alice mentions the bot in #general; the thread it answers in, opened."""
+    from playwright.async_api import expect
+
+    box = page.locator("#channel-composer textarea")
+    await box.fill(f"@threadchat {question}")
+    await box.press("Enter")
+    mention = page.locator("#channel-messages .message", has_text=question)
+    await expect(mention.locator(".thread-summary")).to_be_visible()
+    await mention.locator(".thread-summary").click()
+    return mention
+
+
+async def test_tool_calls_show_as_task_cards_and_wait_for_approval_buttons(
+    make_stack, directory, tmp_path
+):
+    require_browser()
+    from playwright.async_api import expect
+
+    options = {"tools_file": tools_file(tmp_path, directory.url)}
+    async with playground_page(make_stack, **options) as (stack, page):
+        thread = page.locator("#thread-messages")
+        approve = thread.locator(f'[data-action-id="{actions.TOOL_APPROVE}"]')
+        deny = thread.locator(f'[data-action-id="{actions.TOOL_DENY}"]')
+        answers = thread.locator(".message.bot:not(.ephemeral):not(.notice)")
+        first = await ask_in_a_new_thread(page, "file it: use file_ticket title=Printer body=jam")
+        # The call waits for Alice: Approve and Deny under the bot's ask, the session
+        # suspended, nothing run yet.
+        await expect(approve).to_have_count(1)
+        await expect(deny).to_have_count(1)
+        await expect(page.locator('#thread-status [data-session="suspended"]')).to_be_visible()
+        await expect(thread.locator(".task-card").first).to_have_attribute("data-status", "pending")
+        assert not directory.calls("file_ticket")
+        await approve.click()
+        ask = thread.locator(".message.bot", has_text=texts.approval_decided(True, "alice"))
+        await expect(ask).to_have_count(1)
+        await expect(approve).to_have_count(0)
+        # The answer shows its task card, done, above the text that names the ticket.
+        card = thread.locator('.task-card[data-status="complete"]')
+        await expect(card).to_have_count(1)
+        await expect(card.locator(".task-title")).to_contain_text("directory / file_ticket")
+        await expect(card.locator(".task-output")).to_contain_text("TICKET-0001")
+        answer = answers.filter(has=page.locator('.task-card[data-status="complete"]'))
+        await expect(answer.locator(".text")).to_contain_text("TICKET-0001")
+        await expect(page.locator('#thread-status [data-session="active"]')).to_be_visible()
+        [performed] = directory.calls("file_ticket")
+        assert performed["arguments"] == {"title": "Printer", "body": "jam"}
+
+        # The same ask in a second thread, denied: the model is told, nothing is filed.
+        second = await ask_in_a_new_thread(page, "and: use file_ticket title=Chair body=wobbly")
+        await expect(approve).to_have_count(1)
+        await deny.click()
+        denied = thread.locator(".message.bot", has_text=texts.approval_decided(False, "alice"))
+        await expect(denied).to_have_count(1)
+        await expect(approve).to_have_count(0)
+        await expect(answers.locator(".text", has_text=texts.not_approved("alice"))).to_have_count(
+            1
+        )
+        await expect(thread.locator(".task-card")).to_have_attribute("data-status", "error")
+        await expect(page.locator('#thread-status [data-session="active"]')).to_be_visible()
+        assert len(directory.calls("file_ticket")) == 1
+        # Each thread kept its own: the first answer still shows its ticket.
+        await first.locator(".thread-summary").click()
+        await expect(thread.locator('.task-card[data-status="complete"]')).to_have_count(1)
+        assert await second.get_attribute("data-ts") != await first.get_attribute("data-ts")
+
+
+async def test_a_knowledge_base_answer_links_its_source(make_stack, directory, tmp_path):
+    require_browser()
+    from playwright.async_api import expect
+
+    options = {"tools_file": tools_file(tmp_path, directory.url)}
+    async with playground_page(make_stack, **options) as (stack, page):
+        await ask_in_a_new_thread(page, "how many vacation days? use retrieve")
+        thread = page.locator("#thread-messages")
+        answer = thread.locator(".message.bot:not(.ephemeral):not(.notice)").last
+        await expect(answer).not_to_have_class(re.compile(r"\bstreaming\b"))
+        # The citation under the answer is a link to the document the passage came from.
+        link = answer.locator(".text a", has_text="Vacation policy")
+        await expect(link).to_have_count(1)
+        href = await link.get_attribute("href")
+        assert href.startswith("https://") and href.endswith("/handbook/Vacation_policy.md")
+        await expect(answer.locator(".text")).to_contain_text("Sources:")
+        # The search's card lists the same document among its sources.
+        card = answer.locator('.task-card[data-status="complete"]')
+        await expect(card.locator(f'a.task-source[href="{href}"]')).to_have_count(1)

@@ -923,3 +923,46 @@ async def test_stop_stream_moves_the_session_and_feedback_blocks_are_checked(
                 blocks=[{"type": "context_actions", "elements": elements}],
             )
         assert raised.value.response["error"] == "invalid_blocks"
+
+
+async def test_task_cards_are_checked_and_kept_per_task(
+    slack: LocalSlack, client: AsyncWebClient
+) -> None:
+    root = slack.add_message(CHANNEL, user="U0ALICE", text="go")["ts"]
+    stream = {"channel": CHANNEL, "recipient_user_id": "U0A", "recipient_team_id": "T0A"}
+    source = {"type": "url", "url": "https://docs.example/a", "text": "Doc A"}
+    card = {"type": "task_update", "id": "t1", "title": "directory / find_person"}
+    started = await client.chat_startStream(
+        thread_ts=root, chunks=[{**card, "status": "in_progress", "sources": [source]}], **stream
+    )
+    ts = started["ts"]
+    await client.chat_appendStream(
+        channel=CHANNEL,
+        ts=ts,
+        chunks=[
+            {**card, "status": "complete", "output": "o" * 256},
+            {**card, "id": "t2", "status": "pending", "details": "waiting"},
+        ],
+    )
+    # One card per task, in the order first streamed, each as its last update left it.
+    [first, second] = slack.tasks(CHANNEL, ts)
+    assert first["status"] == "complete" and first["sources"] == [source]
+    assert second["id"] == "t2" and second["details"] == "waiting"
+    for bad in (
+        {**card, "status": "done"},
+        {**card, "status": "complete", "id": ""},
+        {"type": "task_update", "id": "t3", "status": "pending"},
+        {**card, "status": "complete", "output": "o" * 257},
+        {**card, "status": "complete", "details": 3},
+        {**card, "status": "complete", "sources": source},
+        {**card, "status": "complete", "sources": [{**source, "type": "file"}]},
+        {**card, "status": "complete", "sources": [{"type": "url", "url": "https://x"}]},
+    ):
+        with pytest.raises(SlackApiError) as raised:
+            await client.chat_appendStream(channel=CHANNEL, ts=ts, chunks=[bad])
+        assert raised.value.response["error"] == "invalid_chunks", bad
+    assert len(slack.tasks(CHANNEL, ts)) == 2  # a refused append changes nothing
+    with pytest.raises(SlackApiError) as raised:
+        await client.chat_startStream(thread_ts=root, chunks=[{**card, "status": "x"}], **stream)
+    assert raised.value.response["error"] == "invalid_chunks"
+    assert slack.tasks(CHANNEL, "1.000001") == []

@@ -976,3 +976,43 @@ async def test_stop_on_a_processing_session_stops_its_streams_and_tells_the_bot(
     status, result = await post(pg.http, "/api/session/stop", unknown)
     assert (status, result["error"]) == (404, "thread_not_found")
     assert len(pg.received) == 1
+
+
+async def test_an_answers_task_cards_reach_the_page_with_it(recorded_playground):
+    pg = recorded_playground
+    question = pg.slack.add_message(pg.general, user=ALICE, text="<@U0BOT> who is she?")
+    web_api = AsyncWebClient(token=pg.slack.bot_token, base_url=pg.slack.base_url)
+    card = {"type": "task_update", "id": "call1", "title": "directory / find_person"}
+    source = {"type": "url", "url": "http://127.0.0.1:3004/mcp", "text": "directory"}
+    async with pg.http.get("/api/events") as stream:
+
+        async def next_event() -> dict:
+            while True:
+                line = (await stream.content.readline()).decode()
+                if line.startswith("data: "):
+                    return json.loads(line.removeprefix("data: "))
+
+        assert (await asyncio.wait_for(next_event(), 5))["type"] == "snapshot"
+        started = await web_api.chat_startStream(
+            channel=pg.general,
+            thread_ts=question["ts"],
+            recipient_user_id=ALICE,
+            recipient_team_id=pg.slack.team_id,
+            chunks=[{**card, "status": "in_progress", "sources": [source]}],
+        )
+        first = await asyncio.wait_for(next_event(), 5)
+        assert first["type"] == "message" and first["message"]["tasks"][0]["status"] == (
+            "in_progress"
+        )
+        done = {**card, "status": "complete", "output": "Alice Smith, SRE"}
+        await web_api.chat_appendStream(channel=pg.general, ts=started["ts"], chunks=[done])
+        appended = await asyncio.wait_for(next_event(), 5)
+    # One card per task, as its last update left it, with the sources it was given before.
+    [shown] = appended["message"]["tasks"]
+    assert appended["type"] == "stream_append"
+    assert shown == {**done, "sources": [source]}
+    async with pg.http.get("/api/state") as response:
+        state = await response.json()
+    [answer] = [m for m in state["messages"][pg.general] if m["ts"] == started["ts"]]
+    assert answer["tasks"] == [shown]
+    assert all("tasks" not in m for m in state["messages"][pg.general] if m is not answer)

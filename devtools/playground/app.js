@@ -957,9 +957,36 @@
 
   function bodyHtml(message) {
     const files = filesHtml(message);
-    // A file shared without a comment has no text line at all, as in Slack.
-    const text = files && !message.text ? "" : `<div class="text">${textHtml(message)}</div>`;
-    return text + files;
+    const tasks = tasksHtml(message);
+    // A file shared without a comment has no text line at all, as in Slack; nor has an
+    // answer that so far only shows its task cards.
+    const text = (files || tasks) && !message.text ? "" : `<div class="text">${textHtml(message)}</div>`;
+    return tasks + text + files;
+  }
+
+  const TASK_ICONS = { pending: "○", in_progress: "◐", complete: "✓", error: "✕" };
+  const TASK_LABELS = { pending: "Pending", in_progress: "In progress", complete: "Done", error: "Error" };
+
+  // A streamed answer's task cards (Slack's task_update chunks), above its text as Slack's
+  // timeline draws them: status, title, output or details, and the sources as links.
+  function tasksHtml(message) {
+    if (!Array.isArray(message.tasks) || !message.tasks.length) return "";
+    const cards = message.tasks.filter((t) => t && t.id).map((task) => {
+      const status = Object.hasOwn(TASK_ICONS, task.status) ? task.status : "pending";
+      const note = task.output || task.details;
+      const sources = (Array.isArray(task.sources) ? task.sources : [])
+        .filter((s) => s && /^https?:\/\//i.test(String(s.url)))
+        .map((s) => `<a class="task-source" href="${escapeHtml(s.url)}" target="_blank" rel="noopener noreferrer">` +
+          `${escapeHtml(s.text || s.url)}</a>`).join("");
+      return `<div class="task-card" data-task-id="${escapeHtml(task.id)}" data-status="${status}">` +
+        `<span class="task-icon" title="${TASK_LABELS[status]}">${TASK_ICONS[status]}</span>` +
+        `<div class="task-body"><div class="task-title">${escapeHtml(task.title || "")}` +
+        `<span class="task-status">${TASK_LABELS[status]}</span></div>` +
+        (note ? `<div class="task-output">${escapeHtml(note)}</div>` : "") +
+        (sources ? `<div class="task-sources">${sources}</div>` : "") +
+        "</div></div>";
+    }).join("");
+    return `<div class="tasks">${cards}</div>`;
   }
 
   function privateFor(channel, threadTs) {
