@@ -117,8 +117,8 @@ class SlackReplyWriter:
         await self._flush()
         for card in cards:  # tool output is untrusted: it pings nobody
             for key in ("title", "output"):
-                if key in card:
-                    card[key] = neutralize(card[key], self.participants)
+                if key in card:  # cut after: neutralising may lengthen it
+                    card[key] = neutralize(card[key], self.participants)[: tool_prompt.CARD_TEXT]
         try:
             if self.ts is None:
                 response = await self.client.chat_startStream(

@@ -44,7 +44,7 @@ from threadchat.slack_client import http_session, make_client
 SIGNING_SECRET = "local-signing-secret"
 TEAM = "T0LOCAL"
 # Overrides that are the worker's settings, which a conversation takes when it opens.
-WORKER_WIDE = ("max_tool_rounds", "approval_timeout_seconds")
+WORKER_WIDE = ("max_tool_rounds", "approval_timeout_seconds", "encryption_keys")
 ALICE, BOB = "U0ALICE", "U0BOB"
 
 

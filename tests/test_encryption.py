@@ -243,7 +243,9 @@ async def test_raw_history_holds_no_plaintext_and_the_codec_endpoint_decrypts(te
     encrypting = await Client.connect(server.address, data_converter=data_converter(keys))
     raw = await Client.connect(server.address)  # what anyone with Temporal access sees
     # Continue as new after every turn, so run inputs carried across runs are covered too.
-    stack = await start_stack(encrypting, history_event_cap=20)
+    # The worker knows its keys, as THREADCHAT_ENCRYPTION_KEY tells it: titles then stay out
+    # of visibility, where they would be plain text.
+    stack = await start_stack(encrypting, history_event_cap=20, encryption_keys=keys)
     codec_runner = None
     try:
         secrets_ = [f"kumquat-{uuid.uuid4().hex[:10]}", f"pin-{uuid.uuid4().hex[:10]}"]
