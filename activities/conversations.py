@@ -2,7 +2,6 @@
 
 import dataclasses
 import logging
-import os
 from collections.abc import Callable
 
 from temporalio import activity
@@ -21,6 +20,7 @@ from threadchat.model import (
     ThreadRef,
     TokenLimits,
 )
+from threadchat.reloading import ReloadingFile
 from threadchat.tools_file import ToolsFile
 
 log = logging.getLogger(__name__)
@@ -30,33 +30,16 @@ def _either(value: int | None, default: int) -> int:
     return default if value is None else value
 
 
-class ChannelDirectory:
-    """THREADCHAT_CHANNELS_FILE as it is now: read again when it changes, so that new
-    conversations pick up an operator's edit without a restart. An edit that breaks the
-    file is logged, and the last good settings stay."""
+class ChannelDirectory(ReloadingFile[dict[str, ChannelSettings]]):
+    """THREADCHAT_CHANNELS_FILE as it is now (read again when it changes)."""
 
     def __init__(self, path: str | None, channels: dict[str, ChannelSettings]):
-        self.path = path
-        self.channels = channels
-        self.seen = self._stamp()
-
-    def _stamp(self) -> tuple[float, int] | None:
-        try:
-            stat = os.stat(self.path) if self.path else None
-        except OSError:
-            return None
-        return (stat.st_mtime, stat.st_size) if stat else None
+        super().__init__(
+            "THREADCHAT_CHANNELS_FILE", path, channels, load_channels, ChannelsFileError
+        )
 
     def lookup(self, channel: str) -> ChannelSettings | None:
-        stamp = self._stamp()
-        if stamp != self.seen:
-            self.seen = stamp
-            try:
-                self.channels = load_channels(self.path)
-                log.info("channel settings read again from %s", self.path)
-            except ChannelsFileError as err:
-                log.error("THREADCHAT_CHANNELS_FILE: %s; keeping the settings read before", err)
-        return lookup_channel(self.channels, channel)
+        return lookup_channel(self.current(), channel)
 
     def prompts(self, channel: str) -> list[dict[str, str]]:
         """The assistant panel's suggested prompts while `channel` is in view: the channel's

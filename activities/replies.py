@@ -120,24 +120,8 @@ class SlackReplyWriter:
                 if key in card:  # cut after: neutralising may lengthen it
                     card[key] = neutralize(card[key], self.participants)[: tool_prompt.CARD_TEXT]
         try:
-            if self.ts is None:
-                response = await self.client.chat_startStream(
-                    channel=self.thread.channel,
-                    thread_ts=self.thread.thread_ts,
-                    recipient_team_id=self.thread.team,
-                    recipient_user_id=self.request.recipient_user,
-                    chunks=cards,
-                )
-                self.cards = True
-                self._created(response["ts"], "")
-            else:
-                await _patiently(
-                    self.client.chat_appendStream,
-                    channel=self.thread.channel,
-                    ts=self.ts,
-                    chunks=cards,
-                )
-                self.cards = True
+            await self._send_stream("", chunks=cards)
+            self.cards = True
         except SlackApiError as err:
             if self.ts is not None and _stopped_stream(err):
                 raise StoppedBySlack from err
@@ -182,24 +166,25 @@ class SlackReplyWriter:
             if self.pending.strip():
                 await self._finish_message(None)
 
+    async def _send_stream(self, shown: str, **content) -> None:
+        """Start the answer's stream with `content` (text or chunks), or append to it."""
+        if self.ts is None:
+            response = await self.client.chat_startStream(
+                channel=self.thread.channel,
+                thread_ts=self.thread.thread_ts,
+                recipient_team_id=self.thread.team,
+                recipient_user_id=self.request.recipient_user,
+                **content,
+            )
+            self._created(response["ts"], shown)
+        else:
+            await _patiently(
+                self.client.chat_appendStream, channel=self.thread.channel, ts=self.ts, **content
+            )
+
     async def _stream(self, chunk: str) -> None:
         try:
-            if self.ts is None:
-                response = await self.client.chat_startStream(
-                    channel=self.thread.channel,
-                    thread_ts=self.thread.thread_ts,
-                    recipient_team_id=self.thread.team,
-                    recipient_user_id=self.request.recipient_user,
-                    markdown_text=chunk,
-                )
-                self._created(response["ts"], chunk)
-            else:
-                await _patiently(
-                    self.client.chat_appendStream,
-                    channel=self.thread.channel,
-                    ts=self.ts,
-                    markdown_text=chunk,
-                )
+            await self._send_stream(chunk, markdown_text=chunk)
         except SlackApiError as err:
             if self.ts is not None and _stopped_stream(err):
                 raise StoppedBySlack from err

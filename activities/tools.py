@@ -40,7 +40,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -63,6 +62,7 @@ from threadchat.model import (
     ToolSource,
     ToolSpec,
 )
+from threadchat.reloading import ReloadingFile
 from threadchat.tools_file import BUILTINS, ServerConfig, ToolsFile, ToolsFileError
 
 log = logging.getLogger(__name__)
@@ -93,40 +93,13 @@ class BuiltinTool(Protocol):
     async def call(self, call: ToolCall) -> ToolOutcome: ...
 
 
-class ToolsDirectory:
-    """THREADCHAT_TOOLS_FILE as it is now: read again when it changes, so that new
-    conversations pick up an operator's edit without a restart. An edit that breaks the
-    file is logged once, and the last good version stays."""
+class ToolsDirectory(ReloadingFile[ToolsFile]):
+    """THREADCHAT_TOOLS_FILE as it is now (read again when it changes)."""
 
     def __init__(
-        self,
-        path: str | None,
-        tools: ToolsFile,
-        load: Callable[[str], ToolsFile] | None = None,
+        self, path: str | None, tools: ToolsFile, load: Callable[[str], ToolsFile] | None = None
     ):
-        self.path = path
-        self.tools = tools
-        self.load = load
-        self.seen = self._stamp()
-
-    def _stamp(self) -> tuple[float, int] | None:
-        try:
-            stat = os.stat(self.path) if self.path else None
-        except OSError:
-            return None
-        return (stat.st_mtime_ns, stat.st_size) if stat else None
-
-    def current(self) -> ToolsFile:
-        """The tools file, read again if it changed since the last look."""
-        stamp = self._stamp()
-        if stamp != self.seen and self.path and self.load:
-            self.seen = stamp
-            try:
-                self.tools = self.load(self.path)
-                log.info("tools read again from %s", self.path)
-            except ToolsFileError as err:
-                log.warning("THREADCHAT_TOOLS_FILE: %s; keeping the tools read before", err)
-        return self.tools
+        super().__init__("THREADCHAT_TOOLS_FILE", path, tools, load, ToolsFileError)
 
 
 @dataclass

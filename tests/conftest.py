@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
+from devtools.sample_mcp import SampleMcpProcess
 from devtools.stack import Stack, record_histories, start_stack
 from devtools.temporal_server import TemporalDevServer
 
@@ -52,3 +53,15 @@ async def make_stack(client, request):
         await stack.close()
         if record_to:
             await record_histories(stack, Path(record_to), request.node.name)
+
+
+@pytest.fixture
+async def directory(tmp_path):
+    """Our sample MCP server (the team directory) as its own process, as `threadchat dev`
+    starts it; its calls are logged in the test's folder."""
+    server = SampleMcpProcess(tmp_path / "calls.jsonl")
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from devtools.playground import Playground
-from devtools.sample_mcp import SampleMcpProcess
 from devtools.samples import TINY_PDF, tiny_png
 from devtools.stack import ALICE, BOB, SIGNING_SECRET, Stack, eventually
 from threadchat import actions, texts
@@ -448,18 +447,6 @@ async def test_a_mention_in_the_middle_of_a_thread_sees_the_thread_and_the_alert
         prompt = str(stack.converse_requests()[-1]["messages"][0])
         assert 'kind="thread"' in prompt and "p99 is 2.4s" in prompt
         assert "checkout feels slow" in prompt and "restarting pods did nothing" in prompt
-
-
-@pytest.fixture
-async def directory(tmp_path):
-    """Our sample MCP server (the team directory) as its own process, as `threadchat dev`
-    starts it."""
-    server = SampleMcpProcess(tmp_path / "calls.jsonl")
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def tools_file(tmp_path: Path, directory_url: str) -> str:

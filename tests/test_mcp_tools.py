@@ -20,7 +20,6 @@ from temporalio.worker import Worker
 
 from activities.tools import RETRYABLE_TOOL_ERROR, ToolActivities, ToolsDirectory
 from devtools.bedrock import LocalBedrock
-from devtools.sample_mcp import SampleMcpProcess
 from devtools.stack import eventually
 from threadchat.model import (
     ThreadRef,
@@ -45,13 +44,8 @@ def free_port() -> int:
 
 
 @pytest.fixture
-async def sample(tmp_path):
-    server = SampleMcpProcess(tmp_path / "calls.jsonl")
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def sample(directory):
+    return directory
 
 
 def stdio_config(name: str, log: Path, **options) -> ServerConfig:

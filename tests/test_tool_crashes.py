@@ -6,25 +6,12 @@ so what it really did is checked, not what the bot says."""
 import signal
 import time
 
-import pytest
-
 from devtools.processes import Workers, until, wait_replies, wait_turns
-from devtools.sample_mcp import SampleMcpProcess
 from devtools.stack import TEAM, eventually
 from tests.test_tools import tools_file, waiting_for_approval
 from threadchat import texts
 from threadchat.commands import operator
 from threadchat.ids import conversation_id
-
-
-@pytest.fixture
-async def directory(tmp_path):
-    server = SampleMcpProcess(tmp_path / "calls.jsonl")
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def unapproved_tools(tmp_path, url: str) -> str:

@@ -7,23 +7,10 @@ import asyncio
 import json
 import socket
 
-import pytest
-
-from devtools.sample_mcp import SampleMcpProcess
 from devtools.stack import ALICE, BOB, eventually
 from threadchat import actions, texts
 from threadchat.model import EndRequest
 from workflows.conversation import ConversationWorkflow
-
-
-@pytest.fixture
-async def directory(tmp_path):
-    server = SampleMcpProcess(tmp_path / "calls.jsonl")
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def closed_port() -> int:
