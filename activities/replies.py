@@ -453,10 +453,12 @@ class ReplyActivities:
         usage, response, stop_reason = {}, {}, "end_turn"
         await writer.show_tasks(self._finished_tasks(request))
         uses = tool_prompt.StreamedToolUses()
+        # After tool rounds, the text goes on in the message below what it showed.
+        gap = "\n\n" if request.stream_ts and request.shown.strip() else ""
         async for kind, value in self._model_events(model_request):
             if kind == "text":
+                await writer.append(value if writer.said else gap + value)
                 writer.said += value
-                await writer.append(value)
             elif kind == "tool_start":
                 uses.start(value)
             elif kind == "tool_delta":
@@ -473,7 +475,7 @@ class ReplyActivities:
         tokens = {"input_tokens": call.input_tokens, "output_tokens": call.output_tokens}
         if stop_reason == "tool_use" and uses.uses() and not request.last_round:
             return await self._ask_for_tools(request, writer, uses.uses(), call, tokens)
-        text = writer.said.strip() or texts.EMPTY_ANSWER
+        text = writer.said.strip() or ("" if gap else texts.EMPTY_ANSWER)
         notes = texts.join_notes(request.notes, texts.file_notes(model_request.unread))
         if stop_reason == "tool_use":  # asked for more tools than a turn may use
             notes = texts.join_notes(notes, texts.TOOL_ROUNDS_USED)
@@ -482,8 +484,8 @@ class ReplyActivities:
         shown = texts.reply_text(text, stop_reason, notes)
         if shown.startswith(text):
             await writer.append(shown[len(text) :])  # a note after the answer streams too
-        # After tool rounds, the message goes on from what it showed before this round.
-        shown = request.shown + shown if request.stream_ts else shown
+        if request.stream_ts:  # the whole message: what it showed before this round, and this
+            shown = request.shown + (gap if writer.said else "") + shown
         # Once the whole answer is being laid out, a Stop is too late: half a layout would
         # leave neither answer in the thread.
         metadata = slack_activities.message_metadata(request.idempotency_key, **tokens)

@@ -240,6 +240,8 @@ class Responder:
         said: list[str] = []
         while True:
             reply = await self._model_round(request)
+            if reply.stop_reason == inference.STOPPED:
+                return reply  # its text is what the message showed, earlier rounds' too
             said.append(reply.text)
             if not reply.tool_uses:
                 break
