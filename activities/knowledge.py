@@ -11,6 +11,7 @@ throttling and Bedrock's own failures raise, for a Temporal retry with backoff.
 """
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -89,8 +90,15 @@ class KnowledgeTool:
     name = NAME
 
     def __init__(self, client: Any, setting_for: Callable[[str], object]):
-        self.client = client
+        # A client, or what makes one at the first Retrieve: a worker that never searches a
+        # knowledge base does not pay for loading the service model at start (a restarted
+        # worker polls sooner).
+        self._client = client
         self.setting_for = setting_for
+
+    @functools.cached_property
+    def client(self) -> Any:
+        return self._client() if callable(self._client) else self._client
 
     def setting(self, channel: str) -> KnowledgeSetting | None:
         value = self.setting_for(channel)

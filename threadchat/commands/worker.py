@@ -7,6 +7,7 @@ Bedrock's quota across every worker, and a Bedrock backlog never delays Slack wo
 import asyncio
 import atexit
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -171,7 +172,7 @@ def builtin_tools(
     return [
         # The channel's bases as the tools file has them at the call, not at the catalog.
         KnowledgeTool(
-            knowledge_client(settings.bedrock),
+            functools.partial(knowledge_client, settings.bedrock),
             lambda channel: tools.current().knowledge_for(channel),
         ),
         SlackSearchTool(slack_client),
