@@ -98,17 +98,27 @@ def response_text(response: dict) -> str:
 
 def make_client(settings: BedrockSettings) -> Any:
     """A bedrock-runtime client that makes one attempt per call, with bounded timeouts."""
+    return aws_client(
+        "bedrock-runtime", settings, settings.endpoint_url, settings.read_timeout, pool=64
+    )
+
+
+def aws_client(
+    service: str, settings: BedrockSettings, endpoint_url: str | None, read_timeout: float, pool=10
+) -> Any:
+    """A boto3 client of `service` that makes one attempt per call (Temporal retries), with
+    bounded timeouts; against a local server, with dummy keys."""
     config = botocore.config.Config(
         retries={"mode": "standard", "total_max_attempts": 1},
         connect_timeout=settings.connect_timeout,
-        read_timeout=settings.read_timeout,
-        max_pool_connections=64,
+        read_timeout=read_timeout,
+        max_pool_connections=pool,
     )
     dummy_keys = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
     return boto3.session.Session().client(
-        "bedrock-runtime",
+        service,
         region_name=settings.region,
-        endpoint_url=settings.endpoint_url,
+        endpoint_url=endpoint_url,
         config=config,
         **(dummy_keys if settings.local else {}),
     )

@@ -16,11 +16,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import boto3
-import botocore.config
 import botocore.exceptions
 from temporalio.exceptions import ApplicationError
 
+from activities.bedrock import aws_client
 from threadchat import citations
 from threadchat.config import BedrockSettings
 from threadchat.knowledge import KnowledgeSetting, knowledge_setting
@@ -67,19 +66,7 @@ SCHEMA = {
 
 def make_client(settings: BedrockSettings) -> Any:
     """A bedrock-agent-runtime client that makes one attempt per call: Temporal retries."""
-    config = botocore.config.Config(
-        retries={"mode": "standard", "total_max_attempts": 1},
-        connect_timeout=settings.connect_timeout,
-        read_timeout=30,
-    )
-    dummy_keys = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
-    return boto3.session.Session().client(
-        "bedrock-agent-runtime",
-        region_name=settings.region,
-        endpoint_url=settings.knowledge_endpoint_url,
-        config=config,
-        **(dummy_keys if settings.local else {}),
-    )
+    return aws_client("bedrock-agent-runtime", settings, settings.knowledge_endpoint_url, 30)
 
 
 class KnowledgeTool:

@@ -50,8 +50,11 @@ def aws_calls() -> tuple[set[tuple[str, str]], bool]:
         for _, tree in trees
         for node in ast.walk(tree)
         if isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Attribute)
-        and node.func.attr == "client"
+        and (
+            (isinstance(node.func, ast.Attribute) and node.func.attr == "client")
+            # activities.bedrock.aws_client(service, …), which every AWS client is made by
+            or (isinstance(node.func, ast.Name) and node.func.id == "aws_client")
+        )
         and node.args
         and isinstance(node.args[0], ast.Constant)
         and isinstance(node.args[0].value, str)
