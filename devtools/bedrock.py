@@ -1353,9 +1353,9 @@ class LocalBedrock:
         # Chunked framing matters: it is what lets the client tell a cut connection from a
         # finished response. Without it a close between two events would look like a clean end.
         response.enable_chunked_encoding()
-        await response.prepare(request)
-        record.status = response.status
         try:
+            await response.prepare(request)
+            record.status = response.status
             for index, (event_type, payload) in enumerate(events):
                 if event_type == "contentBlockDelta" and index > 1:
                     # Deltas arrive stream_delay_s apart, as from a model generating text.
@@ -1367,8 +1367,8 @@ class LocalBedrock:
                 # applies back-pressure here.
                 await response.write(_event(event_type, payload))
         except ConnectionResetError:
-            # The client went away mid-stream (a killed worker, an abandoned stream): a real
-            # server sees that too; it is not an error of this one.
+            # The client went away before or during the stream (a killed worker, an abandoned
+            # stream): a real server sees that too; it is not an error of this one.
             return response
         if fault is not None and fault.error_code is None:
             # Drop the connection before the final chunk, so botocore sees a broken stream.

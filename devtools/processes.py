@@ -16,7 +16,7 @@ from devtools.stack import Stack, eventually
 from workflows.conversation import ConversationWorkflow
 
 THREADCHAT = str(Path(sys.executable).with_name("threadchat"))
-# Heartbeat timeout (10 s) + sticky queue timeout (3 s) + the reply itself, with margin.
+# Heartbeat timeout (5 s) + sticky queue timeout (3 s) + the reply itself, with margin.
 RETRY_TIMEOUT = 60
 
 

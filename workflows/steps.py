@@ -71,9 +71,12 @@ FEW_TRIES = RetryPolicy(maximum_attempts=3)
 SLACK_TIMEOUT = timedelta(seconds=30)
 # Budget calls are short Temporal RPCs, run as local activities: no extra round trip per turn.
 BUDGET_TIMEOUT = timedelta(seconds=5)
-# A streamed answer may take minutes in all; the heartbeat timeout catches a dead worker.
+# A streamed answer may take minutes in all; the heartbeat timeout catches a dead worker. The
+# activity beats every 0.5 s and the worker sends a beat at least every second, so 5 s is five
+# missed beats: a reader waits 5 s, not 10, for an answer a crash cut off (and a run of
+# crashes, as in the soak, costs each hit that much less).
 STREAMING_TIMEOUT = timedelta(minutes=10)
-STREAMING_HEARTBEAT = timedelta(seconds=10)
+STREAMING_HEARTBEAT = timedelta(seconds=5)
 
 
 def failure_type(err: ActivityError) -> str | None:
