@@ -5,6 +5,8 @@ ApplicationError whose type is the Bedrock error code, marked non-retryable wher
 cannot help. The workflow's retry policy then backs off on throttling, 5xx and timeouts.
 """
 
+import contextlib
+import contextvars
 import dataclasses
 import logging
 import threading
@@ -89,6 +91,38 @@ def check_stop_reason(stop_reason: str) -> None:
     """A reply cut off because the prompt filled the window is an overflow, not an answer."""
     if stop_reason == "model_context_window_exceeded":
         raise ApplicationError("context window exceeded", type=CONTEXT_OVERFLOW, non_retryable=True)
+
+
+# As the streaming answer beats (activities/replies.py): a Stop's cancel reaches the call
+# within a second or so, and a dead worker is caught by the 5 s heartbeat timeout, not the
+# call's own timeout of over a minute.
+HEARTBEAT_SECONDS = 0.5
+
+
+@contextlib.contextmanager
+def heartbeating(every: float = HEARTBEAT_SECONDS):
+    """Heartbeat from beside a blocking model call, which cannot beat itself. The SDK hands
+    a threaded activity's beats to its event loop, so another thread may send them, in a
+    copy of the activity's context."""
+    if not activity.in_activity() or activity.info().heartbeat_timeout is None:
+        yield
+        return
+    done = threading.Event()
+    context = contextvars.copy_context()
+
+    def beat() -> None:
+        # A cancel is raised into the activity's thread wherever it is, even past `done.set()`:
+        # the beats end with it too.
+        while not done.wait(every) and not context.run(activity.is_cancelled):
+            context.run(activity.heartbeat)
+
+    beater = threading.Thread(target=beat, name="model-call-heartbeat", daemon=True)
+    beater.start()
+    try:
+        yield
+    finally:
+        done.set()
+        beater.join()
 
 
 def response_text(response: dict) -> str:
@@ -379,7 +413,8 @@ class BedrockActivities:
     def _converse(self, request: ModelRequest) -> tuple[dict, ModelCall]:
         started = time.time()
         try:
-            response = self.invoke(self.client.converse, request)
+            with heartbeating():
+                response = self.invoke(self.client.converse, request)
         except Exception as err:
             raise classify(err) from err
         usage = response.get("usage", {})

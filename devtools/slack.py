@@ -127,11 +127,12 @@ class SlackError(Exception):
 
 @dataclass
 class _Injection:
-    kind: Literal["fail", "lost"]
+    kind: Literal["fail", "lost", "slow"]
     remaining: int
     error: str = "ratelimited"
     status: int = 200
     retry_after: int | None = None
+    delay_s: float = 0.0
 
 
 @dataclass
@@ -750,6 +751,11 @@ class LocalSlack:
         """
         self._injections.setdefault(method, []).append(_Injection("lost", times))
 
+    def inject_slow_response(self, method: str, seconds: float, *, times: int = 1) -> None:
+        """Carry out the next `times` calls of `method` at once, and answer `seconds` later:
+        what the call did shows while the caller still waits for its answer."""
+        self._injections.setdefault(method, []).append(_Injection("slow", times, delay_s=seconds))
+
     def subscribe(self, callback: Subscriber) -> None:
         """Call `callback` with a change notification on every change.
 
@@ -922,6 +928,8 @@ class LocalSlack:
             if request.transport is not None:
                 request.transport.close()
             return web.Response(status=500)
+        if injection is not None and injection.kind == "slow":
+            await asyncio.sleep(injection.delay_s)
         call.status = status
         return web.json_response(body, status=status, headers=headers)
 

@@ -87,6 +87,21 @@ async def test_regenerate_ends_the_thinking_status(make_stack, sessions):
         assert statuses[-2].startswith("is thinking") and statuses[-1] == ""
 
 
+async def test_regenerate_clicked_as_the_answer_ends_waits_for_the_turn(make_stack):
+    """Slack shows Regenerate when the answer's stream stops, a moment before the workflow has
+    recorded the turn (here held up by a slow answer to chat.stopStream): a click then
+    regenerates the answer once the turn is recorded; it is not refused as an older one."""
+    stack = await make_stack()
+    stack.slack.inject_slow_response("chat.stopStream", 2)
+    thread = await stack.mention(stack.channel, "name a mountain")
+    [first] = await stack.replies(stack.channel, thread, 1)
+    # The click comes while the answer's activity still waits for Slack's answer.
+    assert not [c for c in stack.slack.calls_to("chat.stopStream") if c.status], "no race"
+    assert await stack.click(stack.channel, first["ts"], actions.REGENERATE) == 200
+    await regenerated(stack, first["ts"])
+    assert stack.private_notes(stack.channel, ALICE) == []
+
+
 @pytest.mark.parametrize("sessions", [True, False])
 async def test_a_failed_regenerate_ends_the_thinking_status(make_stack, sessions):
     stack = await make_stack()

@@ -56,7 +56,7 @@ def answer_deadline(reply_s: float = 2.0, workflow_tasks_lost: int = 3) -> float
     attempts = policy.maximum_attempts
     first, most = policy.initial_interval.total_seconds(), policy.maximum_interval.total_seconds()
     backoffs = sum(min(first * policy.backoff_coefficient**n, most) for n in range(attempts - 1))
-    heartbeat = steps.STREAMING_HEARTBEAT.total_seconds()
+    heartbeat = steps.MODEL_HEARTBEAT.total_seconds()
     return attempts * (heartbeat + reply_s) + backoffs + workflow_tasks_lost * 10
 
 

@@ -3,13 +3,15 @@ through the environment, and gets SIGKILL (or SIGTERM) while it streams a reply 
 
 The bot runs in-process (HTTP) and only signals Temporal; the local Slack and Bedrock servers
 run in this process too, so everything the worker did is visible in `stack.slack` and
-`stack.bedrock`. After a SIGKILL mid-stream the retry starts once the activity's heartbeat
-timeout (10 s) has passed, so these tests take a while by design.
+`stack.bedrock`. After a SIGKILL mid-answer the retry starts once the activity's heartbeat
+timeout (5 s) has passed, so these tests take a while by design.
 """
 
 import signal
 import time
 from typing import Any
+
+from temporalio.api.enums.v1 import TimeoutType
 
 from devtools.bedrock import echo_responder
 from devtools.processes import (
@@ -215,6 +217,51 @@ async def test_worker_killed_mid_regenerate_leaves_one_final_answer(make_stack, 
         await stack.say(channel, thread_ts, "and a follow-up")
         await assert_answered(stack, channel, thread_ts, 2, "and a follow-up", workers)
         assert converse_streams(stack) == 4, workers.logs()
+    finally:
+        workers.stop_all()
+
+
+async def test_worker_killed_mid_model_call_without_streaming_retries_after_the_heartbeat(
+    make_stack, temporal_server
+):
+    """Streaming off: the model call is one blocking request, which beats from beside it. A
+    worker killed during it is noticed by the 5 s heartbeat timeout, not the call's 75 s."""
+    server, _ = temporal_server
+    stack = await make_stack(worker=False, bedrock_options={"responder": echo_responder})
+    workers = Workers(stack, server.address)
+    workers.env["THREADCHAT_STREAMING"] = "false"
+    try:
+        channel = stack.channel
+        first = await workers.start("A")
+        stack.bedrock.set_model_latency(60)  # the kill lands while the call is with Bedrock
+
+        def calls() -> list:
+            return [r for r in stack.bedrock.requests if r.operation == "converse"]
+
+        thread_ts = await stack.mention(channel, QUESTION)
+        await until(lambda: calls(), 20, "the model call", workers.logs)
+        first.send(signal.SIGKILL)
+        assert await first.wait_exit(10) == -signal.SIGKILL, workers.logs()
+        killed_at = time.monotonic()
+        stack.bedrock.set_model_latency(0)
+
+        await workers.start("B")
+        await until(lambda: len(calls()) == 2, 40, "the retried call", workers.logs)
+        retried_in = calls()[-1].at - killed_at
+        print(f"\nSIGKILL mid-call, no streaming -> retry reached Bedrock after {retried_in:.1f} s")
+        await wait_replies(stack, channel, thread_ts, 1, workers, last_has=QUESTION)
+        assert_single_complete_reply(stack, channel, thread_ts, workers)
+        assert len(calls()) == 2, workers.logs()
+        # What ended the killed attempt: its heartbeat timeout, not the call's.
+        history = await stack.handle(channel, thread_ts).fetch_history()
+        [retried] = [
+            e.activity_task_started_event_attributes
+            for e in history.events
+            if e.HasField("activity_task_started_event_attributes")
+            and e.activity_task_started_event_attributes.attempt == 2
+        ]
+        timeout = retried.last_failure.timeout_failure_info.timeout_type
+        assert timeout == TimeoutType.TIMEOUT_TYPE_HEARTBEAT, retried.last_failure
     finally:
         workers.stop_all()
 

@@ -5,6 +5,9 @@ conversation moves to the current build at its next continue-as-new."""
 import asyncio
 import dataclasses
 
+from temporalio.api.enums.v1 import RoutingConfigUpdateState
+from temporalio.api.workflowservice.v1 import DescribeWorkerDeploymentRequest
+
 from devtools.stack import TEAM, Stack, eventually
 from devtools.temporal_server import temporal_cli
 from threadchat.ids import conversation_id
@@ -20,8 +23,10 @@ async def start_build(stack: Stack, build_id: str) -> None:
     await stack.start_worker(dataclasses.replace(stack.settings, temporal=temporal))
 
 
-async def make_current(address: str, build_id: str) -> None:
-    """The operator's command; it fails until both queues of the build have been polled."""
+async def make_current(stack: Stack, address: str, build_id: str) -> None:
+    """The operator's command (it fails until both queues of the build have been polled),
+    then until the change reached the task queues: the command returns before it has, and a
+    workflow started at once could still go to the old build (CI once saw it)."""
 
     async def done() -> bool:
         process = await asyncio.create_subprocess_exec(
@@ -42,6 +47,20 @@ async def make_current(address: str, build_id: str) -> None:
         return await process.wait() == 0
 
     await eventually(done, timeout=30, what=f"build {build_id} current")
+
+    async def routed() -> bool:
+        response = await stack.client.workflow_service.describe_worker_deployment(
+            DescribeWorkerDeploymentRequest(namespace="default", deployment_name=DEPLOYMENT)
+        )
+        info = response.worker_deployment_info
+        current = info.routing_config.current_deployment_version.build_id
+        propagating = (
+            info.routing_config_update_state
+            == RoutingConfigUpdateState.ROUTING_CONFIG_UPDATE_STATE_IN_PROGRESS
+        )
+        return current == build_id and not propagating
+
+    await eventually(routed, timeout=30, what=f"build {build_id} routed")
 
 
 async def builds(stack: Stack, thread_ts: str, run_id: str | None = None) -> list[str]:
@@ -70,14 +89,14 @@ async def test_conversations_stay_on_their_build_and_move_at_continue_as_new(
     # A small history cap: the old conversation continues as new after a few turns.
     stack = await make_stack(worker=False, history_event_cap=40)
     await start_build(stack, "A")
-    await make_current(server.address, "A")
+    await make_current(stack, server.address, "A")
 
     old = await stack.mention(stack.channel, "started on A")
     await stack.replies(stack.channel, old, 1)
     assert set(await builds(stack, old)) == {"A"}
 
     await start_build(stack, "B")
-    await make_current(server.address, "B")
+    await make_current(stack, server.address, "B")
 
     new = await stack.mention(stack.channel, "started on B")
     await stack.replies(stack.channel, new, 1)

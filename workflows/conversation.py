@@ -198,6 +198,9 @@ class ConversationWorkflow:
     @workflow.update
     async def regenerate(self, request: RegenerateRequest) -> None:
         """Answer the latest turn again, in place of its reply (the Regenerate button)."""
+        if self._still_answering(request):
+            # Clicked as the answer finished, before the turn was recorded: after it.
+            await workflow.wait_condition(lambda: not self._still_answering(request))
         # Checked again here: two clicks in one workflow task both pass the validator before
         # either handler runs.
         self._may_regenerate(request)
@@ -441,6 +444,16 @@ class ConversationWorkflow:
 
     # -- Who takes part ------------------------------------------------------------------------
 
+    def _still_answering(self, request: RegenerateRequest) -> bool:
+        """Whether `request` is for the turn being answered: Slack shows the buttons when
+        the answer ends, a moment before the workflow has recorded the turn."""
+        reply = request.reply
+        return (
+            self.responder.current is not None
+            and reply.conversation_key == self.state.conversation_key
+            and reply.turn == self.state.turn_count
+        )
+
     def _regenerate_refusal(self, request: RegenerateRequest) -> str:
         """Why `request` may not regenerate (a texts.REGENERATE_REFUSED key), or ""."""
         state = self.state
@@ -449,6 +462,8 @@ class ConversationWorkflow:
             return "Ending"
         if request.user not in state.participants:
             return "NotParticipant"
+        if self._still_answering(request):
+            return ""  # the update waits for the turn, then checks again
         reply = request.reply
         if (
             latest is None

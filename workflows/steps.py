@@ -71,12 +71,13 @@ FEW_TRIES = RetryPolicy(maximum_attempts=3)
 SLACK_TIMEOUT = timedelta(seconds=30)
 # Budget calls are short Temporal RPCs, run as local activities: no extra round trip per turn.
 BUDGET_TIMEOUT = timedelta(seconds=5)
-# A streamed answer may take minutes in all; the heartbeat timeout catches a dead worker. The
-# activity beats every 0.5 s and the worker sends a beat at least every second, so 5 s is five
-# missed beats: a reader waits 5 s, not 10, for an answer a crash cut off (and a run of
-# crashes, as in the soak, costs each hit that much less).
+# A streamed answer may take minutes in all. Every model call heartbeats (a blocking one from
+# beside the call), so a dead worker is caught by its heartbeat timeout, not the call's. The
+# activities beat every 0.5 s and the worker sends a beat at least every second, so 5 s is
+# five missed beats: a reader waits 5 s, not 10 (or, without streaming, the call's 75 s), for
+# an answer a crash cut off, and a run of crashes (the soak) costs each hit that much less.
 STREAMING_TIMEOUT = timedelta(minutes=10)
-STREAMING_HEARTBEAT = timedelta(seconds=5)
+MODEL_HEARTBEAT = timedelta(seconds=5)
 
 
 def failure_type(err: ActivityError) -> str | None:
@@ -138,6 +139,7 @@ def _model_options(settings: ConversationSettings) -> dict:
         # Model calls' own queue, rate limited across workers.
         "task_queue": settings.bedrock_task_queue or None,
         "start_to_close_timeout": timedelta(seconds=settings.model_timeout_seconds),
+        "heartbeat_timeout": MODEL_HEARTBEAT,
     }
 
 
@@ -151,7 +153,7 @@ def stream_reply(
         request,
         task_queue=settings.bedrock_task_queue or None,
         start_to_close_timeout=STREAMING_TIMEOUT,
-        heartbeat_timeout=STREAMING_HEARTBEAT,
+        heartbeat_timeout=MODEL_HEARTBEAT,
         retry_policy=BEDROCK_RETRY,
         cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         summary=summary,
@@ -161,8 +163,8 @@ def stream_reply(
 def generate_reply(
     settings: ConversationSettings, request: ReplyRequest, summary: str
 ) -> ActivityHandle[GeneratedReply]:
-    """Started, not awaited: a Stop abandons it (nothing of it showed; the model call runs
-    out on its worker)."""
+    """Started, not awaited: a Stop abandons it (nothing of it showed). The cancel reaches
+    the worker with a heartbeat, and ends the activity once the blocking call returns."""
     return workflow.start_activity_method(
         BedrockActivities.generate_reply,
         request,
