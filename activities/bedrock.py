@@ -93,8 +93,9 @@ def check_stop_reason(stop_reason: str) -> None:
         raise ApplicationError("context window exceeded", type=CONTEXT_OVERFLOW, non_retryable=True)
 
 
-# As the streaming answer beats (activities/replies.py): a Stop's cancel reaches the call
-# within a second or so, and a dead worker is caught by the 5 s heartbeat timeout, not the
+# Every model call beats this often, streamed (activities/replies.py) or not: a Stop reaches
+# it with a heartbeat's answer (the worker sends at most one a second, see the model worker's
+# heartbeat throttle), and a dead worker is caught by the 5 s heartbeat timeout, not the
 # call's own timeout of over a minute.
 HEARTBEAT_SECONDS = 0.5
 

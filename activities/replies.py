@@ -29,7 +29,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import slack as slack_activities
-from activities.bedrock import BedrockActivities, ModelRequest, check_stop_reason, classify
+from activities.bedrock import (
+    HEARTBEAT_SECONDS,
+    BedrockActivities,
+    ModelRequest,
+    check_stop_reason,
+    classify,
+)
 from activities.sessions import AgentSessions
 from threadchat import telemetry, texts, tool_prompt, tools
 from threadchat.actions import message_body, reply_actions
@@ -46,9 +52,6 @@ log = logging.getLogger(__name__)
 # (chat.update is rate limited at about one call per second per message).
 STREAM_FLUSH_SECONDS = 0.25
 UPDATE_FLUSH_SECONDS = 1.2
-# A Stop reaches the activity with a heartbeat's answer (and the worker sends at most one a
-# second, see the model worker's heartbeat throttle).
-HEARTBEAT_SECONDS = 0.5
 SLOW_TURN_SECONDS = 10
 # Slack rate limits waited out within one attempt, before the activity fails and retries.
 RATE_LIMIT_WAITS = 3
