@@ -50,6 +50,7 @@ import httpx2
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.types import PaginatedRequestParams
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -299,11 +300,7 @@ async def _list_server_tools(server: ServerConfig) -> list[ToolSpec]:
     async with open_session(server) as session:
         cursor = None
         for _ in range(20):  # pages; a server that pages forever is cut short
-            params = None
-            if cursor:
-                from mcp.types import PaginatedRequestParams
-
-                params = PaginatedRequestParams(cursor=cursor)
+            params = PaginatedRequestParams(cursor=cursor) if cursor else None
             listing = await session.list_tools(params=params)
             for tool in listing.tools:
                 if server.allows(tool.name):

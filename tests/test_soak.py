@@ -345,10 +345,11 @@ async def test_soak_random_worker_kills_lose_and_double_nothing(
             for conversation in conversations
             for turn, wait in enumerate(conversation.waits)
         )
-        summary += (
-            f"; reply waits p50 {waits[len(waits) // 2][0]:.1f} s,"
-            f" p99 {waits[len(waits) * 99 // 100][0]:.1f} s, max {waits[-1][0]:.1f} s"
-        )
+        if waits:  # none when every thread stuck on its first message
+            summary += (
+                f"; reply waits p50 {waits[len(waits) // 2][0]:.1f} s,"
+                f" p99 {waits[len(waits) * 99 // 100][0]:.1f} s, max {waits[-1][0]:.1f} s"
+            )
         with capsys.disabled():
             print(f"\n{summary}")
         if lost or duplicated or report or sent != THREADS * TURNS_PER_THREAD:
