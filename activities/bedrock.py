@@ -19,7 +19,7 @@ import botocore.config
 import botocore.exceptions
 import urllib3.exceptions
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities.channel_context import ChannelReader
 from activities.files import FileUnavailable, SlackFiles
@@ -417,6 +417,9 @@ class BedrockActivities:
             with heartbeating():
                 response = self.invoke(self.client.converse, request)
         except Exception as err:
+            if activity.in_activity() and activity.is_cancelled():
+                # A Stop: its cancel, raised into the call, comes back wrapped by botocore.
+                raise CancelledError("Cancelled") from err
             raise classify(err) from err
         usage = response.get("usage", {})
         stop_reason = response.get("stopReason", "end_turn")

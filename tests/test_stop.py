@@ -162,3 +162,35 @@ async def test_stop_during_a_regenerate_leaves_the_previous_answer(make_stack):
     result = await ended(stack, thread)
     [turn] = result.transcript
     assert turn.version == 0 and turn.reply and turn.stop_reason == "end_turn"
+
+
+async def test_stop_during_a_model_call_without_streaming_posts_only_who_stopped_it(make_stack):
+    """Streaming off: nothing of an answer shows before it is posted whole. A Stop while the
+    model writes abandons the call, and the worker hears of the cancel with a heartbeat (the
+    blocking call beats from beside it), so the activity ends as cancelled instead of running
+    on to post nothing. The thread says who stopped it, and the next message is answered."""
+    stack = await make_stack(streaming=False, bedrock_options={"model_latency_s": 3})
+    thread = await stack.mention(stack.channel, "tell me everything")
+    await eventually(lambda: stack.converse_requests(), what="the model call")
+    stopped, _ = await stack.click_stop(stack.channel, thread)
+    assert stopped == []  # no stream to stop
+    line = texts.stopped_line("alice")
+    [note] = await stack.replies(stack.channel, thread, 1)
+    assert note["text"].strip() == line
+    await eventually(lambda: stack.slack.session(stack.channel, thread) == "active")
+
+    history = stack.handle(stack.channel, thread)
+
+    async def cancelled() -> bool:
+        events = (await history.fetch_history()).events
+        return any(e.HasField("activity_task_canceled_event_attributes") for e in events)
+
+    await eventually(cancelled, what="the model call's activity ending as cancelled")
+    stack.bedrock.set_model_latency(0)
+    await stack.say(stack.channel, thread, "a short one now, please")
+    [_, answer] = await stack.replies(stack.channel, thread, 2)
+    assert line not in answer["text"]
+    result = await ended(stack, thread)
+    first = result.transcript[0]
+    assert first.stop_reason == inference.STOPPED and first.stopped_by == ALICE
+    assert result.transcript[1].stop_reason == "end_turn"
