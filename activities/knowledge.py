@@ -76,16 +76,16 @@ class KnowledgeTool:
 
     name = NAME
 
-    def __init__(self, client: Any, setting_for: Callable[[str], object]):
-        # A client, or what makes one at the first Retrieve: a worker that never searches a
-        # knowledge base does not pay for loading the service model at start (a restarted
-        # worker polls sooner).
-        self._client = client
+    def __init__(self, make_client: Callable[[], Any], setting_for: Callable[[str], object]):
+        # The client is made at the first Retrieve: a worker that never searches a knowledge
+        # base does not pay for loading the service model at start (a restarted worker polls
+        # sooner).
+        self.make_client = make_client
         self.setting_for = setting_for
 
     @functools.cached_property
     def client(self) -> Any:
-        return self._client() if callable(self._client) else self._client
+        return self.make_client()
 
     def setting(self, channel: str) -> KnowledgeSetting | None:
         value = self.setting_for(channel)

@@ -2,6 +2,7 @@
 Retrieve with real boto3 over HTTP against the local Bedrock's knowledge bases; a throttled
 search retried by Temporal on the real dev server."""
 
+import functools
 import uuid
 from datetime import timedelta
 
@@ -202,8 +203,11 @@ async def bedrock():
 
 
 def knowledge_tool(bedrock: LocalBedrock, setting: object) -> KnowledgeTool:
-    client = make_client(BedrockSettings(knowledge_endpoint_url=bedrock.url, local=True))
-    return KnowledgeTool(client, lambda channel: setting if channel == CHANNEL else None)
+    settings = BedrockSettings(knowledge_endpoint_url=bedrock.url, local=True)
+    return KnowledgeTool(
+        functools.partial(make_client, settings),
+        lambda channel: setting if channel == CHANNEL else None,
+    )
 
 
 def retrieve(query: str, channel: str = CHANNEL) -> ToolCall:
