@@ -6,6 +6,7 @@ is (ToolCall.user), never anyone else's: the workflow id comes from that person,
 workflow checks the user its updates carry.
 """
 
+import asyncio
 import logging
 from datetime import timedelta
 
@@ -139,7 +140,12 @@ async def memories_of(client: Client, team: str, user: str) -> list[Memory]:
     """A person's memories, oldest first; none when they never asked to remember anything."""
     handle = client.get_workflow_handle(memory_id(team, user))
     try:
-        return await handle.query(MEMORIES_QUERY, result_type=list[Memory], rpc_timeout=RPC_TIMEOUT)
+        # The client retries some errors with a fresh rpc_timeout each (CI saw a look-up
+        # take two, 10 s): the bound is on the whole look-up.
+        async with asyncio.timeout(RPC_TIMEOUT.total_seconds()):
+            return await handle.query(
+                MEMORIES_QUERY, result_type=list[Memory], rpc_timeout=RPC_TIMEOUT
+            )
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             return []
