@@ -110,11 +110,17 @@ def heartbeating(every: float = HEARTBEAT_SECONDS):
         return
     done = threading.Event()
     context = contextvars.copy_context()
+    # A Stop's cancel is raised into the activity's thread when it next runs Python, which is
+    # when Bedrock answers: the beats go on till then, so that the attempt ends as cancelled
+    # rather than timed out. Not past the attempt's timeout: the cancel may land in `finally`
+    # below before `done.set()`, and the beats must end all the same.
+    limit = activity.info().start_to_close_timeout
+    deadline = time.monotonic() + (limit.total_seconds() if limit else 0)
 
     def beat() -> None:
-        # A cancel is raised into the activity's thread wherever it is, even past `done.set()`:
-        # the beats end with it too.
-        while not done.wait(every) and not context.run(activity.is_cancelled):
+        while not done.wait(every) and not (
+            context.run(activity.is_cancelled) and time.monotonic() > deadline
+        ):
             context.run(activity.heartbeat)
 
     beater = threading.Thread(target=beat, name="model-call-heartbeat", daemon=True)

@@ -148,7 +148,7 @@ async def test_stop_during_a_regenerate_leaves_the_previous_answer(make_stack):
     thread = await stack.mention(stack.channel, "name a colour")
     [first] = await stack.replies(stack.channel, thread, 1)
     before = first["text"]
-    stack.bedrock.set_model_latency(5)  # the regenerate is still with the model at the Stop
+    stack.bedrock.set_model_latency(60)  # the regenerate is still with the model at the Stop
     assert await stack.click(stack.channel, first["ts"], actions.REGENERATE) == 200
     await eventually(
         lambda: stack.slack.session(stack.channel, thread) == "processing",
@@ -166,10 +166,11 @@ async def test_stop_during_a_regenerate_leaves_the_previous_answer(make_stack):
 
 async def test_stop_during_a_model_call_without_streaming_posts_only_who_stopped_it(make_stack):
     """Streaming off: nothing of an answer shows before it is posted whole. A Stop while the
-    model writes abandons the call, and the worker hears of the cancel with a heartbeat (the
-    blocking call beats from beside it), so the activity ends as cancelled instead of running
-    on to post nothing. The thread says who stopped it, and the next message is answered."""
-    stack = await make_stack(streaming=False, bedrock_options={"model_latency_s": 3})
+    model writes abandons the call; the worker hears of the cancel with a heartbeat (the
+    blocking call beats from beside it, and goes on beating till Bedrock answers, 10 s here,
+    longer than the heartbeat timeout), so the activity ends as cancelled, not timed out. The
+    thread says who stopped it, and the next message is answered."""
+    stack = await make_stack(streaming=False, bedrock_options={"model_latency_s": 10})
     thread = await stack.mention(stack.channel, "tell me everything")
     await eventually(lambda: stack.converse_requests(), what="the model call")
     stopped, _ = await stack.click_stop(stack.channel, thread)
