@@ -1077,6 +1077,7 @@ class LocalBedrock:
             raise ValueError(f"stream_chunk_chars must be positive: {stream_chunk_chars}")
         if stream_delay_s < 0:
             raise ValueError(f"stream_delay_s must not be negative: {stream_delay_s}")
+        self._latency_changed = asyncio.Event()
         self.set_model_latency(model_latency_s)
         self._context_limit_tokens = context_limit_tokens
         self._stream_chunk_chars = stream_chunk_chars
@@ -1164,10 +1165,22 @@ class LocalBedrock:
         self._faults.clear()
 
     def set_model_latency(self, seconds: float) -> None:
-        """Change how long the model takes before answering, for later requests."""
+        """Change how long the model takes before answering. Calls already waiting take the
+        new latency too (from when they started), so that a test can hold an answer for as
+        long as its next steps take on a loaded machine, then let it go."""
         if seconds < 0:
             raise ValueError(f"model latency must not be negative: {seconds}")
         self._model_latency_s = seconds
+        self._latency_changed.set()  # wakes the calls waiting, to count again
+        self._latency_changed = asyncio.Event()
+
+    async def _think(self, writing_s: float = 0.0) -> None:
+        """The model's latency, plus `writing_s`; ends early if the latency is lowered."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while (left := started + self._model_latency_s + writing_s - loop.time()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._latency_changed.wait(), left)
 
     def _take_fault(self, operation: str) -> Fault | None:
         """Consume one use of the first queued fault matching ``operation``."""
@@ -1294,7 +1307,7 @@ class LocalBedrock:
         # A model writes at the same pace whether or not it streams: the whole answer is
         # ready only after as long as streaming it would take.
         chunks = math.ceil(len(reply) / self._stream_chunk_chars)
-        await asyncio.sleep(self._model_latency_s + max(0, chunks - 1) * self._stream_delay_s)
+        await self._think(max(0, chunks - 1) * self._stream_delay_s)
         content = ([{"text": reply}] if reply or not uses else []) + [
             {"toolUse": use} for use in uses
         ]
@@ -1318,7 +1331,7 @@ class LocalBedrock:
         fault: Fault | None,
     ) -> web.StreamResponse:
         reply, stop_reason, prompt, uses = self._prepare_turn(record.model_id, body, streaming=True)
-        await asyncio.sleep(self._model_latency_s)
+        await self._think()
         size = self._stream_chunk_chars
         deltas = [
             ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": reply[i : i + size]}})

@@ -32,7 +32,7 @@ def last_user_text(body: dict) -> str:
 
 async def test_messages_during_a_reply_are_answered_together(make_stack):
     stack = await make_stack()
-    stack.bedrock.set_model_latency(1.0)
+    stack.bedrock.set_model_latency(60)  # held until the messages below are in
     ts = await stack.mention(stack.channel, "first")
     await eventually(lambda: stack.converse_requests(), what="the first Bedrock call")
     await stack.say(stack.channel, ts, "second")

@@ -122,7 +122,7 @@ async def test_mention_while_the_conversation_is_closing_starts_the_next(make_st
     stack = await make_stack()
     ts = await stack.mention(stack.channel, "first topic")
     await stack.replies(stack.channel, ts, 1)
-    stack.bedrock.set_model_latency(1.0)  # a slow summary keeps the conversation closing
+    stack.bedrock.set_model_latency(60)  # a slow summary keeps the conversation closing
     await stack.sender.send_command(
         slash_command(command="/endchat", text="", channel_id=stack.channel, user_id=ALICE)
     )

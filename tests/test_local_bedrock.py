@@ -27,6 +27,7 @@ from devtools.bedrock import (
     offline_reply,
     offline_summary,
 )
+from devtools.stack import eventually
 
 MODEL_ID = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 PROFILE_ARN = (
@@ -314,6 +315,18 @@ async def test_latency_fault_and_model_latency_delay_the_answer(
     response = await call(client.converse, modelId=MODEL_ID, messages=[user("hi")])
     assert time.monotonic() - started >= 0.15
     assert response["metrics"]["latencyMs"] >= 150
+
+
+async def test_lowering_the_model_latency_lets_an_answer_that_waits_go(
+    client: Any, bedrock: LocalBedrock
+) -> None:
+    bedrock.set_model_latency(60)  # a test holds the answer while it does what it needs
+    pending = asyncio.create_task(call(client.converse, modelId=MODEL_ID, messages=[user("hi")]))
+    await eventually(lambda: bedrock.requests, what="the request")
+    assert not pending.done()
+    bedrock.set_model_latency(0)
+    response = await asyncio.wait_for(pending, 20)
+    assert response["metrics"]["latencyMs"] < 20_000
 
 
 # -- converse-stream ------------------------------------------------------------------------

@@ -49,7 +49,7 @@ async def test_a_burst_during_an_answer_is_answered_within_the_limit(make_stack)
     stack = await make_stack()
     ts = await stack.mention(stack.channel, "hello")
     await stack.replies(stack.channel, ts, 1)
-    stack.bedrock.set_model_latency(1.5)  # the next answer takes a while: a burst piles up
+    stack.bedrock.set_model_latency(60)  # the next answer waits: a burst piles up
     calls = len(stack.converse_requests())
     await stack.say(stack.channel, ts, "first")
     await eventually(lambda: len(stack.bedrock.requests) > calls, what="the model called")

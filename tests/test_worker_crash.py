@@ -196,7 +196,7 @@ async def test_worker_killed_mid_regenerate_leaves_one_final_answer(make_stack, 
         await wait_turns(stack, channel, thread_ts, 1, workers)
 
         # A slow model, so that the kill lands while the regenerate is with Bedrock.
-        stack.bedrock.set_model_latency(3)
+        stack.bedrock.set_model_latency(60)
         assert await stack.click(channel, reply["ts"], actions.REGENERATE) == 200
         await until(lambda: converse_streams(stack) == 2, 20, "the regenerate", workers.logs)
         first.send(signal.SIGKILL)
