@@ -309,7 +309,7 @@ class Stack:
             if e["channel"] == channel and e["user"] == user
         ]
 
-    async def replies(self, channel: str, thread_ts: str, count: int, timeout: float = 20):
+    async def replies(self, channel: str, thread_ts: str, count: int, timeout: float = 60):
         """Wait until the bot has `count` finished messages in the thread (none still
         streaming); return them."""
 

@@ -204,7 +204,7 @@ async def test_turns_at_once_reserve_before_the_call_and_settle_after(make_stack
     for i in range(4):
         threads.append(await stack.mention(stack.channel, f"question {i}", user=person))
     for ts in threads:
-        await stack.replies(stack.channel, ts, 1, timeout=30)
+        await stack.replies(stack.channel, ts, 1)
     answered = model_calls(stack)
     assert 1 <= answered <= 2, answered  # unreserved, all four would have been answered
     spent = 0

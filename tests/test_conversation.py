@@ -218,7 +218,7 @@ async def test_a_throttling_storm_answers_every_thread_once_with_backoff(make_st
     questions = [f"storm question {n:02d}" for n in range(threads)]
     tss = await asyncio.gather(*(stack.mention(stack.channel, q) for q in questions))
     for question, ts in zip(questions, tss, strict=True):
-        [reply] = await stack.replies(stack.channel, ts, 1, timeout=60)
+        [reply] = await stack.replies(stack.channel, ts, 1)
         assert question in reply["text"]
         attempts = [r for r in stack.bedrock.requests if question in str(r.body)]
         assert attempts[-1].status == 200 and all(r.status == 429 for r in attempts[:-1])
@@ -233,7 +233,7 @@ async def test_permanent_bedrock_error_posts_a_notice_and_the_conversation_goes_
     stack = await make_stack()
     stack.bedrock.inject(Fault("AccessDeniedException"))
     ts = await stack.mention(stack.channel, "hello?")
-    [notice] = await stack.replies(stack.channel, ts, 1, timeout=10)
+    [notice] = await stack.replies(stack.channel, ts, 1)
     assert notice["text"].startswith(":warning:")
     assert len(stack.converse_requests()) == 1  # not retried
     await stack.say(stack.channel, ts, "how about now?")
@@ -365,7 +365,7 @@ async def test_a_turn_throttled_for_over_10_seconds_says_so(make_stack):
     # Retries start 1, 2, 4 and 8 s apart: the fifth attempt comes about 15 s in.
     stack.bedrock.inject(Fault("ThrottlingException", times=4))
     ts = await stack.mention(stack.channel, "patience")
-    [reply] = await stack.replies(stack.channel, ts, 1, timeout=40)
+    [reply] = await stack.replies(stack.channel, ts, 1)
     assert "patience" in reply["text"]
     # A session has no words of its own for it: the thread's status says so beside it.
     statuses = [c.params["status"] for c in stack.slack.calls_to("assistant.threads.setStatus")]

@@ -312,7 +312,7 @@ async def test_end_chat_shortcut_ends_the_thread_it_is_used_in(make_stack):
 async def test_quiet_thread_ends_with_a_summary(make_stack):
     stack = await make_stack(inactivity_timeout_seconds=2)
     ts = await stack.mention(stack.channel, "short chat")
-    replies = await stack.replies(stack.channel, ts, 2, timeout=30)
+    replies = await stack.replies(stack.channel, ts, 2)
     assert "quiet" in replies[-1]["text"] and "Summary" in replies[-1]["text"]
 
 

@@ -343,7 +343,7 @@ async def test_a_mention_is_answered_by_the_bot_and_the_worker_in_the_image(
 
         stack.sender = sender
         ts = await stack.mention(stack.channel, "hello from outside the container")
-        [reply] = await stack.replies(stack.channel, ts, 1, timeout=60)
+        [reply] = await stack.replies(stack.channel, ts, 1)
         assert "hello from outside the container" in reply["text"]  # the offline model echoes
 
         for container in (worker, bot):

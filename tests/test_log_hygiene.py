@@ -162,7 +162,7 @@ async def test_in_process_logs_hold_no_text_or_secrets_and_name_the_conversation
             stack.slack.inject("chat.postMessage", error="ratelimited", status=429, retry_after=1)
 
             async def until_replies(ts: str, count: int):
-                return await stack.replies(stack.channel, ts, count, timeout=60)
+                return await stack.replies(stack.channel, ts, count)
 
             ts, user_texts, replies = await converse(stack, until_replies=until_replies)
         finally:
@@ -210,7 +210,7 @@ async def test_worker_process_json_logs_hold_no_text_or_secrets(client, temporal
         stack.bedrock.inject(Fault(error_code="ThrottlingException", times=1))
 
         async def until_replies(ts: str, count: int):
-            return await stack.replies(stack.channel, ts, count, timeout=60)
+            return await stack.replies(stack.channel, ts, count)
 
         ts, user_texts, replies = await converse(stack, until_replies=until_replies)
         worker.send(signal.SIGTERM)  # a clean exit flushes everything it logged

@@ -94,7 +94,7 @@ async def test_several_rounds_and_parallel_calls(make_stack, directory, tmp_path
     thread = await stack.mention(
         stack.channel, "use tools find_person, slow_lookup name=bob seconds=1 tool_rounds=2"
     )
-    [answer] = await stack.replies(stack.channel, thread, 1, timeout=60)
+    [answer] = await stack.replies(stack.channel, thread, 1)
     requests = model_requests(stack)
     assert len(requests) == 3  # two rounds of tools, then the answer
     assert len(tool_results(requests[-1])) == 4
@@ -115,7 +115,7 @@ async def test_a_tool_error_and_a_server_down_are_told_and_the_turn_goes_on(
     path = tools_file(tmp_path, directory.url, extra=down, channels="default: [directory, gone]")
     stack = await make_stack(tools_file=path)
     thread = await stack.mention(stack.channel, "use broken_lookup name=carol")
-    [answer] = await stack.replies(stack.channel, thread, 1, timeout=60)
+    [answer] = await stack.replies(stack.channel, thread, 1)
     [_, second] = model_requests(stack)
     [result] = tool_results(second)
     assert result["status"] == "error"
@@ -138,7 +138,7 @@ async def test_a_channel_without_tools_sends_no_tool_config(make_stack, director
 async def test_the_round_limit_makes_the_model_answer(make_stack, directory, tmp_path):
     stack = await make_stack(tools_file=tools_file(tmp_path, directory.url), max_tool_rounds=2)
     thread = await stack.mention(stack.channel, "use find_person name=alice tool_rounds=5")
-    [answer] = await stack.replies(stack.channel, thread, 1, timeout=60)
+    [answer] = await stack.replies(stack.channel, thread, 1)
     assert len(model_requests(stack)) == 3
     assert len(directory.calls("find_person")) == 2
     assert texts.TOOL_ROUNDS_USED in answer["text"]

@@ -57,7 +57,7 @@ async def test_a_burst_during_an_answer_is_answered_within_the_limit(make_stack)
     for text in burst:  # in order, while the answer before is still being written
         await stack.say(stack.channel, ts, text)
     stack.bedrock.set_model_latency(0)
-    replies = await stack.replies(stack.channel, ts, 3, timeout=30)
+    replies = await stack.replies(stack.channel, ts, 3)
     assert "Too much at once" in replies[-1]["text"]
     # The answer's request (streamed; a rolling summary may follow it, not streamed).
     answer = [r.body for r in stack.bedrock.requests if r.operation == "converse-stream"][-1]
