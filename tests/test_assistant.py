@@ -205,6 +205,6 @@ async def test_slack_retries_of_each_event_change_nothing(make_stack):
         again = await stack.open_home(ALICE)  # a redelivered app_home_opened publishes it again
         return first == again
 
-    await eventually(published_alike, 10, "the same view twice")
+    await eventually(published_alike, what="the same view twice")
     greetings = [m for m in stack.slack.bot_replies(dm, thread) if "I'm threadchat" in m["text"]]
     assert len(greetings) == 1

@@ -114,7 +114,7 @@ async def test_use_is_counted_and_shown_with_no_allowance_set(make_stack):
     async def home_shows_it() -> bool:
         return line in str((await stack.open_home(carol))["blocks"])
 
-    await eventually(home_shows_it, 10, line)
+    await eventually(home_shows_it, what=line)
 
 
 async def test_a_charge_repeated_by_a_retry_counts_once(make_stack, client):

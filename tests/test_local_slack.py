@@ -12,9 +12,9 @@ import json
 import re
 import sys
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs
 
 import aiohttp
@@ -36,26 +36,12 @@ from devtools.slack_events import (
     sign,
     slash_command,
 )
+from devtools.stack import eventually
 
 CHANNEL = "C0GENERAL"
 DM = "D0ALICE"
 SECRET = "local-signing-secret"
 TS_PATTERN = re.compile(r"^\d{10}\.\d{6}$")
-
-T = TypeVar("T")
-
-
-async def eventually(probe: Callable[[], T], timeout: float = 5.0) -> T:
-    """Poll `probe` until it returns something truthy; fail after `timeout` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture

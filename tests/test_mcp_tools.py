@@ -328,7 +328,7 @@ async def test_a_cancelled_call_stops_waiting_for_the_server(sample):
     env = ActivityEnvironment()
     started = time.monotonic()
     running = asyncio.create_task(env.run(tools.call_tool, call("team", "slow_lookup", seconds=20)))
-    await eventually(lambda: sample.calls("slow_lookup"), 10, "the slow call to start")
+    await eventually(lambda: sample.calls("slow_lookup"), what="the slow call to start")
     env.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running

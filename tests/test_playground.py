@@ -96,7 +96,7 @@ async def test_endchat_answers_privately_and_posts_the_summary(playground):
     assert status == 200 and result["ok"], result
     assert "Ending" in result["response"]["text"]
     # The immediate answer is shown to Alice alone, as Slack shows it.
-    shown = await eventually(lambda: pg.stack.slack.ephemerals, 5, "the ephemeral answer")
+    shown = await eventually(lambda: pg.stack.slack.ephemerals, what="the ephemeral answer")
     assert shown[0]["user"] == ALICE and shown[0]["channel"] == pg.general
     assert "Ending" in shown[0]["text"]
     replies = await pg.stack.replies(pg.general, ts, 2)

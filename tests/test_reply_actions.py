@@ -78,7 +78,7 @@ async def test_regenerate_ends_the_thinking_status(make_stack, sessions):
     assert await stack.click(stack.channel, first["ts"], actions.REGENERATE) == 200
     await regenerated(stack, first["ts"])
     # An edit does not clear it in Slack (nor in the local one): the reply must say so.
-    await eventually(lambda: thinking_ended(stack, thread), 10, "status cleared")
+    await eventually(lambda: thinking_ended(stack, thread), what="status cleared")
     if sessions:
         history = stack.slack.session_statuses[(stack.channel, thread)]
         assert history == ["processing", "active", "processing", "active"]
@@ -111,7 +111,7 @@ async def test_a_failed_regenerate_ends_the_thinking_status(make_stack, sessions
     stack.bedrock.inject(Fault("AccessDeniedException", operation="converse-stream"))
     assert await stack.click(stack.channel, first["ts"], actions.REGENERATE) == 200
     await eventually(lambda: len(stack.private_notes(stack.channel, ALICE)) == 1, 20, "notice")
-    await eventually(lambda: thinking_ended(stack, thread), 10, "status cleared")
+    await eventually(lambda: thinking_ended(stack, thread), what="status cleared")
     if sessions:
         history = stack.slack.session_statuses[(stack.channel, thread)]
         assert history[-2:] == ["processing", "active"] and len(history) == 4
@@ -146,13 +146,13 @@ async def test_only_participants_regenerate_and_only_the_latest_answer(make_stac
 
     assert await stack.click(stack.channel, first["ts"], actions.REGENERATE, user=BOB) == 200
     refused = texts.REGENERATE_REFUSED["NotParticipant"]
-    await eventually(lambda: refused in stack.private_notes(stack.channel, BOB), 10, "refusal")
+    await eventually(lambda: refused in stack.private_notes(stack.channel, BOB), what="refusal")
 
     await stack.say(stack.channel, thread, "second question")
     await stack.replies(stack.channel, thread, 2)
     assert await stack.click(stack.channel, first["ts"], actions.REGENERATE) == 200
     older = texts.REGENERATE_REFUSED["NotLatest"]
-    await eventually(lambda: older in stack.private_notes(stack.channel, ALICE), 10, "refusal")
+    await eventually(lambda: older in stack.private_notes(stack.channel, ALICE), what="refusal")
     assert len(reply_streams(stack)) == 2  # neither click reached the model
     assert SAMPLED_AGAIN not in stack.slack.message(stack.channel, first["ts"])["text"]
 
@@ -166,7 +166,7 @@ async def test_regenerate_after_the_conversation_ended_says_so(make_stack):
     await handle.result()
     assert await stack.click(stack.channel, first["ts"], actions.REGENERATE) == 200
     over = texts.CONVERSATION_OVER
-    await eventually(lambda: over in stack.private_notes(stack.channel, ALICE), 10, "notice")
+    await eventually(lambda: over in stack.private_notes(stack.channel, ALICE), what="notice")
 
 
 async def test_feedback_is_recorded_once_per_person_and_acknowledged(make_stack):
@@ -182,14 +182,14 @@ async def test_feedback_is_recorded_once_per_person_and_acknowledged(make_stack)
     for _ in range(2):  # a repeated click counts once
         assert await stack.click(stack.channel, first["ts"], actions.FEEDBACK_UP) == 200
     assert await stack.click(stack.channel, first["ts"], actions.FEEDBACK_UP, user=BOB) == 200
-    await eventually(lambda: _equal(counts(), (2, 0)), 10, "two thumbs up")
+    await eventually(lambda: _equal(counts(), (2, 0)), what="two thumbs up")
     thanks = texts.FEEDBACK_THANKS["up"]
     assert stack.private_notes(stack.channel, ALICE).count(thanks) == 2
     assert stack.private_notes(stack.channel, BOB) == [thanks]
 
     # Changing one's mind replaces the earlier rating.
     assert await stack.click(stack.channel, first["ts"], actions.FEEDBACK_DOWN) == 200
-    await eventually(lambda: _equal(counts(), (1, 1)), 10, "a change of mind")
+    await eventually(lambda: _equal(counts(), (1, 1)), what="a change of mind")
     await handle.signal(ConversationWorkflow.end, EndRequest(requested_by=ALICE, via="command"))
     result = await handle.result()
     assert sorted((f.user, f.rating, f.reply.turn) for f in result.feedback) == [

@@ -132,7 +132,7 @@ async def test_stop_closes_the_socket_and_serve_returns(socket_bot):
     assert slack.socket_connections == 1
     socket_bot.stop.set()
     assert await asyncio.wait_for(socket_bot.task, 10) is None
-    await eventually(lambda: slack.socket_connections == 0, 5, "the socket to close")
+    await eventually(lambda: slack.socket_connections == 0, what="the socket to close")
     with pytest.raises(ConnectionError):
         await slack.send_socket_event(event_callback({"type": "reaction_added"}))
 
