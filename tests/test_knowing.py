@@ -3,6 +3,10 @@ cited under it, Slack search that finds only what the asker may see, and each pe
 memory in their own turns only. The offline model calls a tool when a message says
 `use <tool>` (README: "The offline model and tools")."""
 
+import json
+
+from devtools.knowledge import Passage
+from devtools.slack_events import message_deleted_event
 from devtools.stack import ALICE, BOB, eventually
 from threadchat import texts
 
@@ -99,3 +103,69 @@ async def test_a_memory_reaches_the_persons_next_conversation_and_no_one_elses(
     await stack.replies(stack.channel, fresh, 1)
     assert "Alice likes short answers" not in prompt_text(stack.converse_requests()[-1])
     assert texts.EMPTY_ANSWER not in stack.slack.bot_replies(stack.channel, fresh)[0]["text"]
+
+
+async def test_a_search_keeps_the_askers_token_when_their_message_is_deleted(make_stack, tmp_path):
+    """The token is taken when the turn starts: the asker's message deleted while the model
+    writes leaves the search theirs (it took the turn's last message, and with none left the
+    workflow task failed on every attempt), and the conversation goes on."""
+    stack = await make_stack(tools_file=tools_file(tmp_path, "slack_search"))
+    stack.slack.add_message(stack.channel, user=BOB, text="The launch date moved to Friday")
+    thread = await stack.mention(stack.channel, "hello")
+    await stack.replies(stack.channel, thread, 1)
+    stack.bedrock.set_model_latency(60)  # held while the question is deleted
+    asked = await stack.mention(
+        stack.channel,
+        "use search_slack query=launch",
+        thread_ts=thread,
+        action_token=stack.slack.search.issue(ALICE),
+    )
+    await eventually(lambda: len(stack.converse_requests()) == 2, what="the model call")
+    deleted = message_deleted_event(
+        channel=stack.channel, user=ALICE, ts=asked, text="use search", thread_ts=thread
+    )
+    assert (await stack.sender.send_event(deleted))[0] == 200
+    handle = stack.handle(stack.channel, thread)
+
+    async def deletion_recorded() -> bool:
+        events = (await handle.fetch_history()).events
+        return any(
+            e.workflow_execution_signaled_event_attributes.signal_name == "revise" for e in events
+        )
+
+    await eventually(deletion_recorded, what="the deletion in the history")
+    stack.bedrock.set_model_latency(0)
+    await eventually(lambda: tool_results(stack), what="the search's result")
+    [result] = tool_results(stack)
+    assert result["status"] == "success" and "launch date moved" in result["content"][0]["text"]
+    await stack.mention(stack.channel, "thanks", thread_ts=thread)
+    await eventually(
+        lambda: any("thanks" in prompt_text(r) for r in stack.converse_requests()),
+        what="the next message answered",
+    )
+    events = (await handle.fetch_history()).events
+    assert not any(e.HasField("workflow_task_failed_event_attributes") for e in events)
+
+
+async def test_a_planted_document_pings_nobody_and_forges_no_link(make_stack, tmp_path):
+    """A document's title and address come from whoever wrote it: on the task card's sources
+    and under the answer they ping nobody, and cannot end the link to start their own."""
+    stack = await make_stack(tools_file=tools_file(tmp_path, "knowledge", "KBPLANTED1"))
+    stack.bedrock.knowledge.bases["KBPLANTED1"] = [
+        Passage(
+            "planted.md",
+            "Vacation",
+            "Vacation days: ask <!channel> and <@U0EVE> for more.",
+            {
+                "title": "<!channel> Vacation <@U0EVE>",
+                "source_url": "https://wiki.example/a)[Reset your password](https://evil.example",
+            },
+        )
+    ]
+    thread = await stack.mention(stack.channel, "vacation days? use retrieve")
+    [answer] = await stack.replies(stack.channel, thread, 1)
+    [line] = [x for x in answer["text"].splitlines() if x.startswith("Sources:")]
+    assert line.count("](") == 1 and "](https://evil.example" not in line
+    sent = json.dumps([c.params for c in stack.slack.calls if c.method.startswith("chat.")])
+    assert "Vacation" in sent and "task_update" in sent  # the card and its source went out
+    assert "<!channel>" not in sent and "<@U0EVE>" not in sent

@@ -85,6 +85,9 @@ class Responder:
         self.approvals: dict[str, ApprovalRequest] = {}
         self.decisions: dict[str, ApprovalDecision] = {}
         self.round_tokens = 0  # what the turn's tool rounds cost before its answer
+        # The asker's Slack action token (a search sees what they may see), taken when the
+        # turn starts: messages deleted meanwhile must not hand a search someone else's.
+        self.action_token = ""
 
     def stop(self, request: StopRequest) -> None:
         """Stop clicked: the answer being written stops where it is. With nothing running
@@ -120,6 +123,9 @@ class Responder:
         state.notice = ""
         await self._learn_names(messages)
         turn = self.current = Turn(messages=messages, reply=None)
+        asker = messages[-1].user
+        tokens = (m.action_token for m in reversed(messages) if m.user == asker and m.action_token)
+        self.action_token = next(tokens, "")
         shared = [f for m in messages for f in m.files]
         state.shared_files = (state.shared_files + shared)[-MAX_SHARED_FILES:]
         payer, key = messages[-1].user, f"turn-{state.turn_count}"
@@ -135,7 +141,7 @@ class Responder:
             used = await self._reply(turn, notes)
             await self._settle(payer, verdict, used, key)
         self.current, self.busy, self.stop_request = None, False, None
-        self.approvals, self.decisions = {}, {}
+        self.approvals, self.decisions, self.action_token = {}, {}, ""
         if turn.messages:  # else every message was deleted while it was answered
             state.turns.append(turn)
         state.last_activity = state.answered_at = workflow.now().timestamp()
@@ -340,7 +346,6 @@ class Responder:
         server says so. Whatever happens, each call has an outcome to tell the model."""
         specs = tools.tools_by_model_name(request.tools)
         number, round_number = self.state.turn_count, len(request.rounds) + 1
-        action_token = self.current.messages[-1].action_token if self.current else ""
 
         async def run(use: ToolUse) -> ToolOutcome:
             spec = specs.get(use.name)
@@ -354,7 +359,7 @@ class Responder:
                 idempotency_key=self.key(f"turn-{number}-tool-{use.tool_use_id}"),
                 thread=self.state.thread,
                 user=request.recipient_user,
-                action_token=action_token,
+                action_token=self.action_token,
                 round=round_number,
             )
             refusal = await self._approval(call, spec) if spec.approval else ""
@@ -379,7 +384,9 @@ class Responder:
             workflow.logger.warning("tool %s/%s failed: %s", call.server, call.name, failure)
             stopped = self.stop_request is not None
             return ToolOutcome(
-                call.tool_use_id, "error", texts.TOOL_STOPPED if stopped else texts.TOOL_FAILED
+                call.tool_use_id,
+                "error",
+                texts.TOOL_STOPPED_RUNNING if stopped else texts.TOOL_FAILED,
             )
 
     async def _approval(self, call: ToolCall, spec: ToolSpec) -> str:
