@@ -1,6 +1,6 @@
 """The built-in `slack_search` tool: Slack's Real-time Search API (`assistant.search.context`)
 with the action token of the message that started the turn, so the results are only what the
-asker may see.
+asker may see; and, in a channel's thread, which others read, only public channels.
 
 Results go back numbered, as untrusted text, each with its permalink in `sources`. A rate
 limit raises for a Temporal retry after Slack's Retry-After (the API allows 10+ searches a
@@ -37,9 +37,14 @@ REFUSALS = {
     "access_denied": "Slack refused the search for this person",
 }
 DESCRIPTION = (
-    "Search Slack messages the person you are answering can see (channels, group messages "
-    "and DMs they are in) for a topic. Returns numbered messages with their links; cite the "
-    "ones you use by number, like [1]. Use keywords, not a whole sentence."
+    "Search Slack messages {scope} for a topic. Returns numbered messages with their links; "
+    "cite the ones you use by number, like [1]. Use keywords, not a whole sentence."
+)
+PRIVATE_SCOPE = (
+    "the person you are answering can see (channels, group messages and DMs they are in)"
+)
+PUBLIC_SCOPE = (
+    "in public channels (this conversation is seen by others: nothing private is searched)"
 )
 SCHEMA = {
     "type": "object",
@@ -58,7 +63,9 @@ class SlackSearchTool:
         self.results = results
 
     def specs(self, thread: ThreadRef, user: str = "", settings: object = None) -> list[ToolSpec]:
-        return [ToolSpec(server=NAME, name=TOOL, description=DESCRIPTION, input_schema=SCHEMA)]
+        scope = PRIVATE_SCOPE if is_private(thread) else PUBLIC_SCOPE
+        description = DESCRIPTION.format(scope=scope)
+        return [ToolSpec(server=NAME, name=TOOL, description=description, input_schema=SCHEMA)]
 
     async def call(self, call: ToolCall) -> ToolOutcome:
         def refused(why: str) -> ToolOutcome:
@@ -77,7 +84,7 @@ class SlackSearchTool:
             response = await self.client.assistant_search_context(
                 query=query,
                 action_token=call.action_token,
-                channel_types=CHANNEL_TYPES,
+                channel_types=CHANNEL_TYPES if is_private(call.thread) else ["public_channel"],
                 content_types=["messages"],
                 limit=self.results,
             )
@@ -91,6 +98,13 @@ class SlackSearchTool:
         messages = (response.get("results") or {}).get("messages") or []
         text, sources = render(query, messages[: self.results])
         return ToolOutcome(call.tool_use_id, status="success", text=text, sources=sources)
+
+
+def is_private(thread: ThreadRef) -> bool:
+    """A DM with the bot (the assistant panel's threads too): only the asker reads the answer,
+    so it may draw on all they can see. In a channel's thread the answer, its task card and
+    its sources are read by others, who may not be in the asker's private channels and DMs."""
+    return thread.channel.startswith("D")
 
 
 def render(query: str, messages: list[dict]) -> tuple[str, list[ToolSource]]:

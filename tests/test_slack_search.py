@@ -19,6 +19,7 @@ from threadchat.model import ThreadRef, ToolCall
 from threadchat.slack_client import make_client
 
 PUBLIC, SECRET, TEAM_ROOM = "C0PUBLIC", "G0SECRET", "G0TEAMROOM"
+BOTS_DM = "D0BOTALICE"  # a conversation only the asker reads (the assistant panel's too)
 
 
 @pytest.fixture
@@ -29,14 +30,14 @@ async def slack():
     await server.stop()
 
 
-def search(slack: LocalSlack, query: str, token: str) -> ToolCall:
+def search(slack: LocalSlack, query: str, token: str, channel: str = BOTS_DM) -> ToolCall:
     return ToolCall(
         tool_use_id="tu-1",
         server="slack_search",
         name="search_slack",
         arguments={"query": query},
         idempotency_key=uuid.uuid4().hex,
-        thread=ThreadRef(slack.team_id, PUBLIC, "1700000000.000100"),
+        thread=ThreadRef(slack.team_id, channel, "1700000000.000100"),
         user=ALICE,
         action_token=token,
     )
@@ -71,6 +72,24 @@ async def test_search_returns_only_what_the_asker_may_see(slack):
     assert [s.title for s in bobs.sources] == ["Secret launch plans: layoffs on Friday"]
     [call] = [c for c in slack.calls_to("assistant.search.context")][:1]
     assert call.params["channel_types"] == "public_channel,private_channel,mpim,im"
+
+
+async def test_in_a_channels_thread_only_public_channels_are_searched(slack):
+    """Others read the answer there, its task card and its sources: nothing of the asker's
+    private channels and DMs may reach them, though the asker may see it."""
+    seed(slack)
+    searching = tool(slack)
+    assert (
+        "public channels" in searching.specs(ThreadRef(slack.team_id, PUBLIC, "1.2"))[0].description
+    )
+    assert "DMs" in searching.specs(ThreadRef(slack.team_id, BOTS_DM, "1.2"))[0].description
+    outcome = await searching.call(search(slack, "launch", slack.search.issue(ALICE), PUBLIC))
+    channels = {s.url.split("/archives/")[1].split("/")[0] for s in outcome.sources}
+    assert channels == {PUBLIC}
+    assert "Launch checklist" not in outcome.text and "retro" not in outcome.text
+    assert (
+        slack.calls_to("assistant.search.context")[-1].params["channel_types"] == "public_channel"
+    )
 
 
 async def test_nothing_found_is_said(slack):
