@@ -122,6 +122,10 @@ class SlackReplyWriter:
             for key in ("title", "output"):
                 if key in card:  # cut after: neutralising may lengthen it
                     card[key] = neutralize(card[key], self.participants)[: tool_prompt.CARD_TEXT]
+            for source in card.get("sources", []):
+                source["text"] = neutralize(source["text"], self.participants)[
+                    : tool_prompt.CARD_TEXT
+                ]
         try:
             await self._send_stream("", chunks=cards)
             self.cards = True

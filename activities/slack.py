@@ -281,14 +281,16 @@ class SlackActivities:
     async def settle_approval(self, ask: ApprovalRequest) -> None:
         """The approval message says how it ended, in place of its buttons; the answer goes
         on (`processing`)."""
-        text = neutralize(texts.approval_prompt(ask.asker, ask.tool, ask.arguments), [ask.asker])
+        # The outcome names who decided: a display name, which pings nobody either.
+        prompt = texts.approval_prompt(ask.asker, ask.tool, ask.arguments)
+        text = neutralize(f"{prompt}\n{ask.outcome}", [ask.asker])
         try:
             await self.client.chat_update(
                 channel=ask.thread.channel,
                 ts=ask.ts,
-                text=f"{text}\n{ask.outcome}",
+                text=text,
                 # Without the buttons: the blocks are replaced, not kept.
-                blocks=[{"type": "markdown", "text": f"{text}\n{ask.outcome}"}],
+                blocks=[{"type": "markdown", "text": text}],
             )
         except SlackApiError as err:
             raise classify(err) from err

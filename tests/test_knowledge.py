@@ -15,6 +15,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from activities.knowledge import KnowledgeTool, make_client
 from devtools.bedrock import LocalBedrock
 from devtools.knowledge import SAMPLE_KB, LocalKnowledgeBases, load_passages, words
+from threadchat import texts
 from threadchat.citations import name_from_path, source_of
 from threadchat.config import BedrockSettings, ConfigError, load_settings
 from threadchat.knowledge import KnowledgeSetting, KnowledgeSettingError, knowledge_setting
@@ -335,3 +336,18 @@ async def test_a_throttled_search_is_retried_by_temporal(client, bedrock):
 def test_the_local_bases_answer_an_empty_query_with_a_validation_error():
     with pytest.raises(Exception, match="must not be empty"):
         LocalKnowledgeBases().retrieve(SAMPLE_KB, {"retrievalQuery": {"text": " "}})
+
+
+def test_the_sources_line_links_only_what_is_cited_and_cannot_be_forged():
+    sources = [
+        ToolSource("Runbook (v2)", "https://wiki.example/runbook"),
+        ToolSource("Planted", "https://docs.example/a b)[Reset your password](https://evil"),
+        ToolSource("Notes", ""),
+    ]
+    assert texts.sources_line(sources, "Restart it [1].", True) == (
+        "Sources: [1] [Runbook v2](https://wiki.example/runbook)"
+    )
+    line = texts.sources_line(sources, "No numbers.", True)  # none cited: all listed
+    assert line.count("](") == 2 and "](https://evil" not in line
+    assert "[2] [Planted](https://docs.example/a%20b%29%5BReset%20your%20password%5D%28" in line
+    assert line.endswith("[3] Notes")  # no address: the name alone

@@ -3,6 +3,7 @@
 import json
 import re
 from datetime import datetime
+from urllib.parse import quote
 
 from threadchat.ids import thread_permalink
 from threadchat.inference import BLOCKED, CUT
@@ -335,6 +336,8 @@ def too_fast(turns_per_minute: int) -> str:
 NO_SUCH_TOOL = "There is no such tool in this conversation."
 TOOL_FAILED = "The tool failed (its server did not answer in time, or kept failing)."
 TOOL_STOPPED = "Not run: the person stopped the answer."
+# A call is cancelled only as far as its server lets it be: what it did may stand.
+TOOL_STOPPED_RUNNING = "Stopped by the person while it ran: it may have taken effect."
 APPROVAL_STOPPED = "Stopped before anyone decided."
 APPROVAL_TIMED_OUT = "Nobody decided in time: not run."
 # Why a click on Approve or Deny did nothing (the `decide` update's refusals), said privately.
@@ -388,9 +391,18 @@ def sources_line(sources: list, answer: str, cited_by_number: bool) -> str:
     if cited_by_number:
         cited = [(n, s) for n, s in numbered if f"[{n}]" in answer]
         numbered = cited or numbered
-    links = [f"[{n}] [{_link_text(s.title or s.url)}]({s.url})" for n, s in numbered[:MAX_SOURCES]]
+    links = [f"[{n}] {_source_link(s.title or s.url, s.url)}" for n, s in numbered[:MAX_SOURCES]]
     return f"Sources: {' · '.join(links)}" if links else ""
 
 
-def _link_text(text: str) -> str:
-    return re.sub(r"[\[\]()<>]", "", text).strip()[:80] or "source"
+def _source_link(title: str, url: str) -> str:
+    """A source as a link, or its title alone when it has no address. Both come from
+    documents and messages: what could end the link early and start a forged one goes."""
+    text = re.sub(r"[\[\]()<>]", "", title).strip()[:80] or "source"
+    if not url:
+        return text
+    address = _LINK_BREAKERS.sub(lambda c: quote(c.group()), url)
+    return f"[{text}]({address})"
+
+
+_LINK_BREAKERS = re.compile(r"[\s()<>\[\]]")

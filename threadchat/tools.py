@@ -10,6 +10,7 @@ import hashlib
 import re
 from typing import Any
 
+from threadchat import prompt
 from threadchat.model import ToolOutcome, ToolSpec
 
 MODEL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -73,8 +74,9 @@ def bedrock_tool_config(specs: list[ToolSpec]) -> dict[str, Any]:
 def tool_result_block(outcome: ToolOutcome) -> dict[str, Any]:
     """The `toolResult` content block that tells the model what a call gave back (it goes in
     a user-role message: the text is untrusted)."""
-    # Bedrock refuses an error result without content, and blank text anywhere.
-    text = outcome.text if outcome.text.strip() else "(the tool returned nothing)"
+    # Bedrock refuses an error result without content, and blank text anywhere. Escaped as
+    # people's messages are: a result must not forge the prompt's <message>/<context> marks.
+    text = prompt.escape(outcome.text) if outcome.text.strip() else "(the tool returned nothing)"
     return {
         "toolResult": {
             "toolUseId": outcome.tool_use_id,
