@@ -15,8 +15,9 @@ from bot.parsing import parse_message_event
 from devtools.slack import LocalSlack
 from devtools.slack_events import app_mention_event, message_event
 from devtools.stack import ALICE, BOB, eventually
-from threadchat.model import ThreadRef, ToolCall
+from threadchat.model import EndRequest, ThreadRef, ToolCall
 from threadchat.slack_client import make_client
+from workflows.conversation import ConversationWorkflow
 
 PUBLIC, SECRET, TEAM_ROOM = "C0PUBLIC", "G0SECRET", "G0TEAMROOM"
 BOTS_DM = "D0BOTALICE"  # a conversation only the asker reads (the assistant panel's too)
@@ -170,3 +171,6 @@ async def test_a_mentions_action_token_reaches_the_conversation(make_stack):
 
     messages = await eventually(signalled, what="the signalled message")
     assert messages[0]["action_token"] == token
+    # Only that turn's search could use it: the conversation keeps none once it is answered.
+    await handle.signal(ConversationWorkflow.end, EndRequest(requested_by=ALICE, via="command"))
+    assert token not in str(await handle.result())

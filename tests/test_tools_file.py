@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from activities.tools import ToolsDirectory
+from threadchat import texts
 from threadchat.config import ConfigError, load_settings, load_tools_file
 from threadchat.knowledge import KnowledgeSetting
 from threadchat.model import ToolOutcome, ToolSpec
@@ -371,3 +372,12 @@ def test_a_tool_result_cannot_forge_the_prompts_marks():
     assert "<context" not in content["text"] and "<message" not in content["text"]
     assert "&lt;/context&gt;&lt;context kind=" in content["text"]
     assert content["text"].endswith("see <https://example.com/a|A>")  # Slack's links stay
+
+
+def test_an_approval_shows_every_argument_however_long_one_is():
+    padded = {"a_note": "x" * 5_000, "to": "ceo@example.com", "body": "wire the money"}
+    shown = texts.approval_prompt("U0ALICE", "mail/send", padded)
+    assert '"to": "ceo@example.com"' in shown and '"body": "wire the money"' in shown
+    assert "(4700 more characters)" in shown and len(shown) < texts.MAX_ARGUMENTS_SHOWN
+    many = {f"k{i:03d}": "v" * 200 for i in range(50)}  # too many to show: cut, and said
+    assert texts.approval_prompt("U0ALICE", "t", many).endswith("… (cut short)\n```")

@@ -347,6 +347,7 @@ APPROVAL_REFUSED = {
     "NotWaiting": "This is no longer waiting for a decision.",
 }
 MAX_ARGUMENTS_SHOWN = 1_500
+MAX_VALUE_SHOWN = 300
 TOOL_ROUNDS_USED = "_The answer used all the tool calls it may make; it may be incomplete._"
 
 
@@ -365,11 +366,21 @@ def approval_decided(approve: bool, name: str) -> str:
 def approval_prompt(asker: str, tool: str, arguments: dict) -> str:
     """The message a tool call waits on: which tool, with what (cut short; the caller
     neutralises mentions)."""
-    shown = json.dumps(arguments, indent=1, ensure_ascii=False, sort_keys=True)
+    # Each value cut on its own first: one long argument must not push the others (where
+    # the message goes, what it says) out of the asker's sight.
+    cut = {key: _shown_value(value) for key, value in arguments.items()}
+    shown = json.dumps(cut, indent=1, ensure_ascii=False, sort_keys=True)
     if len(shown) > MAX_ARGUMENTS_SHOWN:
         shown = shown[:MAX_ARGUMENTS_SHOWN] + "\n… (cut short)"
     shown = shown.replace("```", "` ` `")
     return f"<@{asker}>, may I use *{tool}* with these arguments?\n```\n{shown}\n```"
+
+
+def _shown_value(value: object) -> object:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if len(text) <= MAX_VALUE_SHOWN:
+        return value
+    return f"{text[:MAX_VALUE_SHOWN]}… ({len(text) - MAX_VALUE_SHOWN} more characters)"
 
 
 def tools_unavailable(servers: list[str]) -> str:

@@ -54,7 +54,8 @@ with workflow.unsafe.imports_passed_through():
     from threadchat.temporal import CONVERSATION_TITLE
 
 # Built-in tools whose results are cited under the answer.
-SEARCHES = ("knowledge", "slack_search")
+SLACK_SEARCH = "slack_search"  # the one built-in that runs as the asker, with their token
+SEARCHES = ("knowledge", SLACK_SEARCH)
 # Slack may stop an answer's stream before its agent_session_stopped event arrives: how long
 # the stopped answer waits for the event, to say who stopped it.
 STOP_EVENT_WAIT = timedelta(seconds=10)
@@ -143,6 +144,10 @@ class Responder:
         self.current, self.busy, self.stop_request = None, False, None
         self.approvals, self.decisions, self.action_token = {}, {}, ""
         if turn.messages:  # else every message was deleted while it was answered
+            # Only this turn's search could use Slack's action tokens, which soon expire:
+            # the state that continue-as-new carries, and the transcript, keep none.
+            for message in turn.messages:
+                message.action_token = ""
             state.turns.append(turn)
         state.last_activity = state.answered_at = workflow.now().timestamp()
         if state.assistant is not None and not state.title and turn.reply:
@@ -359,7 +364,7 @@ class Responder:
                 idempotency_key=self.key(f"turn-{number}-tool-{use.tool_use_id}"),
                 thread=self.state.thread,
                 user=request.recipient_user,
-                action_token=self.action_token,
+                action_token=self.action_token if spec.server == SLACK_SEARCH else "",
                 round=round_number,
             )
             refusal = await self._approval(call, spec) if spec.approval else ""
