@@ -118,14 +118,16 @@ class SlackReplyWriter:
         if self.mode != "stream" or not cards:
             return
         await self._flush()
-        for card in cards:  # tool output is untrusted: it pings nobody
+
+        def shown(text: str) -> str:  # cut after: neutralising may lengthen it
+            return neutralize(text, self.participants)[: tool_prompt.CARD_TEXT]
+
+        for card in cards:  # tool output and sources are untrusted: they ping nobody
             for key in ("title", "output"):
-                if key in card:  # cut after: neutralising may lengthen it
-                    card[key] = neutralize(card[key], self.participants)[: tool_prompt.CARD_TEXT]
+                if key in card:
+                    card[key] = shown(card[key])
             for source in card.get("sources", []):
-                source["text"] = neutralize(source["text"], self.participants)[
-                    : tool_prompt.CARD_TEXT
-                ]
+                source["text"] = shown(source["text"])
         try:
             await self._send_stream("", chunks=cards)
             self.cards = True

@@ -406,6 +406,10 @@ def sources_line(sources: list, answer: str, cited_by_number: bool) -> str:
     return f"Sources: {' · '.join(links)}" if links else ""
 
 
+# What would end a link's address early in Slack markdown, and let a forged one start.
+_LINK_BREAKERS = re.compile(r"[\s()<>\[\]]")
+
+
 def _source_link(title: str, url: str) -> str:
     """A source as a link, or its title alone when it has no address. Both come from
     documents and messages: what could end the link early and start a forged one goes."""
@@ -414,6 +418,3 @@ def _source_link(title: str, url: str) -> str:
         return text
     address = _LINK_BREAKERS.sub(lambda c: quote(c.group()), url)
     return f"[{text}]({address})"
-
-
-_LINK_BREAKERS = re.compile(r"[\s()<>\[\]]")
